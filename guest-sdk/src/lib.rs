@@ -1,0 +1,1 @@
+//! Placeholder: the guest SDK is being written.

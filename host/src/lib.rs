@@ -1,0 +1,28 @@
+//! Weft: a durable workflow host for WebAssembly components.
+//!
+//! A team writes a workflow as one async function against `weft-sdk`, compiles
+//! it to a component, and hands the `.wasm` to a [`Host`]. The host records
+//! every nondeterministic thing the workflow does in an append-only event log
+//! and, after any failure, rebuilds the guest by replaying that log.
+//!
+//! ## Glossary
+//!
+//! | word | meaning |
+//! |---|---|
+//! | module | one deployed component, identified by name + version and by the sha256 of its bytes |
+//! | workflow | a named long-running process; the *workflow id* is chosen by the caller and unique among open runs |
+//! | run | one execution of a workflow, pinned to one module sha256 |
+//! | history | the run's append-only list of events, numbered from 1, hash-chained ([`model::History`]) |
+//! | command | something the guest asks of the host through an import, recorded before it has any effect |
+//! | job | something the host delivers to the guest: an activity result, a fired timer, a signal |
+//! | activation | one turn of the guest: jobs in, commands out, appended in one transaction |
+//! | activity | a native function with side effects, at-least-once, retried by policy |
+//! | replay | re-running the guest from event 1, answering every import from the history |
+//! | nondeterminism | on replay the guest issues a command that differs from the recorded one |
+//!
+//! ## Where things live
+//! - [`model`]: events, ids, the hash chain. No I/O.
+//! - [`store`]: storage traits, SQLite and Postgres.
+
+pub mod model;
+pub mod store;

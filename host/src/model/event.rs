@@ -1,0 +1,170 @@
+use super::{Failure, Sha256Hex};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// How an activity is retried. Mirrors `retry-policy` in the WIT.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    pub initial_interval_ms: u64,
+    pub backoff_coefficient: f64,
+    /// 0 means 100 × the initial interval.
+    pub maximum_interval_ms: u64,
+    /// Attempts in all; 0 means unlimited.
+    pub maximum_attempts: u32,
+    #[serde(default)]
+    pub non_retryable_error_types: Vec<String>,
+}
+
+impl Default for RetryPolicy {
+    /// Temporal's default: 1 s, doubling, capped at 100 s, unlimited attempts.
+    fn default() -> Self {
+        Self {
+            initial_interval_ms: 1_000,
+            backoff_coefficient: 2.0,
+            maximum_interval_ms: 100_000,
+            maximum_attempts: 0,
+            non_retryable_error_types: Vec::new(),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `next_attempt` (2 for the first retry), or `None`
+    /// when the policy allows no further attempt after a failure of `error_type`.
+    pub fn delay_before(&self, next_attempt: u32, error_type: &str) -> Option<u64> {
+        if self.non_retryable_error_types.iter().any(|t| t == error_type) {
+            return None;
+        }
+        if self.maximum_attempts != 0 && next_attempt > self.maximum_attempts {
+            return None;
+        }
+        let cap = if self.maximum_interval_ms == 0 {
+            self.initial_interval_ms.saturating_mul(100)
+        } else {
+            self.maximum_interval_ms
+        };
+        let exponent = next_attempt.saturating_sub(2) as i32;
+        let delay = self.initial_interval_ms as f64 * self.backoff_coefficient.max(1.0).powi(exponent);
+        Some((delay.min(cap as f64)) as u64)
+    }
+}
+
+/// Options recorded with a scheduled activity.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActivityOptions {
+    /// 0 means the host default.
+    pub start_to_close_timeout_ms: u64,
+    pub retry: Option<RetryPolicy>,
+}
+
+/// One entry of a run's history. The JSON form (`kind` plus the fields) is what
+/// is stored and hashed; the variants are never renumbered or renamed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// Always event 1: what was started, on which module, with which random seed.
+    WorkflowStarted {
+        workflow_type: String,
+        workflow_id: String,
+        input: Value,
+        module_sha256: Sha256Hex,
+        seed: u64,
+    },
+    /// Opens an activation: the workflow time the guest sees until the next one.
+    ActivationStarted { time_ms: u64 },
+    /// Job: an activity finished successfully.
+    ActivityCompleted { seq: u32, output: Value, attempt: u32 },
+    /// Job: an activity failed for good (retries exhausted or not retryable).
+    ActivityFailed { seq: u32, failure: Failure, attempt: u32 },
+    /// Job: a timer fired.
+    TimerFired { seq: u32 },
+    /// Job: a signal was delivered.
+    SignalReceived { name: String, input: Value },
+    /// Command: the guest scheduled an activity.
+    ActivityScheduled {
+        seq: u32,
+        name: String,
+        input: Value,
+        options: ActivityOptions,
+    },
+    /// Command: the guest started a timer due at `fire_at_ms` (workflow time).
+    TimerStarted { seq: u32, duration_ms: u64, fire_at_ms: u64 },
+    /// Command: the guest cancelled a timer.
+    TimerCancelled { seq: u32 },
+    /// Command: the workflow function returned its output.
+    WorkflowCompleted { output: Value },
+    /// Command: the workflow function returned an error.
+    WorkflowFailed { failure: Failure },
+}
+
+impl Event {
+    /// The stable name stored in the `kind` column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::WorkflowStarted { .. } => "workflow_started",
+            Event::ActivationStarted { .. } => "activation_started",
+            Event::ActivityCompleted { .. } => "activity_completed",
+            Event::ActivityFailed { .. } => "activity_failed",
+            Event::TimerFired { .. } => "timer_fired",
+            Event::SignalReceived { .. } => "signal_received",
+            Event::ActivityScheduled { .. } => "activity_scheduled",
+            Event::TimerStarted { .. } => "timer_started",
+            Event::TimerCancelled { .. } => "timer_cancelled",
+            Event::WorkflowCompleted { .. } => "workflow_completed",
+            Event::WorkflowFailed { .. } => "workflow_failed",
+        }
+    }
+
+    /// Something delivered to the guest.
+    pub fn is_job(&self) -> bool {
+        matches!(
+            self,
+            Event::ActivityCompleted { .. }
+                | Event::ActivityFailed { .. }
+                | Event::TimerFired { .. }
+                | Event::SignalReceived { .. }
+        )
+    }
+
+    /// Something the guest issued, checked on replay.
+    pub fn is_command(&self) -> bool {
+        matches!(
+            self,
+            Event::ActivityScheduled { .. }
+                | Event::TimerStarted { .. }
+                | Event::TimerCancelled { .. }
+                | Event::WorkflowCompleted { .. }
+                | Event::WorkflowFailed { .. }
+        )
+    }
+
+    /// The JSON object stored as the event's payload: every field but `kind`.
+    pub fn payload_json(&self) -> String {
+        let mut value = serde_json::to_value(self).expect("events always serialize");
+        if let Value::Object(map) = &mut value {
+            map.remove("kind");
+        }
+        // serde_json's map is ordered by key, so this text is canonical.
+        value.to_string()
+    }
+
+    /// Rebuilds an event from its stored `kind` and payload.
+    pub fn from_parts(kind: &str, payload: &str) -> Result<Self, serde_json::Error> {
+        let mut value: Value = serde_json::from_str(payload)?;
+        if let Value::Object(map) = &mut value {
+            map.insert("kind".into(), Value::String(kind.to_owned()));
+        }
+        serde_json::from_value(value)
+    }
+}
+
+/// An event as stored: its number, when it was recorded, and its chain hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    pub seq: u64,
+    /// Host time at which the event was written, ms since the Unix epoch.
+    pub recorded_at_ms: u64,
+    #[serde(flatten)]
+    pub event: Event,
+    pub hash: super::EventHash,
+}
