@@ -23,6 +23,8 @@
 //! ## Where things live
 //! - [`model`]: events, ids, the hash chain. No I/O.
 //! - [`store`]: storage traits, SQLite and Postgres.
+//! - [`wasm`]: the engine, compiled-module cache, virtual WASI and guest instances.
 
 pub mod model;
 pub mod store;
+pub mod wasm;

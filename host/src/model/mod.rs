@@ -18,11 +18,13 @@
 //! assert!(history.verify().is_ok());
 //! ```
 
+mod activation;
 mod event;
 mod failure;
 mod hash;
 mod ids;
 
+pub use activation::{Command, GuestStatus, Job};
 pub use event::{ActivityOptions, Event, RecordedEvent, RetryPolicy};
 pub use failure::Failure;
 pub use hash::{ChainError, EventHash, History};

@@ -367,10 +367,6 @@ impl<T: HistoryStore + RunStore + ActivityStore + SignalStore + ModuleStore> Sto
 
 /// Opens a store from a URL: `postgres://…`, `sqlite://PATH` or a bare file path (SQLite).
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::connect(url).await?))
-    } else {
-        let path = url.strip_prefix("sqlite://").unwrap_or(url);
-        Ok(Arc::new(SqliteStore::open(path).await?))
-    }
+    // TEMP-UNTIL-STORE-MERGE
+    Err(StoreError::Unavailable(format!("{url}: backends not merged yet")))
 }

@@ -1,0 +1,225 @@
+use super::bindings::WorkflowPre;
+use super::state::GuestState;
+use crate::model::Sha256Hex;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime::component::{Component, Linker, types::ComponentItem};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How the engine runs guests.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Largest linear memory one instance may grow to.
+    pub memory_limit_bytes: usize,
+    /// Wall-clock budget of one guest call (one activation, one query).
+    pub activation_timeout: Duration,
+    /// Instances the pooling allocator keeps slots for; 0 allocates on demand.
+    pub pooled_instances: u32,
+    /// Where compiled modules are cached across restarts; `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// Largest payload (input, output, signal) a guest may pass, in bytes.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            memory_limit_bytes: 64 << 20,
+            activation_timeout: Duration::from_secs(2),
+            pooled_instances: 0,
+            cache_dir: None,
+            max_payload_bytes: 2 << 20,
+        }
+    }
+}
+
+/// Epochs tick this often; the activation budget is counted in ticks.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a module could not be loaded. Each names the module and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("module {sha256} is not a valid WebAssembly component: {reason}; build it with `cargo build --target wasm32-wasip2` against weft-sdk")]
+    Invalid { sha256: Sha256Hex, reason: String },
+    #[error("module {sha256} imports `{import}`, which workflows may not use: a workflow reaches the outside world only through activities; remove the dependency that pulls it in")]
+    ForbiddenImport { sha256: Sha256Hex, import: String },
+    #[error("module {sha256} does not fit the weft:workflow world: {reason}; build it against weft-sdk (WIT weft:workflow@0.1.x)")]
+    WrongWorld { sha256: Sha256Hex, reason: String },
+}
+
+/// Interfaces a workflow guest may import. Everything here is either Weft's
+/// own or virtualised; filesystem is present (with nothing in it) only because
+/// Rust's std imports it at startup.
+const ALLOWED_IMPORTS: &[&str] = &[
+    "weft:workflow/context@0.1.",
+    "weft:workflow/types@0.1.",
+    "wasi:io/",
+    "wasi:clocks/wall-clock@0.2.",
+    "wasi:clocks/monotonic-clock@0.2.",
+    "wasi:random/",
+    "wasi:cli/environment@0.2.",
+    "wasi:cli/exit@0.2.",
+    "wasi:cli/stdin@0.2.",
+    "wasi:cli/stdout@0.2.",
+    "wasi:cli/stderr@0.2.",
+    "wasi:cli/terminal-",
+    "wasi:filesystem/types@0.2.",
+    "wasi:filesystem/preopens@0.2.",
+];
+
+/// One compiled, linked module, ready to instantiate.
+pub struct LoadedModule {
+    sha256: Sha256Hex,
+    pub(crate) pre: WorkflowPre<GuestState>,
+}
+
+impl LoadedModule {
+    pub fn sha256(&self) -> &Sha256Hex {
+        &self.sha256
+    }
+}
+
+/// The process-wide engine: compiles, caches and links workflow modules.
+pub struct WasmEngine {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    pub(crate) config: EngineConfig,
+    modules: Mutex<HashMap<Sha256Hex, Arc<LoadedModule>>>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl WasmEngine {
+    pub fn new(config: EngineConfig) -> wasmtime::Result<Self> {
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .cranelift_nan_canonicalization(true);
+        if config.pooled_instances > 0 {
+            let n = config.pooled_instances;
+            let mut pool = PoolingAllocationConfig::default();
+            // A Rust wasip2 guest is several core instances and up to two memories.
+            pool.total_component_instances(n)
+                .total_core_instances(n.saturating_mul(6))
+                .total_memories(n.saturating_mul(2))
+                .total_tables(n.saturating_mul(4))
+                .max_memory_size(config.memory_limit_bytes);
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&wasm)?;
+        let mut linker = Linker::new(&engine);
+        super::state::add_to_linker(&mut linker)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (weak, stop) = (engine.weak(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("weft-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| wasmtime::Error::msg(format!("cannot start the epoch thread: {e}")))?;
+
+        Ok(Self { engine, linker, config, modules: Mutex::new(HashMap::new()), ticker_stop })
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The module with these bytes: from memory, else from the on-disk cache,
+    /// else validated and compiled (and then cached).
+    pub fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedModule>, LoadError> {
+        let sha256 = Sha256Hex::of(bytes);
+        if let Some(m) = self.modules.lock().expect("module map poisoned").get(&sha256) {
+            return Ok(m.clone());
+        }
+        let component = self.compile(&sha256, bytes)?;
+        self.check_imports(&sha256, &component)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld { sha256: sha256.clone(), reason: format!("{e:#}") })?;
+        let pre = WorkflowPre::new(instance_pre)
+            .map_err(|e| LoadError::WrongWorld { sha256: sha256.clone(), reason: format!("{e:#}") })?;
+        let module = Arc::new(LoadedModule { sha256: sha256.clone(), pre });
+        self.modules.lock().expect("module map poisoned").insert(sha256, module.clone());
+        Ok(module)
+    }
+
+    /// A module loaded before, if it is still in memory.
+    pub fn loaded(&self, sha256: &Sha256Hex) -> Option<Arc<LoadedModule>> {
+        self.modules.lock().expect("module map poisoned").get(sha256).cloned()
+    }
+
+    fn compile(&self, sha256: &Sha256Hex, bytes: &[u8]) -> Result<Component, LoadError> {
+        let cached = self.config.cache_dir.as_ref().map(|dir| {
+            let compat = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                self.engine.precompile_compatibility_hash().hash(&mut h);
+                h.finish()
+            };
+            dir.join(format!("{sha256}-{compat:016x}.cwasm"))
+        });
+        if let Some(path) = &cached {
+            if path.exists() {
+                // SAFETY: the file was written by `Component::serialize` of this
+                // engine configuration (the name carries its compatibility hash)
+                // into a directory this host owns.
+                match unsafe { Component::deserialize_file(&self.engine, path) } {
+                    Ok(c) => return Ok(c),
+                    Err(e) => tracing::warn!(path = %path.display(), "ignoring unreadable compiled module: {e:#}"),
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Invalid { sha256: sha256.clone(), reason: format!("{e:#}") })?;
+        if let Some(path) = &cached {
+            let write = || -> std::io::Result<()> {
+                std::fs::create_dir_all(path.parent().expect("cache file has a parent"))?;
+                let bytes = component.serialize().map_err(std::io::Error::other)?;
+                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                std::fs::write(&tmp, bytes)?;
+                std::fs::rename(&tmp, path)
+            };
+            if let Err(e) = write() {
+                tracing::warn!(path = %path.display(), "cannot cache the compiled module: {e}");
+            }
+        }
+        Ok(component)
+    }
+
+    fn check_imports(&self, sha256: &Sha256Hex, component: &Component) -> Result<(), LoadError> {
+        let ty = component.component_type();
+        for (name, item) in ty.imports(&self.engine) {
+            let allowed = ALLOWED_IMPORTS.iter().any(|prefix| name.starts_with(prefix));
+            if !allowed || !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+                return Err(LoadError::ForbiddenImport { sha256: sha256.clone(), import: name.to_owned() });
+            }
+        }
+        let exports: Vec<&str> = ty.exports(&self.engine).map(|(n, _)| n).collect();
+        for needed in ["start", "deliver", "query"] {
+            if !exports.contains(&needed) {
+                return Err(LoadError::WrongWorld {
+                    sha256: sha256.clone(),
+                    reason: format!("it does not export `{needed}` (it exports: {})", exports.join(", ")),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for WasmEngine {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,166 @@
+//! One live guest: a wasmtime store plus the instantiated workflow world.
+
+use super::bindings::{self, Workflow};
+use super::engine::{EPOCH_TICK, LoadedModule, WasmEngine};
+use super::state::GuestState;
+use crate::model::{Command, GuestStatus, Job, RunId};
+use std::sync::atomic::Ordering;
+use wasmtime::{Store, UpdateDeadline};
+
+/// Why a guest call did not return normally. The run is parked, never failed:
+/// the history is intact and a fixed module can carry on from it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GuestError {
+    #[error("the activation ran past its deadline of {limit_ms} ms (an endless loop?); raise `activation_timeout` if the work is legitimate")]
+    Deadline { limit_ms: u64 },
+    #[error("the guest exceeded its memory limit of {limit_bytes} bytes; raise `memory_limit_bytes` or keep less state in the workflow")]
+    Memory { limit_bytes: usize },
+    #[error("the guest trapped: {message}")]
+    Trap { message: String },
+    #[error("the guest broke the contract: {message}")]
+    Contract { message: String },
+    #[error("the instance cannot be created: {message}")]
+    Instantiate { message: String },
+}
+
+/// The result of one activation: the guest's status and the commands it issued, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activation {
+    pub status: GuestStatus,
+    pub commands: Vec<Command>,
+}
+
+/// What a new instance needs to know about its run.
+#[derive(Debug, Clone)]
+pub struct InstanceOptions {
+    pub run_id: RunId,
+    /// The random seed recorded in the run's first event.
+    pub seed: u64,
+}
+
+/// A guest instance, used by one activation at a time.
+pub struct Instance {
+    store: Store<GuestState>,
+    bindings: Workflow,
+    limit_ms: u64,
+    limit_bytes: usize,
+    /// A trapped instance cannot be entered again.
+    poisoned: bool,
+}
+
+impl Instance {
+    pub async fn new(engine: &WasmEngine, module: &LoadedModule, options: InstanceOptions) -> Result<Self, GuestError> {
+        let config = &engine.config;
+        let state = GuestState::new(options.run_id, options.seed, config.memory_limit_bytes, config.max_payload_bytes);
+        let mut store = Store::new(engine.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            if state.ticks_left == 0 {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            state.ticks_left -= 1;
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.set_epoch_deadline(1);
+        let bindings = module
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| GuestError::Instantiate { message: format!("{e:#}") })?;
+        Ok(Self {
+            store,
+            bindings,
+            limit_ms: config.activation_timeout.as_millis() as u64,
+            limit_bytes: config.memory_limit_bytes,
+            poisoned: false,
+        })
+    }
+
+    /// Sets the workflow time and whether the next calls replay recorded history.
+    pub fn set_time(&mut self, time_ms: u64, replaying: bool) {
+        let clock = &self.store.data().clock;
+        clock.time_ms.store(time_ms, Ordering::Relaxed);
+        clock.replaying.store(replaying, Ordering::Relaxed);
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    fn arm(&mut self) {
+        let ticks = (self.limit_ms / EPOCH_TICK.as_millis() as u64).max(1);
+        self.store.data_mut().ticks_left = ticks;
+        self.store.set_epoch_deadline(1);
+        self.store.data_mut().commands.clear();
+    }
+
+    fn classify(&mut self, err: wasmtime::Error) -> GuestError {
+        self.poisoned = true;
+        if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
+            if *trap == wasmtime::Trap::Interrupt {
+                return GuestError::Deadline { limit_ms: self.limit_ms };
+            }
+        }
+        let message = format!("{err:#}");
+        if message.contains("forcing trap when growing memory") {
+            return GuestError::Memory { limit_bytes: self.limit_bytes };
+        }
+        GuestError::Trap { message }
+    }
+
+    fn finish(&mut self, status: bindings::wit::Status) -> Result<Activation, GuestError> {
+        let status = bindings::status_from_wit(status).map_err(|message| GuestError::Contract { message })?;
+        Ok(Activation { status, commands: std::mem::take(&mut self.store.data_mut().commands) })
+    }
+
+    fn check_usable(&self) -> Result<(), GuestError> {
+        if self.poisoned {
+            return Err(GuestError::Contract { message: "this instance trapped before and cannot be used again".into() });
+        }
+        Ok(())
+    }
+
+    /// The first activation: calls the workflow function with its input.
+    pub async fn start(&mut self, workflow_type: &str, input: &serde_json::Value) -> Result<Activation, GuestError> {
+        self.check_usable()?;
+        self.arm();
+        let input = input.to_string();
+        match self.bindings.call_start(&mut self.store, workflow_type, &input).await {
+            Ok(status) => self.finish(status),
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    /// A later activation: delivers jobs in order.
+    pub async fn deliver(&mut self, jobs: &[Job]) -> Result<Activation, GuestError> {
+        self.check_usable()?;
+        self.arm();
+        let jobs: Vec<bindings::wit::Job> = jobs.iter().map(bindings::job_to_wit).collect();
+        match self.bindings.call_deliver(&mut self.store, &jobs).await {
+            Ok(status) => self.finish(status),
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    /// Asks a query. The outer error is the guest failing; the inner one is the
+    /// guest's own answer that the query is wrong (unknown name, bad input).
+    pub async fn query(&mut self, name: &str, input: &serde_json::Value) -> Result<Result<serde_json::Value, String>, GuestError> {
+        self.check_usable()?;
+        self.arm();
+        let input = input.to_string();
+        let answer = match self.bindings.call_query(&mut self.store, name, &input).await {
+            Ok(answer) => answer,
+            Err(e) => return Err(self.classify(e)),
+        };
+        // A query must not issue commands; any it tried are dropped.
+        let issued = std::mem::take(&mut self.store.data_mut().commands);
+        if !issued.is_empty() {
+            tracing::warn!(run_id = %self.store.data().run_id, "query {name:?} issued {} command(s); queries must only read state, the commands were dropped", issued.len());
+        }
+        Ok(match answer {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| format!("the answer to query {name:?} is not valid JSON: {e}")),
+            Err(message) => Err(message),
+        })
+    }
+}

@@ -1,0 +1,285 @@
+//! What a guest instance holds on the host side, and the virtual WASI it sees.
+//!
+//! The guest's WASI is rebuilt from the run's own data so that it answers the
+//! same on replay: the wall clock is the activation's workflow time, the
+//! monotonic clock is the same time in nanoseconds, every random source reads
+//! one [`RunRng`] seeded from the history, and stdout/stderr are
+//! [`GuestOutput`]s that turn lines into log records except while replaying.
+
+use crate::model::{Command, RunId};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream, WasiCli, WasiCliView};
+use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
+use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+
+/// The per-run values the virtual WASI reads, shared with the instance driver.
+#[derive(Debug, Default)]
+pub(crate) struct RunClock {
+    /// Workflow time of the current activation, ms since the Unix epoch.
+    pub(crate) time_ms: AtomicU64,
+    pub(crate) replaying: AtomicBool,
+}
+
+impl RunClock {
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.time_ms.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn replaying(&self) -> bool {
+        self.replaying.load(Ordering::Relaxed)
+    }
+}
+
+struct WorkflowWallClock(Arc<RunClock>);
+
+impl HostWallClock for WorkflowWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.0.now_ms())
+    }
+}
+
+struct WorkflowMonotonicClock(Arc<RunClock>);
+
+impl HostMonotonicClock for WorkflowMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+    fn now(&self) -> u64 {
+        self.0.now_ms().saturating_mul(1_000_000)
+    }
+}
+
+/// The run's random stream: xoshiro256** seeded by SplitMix64 from the recorded seed.
+///
+/// Weft owns this generator on purpose: its output is part of every recorded
+/// history, so it must never change with a library upgrade.
+#[derive(Clone)]
+pub(crate) struct RunRng(Arc<Mutex<[u64; 4]>>);
+
+impl RunRng {
+    pub(crate) fn new(seed: u64) -> Self {
+        let mut sm = seed;
+        let mut next = || {
+            sm = sm.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = sm;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        RunRng(Arc::new(Mutex::new([next(), next(), next(), next()])))
+    }
+
+    pub(crate) fn next_u64(&self) -> u64 {
+        let mut s = self.0.lock().expect("rng poisoned");
+        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        result
+    }
+}
+
+impl rand_core::TryRng for RunRng {
+    type Error = std::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok((self.next_u64() >> 32) as u32)
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(self.next_u64())
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        for chunk in dst.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+/// Guest stdout or stderr: complete lines become log records tagged with the
+/// run, except while replaying (they were logged the first time).
+#[derive(Clone)]
+pub(crate) struct GuestOutput {
+    run_id: RunId,
+    stream: &'static str,
+    clock: Arc<RunClock>,
+    pending: Arc<Mutex<Vec<u8>>>,
+}
+
+/// A line longer than this is logged in pieces.
+const MAX_LINE: usize = 16 * 1024;
+
+impl GuestOutput {
+    fn new(run_id: RunId, stream: &'static str, clock: Arc<RunClock>) -> Self {
+        Self { run_id, stream, clock, pending: Arc::default() }
+    }
+
+    fn take(&self, bytes: &[u8]) {
+        let mut pending = self.pending.lock().expect("output poisoned");
+        pending.extend_from_slice(bytes);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n').or((pending.len() >= MAX_LINE).then_some(MAX_LINE - 1)) {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            if !self.clock.replaying() {
+                let text = String::from_utf8_lossy(&line);
+                tracing::info!(target: "weft::guest", run_id = %self.run_id, stream = self.stream, "{}", text.trim_end());
+            }
+        }
+    }
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for GuestOutput {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for GuestOutput {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.take(&bytes);
+        Ok(())
+    }
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+impl tokio::io::AsyncWrite for GuestOutput {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.take(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The host side of one guest instance.
+pub(crate) struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub(crate) run_id: RunId,
+    pub(crate) clock: Arc<RunClock>,
+    pub(crate) rng: RunRng,
+    /// Sequence number the next command gets.
+    pub(crate) next_seq: u32,
+    /// Commands issued during the current activation.
+    pub(crate) commands: Vec<Command>,
+    pub(crate) max_payload_bytes: usize,
+    /// Epoch ticks left in the current guest call.
+    pub(crate) ticks_left: u64,
+}
+
+impl GuestState {
+    pub(crate) fn new(run_id: RunId, seed: u64, memory_limit_bytes: usize, max_payload_bytes: usize) -> Self {
+        let clock = Arc::new(RunClock::default());
+        let rng = RunRng::new(seed);
+        let insecure_seed = {
+            let r = RunRng::new(seed ^ 0x5EED_5EED_5EED_5EED);
+            (u128::from(r.next_u64()) << 64) | u128::from(r.next_u64())
+        };
+        let wasi = WasiCtx::builder()
+            .wall_clock(WorkflowWallClock(clock.clone()))
+            .monotonic_clock(WorkflowMonotonicClock(clock.clone()))
+            .secure_random(rng.clone())
+            .insecure_random(rng.clone())
+            .insecure_random_seed(insecure_seed)
+            .stdout(GuestOutput::new(run_id.clone(), "stdout", clock.clone()))
+            .stderr(GuestOutput::new(run_id.clone(), "stderr", clock.clone()))
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(memory_limit_bytes)
+            .trap_on_grow_failure(true)
+            .instances(64)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            run_id,
+            clock,
+            rng,
+            next_seq: 1,
+            commands: Vec::new(),
+            max_payload_bytes,
+            ticks_left: 0,
+        }
+    }
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+struct HasTable;
+
+impl wasmtime::component::HasData for HasTable {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// Links Weft's interfaces and the virtual WASI. No sockets, no preopened
+/// directories, no environment: see `ALLOWED_IMPORTS` in the engine.
+pub(crate) fn add_to_linker(l: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    type T = GuestState;
+    super::bindings::Workflow::add_to_linker::<T, HasSelf<T>>(l, |s| s)?;
+    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<T, HasTable>(l, |t| &mut t.table)?;
+    wasmtime_wasi_io::bindings::wasi::io::poll::add_to_linker::<T, HasTable>(l, |t| &mut t.table)?;
+    wasmtime_wasi_io::bindings::wasi::io::streams::add_to_linker::<T, HasTable>(l, |t| &mut t.table)?;
+    clocks::wall_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
+    random::random::add_to_linker::<T, WasiRandom>(l, T::random)?;
+    random::insecure::add_to_linker::<T, WasiRandom>(l, T::random)?;
+    random::insecure_seed::add_to_linker::<T, WasiRandom>(l, T::random)?;
+    cli::exit::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::environment::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::stdin::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::stdout::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::stderr::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_input::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_output::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_stdin::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_stdout::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_stderr::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    filesystem::types::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
+    filesystem::preopens::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
+    Ok(())
+}
