@@ -24,7 +24,19 @@
 //! - [`model`]: events, ids, the hash chain. No I/O.
 //! - [`store`]: storage traits, SQLite and Postgres.
 //! - [`wasm`]: the engine, compiled-module cache, virtual WASI and guest instances.
+//! - [`workflow`]: replay, the nondeterminism diff, and the activation driver.
+//! - [`activity`]: the registry of native activities, retries and timeouts.
+//! - [`scheduler`]: the loops that claim work, and the [`Clock`].
+//! - [`Host`]: the front door that ties them together.
 
+pub mod activity;
+mod host;
 pub mod model;
+pub mod scheduler;
 pub mod store;
 pub mod wasm;
+pub mod workflow;
+
+pub use activity::{Activities, ActivityContext, ActivityError};
+pub use host::{Host, HostConfig, HostError, Running, StartRequest, outcome};
+pub use scheduler::{Clock, ManualClock, SystemClock};

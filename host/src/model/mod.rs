@@ -28,4 +28,5 @@ pub use activation::{Command, GuestStatus, Job};
 pub use event::{ActivityOptions, Event, RecordedEvent, RetryPolicy};
 pub use failure::Failure;
 pub use hash::{ChainError, EventHash, History};
+pub(crate) use hash::seal;
 pub use ids::{RunId, Sha256Hex};

@@ -291,7 +291,7 @@ pub trait RunStore: Send + Sync {
     async fn run_by_workflow_id(&self, workflow_id: &str) -> StoreResult<RunRecord>;
     /// Claims up to `limit` runs that are `running` and need an activation
     /// (`wakeups > handled_wakeups`, or a timer with `fire_at_ms <= now_ms`) and
-    /// whose lease is free, expired, or already held by `host_id`.
+    /// whose lease is free or expired (a run this host is activating is not claimed again).
     /// Sets owner, expiry `now_ms + lease_ms`, and increments the token.
     async fn claim_runs(&self, host_id: &str, now_ms: u64, lease_ms: u64, limit: u32) -> StoreResult<Vec<RunClaim>>;
     /// The jobs waiting for a run at `now_ms`.
@@ -300,7 +300,8 @@ pub trait RunStore: Send + Sync {
     /// sets `handled_wakeups = observed_wakeups`.
     async fn commit_activation(&self, commit: ActivationCommit) -> StoreResult<()>;
     /// Releases a lease without writing (the activation found nothing to do or failed).
-    async fn release_run(&self, run_id: &RunId, lease_token: i64) -> StoreResult<()>;
+    /// Also sets `handled_wakeups = observed_wakeups` (the wake-up was looked at and needed nothing).
+    async fn release_run(&self, run_id: &RunId, lease_token: i64, observed_wakeups: i64) -> StoreResult<()>;
     /// Parks a run as `stuck` with a reason, if the lease still holds; releases it.
     async fn park_run(&self, run_id: &RunId, lease_token: i64, reason: Value) -> StoreResult<()>;
     /// The earliest `fire_at_ms` among all timers of running runs, to know when to wake.

@@ -28,3 +28,4 @@ mod state;
 
 pub use engine::{EngineConfig, LoadError, LoadedModule, WasmEngine};
 pub use instance::{Activation, GuestError, Instance, InstanceOptions};
+pub(crate) use state::RunRng;

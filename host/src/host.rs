@@ -1,0 +1,330 @@
+//! The front door: a [`Host`] runs workflows from deployed modules against a
+//! store, with native activities, and answers starts, signals, queries and
+//! result requests.
+
+use crate::activity::Activities;
+use crate::model::{Event, EventHash, Failure, History, RunId, Sha256Hex};
+use crate::scheduler::{Clock, SystemClock, Wakeups, activation_loop, activity_loop};
+use crate::store::{CreateRun, ModuleRecord, RunRecord, RunStatus, Store, StoreError};
+use crate::wasm::{EngineConfig, LoadError, RunRng, WasmEngine};
+use crate::workflow::{Driver, DriverConfig, ReplayError, ReplayVerdict, replay_history};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How a host behaves. The defaults suit one host on a laptop.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// Names this host in leases. A host restarted under the same id takes its
+    /// old leases back at once instead of waiting for them to expire.
+    pub host_id: String,
+    pub engine: EngineConfig,
+    /// How long a claimed run stays this host's if the host goes silent.
+    pub run_lease: Duration,
+    /// Start-to-close timeout (and lease) of activities that set none.
+    pub default_start_to_close: Duration,
+    pub max_concurrent_activations: usize,
+    pub max_concurrent_activities: usize,
+    /// How often idle loops look for work made ready by other hosts.
+    pub poll_interval: Duration,
+    /// Instances kept warm between activations (each holds its memory).
+    pub warm_instances: usize,
+    /// Seeds run ids and workflow seeds; `None` draws from the operating system.
+    pub seed: Option<u64>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            host_id: "weft".into(),
+            engine: EngineConfig::default(),
+            run_lease: Duration::from_secs(30),
+            default_start_to_close: Duration::from_secs(60),
+            max_concurrent_activations: 32,
+            max_concurrent_activities: 64,
+            poll_interval: Duration::from_millis(500),
+            warm_instances: 256,
+            seed: None,
+        }
+    }
+}
+
+/// What went wrong with a request to the host. Each names the thing and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("module {0} is not deployed; deploy it first (Host::deploy) and start runs with the sha256 it returns")]
+    UnknownModule(Sha256Hex),
+    #[error("{what} is {size} bytes, over the limit of {limit} bytes; pass a reference (an id, a URL) instead of the data")]
+    PayloadTooLarge { what: String, size: usize, limit: usize },
+    #[error("query {name:?} on run {run_id} was refused by the workflow: {message}")]
+    QueryRefused { run_id: RunId, name: String, message: String },
+    #[error("run {run_id} cannot be rebuilt: {error}")]
+    Replay { run_id: RunId, error: ReplayError },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct StartRequest {
+    /// Chosen by the caller; unique among open runs.
+    pub workflow_id: String,
+    /// The workflow function's registered name in the module.
+    pub workflow_type: String,
+    pub input: Value,
+    /// The deployed module the run is pinned to.
+    pub module: Sha256Hex,
+}
+
+pub(crate) struct HostInner {
+    pub(crate) config: HostConfig,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) activities: Activities,
+    pub(crate) driver: Driver,
+    pub(crate) wakeups: Wakeups,
+    rng: RunRng,
+}
+
+/// A durable workflow host. Cheap to clone.
+///
+/// ```no_run
+/// # async fn f(wasm: Vec<u8>) -> Result<(), Box<dyn std::error::Error>> {
+/// use weft::{Activities, ActivityContext, ActivityError, Host, HostConfig, StartRequest};
+/// let store = weft::store::open("weft.db").await?;
+/// let mut activities = Activities::new();
+/// activities.register("greet", |_: ActivityContext, name: String| async move {
+///     Ok::<_, ActivityError>(format!("Hello, {name}!"))
+/// });
+/// let host = Host::new(store, activities, HostConfig::default())?;
+/// let running = host.run().await?;
+/// let module = host.deploy("hello", "1", &wasm).await?;
+/// let run = host
+///     .start(StartRequest {
+///         workflow_id: "hello-1".into(),
+///         workflow_type: "hello".into(),
+///         input: serde_json::json!("Ada"),
+///         module: module.sha256,
+///     })
+///     .await?;
+/// let record = host.wait(&run).await?;
+/// println!("{:?}", record.output);
+/// running.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<HostInner>,
+}
+
+/// The host's loops, running until [`Running::shutdown`].
+pub struct Running {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops claiming new work and waits for the loops to end.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Host {
+    /// A host on the real clock.
+    pub fn new(store: Arc<dyn Store>, activities: Activities, config: HostConfig) -> Result<Self, HostError> {
+        Self::with_clock(store, activities, config, Arc::new(SystemClock))
+    }
+
+    /// A host on a given clock, such as a [`ManualClock`](crate::ManualClock) in tests.
+    pub fn with_clock(store: Arc<dyn Store>, activities: Activities, config: HostConfig, clock: Arc<dyn Clock>) -> Result<Self, HostError> {
+        let engine = Arc::new(WasmEngine::new(config.engine.clone()).map_err(|e| HostError::Other(format!("cannot create the wasm engine: {e:#}")))?);
+        Ok(Self::with_engine(store, activities, config, clock, engine))
+    }
+
+    /// A host sharing an engine (and so its compiled modules) with others in the process.
+    pub fn with_engine(store: Arc<dyn Store>, activities: Activities, config: HostConfig, clock: Arc<dyn Clock>, engine: Arc<WasmEngine>) -> Self {
+        let seed = config.seed.unwrap_or_else(|| {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).expect("the operating system has randomness");
+            u64::from_le_bytes(b)
+        });
+        let driver = Driver::new(engine, store.clone(), clock.clone(), DriverConfig { warm_instances: config.warm_instances });
+        Self {
+            inner: Arc::new(HostInner {
+                config,
+                store,
+                clock,
+                activities,
+                driver,
+                wakeups: Wakeups::default(),
+                rng: RunRng::new(seed),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    pub fn engine(&self) -> &Arc<WasmEngine> {
+        self.inner.driver.engine()
+    }
+
+    /// Starts the loops that activate runs and execute activities. Takes back
+    /// the leases an earlier process with the same host id held.
+    pub async fn run(&self) -> Result<Running, HostError> {
+        let reclaimed = self.inner.store.reclaim_leases(&self.inner.config.host_id).await?;
+        if reclaimed > 0 {
+            tracing::info!(host_id = %self.inner.config.host_id, reclaimed, "took back leases from an earlier process of this host");
+        }
+        let (stop, rx) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(activation_loop(self.inner.clone(), rx.clone())),
+            tokio::spawn(activity_loop(self.inner.clone(), rx)),
+        ];
+        Ok(Running { stop, tasks })
+    }
+
+    /// Validates, compiles and stores a module. The same bytes twice is a no-op.
+    pub async fn deploy(&self, name: &str, version: &str, bytes: &[u8]) -> Result<ModuleRecord, HostError> {
+        let engine = self.engine().clone();
+        let owned = bytes.to_vec();
+        tokio::task::spawn_blocking(move || engine.load(&owned))
+            .await
+            .map_err(|e| HostError::Other(format!("compiling module {name} {version} panicked: {e}")))??;
+        Ok(self.inner.store.put_module(name, version, bytes, self.inner.clock.now_ms()).await?)
+    }
+
+    fn check_payload(&self, what: impl FnOnce() -> String, value: &Value) -> Result<(), HostError> {
+        let limit = self.inner.config.engine.max_payload_bytes;
+        let size = value.to_string().len();
+        if size > limit {
+            return Err(HostError::PayloadTooLarge { what: what(), size, limit });
+        }
+        Ok(())
+    }
+
+    /// Starts a run; it is activated by this or any host sharing the store.
+    pub async fn start(&self, request: StartRequest) -> Result<RunId, HostError> {
+        self.check_payload(|| format!("the input of workflow {:?}", request.workflow_id), &request.input)?;
+        match self.inner.store.module_bytes(&request.module).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound { .. }) => return Err(HostError::UnknownModule(request.module)),
+            Err(e) => return Err(e.into()),
+        }
+        let run_id = RunId::from_random((u128::from(self.inner.rng.next_u64()) << 64) | u128::from(self.inner.rng.next_u64()));
+        let now = self.inner.clock.now_ms();
+        let first = Event::WorkflowStarted {
+            workflow_type: request.workflow_type.clone(),
+            workflow_id: request.workflow_id.clone(),
+            input: request.input,
+            module_sha256: request.module.clone(),
+            seed: self.inner.rng.next_u64(),
+        };
+        let mut history = History::default();
+        let first_event = history.push(first, now).clone();
+        debug_assert_eq!(first_event.hash, EventHash::chain(&EventHash::GENESIS, 1, "workflow_started", now, &first_event.event.payload_json()));
+        self.inner
+            .store
+            .create_run(CreateRun {
+                run_id: run_id.clone(),
+                workflow_id: request.workflow_id,
+                workflow_type: request.workflow_type,
+                module_sha256: request.module,
+                first_event,
+                now_ms: now,
+            })
+            .await?;
+        self.inner.wakeups.activations.notify_one();
+        Ok(run_id)
+    }
+
+    /// Sends a signal to an open run. It is recorded when the run next activates.
+    pub async fn signal(&self, run_id: &RunId, name: &str, input: Value) -> Result<(), HostError> {
+        self.check_payload(|| format!("signal {name:?} to run {run_id}"), &input)?;
+        self.inner.store.send_signal(run_id, name, input, self.inner.clock.now_ms()).await?;
+        self.inner.wakeups.activations.notify_one();
+        Ok(())
+    }
+
+    /// Asks a query of a run, open or closed; the run's state is not changed.
+    pub async fn query(&self, run_id: &RunId, name: &str, input: Value) -> Result<Value, HostError> {
+        match self.inner.driver.query(run_id, name, &input).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(message)) => Err(HostError::QueryRefused { run_id: run_id.clone(), name: name.into(), message }),
+            Err(crate::workflow::DriverError::Store(e)) => Err(e.into()),
+            Err(crate::workflow::DriverError::Replay { run_id, error }) => Err(HostError::Replay { run_id, error }),
+            Err(e) => Err(HostError::Other(e.to_string())),
+        }
+    }
+
+    pub async fn describe(&self, run_id: &RunId) -> Result<RunRecord, HostError> {
+        Ok(self.inner.store.run(run_id).await?)
+    }
+
+    pub async fn history(&self, run_id: &RunId) -> Result<History, HostError> {
+        Ok(self.inner.store.history(run_id).await?)
+    }
+
+    /// Waits until the run is no longer running (completed, failed, or parked
+    /// as stuck) and returns its record.
+    pub async fn wait(&self, run_id: &RunId) -> Result<RunRecord, HostError> {
+        loop {
+            let closed = self.inner.wakeups.closed.notified();
+            let run = self.inner.store.run(run_id).await?;
+            if run.status != RunStatus::Running {
+                return Ok(run);
+            }
+            // Other hosts may close it: look again now and then.
+            tokio::select! {
+                () = closed => {}
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+
+    /// Replays a run's stored history against its module and gives the verdict.
+    pub async fn replay(&self, run_id: &RunId) -> Result<ReplayVerdict, HostError> {
+        let run = self.inner.store.run(run_id).await?;
+        let history = self.inner.store.history(run_id).await?;
+        let module = self
+            .inner
+            .driver
+            .module(run_id, &run.module_sha256)
+            .await
+            .map_err(|e| HostError::Other(e.to_string()))?;
+        replay_history(self.engine(), &module, &history)
+            .await
+            .map_err(|error| HostError::Replay { run_id: run_id.clone(), error })
+    }
+
+    /// Drops every warm instance, so the next activation of each run replays
+    /// (what a restart does; tests use it to prove replay).
+    pub fn forget_warm_instances(&self) {
+        self.inner.driver.forget_warm();
+    }
+}
+
+/// A run's final outcome, for callers that want a `Result`.
+pub fn outcome(record: &RunRecord) -> Result<Value, Failure> {
+    match record.status {
+        RunStatus::Completed => Ok(record.output.clone().unwrap_or(Value::Null)),
+        RunStatus::Failed => Err(record.failure.clone().unwrap_or_else(|| Failure::new("Unknown", "no failure recorded"))),
+        RunStatus::Stuck => Err(Failure::new("Stuck", record.stuck.as_ref().map(|s| s.to_string()).unwrap_or_default())),
+        RunStatus::Running => Err(Failure::new("Running", format!("run {} has not finished", record.run_id))),
+    }
+}

@@ -1,0 +1,146 @@
+//! Finding work and the clock: the loops that claim runs for activation and
+//! activity tasks for execution, and the [`Clock`] they all read.
+//!
+//! Work is found by claiming it in the store under a lease, never by holding
+//! it in memory, so any number of hosts can share one database. Within a
+//! process, a [`Wakeups`] notification wakes a loop at once; a due timer wakes
+//! it at the timer's time on the [`Clock`]; a slow poll catches work that other
+//! hosts made ready.
+
+mod clock;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+
+use crate::activity::run_attempt;
+use crate::host::HostInner;
+use crate::model::RunId;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, Semaphore, watch};
+
+/// In-process wake-ups between the API and the loops.
+#[derive(Default)]
+pub(crate) struct Wakeups {
+    pub(crate) activations: Notify,
+    pub(crate) activities: Notify,
+    /// Wakes everyone waiting for a run to close.
+    pub(crate) closed: Notify,
+}
+
+/// Claims runs that need an activation and drives them, a bounded number at a time.
+pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
+    let permits = Arc::new(Semaphore::new(host.config.max_concurrent_activations.max(1)));
+    let in_flight: Arc<Mutex<HashSet<RunId>>> = Arc::default();
+    while !*shutdown.borrow() {
+        let woken = host.wakeups.activations.notified();
+        let free = permits.available_permits() as u32;
+        let now = host.clock.now_ms();
+        let lease_ms = host.config.run_lease.as_millis() as u64;
+        let claims = if free == 0 {
+            Vec::new()
+        } else {
+            match host.store.claim_runs(&host.config.host_id, now, lease_ms, free).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("claiming runs failed: {e}");
+                    Vec::new()
+                }
+            }
+        };
+        let claimed_any = !claims.is_empty();
+        for claim in claims {
+            if !in_flight.lock().expect("in-flight set poisoned").insert(claim.run_id.clone()) {
+                continue;
+            }
+            let permit = permits.clone().acquire_owned().await.expect("semaphore never closes");
+            let (host, in_flight) = (host.clone(), in_flight.clone());
+            tokio::spawn(async move {
+                match host.driver.activate(&claim).await {
+                    Ok(report) => {
+                        if report.new_activities > 0 {
+                            host.wakeups.activities.notify_one();
+                        }
+                        if report.closed {
+                            host.wakeups.closed.notify_waiters();
+                        }
+                    }
+                    Err(e) => tracing::warn!(run_id = %claim.run_id, "activation failed, it will be retried: {e}"),
+                }
+                in_flight.lock().expect("in-flight set poisoned").remove(&claim.run_id);
+                drop(permit);
+                // A finished activation may have left the run (or others) runnable.
+                host.wakeups.activations.notify_one();
+            });
+        }
+        if claimed_any {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let next_timer = host.store.next_timer_at().await.ok().flatten();
+        wait(&host, woken, next_timer, &mut shutdown).await;
+    }
+}
+
+/// Claims activity tasks this host can run and runs them, a bounded number at a time.
+pub(crate) async fn activity_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
+    let names = host.activities.names();
+    if names.is_empty() {
+        return;
+    }
+    let permits = Arc::new(Semaphore::new(host.config.max_concurrent_activities.max(1)));
+    let default_timeout_ms = host.config.default_start_to_close.as_millis() as u64;
+    while !*shutdown.borrow() {
+        let woken = host.wakeups.activities.notified();
+        let free = permits.available_permits() as u32;
+        let now = host.clock.now_ms();
+        let tasks = if free == 0 {
+            Vec::new()
+        } else {
+            match host.store.claim_activities(&host.config.host_id, &names, now, default_timeout_ms, free).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!("claiming activity tasks failed: {e}");
+                    Vec::new()
+                }
+            }
+        };
+        let claimed_any = !tasks.is_empty();
+        for task in tasks {
+            let permit = permits.clone().acquire_owned().await.expect("semaphore never closes");
+            let host = host.clone();
+            tokio::spawn(async move {
+                let outcome = run_attempt(&host.activities, host.clock.as_ref(), &task, default_timeout_ms).await;
+                let now = host.clock.now_ms();
+                match host.store.finish_attempt(&task.run_id, task.seq, task.lease_token, outcome, now).await {
+                    Ok(()) => host.wakeups.activations.notify_one(),
+                    Err(e) => tracing::warn!(run_id = %task.run_id, seq = task.seq, "recording an activity attempt failed: {e}"),
+                }
+                drop(permit);
+                host.wakeups.activities.notify_one();
+            });
+        }
+        if claimed_any {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let next = host.store.next_activity_at(&names).await.ok().flatten();
+        wait(&host, woken, next, &mut shutdown).await;
+    }
+}
+
+/// Sleeps until notified, until `until_ms` on the host clock, until the poll
+/// interval passes (work made ready by other hosts), or until shutdown.
+async fn wait(host: &HostInner, woken: tokio::sync::futures::Notified<'_>, until_ms: Option<u64>, shutdown: &mut watch::Receiver<bool>) {
+    let due = async {
+        match until_ms {
+            Some(t) => host.clock.sleep_until(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = woken => {}
+        () = due => {}
+        () = tokio::time::sleep(host.config.poll_interval) => {}
+        _ = shutdown.changed() => {}
+    }
+}
