@@ -224,8 +224,15 @@ pub async fn replay_history(engine: &WasmEngine, module: &LoadedModule, history:
     replay_unpinned(engine, module, &start, &activations, history.len() as u64).await
 }
 
-/// Replays against any module, for compatibility checks of a candidate module.
-pub(crate) async fn replay_unpinned(
+/// Replays a history against any module, such as a candidate new version:
+/// the compatibility check. Unlike [`replay_history`] it does not require the
+/// recorded module.
+pub async fn replay_against(engine: &WasmEngine, module: &LoadedModule, history: &History) -> Result<ReplayVerdict, ReplayError> {
+    let (start, activations) = parse_history(history)?;
+    replay_unpinned(engine, module, &start, &activations, history.len() as u64).await
+}
+
+async fn replay_unpinned(
     engine: &WasmEngine,
     module: &LoadedModule,
     start: &StartInfo,

@@ -1,0 +1,213 @@
+//! Shared test support: guest modules, backends, and a host on a manual clock.
+#![allow(dead_code, unreachable_pub)]
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use weft::model::{RunId, Sha256Hex};
+use weft::store::{RunRecord, Store};
+use weft::wasm::{EngineConfig, WasmEngine};
+use weft::{Activities, Host, HostConfig, ManualClock, RunStatus, StartRequest};
+
+/// A guest component built by `scripts/build-guests`.
+pub fn guest(crate_name: &str) -> Vec<u8> {
+    let file = format!("{}.wasm", crate_name.replace('-', "_"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/guest").join(&file);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!("cannot read guest {}: {e}; build the guests first with `scripts/build-guests` (the test command `scripts/test` does)", path.display())
+    })
+}
+
+pub const START_MS: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+/// Which storage backend a test runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A unique name for this process and test.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}_{}_{}_{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A fresh, isolated store and the URL-ish string that reopens it.
+pub struct Db {
+    pub store: Arc<dyn Store>,
+    pub url: String,
+    pub schema: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub async fn fresh_db(backend: Backend) -> Db {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("weft.db");
+            let url = path.to_str().unwrap().to_owned();
+            let store = Arc::new(weft::store::SqliteStore::open(&url).await.unwrap());
+            Db { store, url, schema: None, _dir: Some(dir) }
+        }
+        Backend::Postgres => {
+            let schema = unique("weft_test");
+            let url = database_url();
+            let store = Arc::new(weft::store::PostgresStore::connect_in_schema(&url, &schema).await.unwrap());
+            Db { store, url, schema: Some(schema), _dir: None }
+        }
+    }
+}
+
+/// Reopens the same database as a new connection pool (what a restarted process does).
+pub async fn reopen(db: &Db) -> Arc<dyn Store> {
+    match &db.schema {
+        None => Arc::new(weft::store::SqliteStore::open(&db.url).await.unwrap()),
+        Some(schema) => Arc::new(weft::store::PostgresStore::connect_in_schema(&db.url, schema).await.unwrap()),
+    }
+}
+
+/// One engine per test process: compiled modules are shared between tests.
+pub fn engine() -> Arc<WasmEngine> {
+    static ENGINE: OnceLock<Arc<WasmEngine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let config = EngineConfig {
+                activation_timeout: Duration::from_millis(1_500),
+                memory_limit_bytes: 32 << 20,
+                ..EngineConfig::default()
+            };
+            Arc::new(WasmEngine::new(config).unwrap())
+        })
+        .clone()
+}
+
+pub fn test_config() -> HostConfig {
+    HostConfig {
+        host_id: unique("host"),
+        poll_interval: Duration::from_millis(50),
+        seed: Some(7),
+        ..HostConfig::default()
+    }
+}
+
+/// A running host on a manual clock.
+pub struct TestHost {
+    pub host: Host,
+    pub clock: ManualClock,
+    pub db: Db,
+    running: Option<weft::Running>,
+}
+
+impl TestHost {
+    pub async fn new(backend: Backend, activities: Activities) -> Self {
+        let db = fresh_db(backend).await;
+        let clock = ManualClock::new(START_MS);
+        let host = Host::with_engine(db.store.clone(), activities, test_config(), Arc::new(clock.clone()), engine());
+        let running = Some(host.run().await.unwrap());
+        Self { host, clock, db, running }
+    }
+
+    pub async fn deploy(&self, crate_name: &str) -> Sha256Hex {
+        self.host.deploy(crate_name, "test", &guest(crate_name)).await.unwrap().sha256
+    }
+
+    pub async fn start(&self, module: &Sha256Hex, workflow_type: &str, id: &str, input: Value) -> RunId {
+        self.host
+            .start(StartRequest { workflow_id: id.into(), workflow_type: workflow_type.into(), input, module: module.clone() })
+            .await
+            .unwrap()
+    }
+
+    /// Waits (real time, bounded) until `check` holds for the run's record.
+    pub async fn until(&self, run: &RunId, what: &str, check: impl Fn(&RunRecord) -> bool) -> RunRecord {
+        for _ in 0..400 {
+            let r = self.host.describe(run).await.unwrap();
+            if check(&r) {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("run {run} never reached: {what}; it is {:?}", self.host.describe(run).await.unwrap());
+    }
+
+    /// Waits until the run's history has an event of this kind (the `n`th, counting from 1).
+    pub async fn until_event(&self, run: &RunId, kind: &str, n: usize) {
+        for _ in 0..400 {
+            let h = self.host.history(run).await.unwrap();
+            if h.events().iter().filter(|e| e.event.kind() == kind).count() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let kinds: Vec<_> = self.host.history(run).await.unwrap().events().iter().map(|e| e.event.kind()).collect();
+        panic!("run {run} never recorded {kind} #{n}; history: {kinds:?}");
+    }
+
+    /// Waits for the run to leave `running`, with a bound.
+    pub async fn finished(&self, run: &RunId) -> RunRecord {
+        tokio::time::timeout(Duration::from_secs(20), self.host.wait(run))
+            .await
+            .unwrap_or_else(|_| panic!("run {run} did not finish in 20 s"))
+            .unwrap()
+    }
+
+    /// Moves the clock to the next timer due, if any.
+    pub async fn skip_to_next_timer(&self) -> bool {
+        match self.db.store.next_timer_at().await.unwrap() {
+            Some(t) => {
+                self.clock.set(t);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+pub fn completed(r: &RunRecord) -> bool {
+    r.status == RunStatus::Completed
+}
+
+/// Counts activity executions by name, for "not executed again" checks.
+#[derive(Clone, Default)]
+pub struct Calls(pub Arc<Mutex<Vec<String>>>);
+
+impl Calls {
+    pub fn record(&self, what: impl Into<String>) {
+        self.0.lock().unwrap().push(what.into());
+    }
+    pub fn count(&self, what: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|c| *c == what).count()
+    }
+}
+
+/// Generates one test per backend from an `async fn(Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::common::Backend::Sqlite).await }
+            )*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::common::Backend::Postgres).await }
+            )*
+        }
+    };
+}
