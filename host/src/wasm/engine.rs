@@ -200,6 +200,10 @@ impl WasmEngine {
     fn check_imports(&self, sha256: &Sha256Hex, component: &Component) -> Result<(), LoadError> {
         let ty = component.component_type();
         for (name, item) in ty.imports(&self.engine) {
+            // The world's `use types.{..}` imports type names: they grant nothing.
+            if matches!(item.ty, ComponentItem::Type(_)) {
+                continue;
+            }
             let allowed = ALLOWED_IMPORTS.iter().any(|prefix| name.starts_with(prefix));
             if !allowed || !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
                 return Err(LoadError::ForbiddenImport { sha256: sha256.clone(), import: name.to_owned() });
