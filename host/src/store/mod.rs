@@ -26,6 +26,7 @@
 
 pub mod conformance;
 mod postgres;
+mod rows;
 mod sqlite;
 
 pub use postgres::PostgresStore;

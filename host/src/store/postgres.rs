@@ -1,8 +1,670 @@
-//! Placeholder while the backend is written.
-use super::StoreResult;
-pub struct PostgresStore;
+//! The Postgres backend: many hosts share one database.
+//!
+//! [`PostgresStore`] makes every operation one statement, and so one round trip
+//! and its own transaction: an activation commit is a single statement whose
+//! data-modifying `WITH` clauses all hang on the conditional update of the
+//! run's row (`lease_token` and `last_seq` must still hold), so either all of it
+//! applies or nothing does. Lists travel as arrays (`UNNEST`, `= ANY`), so each
+//! statement has one text and one prepared plan whatever the batch size.
+//!
+//! Work is claimed with `FOR UPDATE SKIP LOCKED`: hosts claiming at the same
+//! time take different runs and tasks instead of queueing on each other's
+//! locks. Statements that lock a run and its activity tasks lock the run first,
+//! so they cannot deadlock with one another.
+
+use super::rows::{
+    self, AttemptColumns, ClaimedTaskRow, CommitColumns, EventRow, ModuleRow, PendingRow, RunRow,
+    RunStateRow, TaskStateRow, int, select_run, uint,
+};
+use super::{
+    ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, CreateRun, HistoryStore,
+    ModuleRecord, ModuleStore, PendingJobs, RunClaim, RunRecord, RunStore, SignalStore, StoreError,
+    StoreResult,
+};
+use crate::model::{History, RecordedEvent, RunId, Sha256Hex};
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Connections per store: Postgres commits best from a handful of connections at once.
+const POOL_SIZE: u32 = 8;
+
+/// How often `create_run` retries when the open run that blocked it closes before it could be named.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// A store in a Postgres database. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
 impl PostgresStore {
-    pub async fn connect(_url: &str) -> StoreResult<Self> {
-        Err(super::StoreError::Unavailable("the Postgres backend is not written yet".into()))
+    /// Connects to `url` (`postgres://user@host:port/db`) and brings the schema up to date.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::start(url, None).await
+    }
+
+    /// Like [`PostgresStore::connect`], with every table in `schema`, created if
+    /// missing: each pooled connection gets it as its `search_path`. Lets several
+    /// stores (tests running in parallel, say) share one database. `schema` is
+    /// a plain identifier: ASCII letters, digits and `_`, not starting with a digit.
+    pub async fn connect_in_schema(url: &str, schema: &str) -> StoreResult<Self> {
+        let plain = schema.len() <= 63
+            && schema
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !plain {
+            return Err(StoreError::Unavailable(format!(
+                "schema name {schema:?} is not a plain identifier; use ASCII letters, digits and _ (at most 63)"
+            )));
+        }
+        Self::start(url, Some(schema)).await
+    }
+
+    async fn start(url: &str, schema: Option<&str>) -> StoreResult<Self> {
+        let where_ = || match schema {
+            Some(schema) => format!("the Postgres database {} (schema {schema})", redact(url)),
+            None => format!("the Postgres database {}", redact(url)),
+        };
+        let mut options: PgConnectOptions = url.parse().map_err(|e| {
+            StoreError::Unavailable(format!("{} is not a valid Postgres URL: {e}", redact(url)))
+        })?;
+        if let Some(schema) = schema {
+            options = options.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot connect to {}: {e}; check that it is up",
+                    where_()
+                ))
+            })?;
+        if let Some(schema) = schema {
+            // The name was checked to be a plain identifier.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+            )))
+            .execute(&pool)
+            .await?;
+        }
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| rows::migrate_error(&where_(), e))?;
+        Ok(Self { pool })
+    }
+
+    /// Waits for running statements and closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn run_state(&self, run_id: &RunId) -> StoreResult<Option<RunStateRow>> {
+        Ok(
+            sqlx::query_as("SELECT status, lease_token, last_seq FROM runs WHERE run_id = $1")
+                .bind(run_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[async_trait]
+impl HistoryStore for PostgresStore {
+    async fn history(&self, run_id: &RunId) -> StoreResult<History> {
+        let events = self.events_after(run_id, 0).await?;
+        if events.is_empty() {
+            return Err(StoreError::NotFound {
+                what: format!("run {run_id}"),
+            });
+        }
+        Ok(History::from_recorded(events))
+    }
+
+    async fn events_after(&self, run_id: &RunId, after: u64) -> StoreResult<Vec<RecordedEvent>> {
+        let rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT seq, kind, payload, recorded_at_ms, hash FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(run_id.as_str())
+        .bind(int(after))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(|r| r.into_recorded(run_id)).collect()
+    }
+}
+
+#[async_trait]
+impl RunStore for PostgresStore {
+    async fn create_run(&self, request: CreateRun) -> StoreResult<()> {
+        let event = &request.first_event;
+        if event.seq != 1 {
+            return Err(StoreError::Conflict {
+                run_id: request.run_id,
+                reason: format!("a run starts with event 1, not event {}", event.seq),
+            });
+        }
+        for _ in 0..CREATE_ATTEMPTS {
+            let inserted = sqlx::query(
+                "WITH r AS (
+                     INSERT INTO runs (run_id, workflow_id, workflow_type, module_sha256, status, last_seq,
+                                       last_hash, created_at_ms, wakeups, handled_wakeups)
+                     VALUES ($1, $2, $3, $4, 'running', 1, $5, $6, 1, 0)
+                     RETURNING run_id)
+                 INSERT INTO events (run_id, seq, kind, payload, recorded_at_ms, hash)
+                 SELECT run_id, 1, $7, $8, $9, $5 FROM r",
+            )
+            .bind(request.run_id.as_str())
+            .bind(&request.workflow_id)
+            .bind(&request.workflow_type)
+            .bind(request.module_sha256.as_str())
+            .bind(event.hash.to_hex())
+            .bind(int(request.now_ms))
+            .bind(event.event.kind())
+            .bind(event.event.payload_json())
+            .bind(int(event.recorded_at_ms))
+            .execute(&self.pool)
+            .await;
+            let Err(e) = inserted else { return Ok(()) };
+            match rows::unique_violation(&e).as_deref() {
+                Some("runs_open_workflow_id") => {
+                    let open: Option<String> = sqlx::query_scalar(
+                        "SELECT run_id FROM runs WHERE workflow_id = $1 AND status IN ('running', 'stuck')",
+                    )
+                    .bind(&request.workflow_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    if let Some(open) = open {
+                        return Err(StoreError::WorkflowIdInUse {
+                            workflow_id: request.workflow_id,
+                            run_id: RunId(open),
+                        });
+                    }
+                    // That run closed in between: try again.
+                }
+                Some(_) => {
+                    return Err(StoreError::Conflict {
+                        run_id: request.run_id,
+                        reason: "a run with this id already exists; run ids must be unique".into(),
+                    });
+                }
+                None => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "workflow id {:?} keeps changing hands while run {} starts; try again",
+            request.workflow_id, request.run_id
+        )))
+    }
+
+    async fn run(&self, run_id: &RunId) -> StoreResult<RunRecord> {
+        let row: Option<RunRow> = sqlx::query_as(select_run!("WHERE run_id = $1"))
+            .bind(run_id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.ok_or_else(|| StoreError::NotFound {
+            what: format!("run {run_id}"),
+        })?
+        .into_record()
+    }
+
+    async fn run_by_workflow_id(&self, workflow_id: &str) -> StoreResult<RunRecord> {
+        let row: Option<RunRow> = sqlx::query_as(select_run!(
+            "WHERE workflow_id = $1
+             ORDER BY status IN ('running', 'stuck') DESC, created_at_ms DESC, run_id DESC
+             LIMIT 1"
+        ))
+        .bind(workflow_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or_else(|| StoreError::NotFound {
+            what: format!("a run of workflow id {workflow_id:?}"),
+        })?
+        .into_record()
+    }
+
+    async fn claim_runs(
+        &self,
+        host_id: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<RunClaim>> {
+        // `woken` finds candidates through indexes (the woken runs, the due
+        // timers); `c` re-checks each under its row lock, skipping rows another
+        // claim holds, so that two hosts never take the same run.
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "WITH woken AS (
+                 SELECT run_id FROM runs WHERE status = 'running' AND wakeups > handled_wakeups
+                 UNION
+                 SELECT run_id FROM timers WHERE fire_at_ms <= $2
+             ), c AS (
+                 SELECT runs.run_id FROM runs JOIN woken ON woken.run_id = runs.run_id
+                  WHERE runs.status = 'running'
+                    AND (runs.lease_owner IS NULL OR runs.lease_expires_at_ms <= $2 OR runs.lease_owner = $1)
+                    AND (runs.wakeups > runs.handled_wakeups
+                         OR EXISTS (SELECT 1 FROM timers t WHERE t.run_id = runs.run_id AND t.fire_at_ms <= $2))
+                  LIMIT $4
+                  FOR UPDATE OF runs SKIP LOCKED
+             )
+             UPDATE runs
+                SET lease_owner = $1, lease_expires_at_ms = $2::bigint + $3::bigint,
+                    lease_token = runs.lease_token + 1, lease_wakeups = runs.wakeups
+               FROM c
+              WHERE runs.run_id = c.run_id
+             RETURNING runs.run_id, runs.lease_token, runs.wakeups",
+        )
+        .bind(host_id)
+        .bind(int(now_ms))
+        .bind(int(lease_ms))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(run_id, lease_token, observed_wakeups)| RunClaim {
+                run_id: RunId(run_id),
+                lease_token,
+                observed_wakeups,
+            })
+            .collect())
+    }
+
+    async fn pending_jobs(&self, run_id: &RunId, now_ms: u64) -> StoreResult<PendingJobs> {
+        let rows: Vec<PendingRow> = sqlx::query_as(
+            "SELECT 'a' AS source, seq AS n, attempt, status, output AS body, failure AS extra, resolved_at_ms AS at_ms
+               FROM activity_tasks
+              WHERE run_id = $1 AND status IN ('completed', 'failed') AND NOT consumed
+             UNION ALL
+             SELECT 's', id, NULL::bigint, NULL::text, input, name, received_at_ms
+               FROM signals WHERE run_id = $1 AND NOT consumed
+             UNION ALL
+             SELECT 't', seq, NULL::bigint, NULL::text, NULL::text, NULL::text, fire_at_ms
+               FROM timers WHERE run_id = $1 AND fire_at_ms <= $2",
+        )
+        .bind(run_id.as_str())
+        .bind(int(now_ms))
+        .fetch_all(&self.pool)
+        .await?;
+        rows::pending_jobs(run_id, rows)
+    }
+
+    async fn commit_activation(&self, commit: ActivationCommit) -> StoreResult<()> {
+        let c = CommitColumns::new(&commit)?;
+        let run_id = &commit.run_id;
+        // `r` is the conditional append; every other clause joins or tests it,
+        // so when the lease or the history moved on, nothing at all is written.
+        // A timer both started and cancelled in this activation is never inserted.
+        let applied: i64 = sqlx::query_scalar(
+            "WITH r AS (
+                 UPDATE runs
+                    SET last_seq = $4, last_hash = $5, handled_wakeups = $6,
+                        lease_owner = NULL, lease_expires_at_ms = NULL,
+                        status = $7, output = $8, failure = $9, closed_at_ms = $10
+                  WHERE run_id = $1 AND lease_token = $2 AND last_seq = $3 AND status = 'running'
+                 RETURNING run_id
+             ), ev AS (
+                 INSERT INTO events (run_id, seq, kind, payload, recorded_at_ms, hash)
+                 SELECT r.run_id, e.seq, e.kind, e.payload, e.at, e.hash
+                   FROM r, UNNEST($11::bigint[], $12::text[], $13::text[], $14::bigint[], $15::text[])
+                        AS e (seq, kind, payload, at, hash)
+             ), consumed_tasks AS (
+                 UPDATE activity_tasks SET consumed = true
+                  WHERE run_id = $1 AND seq = ANY($16::bigint[]) AND EXISTS (SELECT 1 FROM r)
+             ), consumed_signals AS (
+                 UPDATE signals SET consumed = true
+                  WHERE run_id = $1 AND id = ANY($17::bigint[]) AND EXISTS (SELECT 1 FROM r)
+             ), removed_timers AS (
+                 DELETE FROM timers
+                  WHERE run_id = $1 AND ($27::boolean OR seq = ANY($18::bigint[])) AND EXISTS (SELECT 1 FROM r)
+             ), new_tasks AS (
+                 INSERT INTO activity_tasks (run_id, seq, name, input, options, lease_ms, status, visible_at_ms)
+                 SELECT r.run_id, a.seq, a.name, a.input, a.options, a.lease_ms,
+                        CASE WHEN $27::boolean THEN 'abandoned' ELSE 'scheduled' END, a.visible_at
+                   FROM r, UNNEST($19::bigint[], $20::text[], $21::text[], $22::text[], $23::bigint[], $24::bigint[])
+                        AS a (seq, name, input, options, lease_ms, visible_at)
+             ), new_timers AS (
+                 INSERT INTO timers (run_id, seq, fire_at_ms)
+                 SELECT r.run_id, t.seq, t.fire_at
+                   FROM r, UNNEST($25::bigint[], $26::bigint[]) AS t (seq, fire_at)
+                  WHERE NOT $27::boolean AND NOT (t.seq = ANY($18::bigint[]))
+             ), abandoned AS (
+                 UPDATE activity_tasks
+                    SET status = 'abandoned', lease_owner = NULL, lease_expires_at_ms = NULL
+                  WHERE $27::boolean AND run_id = $1 AND NOT consumed AND status IN ('scheduled', 'running')
+                    AND NOT (seq = ANY($16::bigint[])) AND EXISTS (SELECT 1 FROM r)
+             )
+             SELECT count(*) FROM r",
+        )
+        .bind(run_id.as_str())
+        .bind(commit.lease_token)
+        .bind(int(c.expected_last_seq))
+        .bind(c.last_seq)
+        .bind(c.last_hash.as_str())
+        .bind(commit.observed_wakeups)
+        .bind(c.status)
+        .bind(c.output.as_deref())
+        .bind(c.failure.as_deref())
+        .bind(c.closed_at_ms)
+        .bind(&c.event_seqs)
+        .bind(&c.event_kinds)
+        .bind(&c.event_payloads)
+        .bind(&c.event_times)
+        .bind(&c.event_hashes)
+        .bind(&c.consumed_activities)
+        .bind(&c.consumed_signals)
+        .bind(&c.removed_timers)
+        .bind(&c.task_seqs)
+        .bind(&c.task_names)
+        .bind(&c.task_inputs)
+        .bind(&c.task_options)
+        .bind(&c.task_lease_ms)
+        .bind(&c.task_visible_at)
+        .bind(&c.timer_seqs)
+        .bind(&c.timer_fire_at)
+        .bind(c.closing)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match rows::unique_violation(&e).as_deref() {
+            Some("events_pkey") => rows::events_exist(run_id),
+            _ => e.into(),
+        })?;
+        if applied != 1 {
+            let now = self.run_state(run_id).await?;
+            return Err(rows::run_conflict(
+                run_id,
+                now,
+                commit.lease_token,
+                Some(c.expected_last_seq),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn release_run(&self, run_id: &RunId, lease_token: i64) -> StoreResult<()> {
+        // See the SQLite backend's `RELEASE_SQL` for why handled_wakeups may move here.
+        let updated = sqlx::query(
+            "UPDATE runs
+                SET lease_owner = NULL, lease_expires_at_ms = NULL,
+                    handled_wakeups = CASE
+                        WHEN last_seq > 1
+                         AND NOT EXISTS (SELECT 1 FROM activity_tasks a
+                                          WHERE a.run_id = runs.run_id AND a.status IN ('completed', 'failed')
+                                            AND NOT a.consumed)
+                         AND NOT EXISTS (SELECT 1 FROM signals s WHERE s.run_id = runs.run_id AND NOT s.consumed)
+                        THEN GREATEST(handled_wakeups, lease_wakeups)
+                        ELSE handled_wakeups END
+              WHERE run_id = $1 AND lease_token = $2",
+        )
+        .bind(run_id.as_str())
+        .bind(lease_token)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            let now = self.run_state(run_id).await?;
+            return Err(rows::run_conflict(run_id, now, lease_token, None));
+        }
+        Ok(())
+    }
+
+    async fn park_run(&self, run_id: &RunId, lease_token: i64, reason: Value) -> StoreResult<()> {
+        let updated = sqlx::query(
+            "UPDATE runs SET status = 'stuck', stuck = $3, lease_owner = NULL, lease_expires_at_ms = NULL
+              WHERE run_id = $1 AND lease_token = $2 AND status = 'running'",
+        )
+        .bind(run_id.as_str())
+        .bind(lease_token)
+        .bind(reason.to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            let now = self.run_state(run_id).await?;
+            return Err(rows::run_conflict(run_id, now, lease_token, None));
+        }
+        Ok(())
+    }
+
+    async fn next_timer_at(&self) -> StoreResult<Option<u64>> {
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT t.fire_at_ms FROM timers t JOIN runs r ON r.run_id = t.run_id
+              WHERE r.status = 'running' ORDER BY t.fire_at_ms LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        at.map(|v| uint(v, "a timer's fire_at_ms")).transpose()
+    }
+
+    async fn reclaim_leases(&self, host_id: &str) -> StoreResult<u64> {
+        let freed: i64 = sqlx::query_scalar(
+            "WITH r AS (
+                 UPDATE runs SET lease_owner = NULL, lease_expires_at_ms = NULL, lease_token = lease_token + 1
+                  WHERE lease_owner = $1
+                 RETURNING 1
+             ), t AS (
+                 UPDATE activity_tasks
+                    SET status = 'scheduled', visible_at_ms = 0, lease_owner = NULL, lease_expires_at_ms = NULL,
+                        lease_token = lease_token + 1
+                  WHERE lease_owner = $1 AND status = 'running'
+                 RETURNING 1
+             )
+             SELECT (SELECT count(*) FROM r) + (SELECT count(*) FROM t)",
+        )
+        .bind(host_id)
+        .fetch_one(&self.pool)
+        .await?;
+        uint(freed, "the number of leases reclaimed")
+    }
+}
+
+#[async_trait]
+impl ActivityStore for PostgresStore {
+    async fn claim_activities(
+        &self,
+        host_id: &str,
+        names: &[String],
+        now_ms: u64,
+        default_lease_ms: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<ActivityTask>> {
+        if names.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<ClaimedTaskRow> = sqlx::query_as(
+            "WITH c AS (
+                 SELECT run_id, seq FROM activity_tasks
+                  WHERE status IN ('scheduled', 'running') AND visible_at_ms <= $2 AND name = ANY($4::text[])
+                  ORDER BY visible_at_ms
+                  LIMIT $5
+                  FOR UPDATE SKIP LOCKED
+             )
+             UPDATE activity_tasks a
+                SET status = 'running', attempt = a.attempt + 1, lease_token = a.lease_token + 1,
+                    lease_owner = $1,
+                    lease_expires_at_ms = $2::bigint + CASE WHEN a.lease_ms > 0 THEN a.lease_ms ELSE $3::bigint END,
+                    visible_at_ms = $2::bigint + CASE WHEN a.lease_ms > 0 THEN a.lease_ms ELSE $3::bigint END
+               FROM c
+              WHERE a.run_id = c.run_id AND a.seq = c.seq
+             RETURNING a.run_id, a.seq, a.name, a.input, a.options, a.attempt, a.lease_token",
+        )
+        .bind(host_id)
+        .bind(int(now_ms))
+        .bind(int(default_lease_ms))
+        .bind(names)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(ClaimedTaskRow::into_task).collect()
+    }
+
+    async fn finish_attempt(
+        &self,
+        run_id: &RunId,
+        seq: u32,
+        lease_token: i64,
+        outcome: AttemptOutcome,
+        now_ms: u64,
+    ) -> StoreResult<()> {
+        let a = AttemptColumns::new(run_id, seq, &outcome, now_ms)?;
+        // `run` locks the run's row before the task's, the order commits use.
+        let applied: i64 = sqlx::query_scalar(
+            "WITH run AS (
+                 SELECT run_id FROM runs WHERE run_id = $1 FOR NO KEY UPDATE
+             ), t AS (
+                 UPDATE activity_tasks
+                    SET status = $4, lease_owner = NULL, lease_expires_at_ms = NULL,
+                        output = $5, failure = $6, resolved_at_ms = $7,
+                        visible_at_ms = COALESCE($8, visible_at_ms)
+                  WHERE run_id = $1 AND seq = $2 AND lease_token = $3 AND status = 'running'
+                    AND EXISTS (SELECT 1 FROM run)
+                 RETURNING run_id
+             ), w AS (
+                 UPDATE runs SET wakeups = wakeups + 1
+                  WHERE run_id = $1 AND $9::boolean AND EXISTS (SELECT 1 FROM t)
+             )
+             SELECT count(*) FROM t",
+        )
+        .bind(run_id.as_str())
+        .bind(i64::from(seq))
+        .bind(lease_token)
+        .bind(a.status)
+        .bind(a.output.as_deref())
+        .bind(a.failure.as_deref())
+        .bind(a.resolved_at_ms)
+        .bind(a.retry_at_ms)
+        .bind(a.is_final)
+        .fetch_one(&self.pool)
+        .await?;
+        if applied != 1 {
+            let now: Option<TaskStateRow> =
+                sqlx::query_as("SELECT status, lease_token, attempt FROM activity_tasks WHERE run_id = $1 AND seq = $2")
+                    .bind(run_id.as_str())
+                    .bind(i64::from(seq))
+                    .fetch_optional(&self.pool)
+                    .await?;
+            return Err(rows::task_conflict(run_id, seq, now, lease_token));
+        }
+        Ok(())
+    }
+
+    async fn next_activity_at(&self, names: &[String]) -> StoreResult<Option<u64>> {
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(visible_at_ms) FROM activity_tasks
+              WHERE status IN ('scheduled', 'running') AND name = ANY($1::text[])",
+        )
+        .bind(names)
+        .fetch_one(&self.pool)
+        .await?;
+        at.map(|v| uint(v, "an activity task's visible_at_ms"))
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl SignalStore for PostgresStore {
+    async fn send_signal(
+        &self,
+        run_id: &RunId,
+        name: &str,
+        input: Value,
+        now_ms: u64,
+    ) -> StoreResult<i64> {
+        let id: Option<i64> = sqlx::query_scalar(
+            "WITH r AS (
+                 UPDATE runs SET wakeups = wakeups + 1
+                  WHERE run_id = $1 AND status IN ('running', 'stuck')
+                 RETURNING run_id
+             )
+             INSERT INTO signals (run_id, name, input, received_at_ms)
+             SELECT run_id, $2, $3, $4 FROM r
+             RETURNING id",
+        )
+        .bind(run_id.as_str())
+        .bind(name)
+        .bind(input.to_string())
+        .bind(int(now_ms))
+        .fetch_optional(&self.pool)
+        .await?;
+        id.ok_or_else(|| StoreError::NotFound {
+            what: format!("open run {run_id} (it is closed or unknown; signals go to open runs)"),
+        })
+    }
+}
+
+#[async_trait]
+impl ModuleStore for PostgresStore {
+    async fn put_module(
+        &self,
+        name: &str,
+        version: &str,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> StoreResult<ModuleRecord> {
+        let sha256 = Sha256Hex::of(bytes);
+        sqlx::query(
+            "INSERT INTO modules (sha256, name, version, bytes, size, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(sha256.as_str())
+        .bind(name)
+        .bind(version)
+        .bind(bytes)
+        .bind(int(bytes.len() as u64))
+        .bind(int(now_ms))
+        .execute(&self.pool)
+        .await?;
+        let row: ModuleRow = sqlx::query_as(
+            "SELECT sha256, name, version, size, created_at_ms FROM modules WHERE sha256 = $1",
+        )
+        .bind(sha256.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        row.into_record()
+    }
+
+    async fn module_bytes(&self, sha256: &Sha256Hex) -> StoreResult<Vec<u8>> {
+        let bytes: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT bytes FROM modules WHERE sha256 = $1")
+                .bind(sha256.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        bytes.ok_or_else(|| StoreError::NotFound {
+            what: format!("module {sha256} (deploy it first)"),
+        })
+    }
+
+    async fn modules(&self) -> StoreResult<Vec<ModuleRecord>> {
+        let rows: Vec<ModuleRow> = sqlx::query_as(
+            "SELECT sha256, name, version, size, created_at_ms FROM modules ORDER BY created_at_ms, name, version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(ModuleRow::into_record).collect()
     }
 }

@@ -1,8 +1,736 @@
-//! Placeholder while the backend is written.
-use super::StoreResult;
-pub struct SqliteStore;
+//! The SQLite backend: the embedded default (`weft dev` needs nothing installed).
+//!
+//! [`SqliteStore`] keeps one file in WAL mode with `synchronous=NORMAL`: a
+//! committed activation survives the process being killed (not a power cut,
+//! which production leaves to Postgres). SQLite has one writer at a time, so
+//! the store has exactly one write connection, and every write goes through it
+//! in order instead of contending for the file lock; reads use a small pool of
+//! their own that WAL lets run beside the writer. Multi-statement writes start
+//! with `BEGIN IMMEDIATE`, which takes the write lock up front: a deferred
+//! transaction that reads and then writes can fail with `SQLITE_BUSY` when
+//! another process wrote in between, and no busy timeout helps then.
+//!
+//! SQLite has no `SKIP LOCKED` and needs none: a claim is one `UPDATE …
+//! RETURNING` statement, atomic under the write lock.
+
+use super::rows::{
+    self, ClaimedTaskRow, CommitColumns, EventRow, ModuleRow, PendingRow, RunRow, RunStateRow,
+    TaskStateRow, int, select_run, uint,
+};
+use super::{
+    ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, CreateRun, HistoryStore,
+    ModuleRecord, ModuleStore, PendingJobs, RunClaim, RunRecord, RunStore, SignalStore, StoreError,
+    StoreResult,
+};
+use crate::model::{History, RecordedEvent, RunId, Sha256Hex};
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// Rows per multi-row `INSERT`, well under SQLite's limit of bound parameters.
+const ROWS_PER_INSERT: usize = 200;
+
+/// A store in one SQLite file. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    /// The one connection that writes.
+    writer: SqlitePool,
+    /// Connections that only read (the writer itself for an in-memory database).
+    reader: SqlitePool,
+}
+
 impl SqliteStore {
-    pub async fn open(_path: &str) -> StoreResult<Self> {
-        Err(super::StoreError::Unavailable("the SQLite backend is not written yet".into()))
+    /// Opens the database file at `path`, creating it if missing, and brings its
+    /// schema up to date. `:memory:` opens [`SqliteStore::in_memory`].
+    pub async fn open(path: &str) -> StoreResult<Self> {
+        if path == ":memory:" {
+            return Self::in_memory().await;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let open_error = |e: sqlx::Error| {
+            StoreError::Unavailable(format!(
+                "cannot open the SQLite database {path:?}: {e}; check that its directory exists and is writable"
+            ))
+        };
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(open_error)?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|e| rows::migrate_error(&format!("the SQLite database {path:?}"), e))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(open_error)?;
+        Ok(Self { writer, reader })
+    }
+
+    /// A private database in memory, gone when the store is dropped: for tests.
+    pub async fn in_memory() -> StoreResult<Self> {
+        // Each connection to `:memory:` is its own database: keep exactly one, forever.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .in_memory(true)
+                    .foreign_keys(true),
+            )
+            .await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| rows::migrate_error("an in-memory SQLite database", e))?;
+        Ok(Self {
+            writer: pool.clone(),
+            reader: pool,
+        })
+    }
+
+    /// Waits for running statements and closes every connection.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// What a run's row says now, read inside the failed write's transaction.
+async fn run_state(
+    conn: &mut SqliteConnection,
+    run_id: &RunId,
+) -> StoreResult<Option<RunStateRow>> {
+    Ok(
+        sqlx::query_as("SELECT status, lease_token, last_seq FROM runs WHERE run_id = $1")
+            .bind(run_id.as_str())
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+async fn insert_events(
+    conn: &mut SqliteConnection,
+    run_id: &RunId,
+    c: &CommitColumns,
+) -> sqlx::Result<()> {
+    let rows: Vec<usize> = (0..c.event_seqs.len()).collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO events (run_id, seq, kind, payload, recorded_at_ms, hash) ",
+        );
+        q.push_values(chunk, |mut b, &i| {
+            b.push_bind(run_id.as_str())
+                .push_bind(c.event_seqs[i])
+                .push_bind(c.event_kinds[i])
+                .push_bind(c.event_payloads[i].as_str())
+                .push_bind(c.event_times[i])
+                .push_bind(c.event_hashes[i].as_str());
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+async fn insert_tasks(
+    conn: &mut SqliteConnection,
+    run_id: &RunId,
+    c: &CommitColumns,
+) -> StoreResult<()> {
+    let status = if c.closing { "abandoned" } else { "scheduled" };
+    let rows: Vec<usize> = (0..c.task_seqs.len()).collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO activity_tasks (run_id, seq, name, input, options, lease_ms, status, visible_at_ms) ",
+        );
+        q.push_values(chunk, |mut b, &i| {
+            b.push_bind(run_id.as_str())
+                .push_bind(c.task_seqs[i])
+                .push_bind(c.task_names[i].as_str())
+                .push_bind(c.task_inputs[i].as_str())
+                .push_bind(c.task_options[i].as_str())
+                .push_bind(c.task_lease_ms[i])
+                .push_bind(status)
+                .push_bind(c.task_visible_at[i]);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+async fn insert_timers(
+    conn: &mut SqliteConnection,
+    run_id: &RunId,
+    c: &CommitColumns,
+) -> StoreResult<()> {
+    let rows: Vec<usize> = (0..c.timer_seqs.len()).collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO timers (run_id, seq, fire_at_ms) ");
+        q.push_values(chunk, |mut b, &i| {
+            b.push_bind(run_id.as_str())
+                .push_bind(c.timer_seqs[i])
+                .push_bind(c.timer_fire_at[i]);
+        });
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// A list of integers as one JSON array parameter, for `IN (SELECT value FROM json_each($n))`:
+/// one statement (and one cached plan) whatever the list's length.
+fn json_list<T: serde::Serialize>(items: &[T]) -> StoreResult<String> {
+    rows::to_json(&items, "a list of keys")
+}
+
+#[async_trait]
+impl HistoryStore for SqliteStore {
+    async fn history(&self, run_id: &RunId) -> StoreResult<History> {
+        let events = self.events_after(run_id, 0).await?;
+        if events.is_empty() {
+            return Err(StoreError::NotFound {
+                what: format!("run {run_id}"),
+            });
+        }
+        Ok(History::from_recorded(events))
+    }
+
+    async fn events_after(&self, run_id: &RunId, after: u64) -> StoreResult<Vec<RecordedEvent>> {
+        let rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT seq, kind, payload, recorded_at_ms, hash FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(run_id.as_str())
+        .bind(int(after))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter().map(|r| r.into_recorded(run_id)).collect()
+    }
+}
+
+#[async_trait]
+impl RunStore for SqliteStore {
+    async fn create_run(&self, request: CreateRun) -> StoreResult<()> {
+        let event = &request.first_event;
+        if event.seq != 1 {
+            return Err(StoreError::Conflict {
+                run_id: request.run_id,
+                reason: format!("a run starts with event 1, not event {}", event.seq),
+            });
+        }
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO runs (run_id, workflow_id, workflow_type, module_sha256, status, last_seq, last_hash,
+                               created_at_ms, wakeups, handled_wakeups)
+             VALUES ($1, $2, $3, $4, 'running', 1, $5, $6, 1, 0)",
+        )
+        .bind(request.run_id.as_str())
+        .bind(&request.workflow_id)
+        .bind(&request.workflow_type)
+        .bind(request.module_sha256.as_str())
+        .bind(event.hash.to_hex())
+        .bind(int(request.now_ms))
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = inserted {
+            return Err(match rows::unique_violation(&e) {
+                Some(what) if what.contains("workflow_id") => {
+                    let open: Option<String> = sqlx::query_scalar(
+                        "SELECT run_id FROM runs WHERE workflow_id = $1 AND status IN ('running', 'stuck')",
+                    )
+                    .bind(&request.workflow_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    StoreError::WorkflowIdInUse {
+                        workflow_id: request.workflow_id,
+                        run_id: RunId(open.unwrap_or_default()),
+                    }
+                }
+                Some(_) => StoreError::Conflict {
+                    run_id: request.run_id,
+                    reason: "a run with this id already exists; run ids must be unique".into(),
+                },
+                None => e.into(),
+            });
+        }
+        sqlx::query(
+            "INSERT INTO events (run_id, seq, kind, payload, recorded_at_ms, hash) VALUES ($1, 1, $2, $3, $4, $5)",
+        )
+        .bind(request.run_id.as_str())
+        .bind(event.event.kind())
+        .bind(event.event.payload_json())
+        .bind(int(event.recorded_at_ms))
+        .bind(event.hash.to_hex())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn run(&self, run_id: &RunId) -> StoreResult<RunRecord> {
+        let row: Option<RunRow> = sqlx::query_as(select_run!("WHERE run_id = $1"))
+            .bind(run_id.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.ok_or_else(|| StoreError::NotFound {
+            what: format!("run {run_id}"),
+        })?
+        .into_record()
+    }
+
+    async fn run_by_workflow_id(&self, workflow_id: &str) -> StoreResult<RunRecord> {
+        let row: Option<RunRow> = sqlx::query_as(select_run!(
+            "WHERE workflow_id = $1
+             ORDER BY status IN ('running', 'stuck') DESC, created_at_ms DESC, rowid DESC
+             LIMIT 1"
+        ))
+        .bind(workflow_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.ok_or_else(|| StoreError::NotFound {
+            what: format!("a run of workflow id {workflow_id:?}"),
+        })?
+        .into_record()
+    }
+
+    async fn claim_runs(
+        &self,
+        host_id: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<RunClaim>> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "UPDATE runs
+                SET lease_owner = $1, lease_expires_at_ms = $2 + $3,
+                    lease_token = lease_token + 1, lease_wakeups = wakeups
+              WHERE run_id IN (
+                    SELECT run_id FROM runs
+                     WHERE status = 'running' AND wakeups > handled_wakeups
+                       AND (lease_owner IS NULL OR lease_expires_at_ms <= $2 OR lease_owner = $1)
+                    UNION
+                    SELECT r.run_id FROM timers t JOIN runs r ON r.run_id = t.run_id
+                     WHERE t.fire_at_ms <= $2 AND r.status = 'running'
+                       AND (r.lease_owner IS NULL OR r.lease_expires_at_ms <= $2 OR r.lease_owner = $1)
+                    LIMIT $4)
+             RETURNING run_id, lease_token, wakeups",
+        )
+        .bind(host_id)
+        .bind(int(now_ms))
+        .bind(int(lease_ms))
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(run_id, lease_token, observed_wakeups)| RunClaim {
+                run_id: RunId(run_id),
+                lease_token,
+                observed_wakeups,
+            })
+            .collect())
+    }
+
+    async fn pending_jobs(&self, run_id: &RunId, now_ms: u64) -> StoreResult<PendingJobs> {
+        let rows: Vec<PendingRow> = sqlx::query_as(
+            "SELECT 'a' AS source, seq AS n, attempt, status, output AS body, failure AS extra, resolved_at_ms AS at_ms
+               FROM activity_tasks
+              WHERE run_id = $1 AND status IN ('completed', 'failed') AND consumed = 0
+             UNION ALL
+             SELECT 's', id, NULL, NULL, input, name, received_at_ms
+               FROM signals WHERE run_id = $1 AND consumed = 0
+             UNION ALL
+             SELECT 't', seq, NULL, NULL, NULL, NULL, fire_at_ms
+               FROM timers WHERE run_id = $1 AND fire_at_ms <= $2",
+        )
+        .bind(run_id.as_str())
+        .bind(int(now_ms))
+        .fetch_all(&self.reader)
+        .await?;
+        rows::pending_jobs(run_id, rows)
+    }
+
+    async fn commit_activation(&self, commit: ActivationCommit) -> StoreResult<()> {
+        let c = CommitColumns::new(&commit)?;
+        let run_id = &commit.run_id;
+        let mut tx = self.begin_write().await?;
+        // The conditional append: nothing is written unless the lease and the history still hold.
+        let updated = sqlx::query(
+            "UPDATE runs
+                SET last_seq = $4, last_hash = $5, handled_wakeups = $6,
+                    lease_owner = NULL, lease_expires_at_ms = NULL,
+                    status = $7, output = $8, failure = $9, closed_at_ms = $10
+              WHERE run_id = $1 AND lease_token = $2 AND last_seq = $3 AND status = 'running'",
+        )
+        .bind(run_id.as_str())
+        .bind(commit.lease_token)
+        .bind(int(c.expected_last_seq))
+        .bind(c.last_seq)
+        .bind(c.last_hash.as_str())
+        .bind(commit.observed_wakeups)
+        .bind(c.status)
+        .bind(c.output.as_deref())
+        .bind(c.failure.as_deref())
+        .bind(c.closed_at_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            let now = run_state(&mut tx, run_id).await?;
+            return Err(rows::run_conflict(
+                run_id,
+                now,
+                commit.lease_token,
+                Some(c.expected_last_seq),
+            ));
+        }
+        if let Err(e) = insert_events(&mut tx, run_id, &c).await {
+            return Err(match rows::unique_violation(&e) {
+                Some(_) => rows::events_exist(run_id),
+                None => e.into(),
+            });
+        }
+        if !c.consumed_activities.is_empty() {
+            sqlx::query(
+                "UPDATE activity_tasks SET consumed = 1
+                  WHERE run_id = $1 AND seq IN (SELECT value FROM json_each($2))",
+            )
+            .bind(run_id.as_str())
+            .bind(json_list(&c.consumed_activities)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !c.consumed_signals.is_empty() {
+            sqlx::query("UPDATE signals SET consumed = 1 WHERE run_id = $1 AND id IN (SELECT value FROM json_each($2))")
+                .bind(run_id.as_str())
+                .bind(json_list(&c.consumed_signals)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_tasks(&mut tx, run_id, &c).await?;
+        if c.closing {
+            sqlx::query("DELETE FROM timers WHERE run_id = $1")
+                .bind(run_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE activity_tasks
+                    SET status = 'abandoned', lease_owner = NULL, lease_expires_at_ms = NULL
+                  WHERE run_id = $1 AND consumed = 0 AND status IN ('scheduled', 'running')",
+            )
+            .bind(run_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            insert_timers(&mut tx, run_id, &c).await?;
+            // After the inserts: a timer started and cancelled within one activation is gone too.
+            if !c.removed_timers.is_empty() {
+                sqlx::query("DELETE FROM timers WHERE run_id = $1 AND seq IN (SELECT value FROM json_each($2))")
+                    .bind(run_id.as_str())
+                    .bind(json_list(&c.removed_timers)?)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release_run(&self, run_id: &RunId, lease_token: i64) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(RELEASE_SQL)
+            .bind(run_id.as_str())
+            .bind(lease_token)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated != 1 {
+            let now = run_state(&mut tx, run_id).await?;
+            return Err(rows::run_conflict(run_id, now, lease_token, None));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn park_run(&self, run_id: &RunId, lease_token: i64, reason: Value) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE runs SET status = 'stuck', stuck = $3, lease_owner = NULL, lease_expires_at_ms = NULL
+              WHERE run_id = $1 AND lease_token = $2 AND status = 'running'",
+        )
+        .bind(run_id.as_str())
+        .bind(lease_token)
+        .bind(reason.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            let now = run_state(&mut tx, run_id).await?;
+            return Err(rows::run_conflict(run_id, now, lease_token, None));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn next_timer_at(&self) -> StoreResult<Option<u64>> {
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT t.fire_at_ms FROM timers t JOIN runs r ON r.run_id = t.run_id
+              WHERE r.status = 'running' ORDER BY t.fire_at_ms LIMIT 1",
+        )
+        .fetch_optional(&self.reader)
+        .await?;
+        at.map(|v| uint(v, "a timer's fire_at_ms")).transpose()
+    }
+
+    async fn reclaim_leases(&self, host_id: &str) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let runs = sqlx::query(
+            "UPDATE runs SET lease_owner = NULL, lease_expires_at_ms = NULL, lease_token = lease_token + 1
+              WHERE lease_owner = $1",
+        )
+        .bind(host_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let tasks = sqlx::query(RECLAIM_TASKS_SQL)
+            .bind(host_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(runs + tasks)
+    }
+}
+
+/// Releases a run's lease. If nothing is waiting for the run (no unconsumed
+/// activity result or signal) and it has been activated before, the wake-ups
+/// its claim observed are marked handled too: otherwise a wake-up whose job an
+/// earlier activation already took (a signal that arrived between claim and
+/// read) would make the run claimable forever with nothing to do.
+const RELEASE_SQL: &str = "
+    UPDATE runs
+       SET lease_owner = NULL, lease_expires_at_ms = NULL,
+           handled_wakeups = CASE
+               WHEN last_seq > 1
+                AND NOT EXISTS (SELECT 1 FROM activity_tasks a
+                                 WHERE a.run_id = runs.run_id AND a.status IN ('completed', 'failed')
+                                   AND a.consumed = 0)
+                AND NOT EXISTS (SELECT 1 FROM signals s WHERE s.run_id = runs.run_id AND s.consumed = 0)
+               THEN MAX(handled_wakeups, lease_wakeups)
+               ELSE handled_wakeups END
+     WHERE run_id = $1 AND lease_token = $2";
+
+/// Frees the activity attempts a host held: they are claimable again at once, fenced.
+const RECLAIM_TASKS_SQL: &str = "
+    UPDATE activity_tasks
+       SET status = 'scheduled', visible_at_ms = 0, lease_owner = NULL, lease_expires_at_ms = NULL,
+           lease_token = lease_token + 1
+     WHERE lease_owner = $1 AND status = 'running'";
+
+#[async_trait]
+impl ActivityStore for SqliteStore {
+    async fn claim_activities(
+        &self,
+        host_id: &str,
+        names: &[String],
+        now_ms: u64,
+        default_lease_ms: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<ActivityTask>> {
+        if names.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<ClaimedTaskRow> = sqlx::query_as(
+            "UPDATE activity_tasks
+                SET status = 'running', attempt = attempt + 1, lease_token = lease_token + 1, lease_owner = $1,
+                    lease_expires_at_ms = $2 + CASE WHEN lease_ms > 0 THEN lease_ms ELSE $3 END,
+                    visible_at_ms = $2 + CASE WHEN lease_ms > 0 THEN lease_ms ELSE $3 END
+              WHERE (run_id, seq) IN (
+                    SELECT run_id, seq FROM activity_tasks
+                     WHERE status IN ('scheduled', 'running') AND visible_at_ms <= $2
+                       AND name IN (SELECT value FROM json_each($4))
+                     ORDER BY visible_at_ms
+                     LIMIT $5)
+             RETURNING run_id, seq, name, input, options, attempt, lease_token",
+        )
+        .bind(host_id)
+        .bind(int(now_ms))
+        .bind(int(default_lease_ms))
+        .bind(json_list(names)?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await?;
+        rows.into_iter().map(ClaimedTaskRow::into_task).collect()
+    }
+
+    async fn finish_attempt(
+        &self,
+        run_id: &RunId,
+        seq: u32,
+        lease_token: i64,
+        outcome: AttemptOutcome,
+        now_ms: u64,
+    ) -> StoreResult<()> {
+        let a = rows::AttemptColumns::new(run_id, seq, &outcome, now_ms)?;
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE activity_tasks
+                SET status = $4, lease_owner = NULL, lease_expires_at_ms = NULL,
+                    output = $5, failure = $6, resolved_at_ms = $7, visible_at_ms = COALESCE($8, visible_at_ms)
+              WHERE run_id = $1 AND seq = $2 AND lease_token = $3 AND status = 'running'",
+        )
+        .bind(run_id.as_str())
+        .bind(i64::from(seq))
+        .bind(lease_token)
+        .bind(a.status)
+        .bind(a.output.as_deref())
+        .bind(a.failure.as_deref())
+        .bind(a.resolved_at_ms)
+        .bind(a.retry_at_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            let now: Option<TaskStateRow> =
+                sqlx::query_as("SELECT status, lease_token, attempt FROM activity_tasks WHERE run_id = $1 AND seq = $2")
+                    .bind(run_id.as_str())
+                    .bind(i64::from(seq))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Err(rows::task_conflict(run_id, seq, now, lease_token));
+        }
+        if a.is_final {
+            sqlx::query("UPDATE runs SET wakeups = wakeups + 1 WHERE run_id = $1")
+                .bind(run_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn next_activity_at(&self, names: &[String]) -> StoreResult<Option<u64>> {
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(visible_at_ms) FROM activity_tasks
+              WHERE status IN ('scheduled', 'running') AND name IN (SELECT value FROM json_each($1))",
+        )
+        .bind(json_list(names)?)
+        .fetch_one(&self.reader)
+        .await?;
+        at.map(|v| uint(v, "an activity task's visible_at_ms"))
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl SignalStore for SqliteStore {
+    async fn send_signal(
+        &self,
+        run_id: &RunId,
+        name: &str,
+        input: Value,
+        now_ms: u64,
+    ) -> StoreResult<i64> {
+        let mut tx = self.begin_write().await?;
+        let woken = sqlx::query(
+            "UPDATE runs SET wakeups = wakeups + 1 WHERE run_id = $1 AND status IN ('running', 'stuck')",
+        )
+        .bind(run_id.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if woken != 1 {
+            return Err(StoreError::NotFound {
+                what: format!(
+                    "open run {run_id} (it is closed or unknown; signals go to open runs)"
+                ),
+            });
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO signals (run_id, name, input, received_at_ms) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(run_id.as_str())
+        .bind(name)
+        .bind(input.to_string())
+        .bind(int(now_ms))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+}
+
+#[async_trait]
+impl ModuleStore for SqliteStore {
+    async fn put_module(
+        &self,
+        name: &str,
+        version: &str,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> StoreResult<ModuleRecord> {
+        let sha256 = Sha256Hex::of(bytes);
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO modules (sha256, name, version, bytes, size, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(sha256.as_str())
+        .bind(name)
+        .bind(version)
+        .bind(bytes)
+        .bind(int(bytes.len() as u64))
+        .bind(int(now_ms))
+        .execute(&mut *tx)
+        .await?;
+        let row: ModuleRow = sqlx::query_as(
+            "SELECT sha256, name, version, size, created_at_ms FROM modules WHERE sha256 = $1",
+        )
+        .bind(sha256.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.into_record()
+    }
+
+    async fn module_bytes(&self, sha256: &Sha256Hex) -> StoreResult<Vec<u8>> {
+        let bytes: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT bytes FROM modules WHERE sha256 = $1")
+                .bind(sha256.as_str())
+                .fetch_optional(&self.reader)
+                .await?;
+        bytes.ok_or_else(|| StoreError::NotFound {
+            what: format!("module {sha256} (deploy it first)"),
+        })
+    }
+
+    async fn modules(&self) -> StoreResult<Vec<ModuleRecord>> {
+        let rows: Vec<ModuleRow> = sqlx::query_as(
+            "SELECT sha256, name, version, size, created_at_ms FROM modules ORDER BY created_at_ms, name, version",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter().map(ModuleRow::into_record).collect()
     }
 }

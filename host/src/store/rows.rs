@@ -1,0 +1,557 @@
+//! What both backends share: rows as read back from SQL and their conversion to
+//! the model, the column form of an [`ActivationCommit`], and the wording of
+//! conflicts. The SQL itself lives with each backend.
+
+use super::{
+    ActivationCommit, ActivityTask, AttemptOutcome, DueTimer, InboxSignal, ModuleRecord,
+    PendingJobs, ResolvedActivity, RunOutcome, RunRecord, RunStatus, StoreError, StoreResult,
+};
+use crate::model::{ActivityOptions, Event, EventHash, Failure, RecordedEvent, RunId, Sha256Hex};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Display;
+
+/// A `u64` as stored in a signed 64-bit column. Values past `i64::MAX` (about
+/// 292 million years of milliseconds) saturate rather than wrap.
+pub(super) fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A stored integer that must not be negative.
+pub(super) fn uint(v: i64, what: impl Display) -> StoreResult<u64> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} is negative ({v})")))
+}
+
+/// A stored sequence number that must fit the model's `u32`.
+pub(super) fn seq32(v: i64, what: impl Display) -> StoreResult<u32> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} is out of range ({v})")))
+}
+
+pub(super) fn to_json<T: Serialize>(value: &T, what: impl Display) -> StoreResult<String> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Corrupt(format!("{what} cannot be written as JSON: {e}")))
+}
+
+pub(super) fn from_json<T: DeserializeOwned>(text: &str, what: impl Display) -> StoreResult<T> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("{what} is not valid JSON: {e}")))
+}
+
+fn hash(hex: &str, what: impl Display) -> StoreResult<EventHash> {
+    EventHash::from_hex(hex).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// `SELECT` of the columns of `runs` that make a [`RunRow`], followed by `$tail`: a literal, so
+/// the query stays a `&'static str`.
+macro_rules! select_run {
+    ($tail:literal) => {
+        concat!(
+            "SELECT run_id, workflow_id, workflow_type, module_sha256, status, output, failure, stuck, \
+             last_seq, last_hash, created_at_ms, closed_at_ms FROM runs ",
+            $tail
+        )
+    };
+}
+pub(super) use select_run;
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RunRow {
+    run_id: String,
+    workflow_id: String,
+    workflow_type: String,
+    module_sha256: String,
+    status: String,
+    output: Option<String>,
+    failure: Option<String>,
+    stuck: Option<String>,
+    last_seq: i64,
+    last_hash: String,
+    created_at_ms: i64,
+    closed_at_ms: Option<i64>,
+}
+
+impl RunRow {
+    pub(super) fn into_record(self) -> StoreResult<RunRecord> {
+        let run = &self.run_id;
+        Ok(RunRecord {
+            status: RunStatus::parse(&self.status)?,
+            output: self
+                .output
+                .as_deref()
+                .map(|t| from_json(t, format_args!("run {run}: output")))
+                .transpose()?,
+            failure: self
+                .failure
+                .as_deref()
+                .map(|t| from_json(t, format_args!("run {run}: failure")))
+                .transpose()?,
+            stuck: self
+                .stuck
+                .as_deref()
+                .map(|t| from_json(t, format_args!("run {run}: stuck reason")))
+                .transpose()?,
+            last_seq: uint(self.last_seq, format_args!("run {run}: last_seq"))?,
+            last_hash: hash(&self.last_hash, format_args!("run {run}: last_hash"))?,
+            created_at_ms: uint(self.created_at_ms, format_args!("run {run}: created_at_ms"))?,
+            closed_at_ms: self
+                .closed_at_ms
+                .map(|v| uint(v, format_args!("run {run}: closed_at_ms")))
+                .transpose()?,
+            workflow_id: self.workflow_id,
+            workflow_type: self.workflow_type,
+            module_sha256: Sha256Hex(self.module_sha256),
+            run_id: RunId(self.run_id),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct EventRow {
+    seq: i64,
+    kind: String,
+    payload: String,
+    recorded_at_ms: i64,
+    hash: String,
+}
+
+impl EventRow {
+    pub(super) fn into_recorded(self, run_id: &RunId) -> StoreResult<RecordedEvent> {
+        let seq = self.seq;
+        let event = Event::from_parts(&self.kind, &self.payload).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "run {run_id}: event {seq} ({}) cannot be read: {e}",
+                self.kind
+            ))
+        })?;
+        Ok(RecordedEvent {
+            seq: uint(seq, format_args!("run {run_id}: event seq"))?,
+            recorded_at_ms: uint(
+                self.recorded_at_ms,
+                format_args!("run {run_id}: event {seq} recorded_at_ms"),
+            )?,
+            event,
+            hash: hash(&self.hash, format_args!("run {run_id}: event {seq} hash"))?,
+        })
+    }
+}
+
+/// A claimed activity task, as returned by the claim's `RETURNING` clause.
+#[derive(sqlx::FromRow)]
+pub(super) struct ClaimedTaskRow {
+    run_id: String,
+    seq: i64,
+    name: String,
+    input: String,
+    options: String,
+    attempt: i64,
+    lease_token: i64,
+}
+
+impl ClaimedTaskRow {
+    pub(super) fn into_task(self) -> StoreResult<ActivityTask> {
+        let what = format_args!("run {}: activity {}", self.run_id, self.seq);
+        Ok(ActivityTask {
+            seq: seq32(self.seq, what)?,
+            name: self.name,
+            input: from_json(&self.input, format_args!("{what} input"))?,
+            options: from_json::<ActivityOptions>(&self.options, format_args!("{what} options"))?,
+            attempt: u32::try_from(self.attempt).map_err(|_| {
+                StoreError::Corrupt(format!("{what} attempt is out of range ({})", self.attempt))
+            })?,
+            lease_token: self.lease_token,
+            run_id: RunId(self.run_id),
+        })
+    }
+}
+
+/// One row of the pending-jobs union: `source` is `a` (a resolved activity),
+/// `s` (a signal) or `t` (a due timer); `n` is the seq or the signal id; `at_ms`
+/// the resolution, arrival or fire time.
+#[derive(sqlx::FromRow)]
+pub(super) struct PendingRow {
+    source: String,
+    n: i64,
+    attempt: Option<i64>,
+    status: Option<String>,
+    body: Option<String>,
+    extra: Option<String>,
+    at_ms: i64,
+}
+
+/// Sorts the rows of the pending-jobs union into [`PendingJobs`], each kind in the contract's order.
+pub(super) fn pending_jobs(run_id: &RunId, rows: Vec<PendingRow>) -> StoreResult<PendingJobs> {
+    let mut jobs = PendingJobs::default();
+    for row in rows {
+        let at_ms = uint(row.at_ms, format_args!("run {run_id}: pending job time"))?;
+        match row.source.as_str() {
+            "a" => {
+                let what = format_args!("run {run_id}: activity {}", row.n);
+                let outcome = match row.status.as_deref() {
+                    Some("completed") => Ok(from_json(
+                        row.body.as_deref().unwrap_or("null"),
+                        format_args!("{what} output"),
+                    )?),
+                    _ => Err(from_json::<Failure>(
+                        row.extra.as_deref().unwrap_or("null"),
+                        format_args!("{what} failure"),
+                    )?),
+                };
+                jobs.activities.push(ResolvedActivity {
+                    seq: seq32(row.n, what)?,
+                    attempt: seq32(row.attempt.unwrap_or(0), format_args!("{what} attempt"))?,
+                    outcome,
+                    resolved_at_ms: at_ms,
+                });
+            }
+            "s" => jobs.signals.push(InboxSignal {
+                id: row.n,
+                name: row.extra.unwrap_or_default(),
+                input: from_json(
+                    row.body.as_deref().unwrap_or("null"),
+                    format_args!("run {run_id}: signal {}", row.n),
+                )?,
+                received_at_ms: at_ms,
+            }),
+            _ => jobs.due_timers.push(DueTimer {
+                seq: seq32(row.n, format_args!("run {run_id}: timer"))?,
+                fire_at_ms: at_ms,
+            }),
+        }
+    }
+    jobs.activities.sort_by_key(|a| (a.resolved_at_ms, a.seq));
+    jobs.signals.sort_by_key(|s| s.id);
+    jobs.due_timers.sort_by_key(|t| (t.fire_at_ms, t.seq));
+    Ok(jobs)
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ModuleRow {
+    sha256: String,
+    name: String,
+    version: String,
+    size: i64,
+    created_at_ms: i64,
+}
+
+impl ModuleRow {
+    pub(super) fn into_record(self) -> StoreResult<ModuleRecord> {
+        Ok(ModuleRecord {
+            size: uint(self.size, format_args!("module {}: size", self.sha256))?,
+            created_at_ms: uint(
+                self.created_at_ms,
+                format_args!("module {}: created_at_ms", self.sha256),
+            )?,
+            sha256: Sha256Hex(self.sha256),
+            name: self.name,
+            version: self.version,
+        })
+    }
+}
+
+/// What a run's row says now, to explain why a fenced write did not apply.
+#[derive(sqlx::FromRow)]
+pub(super) struct RunStateRow {
+    status: String,
+    lease_token: i64,
+    last_seq: i64,
+}
+
+/// Explains why a write fenced by `lease_token` (and, for commits, by the
+/// history being at `expected_last_seq`) did not apply to `run_id`.
+pub(super) fn run_conflict(
+    run_id: &RunId,
+    now: Option<RunStateRow>,
+    lease_token: i64,
+    expected_last_seq: Option<u64>,
+) -> StoreError {
+    let Some(now) = now else {
+        return StoreError::NotFound {
+            what: format!("run {run_id}"),
+        };
+    };
+    let reason = if now.lease_token != lease_token {
+        format!(
+            "lease token is now {}, this host holds {lease_token}: the lease was lost",
+            now.lease_token
+        )
+    } else if let Some(expected) = expected_last_seq.filter(|&e| int(e) != now.last_seq) {
+        format!(
+            "history is at event {}, this activation continues from event {expected}",
+            now.last_seq
+        )
+    } else if now.status != "running" {
+        format!("run is {}, not running", now.status)
+    } else {
+        "the run changed concurrently".to_owned()
+    };
+    StoreError::Conflict {
+        run_id: run_id.clone(),
+        reason,
+    }
+}
+
+/// The events primary key caught an append that the `runs` row let through: the
+/// index and the log disagree, and the log wins.
+pub(super) fn events_exist(run_id: &RunId) -> StoreError {
+    StoreError::Conflict {
+        run_id: run_id.clone(),
+        reason: "an event with this number is already stored, though the runs table said otherwise; the history wins".into(),
+    }
+}
+
+/// What an activity task's row says now, to explain why a finish did not apply.
+#[derive(sqlx::FromRow)]
+pub(super) struct TaskStateRow {
+    status: String,
+    lease_token: i64,
+    attempt: i64,
+}
+
+pub(super) fn task_conflict(
+    run_id: &RunId,
+    seq: u32,
+    now: Option<TaskStateRow>,
+    lease_token: i64,
+) -> StoreError {
+    let Some(now) = now else {
+        return StoreError::NotFound {
+            what: format!("activity {seq} of run {run_id}"),
+        };
+    };
+    let reason = if now.status == "abandoned" {
+        format!("activity {seq} was abandoned because the run closed; its result is not needed")
+    } else if now.lease_token != lease_token {
+        format!(
+            "activity {seq}: lease token is now {} (attempt {}), this attempt holds {lease_token}: the lease expired and the task was claimed again",
+            now.lease_token, now.attempt
+        )
+    } else {
+        format!(
+            "activity {seq} is {}, not running: this attempt was already finished",
+            now.status
+        )
+    };
+    StoreError::Conflict {
+        run_id: run_id.clone(),
+        reason,
+    }
+}
+
+/// An [`ActivationCommit`] in column form, ready to bind.
+pub(super) struct CommitColumns {
+    pub(super) expected_last_seq: u64,
+    pub(super) last_seq: i64,
+    pub(super) last_hash: String,
+    pub(super) status: &'static str,
+    pub(super) output: Option<String>,
+    pub(super) failure: Option<String>,
+    pub(super) closed_at_ms: Option<i64>,
+    /// The run completes or fails with this commit.
+    pub(super) closing: bool,
+    pub(super) event_seqs: Vec<i64>,
+    pub(super) event_kinds: Vec<&'static str>,
+    pub(super) event_payloads: Vec<String>,
+    pub(super) event_times: Vec<i64>,
+    pub(super) event_hashes: Vec<String>,
+    pub(super) consumed_activities: Vec<i64>,
+    pub(super) consumed_signals: Vec<i64>,
+    pub(super) removed_timers: Vec<i64>,
+    pub(super) task_seqs: Vec<i64>,
+    pub(super) task_names: Vec<String>,
+    pub(super) task_inputs: Vec<String>,
+    pub(super) task_options: Vec<String>,
+    pub(super) task_lease_ms: Vec<i64>,
+    pub(super) task_visible_at: Vec<i64>,
+    pub(super) timer_seqs: Vec<i64>,
+    pub(super) timer_fire_at: Vec<i64>,
+}
+
+impl CommitColumns {
+    /// Checks that the events continue one another and lays the commit out in columns.
+    pub(super) fn new(commit: &ActivationCommit) -> StoreResult<Self> {
+        let run_id = &commit.run_id;
+        let (Some(first), Some(last)) = (commit.events.first(), commit.events.last()) else {
+            return Err(StoreError::Conflict {
+                run_id: run_id.clone(),
+                reason: "an activation commit carries no event; commit at least its activation_started event".into(),
+            });
+        };
+        let expected_last_seq = first
+            .seq
+            .checked_sub(1)
+            .ok_or_else(|| StoreError::Conflict {
+                run_id: run_id.clone(),
+                reason: "an activation cannot write event 0; histories are numbered from 1".into(),
+            })?;
+        if let Some(pair) = commit.events.windows(2).find(|w| w[1].seq != w[0].seq + 1) {
+            return Err(StoreError::Conflict {
+                run_id: run_id.clone(),
+                reason: format!(
+                    "event {} follows event {} in this commit; events must be numbered in order",
+                    pair[1].seq, pair[0].seq
+                ),
+            });
+        }
+        let (status, output, failure) = match &commit.outcome {
+            RunOutcome::Running => (RunStatus::Running, None, None),
+            RunOutcome::Completed { output } => {
+                (RunStatus::Completed, Some(output.to_string()), None)
+            }
+            RunOutcome::Failed { failure } => (
+                RunStatus::Failed,
+                None,
+                Some(to_json(failure, format_args!("run {run_id}: failure"))?),
+            ),
+        };
+        let closing = status != RunStatus::Running;
+        let mut options = Vec::with_capacity(commit.new_activities.len());
+        for task in &commit.new_activities {
+            options.push(to_json(
+                &task.options,
+                format_args!("run {run_id}: activity {} options", task.seq),
+            )?);
+        }
+        Ok(Self {
+            expected_last_seq,
+            last_seq: int(last.seq),
+            last_hash: last.hash.to_hex(),
+            status: status.as_str(),
+            output,
+            failure,
+            closed_at_ms: closing.then_some(int(commit.now_ms)),
+            closing,
+            event_seqs: commit.events.iter().map(|e| int(e.seq)).collect(),
+            event_kinds: commit.events.iter().map(|e| e.event.kind()).collect(),
+            event_payloads: commit
+                .events
+                .iter()
+                .map(|e| e.event.payload_json())
+                .collect(),
+            event_times: commit
+                .events
+                .iter()
+                .map(|e| int(e.recorded_at_ms))
+                .collect(),
+            event_hashes: commit.events.iter().map(|e| e.hash.to_hex()).collect(),
+            consumed_activities: commit
+                .consumed_activities
+                .iter()
+                .map(|&s| i64::from(s))
+                .collect(),
+            consumed_signals: commit.consumed_signals.clone(),
+            removed_timers: commit
+                .removed_timers
+                .iter()
+                .map(|&s| i64::from(s))
+                .collect(),
+            task_seqs: commit
+                .new_activities
+                .iter()
+                .map(|t| i64::from(t.seq))
+                .collect(),
+            task_names: commit
+                .new_activities
+                .iter()
+                .map(|t| t.name.clone())
+                .collect(),
+            task_inputs: commit
+                .new_activities
+                .iter()
+                .map(|t| t.input.to_string())
+                .collect(),
+            task_options: options,
+            task_lease_ms: commit
+                .new_activities
+                .iter()
+                .map(|t| int(t.options.start_to_close_timeout_ms))
+                .collect(),
+            task_visible_at: commit
+                .new_activities
+                .iter()
+                .map(|t| int(t.visible_at_ms))
+                .collect(),
+            timer_seqs: commit.new_timers.iter().map(|t| i64::from(t.seq)).collect(),
+            timer_fire_at: commit
+                .new_timers
+                .iter()
+                .map(|t| int(t.fire_at_ms))
+                .collect(),
+        })
+    }
+}
+
+/// An [`AttemptOutcome`] in column form.
+pub(super) struct AttemptColumns {
+    pub(super) status: &'static str,
+    pub(super) output: Option<String>,
+    pub(super) failure: Option<String>,
+    pub(super) resolved_at_ms: Option<i64>,
+    /// For a retry: when the next attempt may start.
+    pub(super) retry_at_ms: Option<i64>,
+    /// Completed or failed for good: the run is woken.
+    pub(super) is_final: bool,
+}
+
+impl AttemptColumns {
+    pub(super) fn new(
+        run_id: &RunId,
+        seq: u32,
+        outcome: &AttemptOutcome,
+        now_ms: u64,
+    ) -> StoreResult<Self> {
+        let failure_json =
+            |f: &Failure| to_json(f, format_args!("run {run_id}: activity {seq} failure"));
+        Ok(match outcome {
+            AttemptOutcome::Completed { output } => Self {
+                status: "completed",
+                output: Some(output.to_string()),
+                failure: None,
+                resolved_at_ms: Some(int(now_ms)),
+                retry_at_ms: None,
+                is_final: true,
+            },
+            AttemptOutcome::Retry {
+                failure,
+                retry_at_ms,
+            } => Self {
+                status: "scheduled",
+                output: None,
+                failure: Some(failure_json(failure)?),
+                resolved_at_ms: None,
+                retry_at_ms: Some(int(*retry_at_ms)),
+                is_final: false,
+            },
+            AttemptOutcome::Failed { failure } => Self {
+                status: "failed",
+                output: None,
+                failure: Some(failure_json(failure)?),
+                resolved_at_ms: Some(int(now_ms)),
+                retry_at_ms: None,
+                is_final: true,
+            },
+        })
+    }
+}
+
+/// A failed migration: the database is unreachable, or its schema is not the one this build expects.
+pub(super) fn migrate_error(database: &str, e: sqlx::migrate::MigrateError) -> StoreError {
+    match e {
+        sqlx::migrate::MigrateError::Execute(e) => {
+            StoreError::Unavailable(format!("migrating {database}: {e}"))
+        }
+        other => StoreError::Corrupt(format!(
+            "migrating {database}: {other}; its schema was written by another Weft version, run that version or a newer one"
+        )),
+    }
+}
+
+/// Whether a database error is a unique violation, and of which constraint
+/// (Postgres names it; SQLite names the columns in its message).
+pub(super) fn unique_violation(e: &sqlx::Error) -> Option<String> {
+    let db = e.as_database_error()?;
+    db.is_unique_violation().then(|| {
+        db.constraint()
+            .map(str::to_owned)
+            .unwrap_or_else(|| db.message().to_owned())
+    })
+}
