@@ -301,8 +301,7 @@ pub trait RunStore: Send + Sync {
     /// sets `handled_wakeups = observed_wakeups`.
     async fn commit_activation(&self, commit: ActivationCommit) -> StoreResult<()>;
     /// Releases a lease without writing (the activation found nothing to do or failed).
-    /// Also sets `handled_wakeups = observed_wakeups` (the wake-up was looked at and needed nothing).
-    async fn release_run(&self, run_id: &RunId, lease_token: i64, observed_wakeups: i64) -> StoreResult<()>;
+    async fn release_run(&self, run_id: &RunId, lease_token: i64) -> StoreResult<()>;
     /// Parks a run as `stuck` with a reason, if the lease still holds; releases it.
     async fn park_run(&self, run_id: &RunId, lease_token: i64, reason: Value) -> StoreResult<()>;
     /// The earliest `fire_at_ms` among all timers of running runs, to know when to wake.
@@ -369,6 +368,10 @@ impl<T: HistoryStore + RunStore + ActivityStore + SignalStore + ModuleStore> Sto
 
 /// Opens a store from a URL: `postgres://…`, `sqlite://PATH` or a bare file path (SQLite).
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
-    // TEMP-UNTIL-STORE-MERGE
-    Err(StoreError::Unavailable(format!("{url}: backends not merged yet")))
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        Ok(Arc::new(SqliteStore::open(path).await?))
+    }
 }

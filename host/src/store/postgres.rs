@@ -263,7 +263,7 @@ impl RunStore for PostgresStore {
              ), c AS (
                  SELECT runs.run_id FROM runs JOIN woken ON woken.run_id = runs.run_id
                   WHERE runs.status = 'running'
-                    AND (runs.lease_owner IS NULL OR runs.lease_expires_at_ms <= $2 OR runs.lease_owner = $1)
+                    AND (runs.lease_owner IS NULL OR runs.lease_expires_at_ms <= $2)
                     AND (runs.wakeups > runs.handled_wakeups
                          OR EXISTS (SELECT 1 FROM timers t WHERE t.run_id = runs.run_id AND t.fire_at_ms <= $2))
                   LIMIT $4

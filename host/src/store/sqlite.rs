@@ -325,11 +325,11 @@ impl RunStore for SqliteStore {
               WHERE run_id IN (
                     SELECT run_id FROM runs
                      WHERE status = 'running' AND wakeups > handled_wakeups
-                       AND (lease_owner IS NULL OR lease_expires_at_ms <= $2 OR lease_owner = $1)
+                       AND (lease_owner IS NULL OR lease_expires_at_ms <= $2)
                     UNION
                     SELECT r.run_id FROM timers t JOIN runs r ON r.run_id = t.run_id
                      WHERE t.fire_at_ms <= $2 AND r.status = 'running'
-                       AND (r.lease_owner IS NULL OR r.lease_expires_at_ms <= $2 OR r.lease_owner = $1)
+                       AND (r.lease_owner IS NULL OR r.lease_expires_at_ms <= $2)
                     LIMIT $4)
              RETURNING run_id, lease_token, wakeups",
         )

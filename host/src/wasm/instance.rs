@@ -38,6 +38,11 @@ pub struct InstanceOptions {
     pub seed: u64,
 }
 
+/// Epoch ticks in a budget of `limit_ms`.
+fn ticks_for(limit_ms: u64) -> u64 {
+    (limit_ms / EPOCH_TICK.as_millis() as u64).max(1)
+}
+
 /// A guest instance, used by one activation at a time.
 pub struct Instance {
     store: Store<GuestState>,
@@ -51,7 +56,9 @@ pub struct Instance {
 impl Instance {
     pub async fn new(engine: &WasmEngine, module: &LoadedModule, options: InstanceOptions) -> Result<Self, GuestError> {
         let config = &engine.config;
-        let state = GuestState::new(options.run_id, options.seed, config.memory_limit_bytes, config.max_payload_bytes);
+        let mut state = GuestState::new(options.run_id, options.seed, config.memory_limit_bytes, config.max_payload_bytes);
+        // Instantiation runs guest code too (component start functions): give it a budget.
+        state.ticks_left = ticks_for(config.activation_timeout.as_millis() as u64);
         let mut store = Store::new(engine.engine(), state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut ctx| {
@@ -89,8 +96,7 @@ impl Instance {
     }
 
     fn arm(&mut self) {
-        let ticks = (self.limit_ms / EPOCH_TICK.as_millis() as u64).max(1);
-        self.store.data_mut().ticks_left = ticks;
+        self.store.data_mut().ticks_left = ticks_for(self.limit_ms);
         self.store.set_epoch_deadline(1);
         self.store.data_mut().commands.clear();
     }

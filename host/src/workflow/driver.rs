@@ -116,14 +116,14 @@ impl Driver {
     pub(crate) async fn activate(&self, claim: &RunClaim) -> Result<ActivationReport, DriverError> {
         let run = self.store.run(&claim.run_id).await?;
         if run.status != RunStatus::Running {
-            self.store.release_run(&run.run_id, claim.lease_token, claim.observed_wakeups).await?;
+            self.store.release_run(&run.run_id, claim.lease_token).await?;
             return Ok(ActivationReport::default());
         }
         let now = self.clock.now_ms();
         let pending = self.store.pending_jobs(&run.run_id, now).await?;
         let first = run.last_seq == 1;
         if !first && pending.is_empty() {
-            self.store.release_run(&run.run_id, claim.lease_token, claim.observed_wakeups).await?;
+            self.store.release_run(&run.run_id, claim.lease_token).await?;
             return Ok(ActivationReport::default());
         }
         let mut warm = match self.take_warm(&run) {
