@@ -58,14 +58,29 @@ pub enum HostError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error("module {0} is not deployed; deploy it first (Host::deploy) and start runs with the sha256 it returns")]
+    #[error(
+        "module {0} is not deployed; deploy it first (Host::deploy) and start runs with the sha256 it returns"
+    )]
     UnknownModule(Sha256Hex),
-    #[error("{what} is {size} bytes, over the limit of {limit} bytes; pass a reference (an id, a URL) instead of the data")]
-    PayloadTooLarge { what: String, size: usize, limit: usize },
+    #[error(
+        "{what} is {size} bytes, over the limit of {limit} bytes; pass a reference (an id, a URL) instead of the data"
+    )]
+    PayloadTooLarge {
+        what: String,
+        size: usize,
+        limit: usize,
+    },
     #[error("query {name:?} on run {run_id} was refused by the workflow: {message}")]
-    QueryRefused { run_id: RunId, name: String, message: String },
+    QueryRefused {
+        run_id: RunId,
+        name: String,
+        message: String,
+    },
     #[error("run {run_id} cannot be rebuilt: {error}")]
-    Replay { run_id: RunId, error: ReplayError },
+    Replay {
+        run_id: RunId,
+        error: Box<ReplayError>,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -141,24 +156,49 @@ impl Running {
 
 impl Host {
     /// A host on the real clock.
-    pub fn new(store: Arc<dyn Store>, activities: Activities, config: HostConfig) -> Result<Self, HostError> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        activities: Activities,
+        config: HostConfig,
+    ) -> Result<Self, HostError> {
         Self::with_clock(store, activities, config, Arc::new(SystemClock))
     }
 
     /// A host on a given clock, such as a [`ManualClock`](crate::ManualClock) in tests.
-    pub fn with_clock(store: Arc<dyn Store>, activities: Activities, config: HostConfig, clock: Arc<dyn Clock>) -> Result<Self, HostError> {
-        let engine = Arc::new(WasmEngine::new(config.engine.clone()).map_err(|e| HostError::Other(format!("cannot create the wasm engine: {e:#}")))?);
+    pub fn with_clock(
+        store: Arc<dyn Store>,
+        activities: Activities,
+        config: HostConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, HostError> {
+        let engine = Arc::new(
+            WasmEngine::new(config.engine.clone())
+                .map_err(|e| HostError::Other(format!("cannot create the wasm engine: {e:#}")))?,
+        );
         Ok(Self::with_engine(store, activities, config, clock, engine))
     }
 
     /// A host sharing an engine (and so its compiled modules) with others in the process.
-    pub fn with_engine(store: Arc<dyn Store>, activities: Activities, config: HostConfig, clock: Arc<dyn Clock>, engine: Arc<WasmEngine>) -> Self {
+    pub fn with_engine(
+        store: Arc<dyn Store>,
+        activities: Activities,
+        config: HostConfig,
+        clock: Arc<dyn Clock>,
+        engine: Arc<WasmEngine>,
+    ) -> Self {
         let seed = config.seed.unwrap_or_else(|| {
             let mut b = [0u8; 8];
             getrandom::fill(&mut b).expect("the operating system has randomness");
             u64::from_le_bytes(b)
         });
-        let driver = Driver::new(engine, store.clone(), clock.clone(), DriverConfig { warm_instances: config.warm_instances });
+        let driver = Driver::new(
+            engine,
+            store.clone(),
+            clock.clone(),
+            DriverConfig {
+                warm_instances: config.warm_instances,
+            },
+        );
         Self {
             inner: Arc::new(HostInner {
                 config,
@@ -187,7 +227,11 @@ impl Host {
     /// Starts the loops that activate runs and execute activities. Takes back
     /// the leases an earlier process with the same host id held.
     pub async fn run(&self) -> Result<Running, HostError> {
-        let reclaimed = self.inner.store.reclaim_leases(&self.inner.config.host_id).await?;
+        let reclaimed = self
+            .inner
+            .store
+            .reclaim_leases(&self.inner.config.host_id)
+            .await?;
         if reclaimed > 0 {
             tracing::info!(host_id = %self.inner.config.host_id, reclaimed, "took back leases from an earlier process of this host");
         }
@@ -200,33 +244,55 @@ impl Host {
     }
 
     /// Validates, compiles and stores a module. The same bytes twice is a no-op.
-    pub async fn deploy(&self, name: &str, version: &str, bytes: &[u8]) -> Result<ModuleRecord, HostError> {
+    pub async fn deploy(
+        &self,
+        name: &str,
+        version: &str,
+        bytes: &[u8],
+    ) -> Result<ModuleRecord, HostError> {
         let engine = self.engine().clone();
         let owned = bytes.to_vec();
         tokio::task::spawn_blocking(move || engine.load(&owned))
             .await
-            .map_err(|e| HostError::Other(format!("compiling module {name} {version} panicked: {e}")))??;
-        Ok(self.inner.store.put_module(name, version, bytes, self.inner.clock.now_ms()).await?)
+            .map_err(|e| {
+                HostError::Other(format!("compiling module {name} {version} panicked: {e}"))
+            })??;
+        Ok(self
+            .inner
+            .store
+            .put_module(name, version, bytes, self.inner.clock.now_ms())
+            .await?)
     }
 
     fn check_payload(&self, what: impl FnOnce() -> String, value: &Value) -> Result<(), HostError> {
         let limit = self.inner.config.engine.max_payload_bytes;
         let size = value.to_string().len();
         if size > limit {
-            return Err(HostError::PayloadTooLarge { what: what(), size, limit });
+            return Err(HostError::PayloadTooLarge {
+                what: what(),
+                size,
+                limit,
+            });
         }
         Ok(())
     }
 
     /// Starts a run; it is activated by this or any host sharing the store.
     pub async fn start(&self, request: StartRequest) -> Result<RunId, HostError> {
-        self.check_payload(|| format!("the input of workflow {:?}", request.workflow_id), &request.input)?;
+        self.check_payload(
+            || format!("the input of workflow {:?}", request.workflow_id),
+            &request.input,
+        )?;
         match self.inner.store.module_bytes(&request.module).await {
             Ok(_) => {}
-            Err(StoreError::NotFound { .. }) => return Err(HostError::UnknownModule(request.module)),
+            Err(StoreError::NotFound { .. }) => {
+                return Err(HostError::UnknownModule(request.module));
+            }
             Err(e) => return Err(e.into()),
         }
-        let run_id = RunId::from_random((u128::from(self.inner.rng.next_u64()) << 64) | u128::from(self.inner.rng.next_u64()));
+        let run_id = RunId::from_random(
+            (u128::from(self.inner.rng.next_u64()) << 64) | u128::from(self.inner.rng.next_u64()),
+        );
         let now = self.inner.clock.now_ms();
         let first = Event::WorkflowStarted {
             workflow_type: request.workflow_type.clone(),
@@ -237,7 +303,16 @@ impl Host {
         };
         let mut history = History::default();
         let first_event = history.push(first, now).clone();
-        debug_assert_eq!(first_event.hash, EventHash::chain(&EventHash::GENESIS, 1, "workflow_started", now, &first_event.event.payload_json()));
+        debug_assert_eq!(
+            first_event.hash,
+            EventHash::chain(
+                &EventHash::GENESIS,
+                1,
+                "workflow_started",
+                now,
+                &first_event.event.payload_json()
+            )
+        );
         self.inner
             .store
             .create_run(CreateRun {
@@ -256,18 +331,32 @@ impl Host {
     /// Sends a signal to an open run. It is recorded when the run next activates.
     pub async fn signal(&self, run_id: &RunId, name: &str, input: Value) -> Result<(), HostError> {
         self.check_payload(|| format!("signal {name:?} to run {run_id}"), &input)?;
-        self.inner.store.send_signal(run_id, name, input, self.inner.clock.now_ms()).await?;
+        self.inner
+            .store
+            .send_signal(run_id, name, input, self.inner.clock.now_ms())
+            .await?;
         self.inner.wakeups.activations.notify_one();
         Ok(())
     }
 
     /// Asks a query of a run, open or closed; the run's state is not changed.
-    pub async fn query(&self, run_id: &RunId, name: &str, input: Value) -> Result<Value, HostError> {
+    pub async fn query(
+        &self,
+        run_id: &RunId,
+        name: &str,
+        input: Value,
+    ) -> Result<Value, HostError> {
         match self.inner.driver.query(run_id, name, &input).await {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(message)) => Err(HostError::QueryRefused { run_id: run_id.clone(), name: name.into(), message }),
+            Ok(Err(message)) => Err(HostError::QueryRefused {
+                run_id: run_id.clone(),
+                name: name.into(),
+                message,
+            }),
             Err(crate::workflow::DriverError::Store(e)) => Err(e.into()),
-            Err(crate::workflow::DriverError::Replay { run_id, error }) => Err(HostError::Replay { run_id, error }),
+            Err(crate::workflow::DriverError::Replay { run_id, error }) => {
+                Err(HostError::Replay { run_id, error })
+            }
             Err(e) => Err(HostError::Other(e.to_string())),
         }
     }
@@ -309,7 +398,10 @@ impl Host {
             .map_err(|e| HostError::Other(e.to_string()))?;
         replay_history(self.engine(), &module, &history)
             .await
-            .map_err(|error| HostError::Replay { run_id: run_id.clone(), error })
+            .map_err(|error| HostError::Replay {
+                run_id: run_id.clone(),
+                error: Box::new(error),
+            })
     }
 
     /// Drops every warm instance, so the next activation of each run replays
@@ -323,8 +415,21 @@ impl Host {
 pub fn outcome(record: &RunRecord) -> Result<Value, Failure> {
     match record.status {
         RunStatus::Completed => Ok(record.output.clone().unwrap_or(Value::Null)),
-        RunStatus::Failed => Err(record.failure.clone().unwrap_or_else(|| Failure::new("Unknown", "no failure recorded"))),
-        RunStatus::Stuck => Err(Failure::new("Stuck", record.stuck.as_ref().map(|s| s.to_string()).unwrap_or_default())),
-        RunStatus::Running => Err(Failure::new("Running", format!("run {} has not finished", record.run_id))),
+        RunStatus::Failed => Err(record
+            .failure
+            .clone()
+            .unwrap_or_else(|| Failure::new("Unknown", "no failure recorded"))),
+        RunStatus::Stuck => Err(Failure::new(
+            "Stuck",
+            record
+                .stuck
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+        )),
+        RunStatus::Running => Err(Failure::new(
+            "Running",
+            format!("run {} has not finished", record.run_id),
+        )),
     }
 }

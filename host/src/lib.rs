@@ -39,5 +39,5 @@ pub mod workflow;
 
 pub use activity::{Activities, ActivityContext, ActivityError};
 pub use host::{Host, HostConfig, HostError, Running, StartRequest, outcome};
-pub use store::RunStatus;
 pub use scheduler::{Clock, ManualClock, SystemClock};
+pub use store::RunStatus;

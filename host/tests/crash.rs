@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use weft::model::{Event, History, RunId};
 use weft::store::{RunStatus, Store};
-use weft::{Activities, ActivityContext, ActivityError, Host, HostConfig, StartRequest, SystemClock};
+use weft::{
+    Activities, ActivityContext, ActivityError, Host, HostConfig, StartRequest, SystemClock,
+};
 
 const TIMER_MS: u64 = 1_500;
 
@@ -27,7 +29,11 @@ const TIMER_MS: u64 = 1_500;
 async fn child_host() {
     let db = std::env::var("WEFT_CRASH_DB").expect("spawned by the crash tests with WEFT_CRASH_DB");
     let store: Arc<dyn Store> = match std::env::var("WEFT_CRASH_SCHEMA") {
-        Ok(schema) => Arc::new(weft::store::PostgresStore::connect_in_schema(&db, &schema).await.unwrap()),
+        Ok(schema) => Arc::new(
+            weft::store::PostgresStore::connect_in_schema(&db, &schema)
+                .await
+                .unwrap(),
+        ),
         Err(_) => Arc::new(weft::store::SqliteStore::open(&db).await.unwrap()),
     };
     let log = PathBuf::from(std::env::var("WEFT_CRASH_LOG").unwrap());
@@ -59,12 +65,20 @@ async fn child_host() {
 }
 
 fn append(path: &Path, line: &str) {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     writeln!(f, "{line}").unwrap();
 }
 
 fn starts(log: &Path, name: &str) -> usize {
-    std::fs::read_to_string(log).unwrap_or_default().lines().filter(|l| *l == format!("start {name}")).count()
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| *l == format!("start {name}"))
+        .count()
 }
 
 struct Scenario {
@@ -78,13 +92,19 @@ struct Scenario {
 impl Scenario {
     fn spawn(&self, hang: &str) -> Child {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args(["child_host", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-            .env("WEFT_CRASH_DB", &self.db.url)
-            .env("WEFT_CRASH_LOG", &self.log)
-            .env("WEFT_CRASH_CACHE", &self.cache)
-            .env("WEFT_CRASH_HANG", hang)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "child_host",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("WEFT_CRASH_DB", &self.db.url)
+        .env("WEFT_CRASH_LOG", &self.log)
+        .env("WEFT_CRASH_CACHE", &self.cache)
+        .env("WEFT_CRASH_HANG", hang)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         if let Some(schema) = &self.db.schema {
             cmd.env("WEFT_CRASH_SCHEMA", schema);
         }
@@ -102,7 +122,13 @@ impl Scenario {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let kinds: Vec<_> = self.history(run).await.events().iter().map(|e| e.event.kind()).collect();
+        let kinds: Vec<_> = self
+            .history(run)
+            .await
+            .events()
+            .iter()
+            .map(|e| e.event.kind())
+            .collect();
         panic!("never reached: {what}; history: {kinds:?}");
     }
 }
@@ -119,9 +145,26 @@ fn kill(mut child: Child) {
 async fn host_killed_at_five_points_carries_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let db = common::fresh_db(backend).await;
-    let client = Host::with_engine(db.store.clone(), Activities::new(), HostConfig::default(), Arc::new(SystemClock), common::engine());
-    let s = Scenario { log: dir.path().join("activities.log"), cache: dir.path().join("cache"), db, _dir: dir, client };
-    let module = s.client.deploy("test-scenarios", "test", &guest("test-scenarios")).await.unwrap().sha256;
+    let client = Host::with_engine(
+        db.store.clone(),
+        Activities::new(),
+        HostConfig::default(),
+        Arc::new(SystemClock),
+        common::engine(),
+    );
+    let s = Scenario {
+        log: dir.path().join("activities.log"),
+        cache: dir.path().join("cache"),
+        db,
+        _dir: dir,
+        client,
+    };
+    let module = s
+        .client
+        .deploy("test-scenarios", "test", &guest("test-scenarios"))
+        .await
+        .unwrap()
+        .sha256;
     let run = s
         .client
         .start(StartRequest {
@@ -141,18 +184,28 @@ async fn host_killed_at_five_points_carries_on(backend: Backend) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(starts(&s.log, "a"), 1, "activity a started in the first host");
+    assert_eq!(
+        starts(&s.log, "a"),
+        1,
+        "activity a started in the first host"
+    );
     kill(child);
 
     // 2. Killed right after `a` completed, with the timer pending.
     let child = s.spawn("");
-    s.until("a completed", |h| count(h, "activity_completed") == 1 && count(h, "timer_started") == 1, &run).await;
+    s.until(
+        "a completed",
+        |h| count(h, "activity_completed") == 1 && count(h, "timer_started") == 1,
+        &run,
+    )
+    .await;
     kill(child);
     assert_eq!(starts(&s.log, "a"), 2);
 
     // 3. The timer fires on time in a new host; killed with signal `go` in flight.
     let child = s.spawn("");
-    s.until("timer fired", |h| count(h, "timer_fired") == 1, &run).await;
+    s.until("timer fired", |h| count(h, "timer_fired") == 1, &run)
+        .await;
     s.client.signal(&run, "go", json!("green")).await.unwrap();
     kill(child);
 
@@ -169,12 +222,18 @@ async fn host_killed_at_five_points_carries_on(backend: Backend) {
 
     // 5. The last host finishes the run.
     let child = s.spawn("");
-    s.until("run closed", |h| count(h, "workflow_completed") == 1, &run).await;
+    s.until("run closed", |h| count(h, "workflow_completed") == 1, &run)
+        .await;
     kill(child);
 
     let record = s.client.describe(&run).await.unwrap();
     assert_eq!(record.status, RunStatus::Completed, "{record:?}");
-    assert_eq!(record.output, Some(json!({ "a": "a-done", "go": "green", "b": "b-done", "c": "c-done", "extra": "no-extra" })));
+    assert_eq!(
+        record.output,
+        Some(
+            json!({ "a": "a-done", "go": "green", "b": "b-done", "c": "c-done", "extra": "no-extra" })
+        )
+    );
 
     let history = s.history(&run).await;
     history.verify().expect("the hash chain verifies");
@@ -189,9 +248,21 @@ async fn host_killed_at_five_points_carries_on(backend: Backend) {
     let mut unique = completed.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!((completed.len(), unique.len()), (3, 3), "each activity completion is recorded exactly once: {completed:?}");
-    assert_eq!(count(&history, "signal_received"), 1, "the signal was delivered exactly once");
-    assert_eq!(starts(&s.log, "a"), 2, "a completed activity is never run again");
+    assert_eq!(
+        (completed.len(), unique.len()),
+        (3, 3),
+        "each activity completion is recorded exactly once: {completed:?}"
+    );
+    assert_eq!(
+        count(&history, "signal_received"),
+        1,
+        "the signal was delivered exactly once"
+    );
+    assert_eq!(
+        starts(&s.log, "a"),
+        2,
+        "a completed activity is never run again"
+    );
     assert_eq!(starts(&s.log, "b"), 2);
 
     // The timer kept its original due time across the crash.
@@ -208,14 +279,20 @@ async fn host_killed_at_five_points_carries_on(backend: Backend) {
         match e.event {
             Event::ActivationStarted { time_ms } => activation_time = time_ms,
             Event::TimerFired { .. } => {
-                assert!(activation_time >= fire_at, "fired at {activation_time}, due at {fire_at}");
+                assert!(
+                    activation_time >= fire_at,
+                    "fired at {activation_time}, due at {fire_at}"
+                );
                 break;
             }
             _ => {}
         }
     }
     // And a fresh replay of the whole history agrees with it.
-    assert!(matches!(s.client.replay(&run).await.unwrap(), weft::workflow::ReplayVerdict::Identical { .. }));
+    assert!(matches!(
+        s.client.replay(&run).await.unwrap(),
+        weft::workflow::ReplayVerdict::Identical { .. }
+    ));
 }
 
 both_backends!(host_killed_at_five_points_carries_on);

@@ -8,7 +8,10 @@ use weft::model::{Command, GuestStatus, Job, RunId};
 use weft::wasm::{Instance, InstanceOptions};
 
 fn options() -> InstanceOptions {
-    InstanceOptions { run_id: RunId::from("engine-test"), seed: 42 }
+    InstanceOptions {
+        run_id: RunId::from("engine-test"),
+        seed: 42,
+    }
 }
 
 #[tokio::test]
@@ -20,13 +23,26 @@ async fn a_hello_activation_issues_one_activity_and_completes_on_its_result() {
     let first = instance.start("hello", &json!("Ada")).await.unwrap();
     assert_eq!(first.status, GuestStatus::Pending);
     match first.commands.as_slice() {
-        [Command::ScheduleActivity { seq: 1, name, input, .. }] => {
+        [
+            Command::ScheduleActivity {
+                seq: 1,
+                name,
+                input,
+                ..
+            },
+        ] => {
             assert_eq!(name, "greet");
             assert_eq!(input, &json!("Ada"));
         }
         other => panic!("expected one greet activity, got {other:?}"),
     }
-    let second = instance.deliver(&[Job::ActivityResolved { seq: 1, outcome: Ok(json!("Hello, Ada!")) }]).await.unwrap();
+    let second = instance
+        .deliver(&[Job::ActivityResolved {
+            seq: 1,
+            outcome: Ok(json!("Hello, Ada!")),
+        }])
+        .await
+        .unwrap();
     assert_eq!(second.status, GuestStatus::Completed(json!("Hello, Ada!")));
     assert!(second.commands.is_empty());
 }
@@ -39,27 +55,55 @@ async fn the_same_seed_gives_the_same_commands() {
     for _ in 0..2 {
         let mut instance = Instance::new(&engine, &module, options()).await.unwrap();
         instance.set_time(common::START_MS, false);
-        runs.push(instance.start("entropy", &json!(null)).await.unwrap().commands);
+        runs.push(
+            instance
+                .start("entropy", &json!(null))
+                .await
+                .unwrap()
+                .commands,
+        );
     }
     assert_eq!(runs[0], runs[1]);
-    let mut other = Instance::new(&engine, &module, InstanceOptions { seed: 43, ..options() }).await.unwrap();
+    let mut other = Instance::new(
+        &engine,
+        &module,
+        InstanceOptions {
+            seed: 43,
+            ..options()
+        },
+    )
+    .await
+    .unwrap();
     other.set_time(common::START_MS, false);
-    assert_ne!(other.start("entropy", &json!(null)).await.unwrap().commands, runs[0], "the seed feeds the guest's randomness");
+    assert_ne!(
+        other.start("entropy", &json!(null)).await.unwrap().commands,
+        runs[0],
+        "the seed feeds the guest's randomness"
+    );
 }
 
 #[tokio::test]
 async fn a_module_is_compiled_once_and_reused_from_the_disk_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let config = weft::wasm::EngineConfig { cache_dir: Some(dir.path().to_owned()), ..Default::default() };
+    let config = weft::wasm::EngineConfig {
+        cache_dir: Some(dir.path().to_owned()),
+        ..Default::default()
+    };
     let bytes = common::guest("hello-workflow");
     let first = weft::wasm::WasmEngine::new(config.clone()).unwrap();
     let m = first.load(&bytes).unwrap();
-    let cached: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let cached: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(cached.len(), 1, "{cached:?}");
     assert!(cached[0].to_str().unwrap().starts_with(m.sha256().as_str()));
     // A new engine (a restarted process) loads the artifact instead of compiling.
     let second = weft::wasm::WasmEngine::new(config).unwrap();
     let m2 = second.load(&bytes).unwrap();
     let mut instance = Instance::new(&second, &m2, options()).await.unwrap();
-    assert_eq!(instance.start("hello", &json!("Bo")).await.unwrap().status, GuestStatus::Pending);
+    assert_eq!(
+        instance.start("hello", &json!("Bo")).await.unwrap().status,
+        GuestStatus::Pending
+    );
 }

@@ -44,7 +44,14 @@ async fn hello_runs_and_replays(backend: Backend) {
     let history = t.host.history(&run).await.unwrap();
     assert_eq!(
         kinds(&history),
-        ["workflow_started", "activation_started", "activity_scheduled", "activation_started", "activity_completed", "workflow_completed"]
+        [
+            "workflow_started",
+            "activation_started",
+            "activity_scheduled",
+            "activation_started",
+            "activity_completed",
+            "workflow_completed"
+        ]
     );
     history.verify().unwrap();
     assert_eq!(calls.count("greet"), 1);
@@ -66,10 +73,16 @@ fn approval_activities(calls: &Calls, bureau_failures: u32, unknown_applicant: b
         async move {
             c.record("check_credit");
             if unknown_applicant {
-                return Err(ActivityError::non_retryable("ApplicantUnknown", format!("no record of {}", req["applicant"])));
+                return Err(ActivityError::non_retryable(
+                    "ApplicantUnknown",
+                    format!("no record of {}", req["applicant"]),
+                ));
             }
             if ctx.attempt <= bureau_failures {
-                return Err(ActivityError::retryable("BureauTimeout", "the bureau did not answer"));
+                return Err(ActivityError::retryable(
+                    "BureauTimeout",
+                    "the bureau did not answer",
+                ));
             }
             Ok(json!({ "score": 712 }))
         }
@@ -99,14 +112,19 @@ async fn advance_until(t: &TestHost, run: &weft::model::RunId, kind: &str, n: us
         t.clock.advance(Duration::from_secs(1));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("run {run} never recorded {kind} #{n}: {:?}", kinds(&t.host.history(run).await.unwrap()));
+    panic!(
+        "run {run} never recorded {kind} #{n}: {:?}",
+        kinds(&t.host.history(run).await.unwrap())
+    );
 }
 
 async fn approval_approved_in_virtual_time(backend: Backend) {
     let calls = Calls::default();
     let t = TestHost::new(backend, approval_activities(&calls, 2, false)).await;
     let module = t.deploy("approval-workflow").await;
-    let run = t.start(&module, "approval", "approval-grace", approval_input()).await;
+    let run = t
+        .start(&module, "approval", "approval-grace", approval_input())
+        .await;
 
     // The bureau times out twice; the retries wait 1 s and 2 s of virtual time.
     advance_until(&t, &run, "activity_completed", 1).await;
@@ -122,16 +140,28 @@ async fn approval_approved_in_virtual_time(backend: Backend) {
     let status = t.host.query(&run, "status", json!(null)).await.unwrap();
     assert_eq!(status["stage"], "awaiting decision");
 
-    t.host.signal(&run, "decision", json!({ "approved": true, "by": "Lin" })).await.unwrap();
+    t.host
+        .signal(&run, "decision", json!({ "approved": true, "by": "Lin" }))
+        .await
+        .unwrap();
     let record = t.finished(&run).await;
-    assert_eq!(record.output, Some(json!({ "applicant": "Grace", "score": 712, "outcome": "approved", "decided_by": "Lin" })), "{record:?}");
+    assert_eq!(
+        record.output,
+        Some(
+            json!({ "applicant": "Grace", "score": 712, "outcome": "approved", "decided_by": "Lin" })
+        ),
+        "{record:?}"
+    );
     assert_eq!(calls.count("notify:approved"), 1);
     // The decision timer lost the race and was cancelled, so nothing is left to fire.
     assert_eq!(t.db.store.next_timer_at().await.unwrap(), None);
     let history = t.host.history(&run).await.unwrap();
     history.verify().unwrap();
     assert!(kinds(&history).contains(&"timer_cancelled"));
-    assert!(matches!(t.host.replay(&run).await.unwrap(), ReplayVerdict::Identical { .. }));
+    assert!(matches!(
+        t.host.replay(&run).await.unwrap(),
+        ReplayVerdict::Identical { .. }
+    ));
     t.stop().await;
 }
 
@@ -139,13 +169,19 @@ async fn approval_times_out_after_seven_days(backend: Backend) {
     let calls = Calls::default();
     let t = TestHost::new(backend, approval_activities(&calls, 0, false)).await;
     let module = t.deploy("approval-workflow").await;
-    let run = t.start(&module, "approval", "approval-grace", approval_input()).await;
+    let run = t
+        .start(&module, "approval", "approval-grace", approval_input())
+        .await;
     t.until_event(&run, "timer_started", 1).await;
     assert!(t.skip_to_next_timer().await);
     t.until_event(&run, "timer_started", 2).await;
     assert!(t.skip_to_next_timer().await);
     let record = t.finished(&run).await;
-    assert_eq!(record.output.as_ref().unwrap()["outcome"], "timed_out", "{record:?}");
+    assert_eq!(
+        record.output.as_ref().unwrap()["outcome"],
+        "timed_out",
+        "{record:?}"
+    );
     assert_eq!(record.output.as_ref().unwrap()["decided_by"], Value::Null);
     let history = t.host.history(&run).await.unwrap();
     let last_time = history
@@ -157,7 +193,10 @@ async fn approval_times_out_after_seven_days(backend: Backend) {
         })
         .max()
         .unwrap();
-    assert!(last_time >= common::START_MS + 8 * DAY_MS, "eight virtual days passed");
+    assert!(
+        last_time >= common::START_MS + 8 * DAY_MS,
+        "eight virtual days passed"
+    );
     t.stop().await;
 }
 
@@ -165,11 +204,20 @@ async fn approval_fails_on_a_non_retryable_error(backend: Backend) {
     let calls = Calls::default();
     let t = TestHost::new(backend, approval_activities(&calls, 0, true)).await;
     let module = t.deploy("approval-workflow").await;
-    let run = t.start(&module, "approval", "approval-nobody", approval_input()).await;
+    let run = t
+        .start(&module, "approval", "approval-nobody", approval_input())
+        .await;
     let record = t.finished(&run).await;
     assert_eq!(record.status, RunStatus::Failed, "{record:?}");
-    assert_eq!(record.failure.as_ref().unwrap().error_type, "ApplicantUnknown");
-    assert_eq!(calls.count("check_credit"), 1, "a non-retryable error is not retried");
+    assert_eq!(
+        record.failure.as_ref().unwrap().error_type,
+        "ApplicantUnknown"
+    );
+    assert_eq!(
+        calls.count("check_credit"),
+        1,
+        "a non-retryable error is not retried"
+    );
     t.stop().await;
 }
 
@@ -193,11 +241,21 @@ async fn steps_survive_eviction_with_signals_join_and_select(backend: Backend) {
     let calls = Calls::default();
     let t = TestHost::new(backend, step_activities(&calls)).await;
     let module = t.deploy("test-scenarios").await;
-    let run = t.start(&module, "steps", "steps-1", json!({ "label": "x", "timer_ms": 30 * DAY_MS })).await;
+    let run = t
+        .start(
+            &module,
+            "steps",
+            "steps-1",
+            json!({ "label": "x", "timer_ms": 30 * DAY_MS }),
+        )
+        .await;
 
     t.until_event(&run, "timer_started", 1).await;
     t.host.forget_warm_instances();
-    assert_eq!(t.host.query(&run, "progress", json!(null)).await.unwrap(), json!(["a"]));
+    assert_eq!(
+        t.host.query(&run, "progress", json!(null)).await.unwrap(),
+        json!(["a"])
+    );
     assert!(t.skip_to_next_timer().await);
     t.until_event(&run, "timer_fired", 1).await;
     t.host.forget_warm_instances();
@@ -211,7 +269,9 @@ async fn steps_survive_eviction_with_signals_join_and_select(backend: Backend) {
     let record = t.finished(&run).await;
     assert_eq!(
         record.output,
-        Some(json!({ "a": "a-done", "go": "green", "b": "b-done", "c": "c-done", "extra": "extra:late" })),
+        Some(
+            json!({ "a": "a-done", "go": "green", "b": "b-done", "c": "c-done", "extra": "extra:late" })
+        ),
         "{record:?}"
     );
     for step in ["a", "b", "c"] {
@@ -229,8 +289,15 @@ async fn steps_survive_eviction_with_signals_join_and_select(backend: Backend) {
         .collect();
     let n = completed_seqs.len();
     completed_seqs.dedup();
-    assert_eq!((n, completed_seqs.len()), (3, 3), "each activity completion recorded exactly once");
-    assert!(matches!(t.host.replay(&run).await.unwrap(), ReplayVerdict::Identical { .. }));
+    assert_eq!(
+        (n, completed_seqs.len()),
+        (3, 3),
+        "each activity completion recorded exactly once"
+    );
+    assert!(matches!(
+        t.host.replay(&run).await.unwrap(),
+        ReplayVerdict::Identical { .. }
+    ));
     t.stop().await;
 }
 
@@ -238,7 +305,9 @@ async fn steps_survive_eviction_with_signals_join_and_select(backend: Backend) {
 /// answered from the history, so a replay (forced mid-run) issues the same commands.
 async fn std_time_random_and_hashmap_replay_identically(backend: Backend) {
     let mut a = Activities::new();
-    a.register("echo", |_: ActivityContext, v: Value| async move { Ok::<_, ActivityError>(v) });
+    a.register("echo", |_: ActivityContext, v: Value| async move {
+        Ok::<_, ActivityError>(v)
+    });
     let t = TestHost::new(backend, a).await;
     let module = t.deploy("test-scenarios").await;
     let run = t.start(&module, "entropy", "entropy-1", json!(null)).await;
@@ -257,9 +326,21 @@ async fn std_time_random_and_hashmap_replay_identically(backend: Backend) {
         })
         .collect();
     assert_eq!(echoes.len(), 2);
-    assert_ne!(echoes[0], echoes[1], "time and randomness move on between activations");
-    assert!(echoes[0].to_string().contains(&common::START_MS.to_string()), "the guest's SystemTime is workflow time: {}", echoes[0]);
-    assert!(matches!(t.host.replay(&run).await.unwrap(), ReplayVerdict::Identical { .. }));
+    assert_ne!(
+        echoes[0], echoes[1],
+        "time and randomness move on between activations"
+    );
+    assert!(
+        echoes[0]
+            .to_string()
+            .contains(&common::START_MS.to_string()),
+        "the guest's SystemTime is workflow time: {}",
+        echoes[0]
+    );
+    assert!(matches!(
+        t.host.replay(&run).await.unwrap(),
+        ReplayVerdict::Identical { .. }
+    ));
     t.stop().await;
 }
 
@@ -272,14 +353,32 @@ async fn a_changed_module_diverges_with_a_diff(backend: Backend) {
     let run = t.start(&module, "hello", "hello-diff", json!("Ada")).await;
     assert!(completed(&t.finished(&run).await));
     let history = t.host.history(&run).await.unwrap();
-    let changed = t.host.engine().load(&common::guest("test-misbehave")).unwrap();
-    let err = weft::workflow::replay_history(t.host.engine(), &changed, &history).await.unwrap_err();
-    assert!(err.to_string().contains("replay with the recorded module"), "{err}");
-    match weft::workflow::replay_against(t.host.engine(), &changed, &history).await.unwrap() {
+    let changed = t
+        .host
+        .engine()
+        .load(&common::guest("test-misbehave"))
+        .unwrap();
+    let err = weft::workflow::replay_history(t.host.engine(), &changed, &history)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("replay with the recorded module"),
+        "{err}"
+    );
+    match weft::workflow::replay_against(t.host.engine(), &changed, &history)
+        .await
+        .unwrap()
+    {
         ReplayVerdict::Diverged(d) => {
             assert_eq!(d.event_seq, 3);
-            assert!(matches!(&d.recorded, Some(Event::ActivityScheduled { name, .. }) if name == "greet"), "{d}");
-            assert!(matches!(&d.issued, Some(Event::ActivityScheduled { name, .. }) if name == "greet-v2"), "{d}");
+            assert!(
+                matches!(&d.recorded, Some(Event::ActivityScheduled { name, .. }) if name == "greet"),
+                "{d}"
+            );
+            assert!(
+                matches!(&d.issued, Some(Event::ActivityScheduled { name, .. }) if name == "greet-v2"),
+                "{d}"
+            );
             assert!(d.to_string().contains("nondeterminism at event 3"), "{d}");
         }
         other => panic!("expected a divergence, got {other:?}"),
@@ -301,24 +400,38 @@ async fn live_nondeterminism_parks_the_run(backend: Backend) {
     });
     let t = TestHost::new(backend, a).await;
     let module = t.deploy("test-scenarios").await;
-    let run = t.start(&module, "query_mutates", "buggy-1", json!(null)).await;
+    let run = t
+        .start(&module, "query_mutates", "buggy-1", json!(null))
+        .await;
     t.until_event(&run, "activation_started", 1).await;
     // The buggy query changes state the workflow then uses.
-    assert_eq!(t.host.query(&run, "bump", json!(null)).await.unwrap(), json!(1));
+    assert_eq!(
+        t.host.query(&run, "bump", json!(null)).await.unwrap(),
+        json!(1)
+    );
     t.host.signal(&run, "go", json!(null)).await.unwrap();
     t.until_event(&run, "activity_scheduled", 1).await;
     let before = t.host.history(&run).await.unwrap();
     // A restart loses the warm instance; the replay cannot see the query's effect.
     t.host.forget_warm_instances();
     gate.add_permits(1);
-    let record = t.until(&run, "stuck", |r| r.status == RunStatus::Stuck).await;
+    let record = t
+        .until(&run, "stuck", |r| r.status == RunStatus::Stuck)
+        .await;
     let reason = record.stuck.unwrap();
     assert_eq!(reason["kind"], "nondeterminism", "{reason}");
     let seq = reason["event_seq"].as_u64().unwrap();
     let recorded = &before.events()[seq as usize - 1].event;
-    assert!(matches!(recorded, Event::ActivityScheduled { input, .. } if input["bumps"] == 1), "{reason}");
+    assert!(
+        matches!(recorded, Event::ActivityScheduled { input, .. } if input["bumps"] == 1),
+        "{reason}"
+    );
     assert_eq!(reason["issued"]["input"]["bumps"], 0, "{reason}");
-    assert_eq!(t.host.history(&run).await.unwrap(), before, "a parked run's history is untouched");
+    assert_eq!(
+        t.host.history(&run).await.unwrap(),
+        before,
+        "a parked run's history is untouched"
+    );
     t.stop().await;
 }
 
@@ -332,13 +445,24 @@ async fn runaway_guests_are_stopped_and_parked(backend: Backend) {
     let spin = t.start(&bad, "spin", "spin-1", json!(null)).await;
     let bomb = t.start(&bad, "bomb", "bomb-1", json!(null)).await;
     let panic = t.start(&bad, "panic", "panic-1", json!(null)).await;
-    let hello = t.start(&good, "hello", "hello-meanwhile", json!("Ada")).await;
+    let hello = t
+        .start(&good, "hello", "hello-meanwhile", json!("Ada"))
+        .await;
     assert!(completed(&t.finished(&hello).await));
-    for (run, needle) in [(&spin, "deadline"), (&bomb, "memory limit"), (&panic, "trapped")] {
-        let record = t.until(run, "stuck", |r| r.status == RunStatus::Stuck).await;
+    for (run, needle) in [
+        (&spin, "deadline"),
+        (&bomb, "memory limit"),
+        (&panic, "trapped"),
+    ] {
+        let record = t
+            .until(run, "stuck", |r| r.status == RunStatus::Stuck)
+            .await;
         let reason = record.stuck.unwrap();
         assert_eq!(reason["kind"], "guest_error", "{reason}");
-        assert!(reason["message"].as_str().unwrap().contains(needle), "{run}: {reason}");
+        assert!(
+            reason["message"].as_str().unwrap().contains(needle),
+            "{run}: {reason}"
+        );
     }
     t.stop().await;
 }
@@ -346,13 +470,26 @@ async fn runaway_guests_are_stopped_and_parked(backend: Backend) {
 async fn bad_input_gets_clear_errors(backend: Backend) {
     let calls = Calls::default();
     let t = TestHost::new(backend, hello_activities(&calls)).await;
-    let err = t.host.deploy("junk", "1", b"not wasm at all").await.unwrap_err();
-    assert!(err.to_string().contains("is not a valid WebAssembly component"), "{err}");
+    let err = t
+        .host
+        .deploy("junk", "1", b"not wasm at all")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is not a valid WebAssembly component"),
+        "{err}"
+    );
 
     let unknown = weft::model::Sha256Hex::of(b"never deployed");
     let err = t
         .host
-        .start(weft::StartRequest { workflow_id: "w".into(), workflow_type: "hello".into(), input: json!(1), module: unknown })
+        .start(weft::StartRequest {
+            workflow_id: "w".into(),
+            workflow_type: "hello".into(),
+            input: json!(1),
+            module: unknown,
+        })
         .await
         .unwrap_err();
     assert!(matches!(err, HostError::UnknownModule(_)), "{err}");
@@ -361,27 +498,52 @@ async fn bad_input_gets_clear_errors(backend: Backend) {
     let big = json!("x".repeat(3 << 20));
     let err = t
         .host
-        .start(weft::StartRequest { workflow_id: "big".into(), workflow_type: "hello".into(), input: big, module: module.clone() })
+        .start(weft::StartRequest {
+            workflow_id: "big".into(),
+            workflow_type: "hello".into(),
+            input: big,
+            module: module.clone(),
+        })
         .await
         .unwrap_err();
     assert!(matches!(err, HostError::PayloadTooLarge { .. }), "{err}");
 
-    let run = t.start(&module, "no_such_workflow", "nope", json!(null)).await;
+    let run = t
+        .start(&module, "no_such_workflow", "nope", json!(null))
+        .await;
     let record = t.finished(&run).await;
     assert_eq!(record.status, RunStatus::Failed);
     let message = record.failure.unwrap().message;
-    assert!(message.contains("no_such_workflow") && message.contains("hello"), "{message}");
+    assert!(
+        message.contains("no_such_workflow") && message.contains("hello"),
+        "{message}"
+    );
 
     let dup = t.start(&module, "hello", "same-id", json!("A")).await;
     let err = t
         .host
-        .start(weft::StartRequest { workflow_id: "same-id".into(), workflow_type: "hello".into(), input: json!("B"), module })
+        .start(weft::StartRequest {
+            workflow_id: "same-id".into(),
+            workflow_type: "hello".into(),
+            input: json!("B"),
+            module,
+        })
         .await
         .unwrap_err();
-    assert!(matches!(&err, HostError::Store(StoreError::WorkflowIdInUse { run_id, .. }) if *run_id == dup), "{err}");
+    assert!(
+        matches!(&err, HostError::Store(StoreError::WorkflowIdInUse { run_id, .. }) if *run_id == dup),
+        "{err}"
+    );
 
-    let err = t.host.signal(&"no-such-run".into(), "go", json!(null)).await.unwrap_err();
-    assert!(matches!(err, HostError::Store(StoreError::NotFound { .. })), "{err}");
+    let err = t
+        .host
+        .signal(&"no-such-run".into(), "go", json!(null))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HostError::Store(StoreError::NotFound { .. })),
+        "{err}"
+    );
     t.stop().await;
 }
 

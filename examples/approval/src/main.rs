@@ -51,7 +51,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
     let args = Args::parse();
     let wasm = std::fs::read(&args.module).with_context(|| {
         format!("cannot read the workflow module {}; build it with `cargo build --target wasm32-wasip2 --profile guest -p approval-workflow`", args.module.display())
@@ -60,27 +62,47 @@ async fn main() -> anyhow::Result<()> {
     let store = weft::store::open(&args.database).await?;
     let mut activities = Activities::new();
     let bureau_calls = Arc::new(AtomicU32::new(0));
-    activities.register("check_credit", move |ctx: ActivityContext, req: serde_json::Value| {
-        let calls = bureau_calls.clone();
-        async move {
-            // The credit bureau is flaky: the first two calls time out.
-            if calls.fetch_add(1, Ordering::SeqCst) < 2 {
-                println!("  check_credit attempt {}: the bureau timed out", ctx.attempt);
-                return Err(ActivityError::retryable("BureauTimeout", "the credit bureau did not answer"));
+    activities.register(
+        "check_credit",
+        move |ctx: ActivityContext, req: serde_json::Value| {
+            let calls = bureau_calls.clone();
+            async move {
+                // The credit bureau is flaky: the first two calls time out.
+                if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                    println!(
+                        "  check_credit attempt {}: the bureau timed out",
+                        ctx.attempt
+                    );
+                    return Err(ActivityError::retryable(
+                        "BureauTimeout",
+                        "the credit bureau did not answer",
+                    ));
+                }
+                let score = 600 + (req["amount"].as_u64().unwrap_or(0) % 250) as u32;
+                println!("  check_credit attempt {}: score {score}", ctx.attempt);
+                Ok(json!({ "score": score }))
             }
-            let score = 600 + (req["amount"].as_u64().unwrap_or(0) % 250) as u32;
-            println!("  check_credit attempt {}: score {score}", ctx.attempt);
-            Ok(json!({ "score": score }))
-        }
-    });
-    activities.register("notify", |_: ActivityContext, req: serde_json::Value| async move {
-        println!("  notify: {} is told the outcome: {}", req["applicant"], req["outcome"]);
-        Ok::<_, ActivityError>(json!({ "sent": true }))
-    });
-    let config = HostConfig { host_id: "approval-example".into(), ..HostConfig::default() };
+        },
+    );
+    activities.register(
+        "notify",
+        |_: ActivityContext, req: serde_json::Value| async move {
+            println!(
+                "  notify: {} is told the outcome: {}",
+                req["applicant"], req["outcome"]
+            );
+            Ok::<_, ActivityError>(json!({ "sent": true }))
+        },
+    );
+    let config = HostConfig {
+        host_id: "approval-example".into(),
+        ..HostConfig::default()
+    };
     let host = Host::new(store, activities, config)?;
     let running = host.run().await?;
-    let module = host.deploy("approval", env!("CARGO_PKG_VERSION"), &wasm).await?;
+    let module = host
+        .deploy("approval", env!("CARGO_PKG_VERSION"), &wasm)
+        .await?;
 
     let workflow_id = format!("approval-{}", args.applicant);
     let input = json!({
@@ -89,7 +111,12 @@ async fn main() -> anyhow::Result<()> {
         "cooling_off_ms": args.cooling_off_ms,
         "decision_timeout_ms": args.decision_timeout_ms,
     });
-    let request = StartRequest { workflow_id: workflow_id.clone(), workflow_type: "approval".into(), input, module: module.sha256 };
+    let request = StartRequest {
+        workflow_id: workflow_id.clone(),
+        workflow_type: "approval".into(),
+        input,
+        module: module.sha256,
+    };
     let run_id = match host.start(request).await {
         Ok(id) => id,
         Err(weft::HostError::Store(StoreError::WorkflowIdInUse { run_id, .. })) => run_id,
@@ -113,7 +140,12 @@ async fn main() -> anyhow::Result<()> {
             }
             if stage == "awaiting decision" && !decided && args.decision != Decision::None {
                 let approved = args.decision == Decision::Approve;
-                host.signal(&run_id, "decision", json!({ "approved": approved, "by": "underwriter Lin" })).await?;
+                host.signal(
+                    &run_id,
+                    "decision",
+                    json!({ "approved": approved, "by": "underwriter Lin" }),
+                )
+                .await?;
                 println!("sent signal decision (approved: {approved})");
                 decided = true;
             }
@@ -126,7 +158,15 @@ async fn main() -> anyhow::Result<()> {
         Err(failure) => println!("the run did not complete: {failure}"),
     }
     let history = host.history(&run_id).await?;
-    println!("history: {} events, hash chain {}", history.len(), if history.verify().is_ok() { "verified" } else { "BROKEN" });
+    println!(
+        "history: {} events, hash chain {}",
+        history.len(),
+        if history.verify().is_ok() {
+            "verified"
+        } else {
+            "BROKEN"
+        }
+    );
     running.shutdown().await;
     Ok(())
 }

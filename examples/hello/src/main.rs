@@ -34,7 +34,11 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,weft::guest=info".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,weft::guest=info".into()),
+        )
+        .init();
     let args = Args::parse();
     let wasm = std::fs::read(&args.module).with_context(|| {
         format!("cannot read the workflow module {}; build it with `cargo build --target wasm32-wasip2 --profile guest -p hello-workflow`", args.module.display())
@@ -43,18 +47,34 @@ async fn main() -> anyhow::Result<()> {
     let store = weft::store::open(&args.database).await?;
     let mut activities = Activities::new();
     let delay = Duration::from_millis(args.activity_delay_ms);
-    activities.register("greet", move |ctx: ActivityContext, name: String| async move {
-        println!("activity greet runs (attempt {}, idempotency key {})", ctx.attempt, ctx.idempotency_key());
-        tokio::time::sleep(delay).await;
-        Ok::<_, ActivityError>(format!("Hello, {name}!"))
-    });
+    activities.register(
+        "greet",
+        move |ctx: ActivityContext, name: String| async move {
+            println!(
+                "activity greet runs (attempt {}, idempotency key {})",
+                ctx.attempt,
+                ctx.idempotency_key()
+            );
+            tokio::time::sleep(delay).await;
+            Ok::<_, ActivityError>(format!("Hello, {name}!"))
+        },
+    );
     // A stable host id: after a crash, the restarted process takes its leases back at once.
-    let config = HostConfig { host_id: "hello-example".into(), ..HostConfig::default() };
+    let config = HostConfig {
+        host_id: "hello-example".into(),
+        ..HostConfig::default()
+    };
     let host = Host::new(store.clone(), activities, config)?;
     let running = host.run().await?;
 
-    let module = host.deploy("hello", env!("CARGO_PKG_VERSION"), &wasm).await?;
-    println!("deployed module hello {} (sha256 {})", module.version, module.sha256.short());
+    let module = host
+        .deploy("hello", env!("CARGO_PKG_VERSION"), &wasm)
+        .await?;
+    println!(
+        "deployed module hello {} (sha256 {})",
+        module.version,
+        module.sha256.short()
+    );
 
     let workflow_id = format!("hello-{}", args.name);
     let request = StartRequest {
@@ -69,7 +89,9 @@ async fn main() -> anyhow::Result<()> {
             run_id
         }
         Err(weft::HostError::Store(StoreError::WorkflowIdInUse { run_id, .. })) => {
-            println!("run {run_id} of workflow id {workflow_id} is still open: carrying on from its history");
+            println!(
+                "run {run_id} of workflow id {workflow_id} is still open: carrying on from its history"
+            );
             run_id
         }
         Err(e) => return Err(e.into()),

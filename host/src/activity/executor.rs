@@ -6,23 +6,42 @@ use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 
 /// Runs one attempt of a claimed task and decides its outcome by the retry policy.
-pub(crate) async fn run_attempt(activities: &Activities, clock: &dyn Clock, task: &ActivityTask, default_timeout_ms: u64) -> AttemptOutcome {
+pub(crate) async fn run_attempt(
+    activities: &Activities,
+    clock: &dyn Clock,
+    task: &ActivityTask,
+    default_timeout_ms: u64,
+) -> AttemptOutcome {
     let policy = task.options.retry.clone().unwrap_or_default();
     if policy.maximum_attempts != 0 && task.attempt > policy.maximum_attempts {
         // The previous attempt was lost with its host after using the last try.
         return AttemptOutcome::Failed {
             failure: Failure::new(
                 "AttemptsExhausted",
-                format!("activity {:?} used all {} attempts (the last one was lost with its host)", task.name, policy.maximum_attempts),
+                format!(
+                    "activity {:?} used all {} attempts (the last one was lost with its host)",
+                    task.name, policy.maximum_attempts
+                ),
             ),
         };
     }
     let Some(f) = activities.get(&task.name) else {
         return AttemptOutcome::Failed {
-            failure: Failure::new("ActivityNotRegistered", format!("no activity named {:?} is registered on this host", task.name)),
+            failure: Failure::new(
+                "ActivityNotRegistered",
+                format!(
+                    "no activity named {:?} is registered on this host",
+                    task.name
+                ),
+            ),
         };
     };
-    let ctx = ActivityContext { run_id: task.run_id.clone(), seq: task.seq, attempt: task.attempt, activity: task.name.clone() };
+    let ctx = ActivityContext {
+        run_id: task.run_id.clone(),
+        seq: task.seq,
+        attempt: task.attempt,
+        activity: task.name.clone(),
+    };
     let timeout_ms = match task.options.start_to_close_timeout_ms {
         0 => default_timeout_ms,
         t => t,
@@ -52,13 +71,21 @@ pub(crate) async fn run_attempt(activities: &Activities, clock: &dyn Clock, task
     }
 }
 
-fn outcome_of_failure(policy: &RetryPolicy, attempt: u32, e: ActivityError, now_ms: u64) -> AttemptOutcome {
+fn outcome_of_failure(
+    policy: &RetryPolicy,
+    attempt: u32,
+    e: ActivityError,
+    now_ms: u64,
+) -> AttemptOutcome {
     let failure = Failure::new(e.error_type.clone(), e.message.clone());
     if e.non_retryable {
         return AttemptOutcome::Failed { failure };
     }
     match policy.delay_before(attempt + 1, &e.error_type) {
-        Some(delay) => AttemptOutcome::Retry { failure, retry_at_ms: now_ms.saturating_add(delay) },
+        Some(delay) => AttemptOutcome::Retry {
+            failure,
+            retry_at_ms: now_ms.saturating_add(delay),
+        },
         None => AttemptOutcome::Failed { failure },
     }
 }
@@ -77,12 +104,36 @@ mod tests {
             non_retryable_error_types: vec!["Declined".into()],
         };
         let fail = |t: &str| ActivityError::retryable(t, "x");
-        assert_eq!(outcome_of_failure(&policy, 1, fail("Io"), 0), AttemptOutcome::Retry { failure: Failure::new("Io", "x"), retry_at_ms: 1_000 });
-        assert_eq!(outcome_of_failure(&policy, 2, fail("Io"), 0), AttemptOutcome::Retry { failure: Failure::new("Io", "x"), retry_at_ms: 2_000 });
-        assert!(matches!(outcome_of_failure(&policy, 3, fail("Io"), 0), AttemptOutcome::Failed { .. }));
-        assert!(matches!(outcome_of_failure(&policy, 1, fail("Declined"), 0), AttemptOutcome::Failed { .. }));
-        assert!(matches!(outcome_of_failure(&policy, 1, ActivityError::non_retryable("Io", "x"), 0), AttemptOutcome::Failed { .. }));
-        let capped = RetryPolicy { maximum_attempts: 0, ..policy };
+        assert_eq!(
+            outcome_of_failure(&policy, 1, fail("Io"), 0),
+            AttemptOutcome::Retry {
+                failure: Failure::new("Io", "x"),
+                retry_at_ms: 1_000
+            }
+        );
+        assert_eq!(
+            outcome_of_failure(&policy, 2, fail("Io"), 0),
+            AttemptOutcome::Retry {
+                failure: Failure::new("Io", "x"),
+                retry_at_ms: 2_000
+            }
+        );
+        assert!(matches!(
+            outcome_of_failure(&policy, 3, fail("Io"), 0),
+            AttemptOutcome::Failed { .. }
+        ));
+        assert!(matches!(
+            outcome_of_failure(&policy, 1, fail("Declined"), 0),
+            AttemptOutcome::Failed { .. }
+        ));
+        assert!(matches!(
+            outcome_of_failure(&policy, 1, ActivityError::non_retryable("Io", "x"), 0),
+            AttemptOutcome::Failed { .. }
+        ));
+        let capped = RetryPolicy {
+            maximum_attempts: 0,
+            ..policy
+        };
         assert_eq!(capped.delay_before(10, "Io"), Some(3_000));
     }
 }

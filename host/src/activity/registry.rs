@@ -39,16 +39,28 @@ pub struct ActivityError {
 impl ActivityError {
     /// A failure the retry policy may retry.
     pub fn retryable(error_type: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { error_type: error_type.into(), message: message.into(), non_retryable: false }
+        Self {
+            error_type: error_type.into(),
+            message: message.into(),
+            non_retryable: false,
+        }
     }
 
     /// A failure that ends the activity at once.
     pub fn non_retryable(error_type: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { error_type: error_type.into(), message: message.into(), non_retryable: true }
+        Self {
+            error_type: error_type.into(),
+            message: message.into(),
+            non_retryable: true,
+        }
     }
 }
 
-pub(crate) type ActivityFn = Arc<dyn Fn(ActivityContext, Value) -> BoxFuture<'static, Result<Value, ActivityError>> + Send + Sync>;
+pub(crate) type ActivityFn = Arc<
+    dyn Fn(ActivityContext, Value) -> BoxFuture<'static, Result<Value, ActivityError>>
+        + Send
+        + Sync,
+>;
 
 /// Activities by name.
 #[derive(Clone, Default)]
@@ -76,11 +88,17 @@ impl Activities {
             let name = name_owned.clone();
             Box::pin(async move {
                 let input: I = serde_json::from_value(input).map_err(|e| {
-                    ActivityError::non_retryable("BadInput", format!("the input of activity {name:?} does not match its type: {e}"))
+                    ActivityError::non_retryable(
+                        "BadInput",
+                        format!("the input of activity {name:?} does not match its type: {e}"),
+                    )
                 })?;
                 let output = f(ctx, input).await?;
                 serde_json::to_value(output).map_err(|e| {
-                    ActivityError::non_retryable("BadOutput", format!("the output of activity {name:?} cannot be serialized: {e}"))
+                    ActivityError::non_retryable(
+                        "BadOutput",
+                        format!("the output of activity {name:?} cannot be serialized: {e}"),
+                    )
                 })
             })
         });

@@ -21,7 +21,11 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value = "sqlite,postgres", value_delimiter = ',')]
     backends: Vec<String>,
     /// Postgres server for the postgres backend; each run uses a fresh schema.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
     postgres_url: String,
     /// Hello workflows started in the throughput run.
     #[arg(long, default_value = "3000")]
@@ -66,8 +70,18 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let schema = format!("weft_bench_{}", std::process::id());
         let store: Arc<dyn Store> = match backend.as_str() {
-            "sqlite" => Arc::new(SqliteStore::open(dir.path().join("bench.db").to_str().expect("utf-8 temp path")).await?),
-            "postgres" => Arc::new(PostgresStore::connect_in_schema(&args.postgres_url, &schema).await?),
+            "sqlite" => Arc::new(
+                SqliteStore::open(
+                    dir.path()
+                        .join("bench.db")
+                        .to_str()
+                        .expect("utf-8 temp path"),
+                )
+                .await?,
+            ),
+            "postgres" => {
+                Arc::new(PostgresStore::connect_in_schema(&args.postgres_url, &schema).await?)
+            }
             other => bail!("unknown backend {other:?}; use sqlite or postgres"),
         };
         eprintln!("{backend}: running…");
@@ -84,7 +98,13 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for f in &all {
         println!(
             "{:<9} {:>14.0} {:>9.2} {:>9.2} {:>11.2} {:>11.2} {:>16.0}",
-            f.backend, f.per_second, f.p50_ms, f.p99_ms, f.seq_p50_ms, f.seq_p99_ms, f.replay_events_per_second
+            f.backend,
+            f.per_second,
+            f.p50_ms,
+            f.p99_ms,
+            f.seq_p50_ms,
+            f.seq_p99_ms,
+            f.replay_events_per_second
         );
     }
     println!(
@@ -114,11 +134,26 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-async fn measure(backend: &str, store: Arc<dyn Store>, hello: &[u8], chain: &[u8], args: &BenchArgs) -> anyhow::Result<Figures> {
+async fn measure(
+    backend: &str,
+    store: Arc<dyn Store>,
+    hello: &[u8],
+    chain: &[u8],
+    args: &BenchArgs,
+) -> anyhow::Result<Figures> {
     let mut activities = Activities::new();
-    activities.register("greet", |_: ActivityContext, name: String| async move { Ok::<_, ActivityError>(format!("Hello, {name}!")) });
-    activities.register("echo", |_: ActivityContext, v: serde_json::Value| async move { Ok::<_, ActivityError>(v) });
-    let config = HostConfig { host_id: format!("bench-{}", std::process::id()), warm_instances: args.in_flight * 2 + 16, ..HostConfig::default() };
+    activities.register("greet", |_: ActivityContext, name: String| async move {
+        Ok::<_, ActivityError>(format!("Hello, {name}!"))
+    });
+    activities.register(
+        "echo",
+        |_: ActivityContext, v: serde_json::Value| async move { Ok::<_, ActivityError>(v) },
+    );
+    let config = HostConfig {
+        host_id: format!("bench-{}", std::process::id()),
+        warm_instances: args.in_flight * 2 + 16,
+        ..HostConfig::default()
+    };
     let host = Host::new(store, activities, config)?;
     let running = host.run().await?;
     let hello_module = host.deploy("hello", "bench", hello).await?.sha256;
@@ -126,7 +161,12 @@ async fn measure(backend: &str, store: Arc<dyn Store>, hello: &[u8], chain: &[u8
     let one = |host: Host, module: weft::model::Sha256Hex, id: String| async move {
         let started = Instant::now();
         let run = host
-            .start(StartRequest { workflow_id: id, workflow_type: "hello".into(), input: json!("bench"), module })
+            .start(StartRequest {
+                workflow_id: id,
+                workflow_type: "hello".into(),
+                input: json!("bench"),
+                module,
+            })
             .await?;
         let record = host.wait(&run).await?;
         if record.status != weft::RunStatus::Completed {
@@ -177,7 +217,11 @@ async fn measure(backend: &str, store: Arc<dyn Store>, hello: &[u8], chain: &[u8
         .await?;
     let record = host.wait(&run).await?;
     if record.status != weft::RunStatus::Completed {
-        bail!("the chain run ended {:?}: {:?}", record.status, record.stuck);
+        bail!(
+            "the chain run ended {:?}: {:?}",
+            record.status,
+            record.stuck
+        );
     }
     let history = host.history(&run).await?;
     let module = host.engine().load(chain)?;
@@ -199,6 +243,7 @@ async fn measure(backend: &str, store: Arc<dyn Store>, hello: &[u8], chain: &[u8
         seq_p50_ms: percentile(&sequential, 0.50),
         seq_p99_ms: percentile(&sequential, 0.99),
         replay_events: history.len() as u64,
-        replay_events_per_second: (history.len() as f64 * f64::from(args.replays)) / replay_elapsed.as_secs_f64(),
+        replay_events_per_second: (history.len() as f64 * f64::from(args.replays))
+            / replay_elapsed.as_secs_f64(),
     })
 }

@@ -5,7 +5,11 @@ mod bench;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "weft", version, about = "Weft: a durable workflow host for WebAssembly components")]
+#[command(
+    name = "weft",
+    version,
+    about = "Weft: a durable workflow host for WebAssembly components"
+)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,

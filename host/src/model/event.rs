@@ -32,7 +32,11 @@ impl RetryPolicy {
     /// The delay before attempt `next_attempt` (2 for the first retry), or `None`
     /// when the policy allows no further attempt after a failure of `error_type`.
     pub fn delay_before(&self, next_attempt: u32, error_type: &str) -> Option<u64> {
-        if self.non_retryable_error_types.iter().any(|t| t == error_type) {
+        if self
+            .non_retryable_error_types
+            .iter()
+            .any(|t| t == error_type)
+        {
             return None;
         }
         if self.maximum_attempts != 0 && next_attempt > self.maximum_attempts {
@@ -44,7 +48,8 @@ impl RetryPolicy {
             self.maximum_interval_ms
         };
         let exponent = next_attempt.saturating_sub(2) as i32;
-        let delay = self.initial_interval_ms as f64 * self.backoff_coefficient.max(1.0).powi(exponent);
+        let delay =
+            self.initial_interval_ms as f64 * self.backoff_coefficient.max(1.0).powi(exponent);
         Some((delay.min(cap as f64)) as u64)
     }
 }
@@ -73,9 +78,17 @@ pub enum Event {
     /// Opens an activation: the workflow time the guest sees until the next one.
     ActivationStarted { time_ms: u64 },
     /// Job: an activity finished successfully.
-    ActivityCompleted { seq: u32, output: Value, attempt: u32 },
+    ActivityCompleted {
+        seq: u32,
+        output: Value,
+        attempt: u32,
+    },
     /// Job: an activity failed for good (retries exhausted or not retryable).
-    ActivityFailed { seq: u32, failure: Failure, attempt: u32 },
+    ActivityFailed {
+        seq: u32,
+        failure: Failure,
+        attempt: u32,
+    },
     /// Job: a timer fired.
     TimerFired { seq: u32 },
     /// Job: a signal was delivered.
@@ -88,7 +101,11 @@ pub enum Event {
         options: ActivityOptions,
     },
     /// Command: the guest started a timer due at `fire_at_ms` (workflow time).
-    TimerStarted { seq: u32, duration_ms: u64, fire_at_ms: u64 },
+    TimerStarted {
+        seq: u32,
+        duration_ms: u64,
+        fire_at_ms: u64,
+    },
     /// Command: the guest cancelled a timer.
     TimerCancelled { seq: u32 },
     /// Command: the workflow function returned its output.

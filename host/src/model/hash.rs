@@ -15,7 +15,13 @@ impl EventHash {
     /// The chain rule. Every field is framed so that no two different events
     /// hash alike: `seq` and `recorded_at` as 8 big-endian bytes, `kind` and the
     /// payload text each preceded by its length as 8 big-endian bytes.
-    pub fn chain(prev: &EventHash, seq: u64, kind: &str, recorded_at_ms: u64, payload: &str) -> Self {
+    pub fn chain(
+        prev: &EventHash,
+        seq: u64,
+        kind: &str,
+        recorded_at_ms: u64,
+        payload: &str,
+    ) -> Self {
         let mut h = Sha256::new();
         h.update(prev.0);
         h.update(seq.to_be_bytes());
@@ -62,9 +68,13 @@ impl TryFrom<String> for EventHash {
 /// Why a history's chain does not verify: the first event that is out of place.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ChainError {
-    #[error("event {found} stands where event {expected} should: an event is missing or out of order")]
+    #[error(
+        "event {found} stands where event {expected} should: an event is missing or out of order"
+    )]
     Gap { expected: u64, found: u64 },
-    #[error("event {seq} ({kind}) does not match its hash: it was altered, or an event before it was")]
+    #[error(
+        "event {seq} ({kind}) does not match its hash: it was altered, or an event before it was"
+    )]
     Altered { seq: u64, kind: String },
 }
 
@@ -97,12 +107,20 @@ impl History {
     }
 
     pub fn last_hash(&self) -> EventHash {
-        self.events.last().map(|e| e.hash).unwrap_or(EventHash::GENESIS)
+        self.events
+            .last()
+            .map(|e| e.hash)
+            .unwrap_or(EventHash::GENESIS)
     }
 
     /// Appends an event, numbering and hashing it; returns the stored form.
     pub fn push(&mut self, event: Event, recorded_at_ms: u64) -> &RecordedEvent {
-        let recorded = seal(self.last_hash(), self.events.len() as u64 + 1, event, recorded_at_ms);
+        let recorded = seal(
+            self.last_hash(),
+            self.events.len() as u64 + 1,
+            event,
+            recorded_at_ms,
+        );
         self.events.push(recorded);
         self.events.last().expect("just pushed")
     }
@@ -113,11 +131,23 @@ impl History {
         for (i, e) in self.events.iter().enumerate() {
             let expected = i as u64 + 1;
             if e.seq != expected {
-                return Err(ChainError::Gap { expected, found: e.seq });
+                return Err(ChainError::Gap {
+                    expected,
+                    found: e.seq,
+                });
             }
-            let h = EventHash::chain(&prev, e.seq, e.event.kind(), e.recorded_at_ms, &e.event.payload_json());
+            let h = EventHash::chain(
+                &prev,
+                e.seq,
+                e.event.kind(),
+                e.recorded_at_ms,
+                &e.event.payload_json(),
+            );
             if h != e.hash {
-                return Err(ChainError::Altered { seq: e.seq, kind: e.event.kind().into() });
+                return Err(ChainError::Altered {
+                    seq: e.seq,
+                    kind: e.event.kind().into(),
+                });
             }
             prev = h;
         }
@@ -127,6 +157,17 @@ impl History {
 
 /// Numbers and hashes one event that follows `prev`.
 pub(crate) fn seal(prev: EventHash, seq: u64, event: Event, recorded_at_ms: u64) -> RecordedEvent {
-    let hash = EventHash::chain(&prev, seq, event.kind(), recorded_at_ms, &event.payload_json());
-    RecordedEvent { seq, recorded_at_ms, event, hash }
+    let hash = EventHash::chain(
+        &prev,
+        seq,
+        event.kind(),
+        recorded_at_ms,
+        &event.payload_json(),
+    );
+    RecordedEvent {
+        seq,
+        recorded_at_ms,
+        event,
+        hash,
+    }
 }

@@ -27,6 +27,6 @@ mod ids;
 pub use activation::{Command, GuestStatus, Job};
 pub use event::{ActivityOptions, Event, RecordedEvent, RetryPolicy};
 pub use failure::Failure;
-pub use hash::{ChainError, EventHash, History};
 pub(crate) use hash::seal;
+pub use hash::{ChainError, EventHash, History};
 pub use ids::{RunId, Sha256Hex};

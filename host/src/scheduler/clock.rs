@@ -20,7 +20,10 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
     }
 
     fn sleep_until(&self, deadline_ms: u64) -> BoxFuture<'static, ()> {
@@ -45,11 +48,14 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start_ms: u64) -> Self {
-        Self { now: Arc::new(watch::Sender::new(start_ms)) }
+        Self {
+            now: Arc::new(watch::Sender::new(start_ms)),
+        }
     }
 
     pub fn advance(&self, by: Duration) {
-        self.now.send_modify(|t| *t = t.saturating_add(by.as_millis() as u64));
+        self.now
+            .send_modify(|t| *t = t.saturating_add(by.as_millis() as u64));
     }
 
     /// Moves the clock to `ms`; it never goes backwards.

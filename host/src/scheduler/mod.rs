@@ -29,7 +29,9 @@ pub(crate) struct Wakeups {
 
 /// Claims runs that need an activation and drives them, a bounded number at a time.
 pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
-    let permits = Arc::new(Semaphore::new(host.config.max_concurrent_activations.max(1)));
+    let permits = Arc::new(Semaphore::new(
+        host.config.max_concurrent_activations.max(1),
+    ));
     let in_flight: Arc<Mutex<HashSet<RunId>>> = Arc::default();
     while !*shutdown.borrow() {
         let woken = host.wakeups.activations.notified();
@@ -39,7 +41,11 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
         let claims = if free == 0 {
             Vec::new()
         } else {
-            match host.store.claim_runs(&host.config.host_id, now, lease_ms, free).await {
+            match host
+                .store
+                .claim_runs(&host.config.host_id, now, lease_ms, free)
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!("claiming runs failed: {e}");
@@ -49,10 +55,18 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
         };
         let claimed_any = !claims.is_empty();
         for claim in claims {
-            if !in_flight.lock().expect("in-flight set poisoned").insert(claim.run_id.clone()) {
+            if !in_flight
+                .lock()
+                .expect("in-flight set poisoned")
+                .insert(claim.run_id.clone())
+            {
                 continue;
             }
-            let permit = permits.clone().acquire_owned().await.expect("semaphore never closes");
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore never closes");
             let (host, in_flight) = (host.clone(), in_flight.clone());
             tokio::spawn(async move {
                 match host.driver.activate(&claim).await {
@@ -64,9 +78,14 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
                             host.wakeups.closed.notify_waiters();
                         }
                     }
-                    Err(e) => tracing::warn!(run_id = %claim.run_id, "activation failed, it will be retried: {e}"),
+                    Err(e) => {
+                        tracing::warn!(run_id = %claim.run_id, "activation failed, it will be retried: {e}")
+                    }
                 }
-                in_flight.lock().expect("in-flight set poisoned").remove(&claim.run_id);
+                in_flight
+                    .lock()
+                    .expect("in-flight set poisoned")
+                    .remove(&claim.run_id);
                 drop(permit);
                 // A finished activation may have left the run (or others) runnable.
                 host.wakeups.activations.notify_one();
@@ -96,7 +115,11 @@ pub(crate) async fn activity_loop(host: Arc<HostInner>, mut shutdown: watch::Rec
         let tasks = if free == 0 {
             Vec::new()
         } else {
-            match host.store.claim_activities(&host.config.host_id, &names, now, default_timeout_ms, free).await {
+            match host
+                .store
+                .claim_activities(&host.config.host_id, &names, now, default_timeout_ms, free)
+                .await
+            {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::warn!("claiming activity tasks failed: {e}");
@@ -106,14 +129,30 @@ pub(crate) async fn activity_loop(host: Arc<HostInner>, mut shutdown: watch::Rec
         };
         let claimed_any = !tasks.is_empty();
         for task in tasks {
-            let permit = permits.clone().acquire_owned().await.expect("semaphore never closes");
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore never closes");
             let host = host.clone();
             tokio::spawn(async move {
-                let outcome = run_attempt(&host.activities, host.clock.as_ref(), &task, default_timeout_ms).await;
+                let outcome = run_attempt(
+                    &host.activities,
+                    host.clock.as_ref(),
+                    &task,
+                    default_timeout_ms,
+                )
+                .await;
                 let now = host.clock.now_ms();
-                match host.store.finish_attempt(&task.run_id, task.seq, task.lease_token, outcome, now).await {
+                match host
+                    .store
+                    .finish_attempt(&task.run_id, task.seq, task.lease_token, outcome, now)
+                    .await
+                {
                     Ok(()) => host.wakeups.activations.notify_one(),
-                    Err(e) => tracing::warn!(run_id = %task.run_id, seq = task.seq, "recording an activity attempt failed: {e}"),
+                    Err(e) => {
+                        tracing::warn!(run_id = %task.run_id, seq = task.seq, "recording an activity attempt failed: {e}")
+                    }
                 }
                 drop(permit);
                 host.wakeups.activities.notify_one();
@@ -130,7 +169,12 @@ pub(crate) async fn activity_loop(host: Arc<HostInner>, mut shutdown: watch::Rec
 
 /// Sleeps until notified, until `until_ms` on the host clock, until the poll
 /// interval passes (work made ready by other hosts), or until shutdown.
-async fn wait(host: &HostInner, woken: tokio::sync::futures::Notified<'_>, until_ms: Option<u64>, shutdown: &mut watch::Receiver<bool>) {
+async fn wait(
+    host: &HostInner,
+    woken: tokio::sync::futures::Notified<'_>,
+    until_ms: Option<u64>,
+    shutdown: &mut watch::Receiver<bool>,
+) {
     let due = async {
         match until_ms {
             Some(t) => host.clock.sleep_until(t).await,

@@ -687,9 +687,15 @@ pub async fn a_run_in_activation_is_not_claimed_again_by_its_host(store: &dyn St
         .claim_runs("host-a", T0 + 10, LEASE, 10)
         .await
         .expect("claim_runs");
-    assert!(again.is_empty(), "a live lease is not claimed twice, even by its holder");
+    assert!(
+        again.is_empty(),
+        "a live lease is not claimed twice, even by its holder"
+    );
     let commit = run.commit(&first, Vec::new(), T0 + 11);
-    store.commit_activation(commit).await.expect("the only claim commits");
+    store
+        .commit_activation(commit)
+        .await
+        .expect("the only claim commits");
 }
 
 pub async fn claim_honours_the_limit(store: &dyn Store) {

@@ -47,7 +47,9 @@ pub enum StoreError {
     #[error("run {run_id}: {reason}; this host's work on it is discarded and the owner carries on")]
     Conflict { run_id: RunId, reason: String },
     /// A workflow id already has an open run.
-    #[error("workflow id {workflow_id:?} already has an open run ({run_id}); pick another id or wait for that run to close")]
+    #[error(
+        "workflow id {workflow_id:?} already has an open run ({run_id}); pick another id or wait for that run to close"
+    )]
     WorkflowIdInUse { workflow_id: String, run_id: RunId },
     #[error("{what} not found")]
     NotFound { what: String },
@@ -66,9 +68,9 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::RowNotFound => StoreError::NotFound { what: "row".into() },
-            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. } => {
-                StoreError::Corrupt(e.to_string())
-            }
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
             other => StoreError::Unavailable(other.to_string()),
         }
     }
@@ -219,8 +221,12 @@ pub struct NewTimer {
 pub enum RunOutcome {
     /// Still running, waiting for jobs.
     Running,
-    Completed { output: Value },
-    Failed { failure: Failure },
+    Completed {
+        output: Value,
+    },
+    Failed {
+        failure: Failure,
+    },
 }
 
 /// Everything one activation writes, applied in one transaction.
@@ -294,7 +300,13 @@ pub trait RunStore: Send + Sync {
     /// (`wakeups > handled_wakeups`, or a timer with `fire_at_ms <= now_ms`) and
     /// whose lease is free or expired (a run this host is activating is not claimed again).
     /// Sets owner, expiry `now_ms + lease_ms`, and increments the token.
-    async fn claim_runs(&self, host_id: &str, now_ms: u64, lease_ms: u64, limit: u32) -> StoreResult<Vec<RunClaim>>;
+    async fn claim_runs(
+        &self,
+        host_id: &str,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<RunClaim>>;
     /// The jobs waiting for a run at `now_ms`.
     async fn pending_jobs(&self, run_id: &RunId, now_ms: u64) -> StoreResult<PendingJobs>;
     /// Applies an activation (see [`ActivationCommit`]); releases the lease and
@@ -330,7 +342,14 @@ pub trait ActivityStore: Send + Sync {
     /// Records how an attempt ended, if its lease token still holds
     /// ([`StoreError::Conflict`] otherwise). Final outcomes set `resolved_at_ms`
     /// and increment the run's `wakeups`.
-    async fn finish_attempt(&self, run_id: &RunId, seq: u32, lease_token: i64, outcome: AttemptOutcome, now_ms: u64) -> StoreResult<()>;
+    async fn finish_attempt(
+        &self,
+        run_id: &RunId,
+        seq: u32,
+        lease_token: i64,
+        outcome: AttemptOutcome,
+        now_ms: u64,
+    ) -> StoreResult<()>;
     /// The earliest time a scheduled task becomes visible or a running one's lease expires.
     async fn next_activity_at(&self, names: &[String]) -> StoreResult<Option<u64>>;
 }
@@ -340,7 +359,13 @@ pub trait ActivityStore: Send + Sync {
 pub trait SignalStore: Send + Sync {
     /// Queues a signal for an open run and increments its `wakeups`.
     /// A closed run: [`StoreError::NotFound`] naming it.
-    async fn send_signal(&self, run_id: &RunId, name: &str, input: Value, now_ms: u64) -> StoreResult<i64>;
+    async fn send_signal(
+        &self,
+        run_id: &RunId,
+        name: &str,
+        input: Value,
+        now_ms: u64,
+    ) -> StoreResult<i64>;
 }
 
 /// A deployed module.
@@ -357,7 +382,13 @@ pub struct ModuleRecord {
 #[async_trait]
 pub trait ModuleStore: Send + Sync {
     /// Stores module bytes; the same bytes twice is a no-op that returns the first record.
-    async fn put_module(&self, name: &str, version: &str, bytes: &[u8], now_ms: u64) -> StoreResult<ModuleRecord>;
+    async fn put_module(
+        &self,
+        name: &str,
+        version: &str,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> StoreResult<ModuleRecord>;
     async fn module_bytes(&self, sha256: &Sha256Hex) -> StoreResult<Vec<u8>>;
     async fn modules(&self) -> StoreResult<Vec<ModuleRecord>>;
 }

@@ -17,13 +17,19 @@ pub(crate) use generated::{Workflow, WorkflowPre};
 
 impl From<wit::Failure> for Failure {
     fn from(f: wit::Failure) -> Self {
-        Failure { error_type: f.error_type, message: f.message }
+        Failure {
+            error_type: f.error_type,
+            message: f.message,
+        }
     }
 }
 
 impl From<Failure> for wit::Failure {
     fn from(f: Failure) -> Self {
-        wit::Failure { error_type: f.error_type, message: f.message }
+        wit::Failure {
+            error_type: f.error_type,
+            message: f.message,
+        }
     }
 }
 
@@ -51,13 +57,15 @@ impl From<wit::ActivityOptions> for ActivityOptions {
 /// A job as the guest receives it: payloads as JSON text.
 pub(crate) fn job_to_wit(job: &Job) -> wit::Job {
     match job {
-        Job::ActivityResolved { seq, outcome } => wit::Job::ActivityResolved(wit::ActivityResolution {
-            seq: *seq,
-            outcome: match outcome {
-                Ok(v) => Ok(v.to_string()),
-                Err(f) => Err(f.clone().into()),
-            },
-        }),
+        Job::ActivityResolved { seq, outcome } => {
+            wit::Job::ActivityResolved(wit::ActivityResolution {
+                seq: *seq,
+                outcome: match outcome {
+                    Ok(v) => Ok(v.to_string()),
+                    Err(f) => Err(f.clone().into()),
+                },
+            })
+        }
         Job::TimerFired { seq } => wit::Job::TimerFired(*seq),
         Job::SignalReceived { name, input } => wit::Job::SignalReceived(wit::Signal {
             name: name.clone(),
@@ -71,7 +79,8 @@ pub(crate) fn status_from_wit(status: wit::Status) -> Result<GuestStatus, String
     Ok(match status {
         wit::Status::Pending => GuestStatus::Pending,
         wit::Status::Completed(text) => GuestStatus::Completed(
-            serde_json::from_str(&text).map_err(|e| format!("the workflow's output is not valid JSON: {e}"))?,
+            serde_json::from_str(&text)
+                .map_err(|e| format!("the workflow's output is not valid JSON: {e}"))?,
         ),
         wit::Status::Failed(f) => GuestStatus::Failed(f.into()),
     })

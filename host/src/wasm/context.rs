@@ -25,7 +25,8 @@ impl GuestState {
                 self.max_payload_bytes
             )));
         }
-        serde_json::from_str(text).map_err(|e| wasmtime::Error::msg(format!("{what} is not valid JSON: {e}")))
+        serde_json::from_str(text)
+            .map_err(|e| wasmtime::Error::msg(format!("{what} is not valid JSON: {e}")))
     }
 }
 
@@ -38,11 +39,21 @@ impl context::Host for GuestState {
         Ok(self.rng.next_u64())
     }
 
-    fn schedule_activity(&mut self, name: String, input: String, options: wit::ActivityOptions) -> wasmtime::Result<u32> {
+    fn schedule_activity(
+        &mut self,
+        name: String,
+        input: String,
+        options: wit::ActivityOptions,
+    ) -> wasmtime::Result<u32> {
         let input = self.payload(&format!("the input of activity {name:?}"), &input)?;
         let options: ActivityOptions = options.into();
         let seq = self.take_seq();
-        self.commands.push(Command::ScheduleActivity { seq, name, input, options });
+        self.commands.push(Command::ScheduleActivity {
+            seq,
+            name,
+            input,
+            options,
+        });
         Ok(seq)
     }
 

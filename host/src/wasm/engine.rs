@@ -42,11 +42,17 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Why a module could not be loaded. Each names the module and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("module {sha256} is not a valid WebAssembly component: {reason}; build it with `cargo build --target wasm32-wasip2` against weft-sdk")]
+    #[error(
+        "module {sha256} is not a valid WebAssembly component: {reason}; build it with `cargo build --target wasm32-wasip2` against weft-sdk"
+    )]
     Invalid { sha256: Sha256Hex, reason: String },
-    #[error("module {sha256} imports `{import}`, which workflows may not use: a workflow reaches the outside world only through activities; remove the dependency that pulls it in")]
+    #[error(
+        "module {sha256} imports `{import}`, which workflows may not use: a workflow reaches the outside world only through activities; remove the dependency that pulls it in"
+    )]
     ForbiddenImport { sha256: Sha256Hex, import: String },
-    #[error("module {sha256} does not fit the weft:workflow world: {reason}; build it against weft-sdk (WIT weft:workflow@0.1.x)")]
+    #[error(
+        "module {sha256} does not fit the weft:workflow world: {reason}; build it against weft-sdk (WIT weft:workflow@0.1.x)"
+    )]
     WrongWorld { sha256: Sha256Hex, reason: String },
 }
 
@@ -127,7 +133,13 @@ impl WasmEngine {
             })
             .map_err(|e| wasmtime::Error::msg(format!("cannot start the epoch thread: {e}")))?;
 
-        Ok(Self { engine, linker, config, modules: Mutex::new(HashMap::new()), ticker_stop })
+        Ok(Self {
+            engine,
+            linker,
+            config,
+            modules: Mutex::new(HashMap::new()),
+            ticker_stop,
+        })
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -138,25 +150,45 @@ impl WasmEngine {
     /// else validated and compiled (and then cached).
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedModule>, LoadError> {
         let sha256 = Sha256Hex::of(bytes);
-        if let Some(m) = self.modules.lock().expect("module map poisoned").get(&sha256) {
+        if let Some(m) = self
+            .modules
+            .lock()
+            .expect("module map poisoned")
+            .get(&sha256)
+        {
             return Ok(m.clone());
         }
         let component = self.compile(&sha256, bytes)?;
         self.check_imports(&sha256, &component)?;
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::WrongWorld { sha256: sha256.clone(), reason: format!("{e:#}") })?;
-        let pre = WorkflowPre::new(instance_pre)
-            .map_err(|e| LoadError::WrongWorld { sha256: sha256.clone(), reason: format!("{e:#}") })?;
-        let module = Arc::new(LoadedModule { sha256: sha256.clone(), pre });
-        self.modules.lock().expect("module map poisoned").insert(sha256, module.clone());
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::WrongWorld {
+                    sha256: sha256.clone(),
+                    reason: format!("{e:#}"),
+                })?;
+        let pre = WorkflowPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
+            sha256: sha256.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        let module = Arc::new(LoadedModule {
+            sha256: sha256.clone(),
+            pre,
+        });
+        self.modules
+            .lock()
+            .expect("module map poisoned")
+            .insert(sha256, module.clone());
         Ok(module)
     }
 
     /// A module loaded before, if it is still in memory.
     pub fn loaded(&self, sha256: &Sha256Hex) -> Option<Arc<LoadedModule>> {
-        self.modules.lock().expect("module map poisoned").get(sha256).cloned()
+        self.modules
+            .lock()
+            .expect("module map poisoned")
+            .get(sha256)
+            .cloned()
     }
 
     fn compile(&self, sha256: &Sha256Hex, bytes: &[u8]) -> Result<Component, LoadError> {
@@ -169,19 +201,21 @@ impl WasmEngine {
             };
             dir.join(format!("{sha256}-{compat:016x}.cwasm"))
         });
-        if let Some(path) = &cached {
-            if path.exists() {
-                // SAFETY: the file was written by `Component::serialize` of this
-                // engine configuration (the name carries its compatibility hash)
-                // into a directory this host owns.
-                match unsafe { Component::deserialize_file(&self.engine, path) } {
-                    Ok(c) => return Ok(c),
-                    Err(e) => tracing::warn!(path = %path.display(), "ignoring unreadable compiled module: {e:#}"),
+        if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
+            // SAFETY: the file was written by `Component::serialize` of this
+            // engine configuration (the name carries its compatibility hash)
+            // into a directory this host owns.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unreadable compiled module: {e:#}")
                 }
             }
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| LoadError::Invalid { sha256: sha256.clone(), reason: format!("{e:#}") })?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid {
+            sha256: sha256.clone(),
+            reason: format!("{e:#}"),
+        })?;
         if let Some(path) = &cached {
             let write = || -> std::io::Result<()> {
                 std::fs::create_dir_all(path.parent().expect("cache file has a parent"))?;
@@ -204,9 +238,14 @@ impl WasmEngine {
             if matches!(item.ty, ComponentItem::Type(_)) {
                 continue;
             }
-            let allowed = ALLOWED_IMPORTS.iter().any(|prefix| name.starts_with(prefix));
+            let allowed = ALLOWED_IMPORTS
+                .iter()
+                .any(|prefix| name.starts_with(prefix));
             if !allowed || !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
-                return Err(LoadError::ForbiddenImport { sha256: sha256.clone(), import: name.to_owned() });
+                return Err(LoadError::ForbiddenImport {
+                    sha256: sha256.clone(),
+                    import: name.to_owned(),
+                });
             }
         }
         let exports: Vec<&str> = ty.exports(&self.engine).map(|(n, _)| n).collect();
@@ -214,7 +253,10 @@ impl WasmEngine {
             if !exports.contains(&needed) {
                 return Err(LoadError::WrongWorld {
                     sha256: sha256.clone(),
-                    reason: format!("it does not export `{needed}` (it exports: {})", exports.join(", ")),
+                    reason: format!(
+                        "it does not export `{needed}` (it exports: {})",
+                        exports.join(", ")
+                    ),
                 });
             }
         }

@@ -11,9 +11,13 @@ use wasmtime::{Store, UpdateDeadline};
 /// the history is intact and a fixed module can carry on from it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GuestError {
-    #[error("the activation ran past its deadline of {limit_ms} ms (an endless loop?); raise `activation_timeout` if the work is legitimate")]
+    #[error(
+        "the activation ran past its deadline of {limit_ms} ms (an endless loop?); raise `activation_timeout` if the work is legitimate"
+    )]
     Deadline { limit_ms: u64 },
-    #[error("the guest exceeded its memory limit of {limit_bytes} bytes; raise `memory_limit_bytes` or keep less state in the workflow")]
+    #[error(
+        "the guest exceeded its memory limit of {limit_bytes} bytes; raise `memory_limit_bytes` or keep less state in the workflow"
+    )]
     Memory { limit_bytes: usize },
     #[error("the guest trapped: {message}")]
     Trap { message: String },
@@ -54,9 +58,18 @@ pub struct Instance {
 }
 
 impl Instance {
-    pub async fn new(engine: &WasmEngine, module: &LoadedModule, options: InstanceOptions) -> Result<Self, GuestError> {
+    pub async fn new(
+        engine: &WasmEngine,
+        module: &LoadedModule,
+        options: InstanceOptions,
+    ) -> Result<Self, GuestError> {
         let config = &engine.config;
-        let mut state = GuestState::new(options.run_id, options.seed, config.memory_limit_bytes, config.max_payload_bytes);
+        let mut state = GuestState::new(
+            options.run_id,
+            options.seed,
+            config.memory_limit_bytes,
+            config.max_payload_bytes,
+        );
         // Instantiation runs guest code too (component start functions): give it a budget.
         state.ticks_left = ticks_for(config.activation_timeout.as_millis() as u64);
         let mut store = Store::new(engine.engine(), state);
@@ -74,7 +87,9 @@ impl Instance {
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|e| GuestError::Instantiate { message: format!("{e:#}") })?;
+            .map_err(|e| GuestError::Instantiate {
+                message: format!("{e:#}"),
+            })?;
         Ok(Self {
             store,
             bindings,
@@ -103,36 +118,52 @@ impl Instance {
 
     fn classify(&mut self, err: wasmtime::Error) -> GuestError {
         self.poisoned = true;
-        if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
-            if *trap == wasmtime::Trap::Interrupt {
-                return GuestError::Deadline { limit_ms: self.limit_ms };
-            }
+        if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+            return GuestError::Deadline {
+                limit_ms: self.limit_ms,
+            };
         }
         let message = format!("{err:#}");
         if message.contains("forcing trap when growing memory") {
-            return GuestError::Memory { limit_bytes: self.limit_bytes };
+            return GuestError::Memory {
+                limit_bytes: self.limit_bytes,
+            };
         }
         GuestError::Trap { message }
     }
 
     fn finish(&mut self, status: bindings::wit::Status) -> Result<Activation, GuestError> {
-        let status = bindings::status_from_wit(status).map_err(|message| GuestError::Contract { message })?;
-        Ok(Activation { status, commands: std::mem::take(&mut self.store.data_mut().commands) })
+        let status = bindings::status_from_wit(status)
+            .map_err(|message| GuestError::Contract { message })?;
+        Ok(Activation {
+            status,
+            commands: std::mem::take(&mut self.store.data_mut().commands),
+        })
     }
 
     fn check_usable(&self) -> Result<(), GuestError> {
         if self.poisoned {
-            return Err(GuestError::Contract { message: "this instance trapped before and cannot be used again".into() });
+            return Err(GuestError::Contract {
+                message: "this instance trapped before and cannot be used again".into(),
+            });
         }
         Ok(())
     }
 
     /// The first activation: calls the workflow function with its input.
-    pub async fn start(&mut self, workflow_type: &str, input: &serde_json::Value) -> Result<Activation, GuestError> {
+    pub async fn start(
+        &mut self,
+        workflow_type: &str,
+        input: &serde_json::Value,
+    ) -> Result<Activation, GuestError> {
         self.check_usable()?;
         self.arm();
         let input = input.to_string();
-        match self.bindings.call_start(&mut self.store, workflow_type, &input).await {
+        match self
+            .bindings
+            .call_start(&mut self.store, workflow_type, &input)
+            .await
+        {
             Ok(status) => self.finish(status),
             Err(e) => Err(self.classify(e)),
         }
@@ -151,11 +182,19 @@ impl Instance {
 
     /// Asks a query. The outer error is the guest failing; the inner one is the
     /// guest's own answer that the query is wrong (unknown name, bad input).
-    pub async fn query(&mut self, name: &str, input: &serde_json::Value) -> Result<Result<serde_json::Value, String>, GuestError> {
+    pub async fn query(
+        &mut self,
+        name: &str,
+        input: &serde_json::Value,
+    ) -> Result<Result<serde_json::Value, String>, GuestError> {
         self.check_usable()?;
         self.arm();
         let input = input.to_string();
-        let answer = match self.bindings.call_query(&mut self.store, name, &input).await {
+        let answer = match self
+            .bindings
+            .call_query(&mut self.store, name, &input)
+            .await
+        {
             Ok(answer) => answer,
             Err(e) => return Err(self.classify(e)),
         };
@@ -165,7 +204,8 @@ impl Instance {
             tracing::warn!(run_id = %self.store.data().run_id, "query {name:?} issued {} command(s); queries must only read state, the commands were dropped", issued.len());
         }
         Ok(match answer {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| format!("the answer to query {name:?} is not valid JSON: {e}")),
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| format!("the answer to query {name:?} is not valid JSON: {e}")),
             Err(message) => Err(message),
         })
     }

@@ -128,13 +128,22 @@ const MAX_LINE: usize = 16 * 1024;
 
 impl GuestOutput {
     fn new(run_id: RunId, stream: &'static str, clock: Arc<RunClock>) -> Self {
-        Self { run_id, stream, clock, pending: Arc::default() }
+        Self {
+            run_id,
+            stream,
+            clock,
+            pending: Arc::default(),
+        }
     }
 
     fn take(&self, bytes: &[u8]) {
         let mut pending = self.pending.lock().expect("output poisoned");
         pending.extend_from_slice(bytes);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n').or((pending.len() >= MAX_LINE).then_some(MAX_LINE - 1)) {
+        while let Some(end) = pending
+            .iter()
+            .position(|b| *b == b'\n')
+            .or((pending.len() >= MAX_LINE).then_some(MAX_LINE - 1))
+        {
             let line: Vec<u8> = pending.drain(..=end).collect();
             if !self.clock.replaying() {
                 let text = String::from_utf8_lossy(&line);
@@ -178,7 +187,11 @@ impl OutputStream for GuestOutput {
 }
 
 impl tokio::io::AsyncWrite for GuestOutput {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.take(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -208,7 +221,12 @@ pub(crate) struct GuestState {
 }
 
 impl GuestState {
-    pub(crate) fn new(run_id: RunId, seed: u64, memory_limit_bytes: usize, max_payload_bytes: usize) -> Self {
+    pub(crate) fn new(
+        run_id: RunId,
+        seed: u64,
+        memory_limit_bytes: usize,
+        max_payload_bytes: usize,
+    ) -> Self {
         let clock = Arc::new(RunClock::default());
         let rng = RunRng::new(seed);
         let insecure_seed = {
@@ -246,7 +264,10 @@ impl GuestState {
 
 impl WasiView for GuestState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -263,7 +284,9 @@ pub(crate) fn add_to_linker(l: &mut Linker<GuestState>) -> wasmtime::Result<()> 
     super::bindings::Workflow::add_to_linker::<T, HasSelf<T>>(l, |s| s)?;
     wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<T, HasTable>(l, |t| &mut t.table)?;
     wasmtime_wasi_io::bindings::wasi::io::poll::add_to_linker::<T, HasTable>(l, |t| &mut t.table)?;
-    wasmtime_wasi_io::bindings::wasi::io::streams::add_to_linker::<T, HasTable>(l, |t| &mut t.table)?;
+    wasmtime_wasi_io::bindings::wasi::io::streams::add_to_linker::<T, HasTable>(l, |t| {
+        &mut t.table
+    })?;
     clocks::wall_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
     clocks::monotonic_clock::add_to_linker::<T, WasiClocks>(l, T::clocks)?;
     random::random::add_to_linker::<T, WasiRandom>(l, T::random)?;

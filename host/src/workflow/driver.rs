@@ -1,12 +1,12 @@
 //! One live activation of a claimed run, and queries against live runs.
 
-use super::replay::{Replayed, StartInfo, command_events, parse_history, replay_into, run_guest};
 use super::ReplayError;
+use super::replay::{Replayed, StartInfo, command_events, parse_history, replay_into, run_guest};
 use crate::model::{Command, Event, EventHash, GuestStatus, Job, RecordedEvent, RunId, Sha256Hex};
 use crate::scheduler::Clock;
 use crate::store::{
-    ActivationCommit, NewActivityTask, NewTimer, PendingJobs, RunClaim, RunOutcome, RunRecord, RunStatus, Store,
-    StoreError,
+    ActivationCommit, NewActivityTask, NewTimer, PendingJobs, RunClaim, RunOutcome, RunRecord,
+    RunStatus, Store, StoreError,
 };
 use crate::wasm::{Instance, InstanceOptions, LoadedModule, WasmEngine};
 use lru::LruCache;
@@ -41,9 +41,16 @@ pub(crate) enum DriverError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("module {sha256} of run {run_id} cannot be loaded: {reason}")]
-    Module { run_id: RunId, sha256: Sha256Hex, reason: String },
+    Module {
+        run_id: RunId,
+        sha256: Sha256Hex,
+        reason: String,
+    },
     #[error("run {run_id}: {error}")]
-    Replay { run_id: RunId, error: ReplayError },
+    Replay {
+        run_id: RunId,
+        error: Box<ReplayError>,
+    },
 }
 
 pub(crate) struct Driver {
@@ -54,9 +61,19 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    pub(crate) fn new(engine: Arc<WasmEngine>, store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: DriverConfig) -> Self {
+    pub(crate) fn new(
+        engine: Arc<WasmEngine>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: DriverConfig,
+    ) -> Self {
         let cap = NonZeroUsize::new(config.warm_instances.max(1)).expect("at least one");
-        Self { engine, store, clock, warm: Mutex::new(LruCache::new(cap)) }
+        Self {
+            engine,
+            store,
+            clock,
+            warm: Mutex::new(LruCache::new(cap)),
+        }
     }
 
     pub(crate) fn engine(&self) -> &Arc<WasmEngine> {
@@ -64,7 +81,11 @@ impl Driver {
     }
 
     /// The compiled module with this sha256, loading its bytes from the store if needed.
-    pub(crate) async fn module(&self, run_id: &RunId, sha256: &Sha256Hex) -> Result<Arc<LoadedModule>, DriverError> {
+    pub(crate) async fn module(
+        &self,
+        run_id: &RunId,
+        sha256: &Sha256Hex,
+    ) -> Result<Arc<LoadedModule>, DriverError> {
         if let Some(m) = self.engine.loaded(sha256) {
             return Ok(m);
         }
@@ -72,17 +93,32 @@ impl Driver {
         let engine = self.engine.clone();
         let loaded = tokio::task::spawn_blocking(move || engine.load(&bytes))
             .await
-            .map_err(|e| DriverError::Module { run_id: run_id.clone(), sha256: sha256.clone(), reason: e.to_string() })?;
-        loaded.map_err(|e| DriverError::Module { run_id: run_id.clone(), sha256: sha256.clone(), reason: e.to_string() })
+            .map_err(|e| DriverError::Module {
+                run_id: run_id.clone(),
+                sha256: sha256.clone(),
+                reason: e.to_string(),
+            })?;
+        loaded.map_err(|e| DriverError::Module {
+            run_id: run_id.clone(),
+            sha256: sha256.clone(),
+            reason: e.to_string(),
+        })
     }
 
     fn take_warm(&self, run: &RunRecord) -> Option<Warm> {
-        let warm = self.warm.lock().expect("warm cache poisoned").pop(&run.run_id)?;
+        let warm = self
+            .warm
+            .lock()
+            .expect("warm cache poisoned")
+            .pop(&run.run_id)?;
         (warm.last_seq == run.last_seq && !warm.instance.is_poisoned()).then_some(warm)
     }
 
     fn put_warm(&self, run_id: RunId, warm: Warm) {
-        self.warm.lock().expect("warm cache poisoned").put(run_id, warm);
+        self.warm
+            .lock()
+            .expect("warm cache poisoned")
+            .put(run_id, warm);
     }
 
     /// Drops every warm instance (as a restart would).
@@ -94,36 +130,53 @@ impl Driver {
     async fn rebuild(&self, run: &RunRecord) -> Result<Result<Warm, ReplayError>, DriverError> {
         let history = self.store.history(&run.run_id).await?;
         if let Err(e) = history.verify() {
-            return Err(DriverError::Store(StoreError::Corrupt(format!("run {}: {e}", run.run_id))));
+            return Err(DriverError::Store(StoreError::Corrupt(format!(
+                "run {}: {e}",
+                run.run_id
+            ))));
         }
         let (start, activations) = match parse_history(&history) {
             Ok(parsed) => parsed,
             Err(e) => return Ok(Err(e.into())),
         };
         let module = self.module(&run.run_id, &run.module_sha256).await?;
-        let options = InstanceOptions { run_id: run.run_id.clone(), seed: start.seed };
+        let options = InstanceOptions {
+            run_id: run.run_id.clone(),
+            seed: start.seed,
+        };
         let mut instance = match Instance::new(&self.engine, &module, options).await {
             Ok(i) => i,
             Err(error) => return Ok(Err(ReplayError::Guest { at_event: 1, error })),
         };
-        Ok(match replay_into(&mut instance, &start, &activations).await {
-            Ok(Replayed { last_time_ms, .. }) => Ok(Warm { instance, start, last_seq: history.len() as u64, last_time_ms }),
-            Err(e) => Err(e),
-        })
+        Ok(
+            match replay_into(&mut instance, &start, &activations).await {
+                Ok(Replayed { last_time_ms, .. }) => Ok(Warm {
+                    instance,
+                    start,
+                    last_seq: history.len() as u64,
+                    last_time_ms,
+                }),
+                Err(e) => Err(e),
+            },
+        )
     }
 
     /// Runs one activation of a claimed run and commits it.
     pub(crate) async fn activate(&self, claim: &RunClaim) -> Result<ActivationReport, DriverError> {
         let run = self.store.run(&claim.run_id).await?;
         if run.status != RunStatus::Running {
-            self.store.release_run(&run.run_id, claim.lease_token).await?;
+            self.store
+                .release_run(&run.run_id, claim.lease_token)
+                .await?;
             return Ok(ActivationReport::default());
         }
         let now = self.clock.now_ms();
         let pending = self.store.pending_jobs(&run.run_id, now).await?;
         let first = run.last_seq == 1;
         if !first && pending.is_empty() {
-            self.store.release_run(&run.run_id, claim.lease_token).await?;
+            self.store
+                .release_run(&run.run_id, claim.lease_token)
+                .await?;
             return Ok(ActivationReport::default());
         }
         let mut warm = match self.take_warm(&run) {
@@ -140,11 +193,21 @@ impl Driver {
         // Workflow time never goes backwards, even if host clocks disagree.
         let time_ms = now.max(warm.last_time_ms);
         let (job_events, jobs) = ordered_jobs(&pending);
-        let (commands, status) = match run_guest(&mut warm.instance, &warm.start, first, &jobs, time_ms, false).await {
+        let (commands, status) = match run_guest(
+            &mut warm.instance,
+            &warm.start,
+            first,
+            &jobs,
+            time_ms,
+            false,
+        )
+        .await
+        {
             Ok(r) => r,
             Err(error) => {
                 let at_event = run.last_seq + 1;
-                self.park(claim, &ReplayError::Guest { at_event, error }).await?;
+                self.park(claim, &ReplayError::Guest { at_event, error })
+                    .await?;
                 return Ok(ActivationReport::default());
             }
         };
@@ -167,19 +230,33 @@ impl Driver {
             new_timers: Vec::new(),
             outcome: match &status {
                 GuestStatus::Pending => RunOutcome::Running,
-                GuestStatus::Completed(output) => RunOutcome::Completed { output: output.clone() },
-                GuestStatus::Failed(failure) => RunOutcome::Failed { failure: failure.clone() },
+                GuestStatus::Completed(output) => RunOutcome::Completed {
+                    output: output.clone(),
+                },
+                GuestStatus::Failed(failure) => RunOutcome::Failed {
+                    failure: failure.clone(),
+                },
             },
             now_ms: now,
         };
         for command in commands {
             match command {
-                Command::ScheduleActivity { seq, name, input, options } => {
-                    commit.new_activities.push(NewActivityTask { seq, name, input, options, visible_at_ms: now })
-                }
-                Command::StartTimer { seq, duration_ms } => {
-                    commit.new_timers.push(NewTimer { seq, fire_at_ms: time_ms.saturating_add(duration_ms) })
-                }
+                Command::ScheduleActivity {
+                    seq,
+                    name,
+                    input,
+                    options,
+                } => commit.new_activities.push(NewActivityTask {
+                    seq,
+                    name,
+                    input,
+                    options,
+                    visible_at_ms: now,
+                }),
+                Command::StartTimer { seq, duration_ms } => commit.new_timers.push(NewTimer {
+                    seq,
+                    fire_at_ms: time_ms.saturating_add(duration_ms),
+                }),
                 Command::CancelTimer { seq } => commit.removed_timers.push(seq),
             }
         }
@@ -222,16 +299,29 @@ impl Driver {
             other => json!({ "kind": "history", "message": other.to_string() }),
         };
         tracing::warn!(run_id = %claim.run_id, "run parked as stuck: {error}");
-        self.store.park_run(&claim.run_id, claim.lease_token, reason).await?;
+        self.store
+            .park_run(&claim.run_id, claim.lease_token, reason)
+            .await?;
         Ok(())
     }
 
     /// Answers a query from a warm instance, or from one rebuilt by replay.
-    pub(crate) async fn query(&self, run_id: &RunId, name: &str, input: &Value) -> Result<Result<Value, String>, DriverError> {
+    pub(crate) async fn query(
+        &self,
+        run_id: &RunId,
+        name: &str,
+        input: &Value,
+    ) -> Result<Result<Value, String>, DriverError> {
         let run = self.store.run(run_id).await?;
         let mut warm = match self.take_warm(&run) {
             Some(w) => w,
-            None => self.rebuild(&run).await?.map_err(|error| DriverError::Replay { run_id: run_id.clone(), error })?,
+            None => self
+                .rebuild(&run)
+                .await?
+                .map_err(|error| DriverError::Replay {
+                    run_id: run_id.clone(),
+                    error: Box::new(error),
+                })?,
         };
         let answer = warm.instance.query(name, input).await;
         match answer {
@@ -241,7 +331,13 @@ impl Driver {
                 }
                 Ok(answer)
             }
-            Err(error) => Err(DriverError::Replay { run_id: run_id.clone(), error: ReplayError::Guest { at_event: run.last_seq, error } }),
+            Err(error) => Err(DriverError::Replay {
+                run_id: run_id.clone(),
+                error: Box::new(ReplayError::Guest {
+                    at_event: run.last_seq,
+                    error,
+                }),
+            }),
         }
     }
 }
@@ -251,16 +347,37 @@ fn ordered_jobs(pending: &PendingJobs) -> (Vec<Event>, Vec<Job>) {
     let mut timed: Vec<(u64, u8, u64, Event)> = Vec::new();
     for a in &pending.activities {
         let event = match &a.outcome {
-            Ok(output) => Event::ActivityCompleted { seq: a.seq, output: output.clone(), attempt: a.attempt },
-            Err(failure) => Event::ActivityFailed { seq: a.seq, failure: failure.clone(), attempt: a.attempt },
+            Ok(output) => Event::ActivityCompleted {
+                seq: a.seq,
+                output: output.clone(),
+                attempt: a.attempt,
+            },
+            Err(failure) => Event::ActivityFailed {
+                seq: a.seq,
+                failure: failure.clone(),
+                attempt: a.attempt,
+            },
         };
         timed.push((a.resolved_at_ms, 0, u64::from(a.seq), event));
     }
     for t in &pending.due_timers {
-        timed.push((t.fire_at_ms, 1, u64::from(t.seq), Event::TimerFired { seq: t.seq }));
+        timed.push((
+            t.fire_at_ms,
+            1,
+            u64::from(t.seq),
+            Event::TimerFired { seq: t.seq },
+        ));
     }
     for s in &pending.signals {
-        timed.push((s.received_at_ms, 2, s.id as u64, Event::SignalReceived { name: s.name.clone(), input: s.input.clone() }));
+        timed.push((
+            s.received_at_ms,
+            2,
+            s.id as u64,
+            Event::SignalReceived {
+                name: s.name.clone(),
+                input: s.input.clone(),
+            },
+        ));
     }
     timed.sort_by_key(|(at, family, n, _)| (*at, *family, *n));
     let events: Vec<Event> = timed.into_iter().map(|(_, _, _, e)| e).collect();
@@ -269,7 +386,12 @@ fn ordered_jobs(pending: &PendingJobs) -> (Vec<Event>, Vec<Job>) {
 }
 
 /// Numbers and hashes events that follow `last_seq`/`last_hash`.
-fn seal_all(last_seq: u64, last_hash: EventHash, events: Vec<Event>, recorded_at_ms: u64) -> Vec<RecordedEvent> {
+fn seal_all(
+    last_seq: u64,
+    last_hash: EventHash,
+    events: Vec<Event>,
+    recorded_at_ms: u64,
+) -> Vec<RecordedEvent> {
     let mut prev = last_hash;
     events
         .into_iter()

@@ -12,4 +12,6 @@ mod driver;
 mod replay;
 
 pub(crate) use driver::{Driver, DriverConfig, DriverError};
-pub use replay::{Divergence, HistoryError, ReplayError, ReplayVerdict, StartInfo, replay_against, replay_history};
+pub use replay::{
+    Divergence, HistoryError, ReplayError, ReplayVerdict, StartInfo, replay_against, replay_history,
+};

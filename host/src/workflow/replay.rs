@@ -25,7 +25,10 @@ pub(crate) struct RecordedActivation<'h> {
 
 impl RecordedActivation<'_> {
     fn last_seq(&self) -> u64 {
-        self.commands.last().map(|e| e.seq).unwrap_or(self.opened_at + self.jobs.len() as u64)
+        self.commands
+            .last()
+            .map(|e| e.seq)
+            .unwrap_or(self.opened_at + self.jobs.len() as u64)
     }
 }
 
@@ -68,13 +71,18 @@ impl std::fmt::Display for Divergence {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ReplayError {
     #[error("{0}")]
-    Diverged(Divergence),
+    Diverged(Box<Divergence>),
     #[error("the guest failed while replaying the activation at event {at_event}: {error}")]
     Guest { at_event: u64, error: GuestError },
     #[error("the history is malformed: {0}")]
     Malformed(#[from] HistoryError),
-    #[error("the history was recorded on module {recorded}, but module {given} was given; replay with the recorded module")]
-    WrongModule { recorded: Sha256Hex, given: Sha256Hex },
+    #[error(
+        "the history was recorded on module {recorded}, but module {given} was given; replay with the recorded module"
+    )]
+    WrongModule {
+        recorded: Sha256Hex,
+        given: Sha256Hex,
+    },
 }
 
 /// The verdict of replaying a whole history.
@@ -83,15 +91,24 @@ pub enum ReplayVerdict {
     /// Every activation issued exactly the recorded commands; the guest ends in this status.
     Identical { status: GuestStatus, events: u64 },
     /// The first difference.
-    Diverged(Divergence),
+    Diverged(Box<Divergence>),
 }
 
 /// Splits a history into its start and its activations, checking its shape.
-pub(crate) fn parse_history(history: &History) -> Result<(StartInfo, Vec<RecordedActivation<'_>>), HistoryError> {
+pub(crate) fn parse_history(
+    history: &History,
+) -> Result<(StartInfo, Vec<RecordedActivation<'_>>), HistoryError> {
     let events = history.events();
     let start = match events.first() {
         Some(RecordedEvent {
-            event: Event::WorkflowStarted { workflow_type, workflow_id, input, module_sha256, seed },
+            event:
+                Event::WorkflowStarted {
+                    workflow_type,
+                    workflow_id,
+                    input,
+                    module_sha256,
+                    seed,
+                },
             ..
         }) => StartInfo {
             workflow_type: workflow_type.clone(),
@@ -100,14 +117,30 @@ pub(crate) fn parse_history(history: &History) -> Result<(StartInfo, Vec<Recorde
             module_sha256: module_sha256.clone(),
             seed: *seed,
         },
-        Some(e) => return Err(HistoryError { seq: e.seq, reason: format!("a history starts with workflow_started, not {}", e.event.kind()) }),
-        None => return Err(HistoryError { seq: 1, reason: "the history is empty".into() }),
+        Some(e) => {
+            return Err(HistoryError {
+                seq: e.seq,
+                reason: format!(
+                    "a history starts with workflow_started, not {}",
+                    e.event.kind()
+                ),
+            });
+        }
+        None => {
+            return Err(HistoryError {
+                seq: 1,
+                reason: "the history is empty".into(),
+            });
+        }
     };
     let mut activations: Vec<RecordedActivation<'_>> = Vec::new();
     let mut ended = false;
     for e in &events[1..] {
         if ended {
-            return Err(HistoryError { seq: e.seq, reason: format!("{} after the workflow ended", e.event.kind()) });
+            return Err(HistoryError {
+                seq: e.seq,
+                reason: format!("{} after the workflow ended", e.event.kind()),
+            });
         }
         match &e.event {
             Event::ActivationStarted { time_ms } => activations.push(RecordedActivation {
@@ -117,19 +150,31 @@ pub(crate) fn parse_history(history: &History) -> Result<(StartInfo, Vec<Recorde
                 commands: Vec::new(),
             }),
             Event::WorkflowStarted { .. } => {
-                return Err(HistoryError { seq: e.seq, reason: "workflow_started is allowed only as event 1".into() });
+                return Err(HistoryError {
+                    seq: e.seq,
+                    reason: "workflow_started is allowed only as event 1".into(),
+                });
             }
             event => {
                 let Some(current) = activations.last_mut() else {
-                    return Err(HistoryError { seq: e.seq, reason: format!("{} before the first activation_started", event.kind()) });
+                    return Err(HistoryError {
+                        seq: e.seq,
+                        reason: format!("{} before the first activation_started", event.kind()),
+                    });
                 };
                 if let Some(job) = Job::from_event(event) {
                     if !current.commands.is_empty() {
-                        return Err(HistoryError { seq: e.seq, reason: format!("job {} after the activation's commands", event.kind()) });
+                        return Err(HistoryError {
+                            seq: e.seq,
+                            reason: format!("job {} after the activation's commands", event.kind()),
+                        });
                     }
                     current.jobs.push(job);
                 } else {
-                    ended = matches!(event, Event::WorkflowCompleted { .. } | Event::WorkflowFailed { .. });
+                    ended = matches!(
+                        event,
+                        Event::WorkflowCompleted { .. } | Event::WorkflowFailed { .. }
+                    );
                     current.commands.push(e);
                 }
             }
@@ -167,18 +212,30 @@ pub(crate) async fn run_guest(
 }
 
 /// The events an activation's commands and final status are recorded as.
-pub(crate) fn command_events(commands: &[Command], status: &GuestStatus, time_ms: u64) -> Vec<Event> {
-    commands.iter().map(|c| c.to_event(time_ms)).chain(status.to_event()).collect()
+pub(crate) fn command_events(
+    commands: &[Command],
+    status: &GuestStatus,
+    time_ms: u64,
+) -> Vec<Event> {
+    commands
+        .iter()
+        .map(|c| c.to_event(time_ms))
+        .chain(status.to_event())
+        .collect()
 }
 
 /// Compares what the guest issued with what the activation recorded.
-fn compare(activation: &RecordedActivation<'_>, issued: &[Event]) -> Result<(), Divergence> {
+fn compare(activation: &RecordedActivation<'_>, issued: &[Event]) -> Result<(), Box<Divergence>> {
     for i in 0..activation.commands.len().max(issued.len()) {
         let recorded = activation.commands.get(i);
         let now = issued.get(i);
         if recorded.map(|r| &r.event) != now {
             let event_seq = recorded.map(|r| r.seq).unwrap_or(activation.last_seq() + 1);
-            return Err(Divergence { event_seq, recorded: recorded.map(|r| r.event.clone()), issued: now.cloned() });
+            return Err(Box::new(Divergence {
+                event_seq,
+                recorded: recorded.map(|r| r.event.clone()),
+                issued: now.cloned(),
+            }));
         }
     }
     Ok(())
@@ -198,11 +255,24 @@ pub(crate) async fn replay_into(
     start: &StartInfo,
     activations: &[RecordedActivation<'_>],
 ) -> Result<Replayed, ReplayError> {
-    let mut replayed = Replayed { status: GuestStatus::Pending, last_time_ms: 0 };
+    let mut replayed = Replayed {
+        status: GuestStatus::Pending,
+        last_time_ms: 0,
+    };
     for (i, activation) in activations.iter().enumerate() {
-        let (commands, status) = run_guest(instance, start, i == 0, &activation.jobs, activation.time_ms, true)
-            .await
-            .map_err(|error| ReplayError::Guest { at_event: activation.opened_at, error })?;
+        let (commands, status) = run_guest(
+            instance,
+            start,
+            i == 0,
+            &activation.jobs,
+            activation.time_ms,
+            true,
+        )
+        .await
+        .map_err(|error| ReplayError::Guest {
+            at_event: activation.opened_at,
+            error,
+        })?;
         let issued = command_events(&commands, &status, activation.time_ms);
         compare(activation, &issued).map_err(ReplayError::Diverged)?;
         replayed.status = status;
@@ -216,10 +286,17 @@ pub(crate) async fn replay_into(
 /// The module must be the one the history was recorded on (its sha256 is in
 /// event 1). Returns the verdict, or why no verdict could be reached (a
 /// malformed history, the wrong module, a guest that traps).
-pub async fn replay_history(engine: &WasmEngine, module: &LoadedModule, history: &History) -> Result<ReplayVerdict, ReplayError> {
+pub async fn replay_history(
+    engine: &WasmEngine,
+    module: &LoadedModule,
+    history: &History,
+) -> Result<ReplayVerdict, ReplayError> {
     let (start, activations) = parse_history(history)?;
     if &start.module_sha256 != module.sha256() {
-        return Err(ReplayError::WrongModule { recorded: start.module_sha256, given: module.sha256().clone() });
+        return Err(ReplayError::WrongModule {
+            recorded: start.module_sha256,
+            given: module.sha256().clone(),
+        });
     }
     replay_unpinned(engine, module, &start, &activations, history.len() as u64).await
 }
@@ -227,7 +304,11 @@ pub async fn replay_history(engine: &WasmEngine, module: &LoadedModule, history:
 /// Replays a history against any module, such as a candidate new version:
 /// the compatibility check. Unlike [`replay_history`] it does not require the
 /// recorded module.
-pub async fn replay_against(engine: &WasmEngine, module: &LoadedModule, history: &History) -> Result<ReplayVerdict, ReplayError> {
+pub async fn replay_against(
+    engine: &WasmEngine,
+    module: &LoadedModule,
+    history: &History,
+) -> Result<ReplayVerdict, ReplayError> {
     let (start, activations) = parse_history(history)?;
     replay_unpinned(engine, module, &start, &activations, history.len() as u64).await
 }
@@ -240,11 +321,21 @@ async fn replay_unpinned(
     events: u64,
 ) -> Result<ReplayVerdict, ReplayError> {
     let run_id = RunId(format!("replay-{}", start.workflow_id));
-    let mut instance = Instance::new(engine, module, InstanceOptions { run_id, seed: start.seed })
-        .await
-        .map_err(|error| ReplayError::Guest { at_event: 1, error })?;
+    let mut instance = Instance::new(
+        engine,
+        module,
+        InstanceOptions {
+            run_id,
+            seed: start.seed,
+        },
+    )
+    .await
+    .map_err(|error| ReplayError::Guest { at_event: 1, error })?;
     match replay_into(&mut instance, start, activations).await {
-        Ok(r) => Ok(ReplayVerdict::Identical { status: r.status, events }),
+        Ok(r) => Ok(ReplayVerdict::Identical {
+            status: r.status,
+            events,
+        }),
         Err(ReplayError::Diverged(d)) => Ok(ReplayVerdict::Diverged(d)),
         Err(e) => Err(e),
     }

@@ -14,7 +14,9 @@ use weft::{Activities, Host, HostConfig, ManualClock, RunStatus, StartRequest};
 /// A guest component built by `scripts/build-guests`.
 pub fn guest(crate_name: &str) -> Vec<u8> {
     let file = format!("{}.wasm", crate_name.replace('-', "_"));
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/guest").join(&file);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-wasip2/guest")
+        .join(&file);
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!("cannot read guest {}: {e}; build the guests first with `scripts/build-guests` (the test command `scripts/test` does)", path.display())
     })
@@ -30,15 +32,23 @@ pub enum Backend {
 }
 
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// A unique name for this process and test.
 pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}_{}_{}_{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A fresh, isolated store and the URL-ish string that reopens it.
@@ -56,13 +66,27 @@ pub async fn fresh_db(backend: Backend) -> Db {
             let path = dir.path().join("weft.db");
             let url = path.to_str().unwrap().to_owned();
             let store = Arc::new(weft::store::SqliteStore::open(&url).await.unwrap());
-            Db { store, url, schema: None, _dir: Some(dir) }
+            Db {
+                store,
+                url,
+                schema: None,
+                _dir: Some(dir),
+            }
         }
         Backend::Postgres => {
             let schema = unique("weft_test");
             let url = database_url();
-            let store = Arc::new(weft::store::PostgresStore::connect_in_schema(&url, &schema).await.unwrap());
-            Db { store, url, schema: Some(schema), _dir: None }
+            let store = Arc::new(
+                weft::store::PostgresStore::connect_in_schema(&url, &schema)
+                    .await
+                    .unwrap(),
+            );
+            Db {
+                store,
+                url,
+                schema: Some(schema),
+                _dir: None,
+            }
         }
     }
 }
@@ -71,7 +95,11 @@ pub async fn fresh_db(backend: Backend) -> Db {
 pub async fn reopen(db: &Db) -> Arc<dyn Store> {
     match &db.schema {
         None => Arc::new(weft::store::SqliteStore::open(&db.url).await.unwrap()),
-        Some(schema) => Arc::new(weft::store::PostgresStore::connect_in_schema(&db.url, schema).await.unwrap()),
+        Some(schema) => Arc::new(
+            weft::store::PostgresStore::connect_in_schema(&db.url, schema)
+                .await
+                .unwrap(),
+        ),
     }
 }
 
@@ -111,24 +139,55 @@ impl TestHost {
     pub async fn new(backend: Backend, activities: Activities) -> Self {
         let db = fresh_db(backend).await;
         let clock = ManualClock::new(START_MS);
-        let host = Host::with_engine(db.store.clone(), activities, test_config(), Arc::new(clock.clone()), engine());
+        let host = Host::with_engine(
+            db.store.clone(),
+            activities,
+            test_config(),
+            Arc::new(clock.clone()),
+            engine(),
+        );
         let running = Some(host.run().await.unwrap());
-        Self { host, clock, db, running }
+        Self {
+            host,
+            clock,
+            db,
+            running,
+        }
     }
 
     pub async fn deploy(&self, crate_name: &str) -> Sha256Hex {
-        self.host.deploy(crate_name, "test", &guest(crate_name)).await.unwrap().sha256
+        self.host
+            .deploy(crate_name, "test", &guest(crate_name))
+            .await
+            .unwrap()
+            .sha256
     }
 
-    pub async fn start(&self, module: &Sha256Hex, workflow_type: &str, id: &str, input: Value) -> RunId {
+    pub async fn start(
+        &self,
+        module: &Sha256Hex,
+        workflow_type: &str,
+        id: &str,
+        input: Value,
+    ) -> RunId {
         self.host
-            .start(StartRequest { workflow_id: id.into(), workflow_type: workflow_type.into(), input, module: module.clone() })
+            .start(StartRequest {
+                workflow_id: id.into(),
+                workflow_type: workflow_type.into(),
+                input,
+                module: module.clone(),
+            })
             .await
             .unwrap()
     }
 
     /// Waits (real time, bounded) until `check` holds for the run's record.
-    pub async fn until(&self, run: &RunId, what: &str, check: impl Fn(&RunRecord) -> bool) -> RunRecord {
+    pub async fn until(
+        &self,
+        run: &RunId,
+        what: &str,
+        check: impl Fn(&RunRecord) -> bool,
+    ) -> RunRecord {
         for _ in 0..400 {
             let r = self.host.describe(run).await.unwrap();
             if check(&r) {
@@ -136,7 +195,10 @@ impl TestHost {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("run {run} never reached: {what}; it is {:?}", self.host.describe(run).await.unwrap());
+        panic!(
+            "run {run} never reached: {what}; it is {:?}",
+            self.host.describe(run).await.unwrap()
+        );
     }
 
     /// Waits until the run's history has an event of this kind (the `n`th, counting from 1).
@@ -148,7 +210,15 @@ impl TestHost {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        let kinds: Vec<_> = self.host.history(run).await.unwrap().events().iter().map(|e| e.event.kind()).collect();
+        let kinds: Vec<_> = self
+            .host
+            .history(run)
+            .await
+            .unwrap()
+            .events()
+            .iter()
+            .map(|e| e.event.kind())
+            .collect();
         panic!("run {run} never recorded {kind} #{n}; history: {kinds:?}");
     }
 
