@@ -12,10 +12,10 @@
 //! [`GuestError`] and never stalls the host.
 //!
 //! ```no_run
-//! # async fn f(bytes: Vec<u8>) -> anyhow::Result<()> {
+//! # fn f(bytes: Vec<u8>) -> Result<(), weft::wasm::LoadError> {
 //! use weft::wasm::{EngineConfig, WasmEngine};
-//! let engine = WasmEngine::new(EngineConfig::default())?;
-//! let module = engine.load(&bytes)?;            // validated, compiled, cached
+//! let engine = WasmEngine::new(EngineConfig::default()).expect("an engine");
+//! let module = engine.load(&bytes)?; // validated, compiled, cached
 //! println!("loaded {}", module.sha256());
 //! # Ok(()) }
 //! ```
