@@ -18,7 +18,9 @@ use tokio::task::JoinHandle;
 #[derive(Clone, Debug)]
 pub struct HostConfig {
     /// Names this host in leases. A host restarted under the same id takes its
-    /// old leases back at once instead of waiting for them to expire.
+    /// old leases back at once instead of waiting for them to expire, so hosts
+    /// sharing one database must each have their own id. The default is the
+    /// machine's hostname.
     pub host_id: String,
     pub engine: EngineConfig,
     /// How long a claimed run stays this host's if the host goes silent.
@@ -38,7 +40,7 @@ pub struct HostConfig {
 impl Default for HostConfig {
     fn default() -> Self {
         Self {
-            host_id: "weft".into(),
+            host_id: default_host_id(),
             engine: EngineConfig::default(),
             run_lease: Duration::from_secs(30),
             default_start_to_close: Duration::from_secs(60),
@@ -49,6 +51,16 @@ impl Default for HostConfig {
             seed: None,
         }
     }
+}
+
+/// The machine's hostname: stable across restarts, distinct across machines.
+fn default_host_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "weft".into())
 }
 
 /// What went wrong with a request to the host. Each names the thing and the fix.

@@ -494,6 +494,18 @@ async fn bad_input_gets_clear_errors(backend: Backend) {
         .unwrap_err();
     assert!(matches!(err, HostError::UnknownModule(_)), "{err}");
 
+    let err = t
+        .host
+        .deploy("forbidden", "1", &common::guest("test-forbidden"))
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(&err, HostError::Load(weft::wasm::LoadError::ForbiddenImport { import, .. }) if import.starts_with("wasi:sockets/")),
+        "{message}"
+    );
+    assert!(message.contains("only through activities"), "{message}");
+
     let module = t.deploy("hello-workflow").await;
     let big = json!("x".repeat(3 << 20));
     let err = t
@@ -547,7 +559,37 @@ async fn bad_input_gets_clear_errors(backend: Backend) {
     t.stop().await;
 }
 
+/// An attempt that hangs is abandoned at its start-to-close timeout and
+/// retried by policy; the history records the attempt that succeeded.
+async fn a_hung_attempt_times_out_and_is_retried(backend: Backend) {
+    let mut a = Activities::new();
+    a.register("greet", |ctx: ActivityContext, name: String| async move {
+        if ctx.attempt == 1 {
+            std::future::pending::<()>().await;
+        }
+        Ok::<_, ActivityError>(format!("Hello, {name}!"))
+    });
+    let config = weft::HostConfig {
+        default_start_to_close: Duration::from_secs(10),
+        ..common::test_config()
+    };
+    let t = TestHost::with_config(backend, a, config).await;
+    let module = t.deploy("hello-workflow").await;
+    let run = t.start(&module, "hello", "hello-slow", json!("Ada")).await;
+    advance_until(&t, &run, "activity_completed", 1).await;
+    let record = t.finished(&run).await;
+    assert_eq!(record.output, Some(json!("Hello, Ada!")));
+    let history = t.host.history(&run).await.unwrap();
+    let attempt = history.events().iter().find_map(|e| match e.event {
+        Event::ActivityCompleted { attempt, .. } => Some(attempt),
+        _ => None,
+    });
+    assert_eq!(attempt, Some(2), "the first attempt timed out");
+    t.stop().await;
+}
+
 both_backends!(
+    a_hung_attempt_times_out_and_is_retried,
     hello_runs_and_replays,
     approval_approved_in_virtual_time,
     approval_times_out_after_seven_days,

@@ -28,6 +28,9 @@ CREATE TABLE runs (
     -- claim time as handled, so a wake-up that arrives mid-activation is kept.
     wakeups             BIGINT NOT NULL DEFAULT 1,
     handled_wakeups     BIGINT NOT NULL DEFAULT 0,
+    -- When the run last went from "nothing to do" to woken: claims take the
+    -- longest-waiting runs first, so that no run starves under load.
+    woken_at_ms         BIGINT NOT NULL DEFAULT 0,
     lease_owner         TEXT,
     lease_expires_at_ms BIGINT,
     -- Fencing token: incremented by every claim and by every lease taken over.
@@ -41,7 +44,7 @@ CREATE UNIQUE INDEX runs_open_workflow_id ON runs (workflow_id)
     WHERE status IN ('running', 'stuck');
 CREATE INDEX runs_workflow_id ON runs (workflow_id, created_at_ms);
 -- Runs woken and not yet activated: the claim's first source of work.
-CREATE INDEX runs_woken ON runs (run_id)
+CREATE INDEX runs_woken ON runs (woken_at_ms)
     WHERE status = 'running' AND wakeups > handled_wakeups;
 
 CREATE TABLE events (

@@ -22,6 +22,9 @@ CREATE TABLE runs (
     closed_at_ms        INTEGER,
     wakeups             INTEGER NOT NULL DEFAULT 1,
     handled_wakeups     INTEGER NOT NULL DEFAULT 0,
+    -- When the run last went from "nothing to do" to woken: claims take the
+    -- longest-waiting runs first, so that no run starves under load.
+    woken_at_ms         INTEGER NOT NULL DEFAULT 0,
     lease_owner         TEXT,
     lease_expires_at_ms INTEGER,
     lease_token         INTEGER NOT NULL DEFAULT 0,
@@ -31,7 +34,7 @@ CREATE TABLE runs (
 CREATE UNIQUE INDEX runs_open_workflow_id ON runs (workflow_id)
     WHERE status IN ('running', 'stuck');
 CREATE INDEX runs_workflow_id ON runs (workflow_id, created_at_ms);
-CREATE INDEX runs_woken ON runs (run_id)
+CREATE INDEX runs_woken ON runs (woken_at_ms)
     WHERE status = 'running' AND wakeups > handled_wakeups;
 
 CREATE TABLE events (

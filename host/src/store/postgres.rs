@@ -170,8 +170,8 @@ impl RunStore for PostgresStore {
             let inserted = sqlx::query(
                 "WITH r AS (
                      INSERT INTO runs (run_id, workflow_id, workflow_type, module_sha256, status, last_seq,
-                                       last_hash, created_at_ms, wakeups, handled_wakeups)
-                     VALUES ($1, $2, $3, $4, 'running', 1, $5, $6, 1, 0)
+                                       last_hash, created_at_ms, wakeups, handled_wakeups, woken_at_ms)
+                     VALUES ($1, $2, $3, $4, 'running', 1, $5, $6, 1, 0, $6)
                      RETURNING run_id)
                  INSERT INTO events (run_id, seq, kind, payload, recorded_at_ms, hash)
                  SELECT run_id, 1, $7, $8, $9, $5 FROM r",
@@ -257,15 +257,18 @@ impl RunStore for PostgresStore {
         // claim holds, so that two hosts never take the same run.
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
             "WITH woken AS (
-                 SELECT run_id FROM runs WHERE status = 'running' AND wakeups > handled_wakeups
-                 UNION
-                 SELECT run_id FROM timers WHERE fire_at_ms <= $2
+                 SELECT run_id, MIN(since) AS since FROM (
+                     SELECT run_id, woken_at_ms AS since FROM runs WHERE status = 'running' AND wakeups > handled_wakeups
+                     UNION ALL
+                     SELECT run_id, fire_at_ms FROM timers WHERE fire_at_ms <= $2
+                 ) candidates GROUP BY run_id
              ), c AS (
                  SELECT runs.run_id FROM runs JOIN woken ON woken.run_id = runs.run_id
                   WHERE runs.status = 'running'
                     AND (runs.lease_owner IS NULL OR runs.lease_expires_at_ms <= $2)
                     AND (runs.wakeups > runs.handled_wakeups
                          OR EXISTS (SELECT 1 FROM timers t WHERE t.run_id = runs.run_id AND t.fire_at_ms <= $2))
+                  ORDER BY woken.since
                   LIMIT $4
                   FOR UPDATE OF runs SKIP LOCKED
              )
@@ -542,7 +545,8 @@ impl ActivityStore for PostgresStore {
                     AND EXISTS (SELECT 1 FROM run)
                  RETURNING run_id
              ), w AS (
-                 UPDATE runs SET wakeups = wakeups + 1
+                 UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $7 ELSE woken_at_ms END,
+                                 wakeups = wakeups + 1
                   WHERE run_id = $1 AND $9::boolean AND EXISTS (SELECT 1 FROM t)
              )
              SELECT count(*) FROM t",
@@ -597,7 +601,8 @@ impl SignalStore for PostgresStore {
     ) -> StoreResult<i64> {
         let id: Option<i64> = sqlx::query_scalar(
             "WITH r AS (
-                 UPDATE runs SET wakeups = wakeups + 1
+                 UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $4 ELSE woken_at_ms END,
+                                 wakeups = wakeups + 1
                   WHERE run_id = $1 AND status IN ('running', 'stuck')
                  RETURNING run_id
              )

@@ -239,8 +239,8 @@ impl RunStore for SqliteStore {
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO runs (run_id, workflow_id, workflow_type, module_sha256, status, last_seq, last_hash,
-                               created_at_ms, wakeups, handled_wakeups)
-             VALUES ($1, $2, $3, $4, 'running', 1, $5, $6, 1, 0)",
+                               created_at_ms, wakeups, handled_wakeups, woken_at_ms)
+             VALUES ($1, $2, $3, $4, 'running', 1, $5, $6, 1, 0, $6)",
         )
         .bind(request.run_id.as_str())
         .bind(&request.workflow_id)
@@ -323,14 +323,17 @@ impl RunStore for SqliteStore {
                 SET lease_owner = $1, lease_expires_at_ms = $2 + $3,
                     lease_token = lease_token + 1, lease_wakeups = wakeups
               WHERE run_id IN (
-                    SELECT run_id FROM runs
-                     WHERE status = 'running' AND wakeups > handled_wakeups
-                       AND (lease_owner IS NULL OR lease_expires_at_ms <= $2)
-                    UNION
-                    SELECT r.run_id FROM timers t JOIN runs r ON r.run_id = t.run_id
-                     WHERE t.fire_at_ms <= $2 AND r.status = 'running'
-                       AND (r.lease_owner IS NULL OR r.lease_expires_at_ms <= $2)
-                    LIMIT $4)
+                    SELECT run_id FROM (
+                        SELECT run_id, woken_at_ms AS since FROM runs
+                         WHERE status = 'running' AND wakeups > handled_wakeups
+                           AND (lease_owner IS NULL OR lease_expires_at_ms <= $2)
+                        UNION ALL
+                        SELECT r.run_id, t.fire_at_ms FROM timers t JOIN runs r ON r.run_id = t.run_id
+                         WHERE t.fire_at_ms <= $2 AND r.status = 'running'
+                           AND (r.lease_owner IS NULL OR r.lease_expires_at_ms <= $2))
+                     GROUP BY run_id
+                     ORDER BY MIN(since)
+                     LIMIT $4)
              RETURNING run_id, lease_token, wakeups",
         )
         .bind(host_id)
@@ -618,8 +621,13 @@ impl ActivityStore for SqliteStore {
             return Err(rows::task_conflict(run_id, seq, now, lease_token));
         }
         if a.is_final {
-            sqlx::query("UPDATE runs SET wakeups = wakeups + 1 WHERE run_id = $1")
-                .bind(run_id.as_str())
+            sqlx::query(
+                "UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $2 ELSE woken_at_ms END,
+                                 wakeups = wakeups + 1
+                  WHERE run_id = $1",
+            )
+            .bind(run_id.as_str())
+            .bind(int(now_ms))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -654,9 +662,12 @@ impl SignalStore for SqliteStore {
     ) -> StoreResult<i64> {
         let mut tx = self.begin_write().await?;
         let woken = sqlx::query(
-            "UPDATE runs SET wakeups = wakeups + 1 WHERE run_id = $1 AND status IN ('running', 'stuck')",
+            "UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $2 ELSE woken_at_ms END,
+                             wakeups = wakeups + 1
+              WHERE run_id = $1 AND status IN ('running', 'stuck')",
         )
         .bind(run_id.as_str())
+        .bind(int(now_ms))
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -137,12 +137,16 @@ pub struct TestHost {
 
 impl TestHost {
     pub async fn new(backend: Backend, activities: Activities) -> Self {
+        Self::with_config(backend, activities, test_config()).await
+    }
+
+    pub async fn with_config(backend: Backend, activities: Activities, config: HostConfig) -> Self {
         let db = fresh_db(backend).await;
         let clock = ManualClock::new(START_MS);
         let host = Host::with_engine(
             db.store.clone(),
             activities,
-            test_config(),
+            config,
             Arc::new(clock.clone()),
             engine(),
         );
