@@ -295,12 +295,15 @@ impl Host {
             || format!("the input of workflow {:?}", request.workflow_id),
             &request.input,
         )?;
-        match self.inner.store.module_bytes(&request.module).await {
-            Ok(_) => {}
-            Err(StoreError::NotFound { .. }) => {
-                return Err(HostError::UnknownModule(request.module));
+        // A module this engine has loaded exists; only an unknown one costs a read.
+        if self.engine().loaded(&request.module).is_none() {
+            match self.inner.store.module_bytes(&request.module).await {
+                Ok(_) => {}
+                Err(StoreError::NotFound { .. }) => {
+                    return Err(HostError::UnknownModule(request.module));
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
         let run_id = RunId::from_random(
             (u128::from(self.inner.rng.next_u64()) << 64) | u128::from(self.inner.rng.next_u64()),
@@ -384,18 +387,27 @@ impl Host {
     /// Waits until the run is no longer running (completed, failed, or parked
     /// as stuck) and returns its record.
     pub async fn wait(&self, run_id: &RunId) -> Result<RunRecord, HostError> {
-        loop {
-            let closed = self.inner.wakeups.closed.notified();
-            let run = self.inner.store.run(run_id).await?;
+        let notify = self.inner.wakeups.on_close(run_id);
+        let result = loop {
+            let closed = notify.notified();
+            tokio::pin!(closed);
+            // Registered before the status is read, so a close in between is not missed.
+            closed.as_mut().enable();
+            let run = match self.inner.store.run(run_id).await {
+                Ok(run) => run,
+                Err(e) => break Err(e.into()),
+            };
             if run.status != RunStatus::Running {
-                return Ok(run);
+                break Ok(run);
             }
-            // Other hosts may close it: look again now and then.
+            // Another host may close it: look again now and then.
             tokio::select! {
                 () = closed => {}
-                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                () = tokio::time::sleep(self.inner.config.poll_interval) => {}
             }
-        }
+        };
+        self.inner.wakeups.forget_close(run_id, notify);
+        result
     }
 
     /// Replays a run's stored history against its module and gives the verdict.

@@ -14,7 +14,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 use crate::activity::run_attempt;
 use crate::host::HostInner;
 use crate::model::RunId;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, Semaphore, watch};
 
@@ -23,8 +23,35 @@ use tokio::sync::{Notify, Semaphore, watch};
 pub(crate) struct Wakeups {
     pub(crate) activations: Notify,
     pub(crate) activities: Notify,
-    /// Wakes everyone waiting for a run to close.
-    pub(crate) closed: Notify,
+    /// Per run with someone waiting for it to stop running: wakes only them.
+    closed: Mutex<HashMap<RunId, Arc<Notify>>>,
+}
+
+impl Wakeups {
+    /// The notification that fires when `run` stops running on this host.
+    pub(crate) fn on_close(&self, run: &RunId) -> Arc<Notify> {
+        self.closed
+            .lock()
+            .expect("wake-ups poisoned")
+            .entry(run.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets `run`'s notification once its last waiter is gone.
+    pub(crate) fn forget_close(&self, run: &RunId, notify: Arc<Notify>) {
+        let mut map = self.closed.lock().expect("wake-ups poisoned");
+        // One reference is the map's, one is the caller's: nobody else waits.
+        if Arc::strong_count(&notify) <= 2 {
+            map.remove(run);
+        }
+    }
+
+    pub(crate) fn run_closed(&self, run: &RunId) {
+        if let Some(n) = self.closed.lock().expect("wake-ups poisoned").get(run) {
+            n.notify_waiters();
+        }
+    }
 }
 
 /// Claims runs that need an activation and drives them, a bounded number at a time.
@@ -75,7 +102,7 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
                             host.wakeups.activities.notify_one();
                         }
                         if report.closed {
-                            host.wakeups.closed.notify_waiters();
+                            host.wakeups.run_closed(&claim.run_id);
                         }
                     }
                     Err(e) => {

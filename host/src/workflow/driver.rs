@@ -32,6 +32,7 @@ struct Warm {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct ActivationReport {
     pub(crate) new_activities: usize,
+    /// The run stopped running: it completed, failed, or was parked.
     pub(crate) closed: bool,
 }
 
@@ -185,7 +186,10 @@ impl Driver {
                 Ok(w) => w,
                 Err(e) => {
                     self.park(claim, &e).await?;
-                    return Ok(ActivationReport::default());
+                    return Ok(ActivationReport {
+                        closed: true,
+                        ..ActivationReport::default()
+                    });
                 }
             },
         };
@@ -208,7 +212,10 @@ impl Driver {
                 let at_event = run.last_seq + 1;
                 self.park(claim, &ReplayError::Guest { at_event, error })
                     .await?;
-                return Ok(ActivationReport::default());
+                return Ok(ActivationReport {
+                    closed: true,
+                    ..ActivationReport::default()
+                });
             }
         };
 
