@@ -29,7 +29,8 @@ CREATE TABLE runs (
     wakeups             BIGINT NOT NULL DEFAULT 1,
     handled_wakeups     BIGINT NOT NULL DEFAULT 0,
     lease_owner         TEXT,
-    lease_expires_at_ms BIGINT,
+    -- 0 while no host holds the run, so that free and expired leases are one index range.
+    lease_expires_at_ms BIGINT NOT NULL DEFAULT 0,
     -- Fencing token: incremented by every claim and by every lease taken over.
     lease_token         BIGINT NOT NULL DEFAULT 0,
     -- `wakeups` as read by the current claim.
@@ -40,9 +41,12 @@ CREATE TABLE runs (
 CREATE UNIQUE INDEX runs_open_workflow_id ON runs (workflow_id)
     WHERE status IN ('running', 'stuck');
 CREATE INDEX runs_workflow_id ON runs (workflow_id, created_at_ms);
--- Runs woken and not yet activated: the claim's first source of work.
-CREATE INDEX runs_woken ON runs (run_id)
+-- Runs woken and not yet activated, by lease expiry: the claim's first source
+-- of work, read as the range of free and expired leases.
+CREATE INDEX runs_woken ON runs (lease_expires_at_ms)
     WHERE status = 'running' AND wakeups > handled_wakeups;
+-- The runs a host holds (a host claiming its own runs again, reclaiming them on restart).
+CREATE INDEX runs_lease_owner ON runs (lease_owner) WHERE lease_owner IS NOT NULL;
 
 CREATE TABLE events (
     run_id         TEXT NOT NULL,
@@ -81,6 +85,10 @@ CREATE TABLE activity_tasks (
     PRIMARY KEY (run_id, seq)
 );
 
+-- Claiming in visibility order: through the first index when the claimer takes
+-- most names (a host running its own activities), the second for a rare name.
+CREATE INDEX activity_tasks_due ON activity_tasks (visible_at_ms)
+    WHERE status IN ('scheduled', 'running');
 CREATE INDEX activity_tasks_claim ON activity_tasks (name, visible_at_ms)
     WHERE status IN ('scheduled', 'running');
 CREATE INDEX activity_tasks_resolved ON activity_tasks (run_id, resolved_at_ms, seq)

@@ -84,6 +84,7 @@ macro_rules! conformance_tests {
             claim_takes_a_new_run_once,
             claim_skips_idle_runs_and_future_timers,
             claim_takes_a_signalled_run,
+            claim_returns_each_run_once,
             claim_waits_for_another_hosts_lease_to_expire,
             reclaiming_an_own_lease_raises_the_token,
             claim_honours_the_limit,
@@ -655,6 +656,30 @@ pub async fn claim_takes_a_signalled_run(store: &dyn Store) {
         .expect("send_signal");
     let claim = claim_only(store, "host-a", T0 + 3, &run).await;
     assert_eq!(claim.observed_wakeups, 2);
+}
+
+pub async fn claim_returns_each_run_once(store: &dyn Store) {
+    let mut run = Run::start(store, "wf-many-reasons", T0).await;
+    run.activate(store, T0, |run, c| {
+        for seq in 1..=3 {
+            start_timer_in(run, c, seq, T0 + 10);
+        }
+    })
+    .await;
+    store
+        .send_signal(&run.id, "poke", Value::Null, T0 + 1)
+        .await
+        .expect("send_signal");
+    let claims = store
+        .claim_runs("host-a", T0 + 20, LEASE, 10)
+        .await
+        .expect("claim_runs");
+    assert_eq!(
+        claims.len(),
+        1,
+        "three due timers and a signal make one claim: {claims:?}"
+    );
+    assert_eq!(claims[0].run_id, run.id);
 }
 
 pub async fn claim_waits_for_another_hosts_lease_to_expire(store: &dyn Store) {

@@ -31,6 +31,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 /// Connections per store: Postgres commits best from a handful of connections at once.
 const POOL_SIZE: u32 = 8;
 
+/// Candidates read per run to claim, so that concurrent claims find runs past each other's.
+const CLAIM_OVERFETCH: i64 = 4;
+
 /// How often `create_run` retries when the open run that blocked it closes before it could be named.
 const CREATE_ATTEMPTS: usize = 3;
 
@@ -252,18 +255,32 @@ impl RunStore for PostgresStore {
         lease_ms: u64,
         limit: u32,
     ) -> StoreResult<Vec<RunClaim>> {
-        // `woken` finds candidates through indexes (the woken runs, the due
-        // timers); `c` re-checks each under its row lock, skipping rows another
-        // claim holds, so that two hosts never take the same run.
+        // Candidates come from three short index ranges, each read in order and
+        // cut off early whatever the backlog: woken runs whose lease is free or
+        // expired (longest free first), runs with a due timer (earliest first),
+        // and runs this host holds. Taking from both of the first two keeps
+        // either from starving the other. `c` re-checks each candidate under its
+        // row lock and skips rows another claim is locking, so two hosts never
+        // take the same run; fetching a few more candidates than `limit` lets a
+        // host step past the rows a concurrent claim just took.
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "WITH woken AS (
-                 SELECT run_id FROM runs WHERE status = 'running' AND wakeups > handled_wakeups
+            "WITH candidates AS (
+                 (SELECT run_id FROM runs
+                   WHERE status = 'running' AND wakeups > handled_wakeups AND lease_expires_at_ms <= $2
+                   ORDER BY lease_expires_at_ms
+                   LIMIT $5)
                  UNION
-                 SELECT run_id FROM timers WHERE fire_at_ms <= $2
+                 (SELECT t.run_id FROM timers t JOIN runs r ON r.run_id = t.run_id
+                   WHERE t.fire_at_ms <= $2 AND r.status = 'running'
+                     AND (r.lease_expires_at_ms <= $2 OR r.lease_owner = $1)
+                   ORDER BY t.fire_at_ms
+                   LIMIT $5)
+                 UNION
+                 (SELECT run_id FROM runs WHERE lease_owner = $1 AND status = 'running' LIMIT $5)
              ), c AS (
-                 SELECT runs.run_id FROM runs JOIN woken ON woken.run_id = runs.run_id
+                 SELECT runs.run_id FROM runs JOIN candidates ON candidates.run_id = runs.run_id
                   WHERE runs.status = 'running'
-                    AND (runs.lease_owner IS NULL OR runs.lease_expires_at_ms <= $2 OR runs.lease_owner = $1)
+                    AND (runs.lease_expires_at_ms <= $2 OR runs.lease_owner = $1)
                     AND (runs.wakeups > runs.handled_wakeups
                          OR EXISTS (SELECT 1 FROM timers t WHERE t.run_id = runs.run_id AND t.fire_at_ms <= $2))
                   LIMIT $4
@@ -280,6 +297,7 @@ impl RunStore for PostgresStore {
         .bind(int(now_ms))
         .bind(int(lease_ms))
         .bind(i64::from(limit))
+        .bind(i64::from(limit).saturating_mul(CLAIM_OVERFETCH))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -321,7 +339,7 @@ impl RunStore for PostgresStore {
             "WITH r AS (
                  UPDATE runs
                     SET last_seq = $4, last_hash = $5, handled_wakeups = $6,
-                        lease_owner = NULL, lease_expires_at_ms = NULL,
+                        lease_owner = NULL, lease_expires_at_ms = 0,
                         status = $7, output = $8, failure = $9, closed_at_ms = $10
                   WHERE run_id = $1 AND lease_token = $2 AND last_seq = $3 AND status = 'running'
                  RETURNING run_id
@@ -407,7 +425,7 @@ impl RunStore for PostgresStore {
         // See the SQLite backend's `RELEASE_SQL` for why handled_wakeups may move here.
         let updated = sqlx::query(
             "UPDATE runs
-                SET lease_owner = NULL, lease_expires_at_ms = NULL,
+                SET lease_owner = NULL, lease_expires_at_ms = 0,
                     handled_wakeups = CASE
                         WHEN last_seq > 1
                          AND NOT EXISTS (SELECT 1 FROM activity_tasks a
@@ -432,7 +450,7 @@ impl RunStore for PostgresStore {
 
     async fn park_run(&self, run_id: &RunId, lease_token: i64, reason: Value) -> StoreResult<()> {
         let updated = sqlx::query(
-            "UPDATE runs SET status = 'stuck', stuck = $3, lease_owner = NULL, lease_expires_at_ms = NULL
+            "UPDATE runs SET status = 'stuck', stuck = $3, lease_owner = NULL, lease_expires_at_ms = 0
               WHERE run_id = $1 AND lease_token = $2 AND status = 'running'",
         )
         .bind(run_id.as_str())
@@ -461,7 +479,7 @@ impl RunStore for PostgresStore {
     async fn reclaim_leases(&self, host_id: &str) -> StoreResult<u64> {
         let freed: i64 = sqlx::query_scalar(
             "WITH r AS (
-                 UPDATE runs SET lease_owner = NULL, lease_expires_at_ms = NULL, lease_token = lease_token + 1
+                 UPDATE runs SET lease_owner = NULL, lease_expires_at_ms = 0, lease_token = lease_token + 1
                   WHERE lease_owner = $1
                  RETURNING 1
              ), t AS (

@@ -323,13 +323,22 @@ impl RunStore for SqliteStore {
                 SET lease_owner = $1, lease_expires_at_ms = $2 + $3,
                     lease_token = lease_token + 1, lease_wakeups = wakeups
               WHERE run_id IN (
-                    SELECT run_id FROM runs
-                     WHERE status = 'running' AND wakeups > handled_wakeups
-                       AND (lease_owner IS NULL OR lease_expires_at_ms <= $2 OR lease_owner = $1)
+                    SELECT run_id FROM (
+                        SELECT run_id FROM runs
+                         WHERE status = 'running' AND wakeups > handled_wakeups AND lease_expires_at_ms <= $2
+                         ORDER BY lease_expires_at_ms LIMIT $4)
                     UNION
-                    SELECT r.run_id FROM timers t JOIN runs r ON r.run_id = t.run_id
-                     WHERE t.fire_at_ms <= $2 AND r.status = 'running'
-                       AND (r.lease_owner IS NULL OR r.lease_expires_at_ms <= $2 OR r.lease_owner = $1)
+                    SELECT run_id FROM (
+                        SELECT t.run_id FROM timers t JOIN runs r ON r.run_id = t.run_id
+                         WHERE t.fire_at_ms <= $2 AND r.status = 'running'
+                           AND (r.lease_expires_at_ms <= $2 OR r.lease_owner = $1)
+                         ORDER BY t.fire_at_ms LIMIT $4)
+                    UNION
+                    SELECT run_id FROM (
+                        SELECT run_id FROM runs WHERE lease_owner = $1 AND status = 'running'
+                           AND (wakeups > handled_wakeups
+                                OR EXISTS (SELECT 1 FROM timers t WHERE t.run_id = runs.run_id AND t.fire_at_ms <= $2))
+                         LIMIT $4)
                     LIMIT $4)
              RETURNING run_id, lease_token, wakeups",
         )
@@ -376,7 +385,7 @@ impl RunStore for SqliteStore {
         let updated = sqlx::query(
             "UPDATE runs
                 SET last_seq = $4, last_hash = $5, handled_wakeups = $6,
-                    lease_owner = NULL, lease_expires_at_ms = NULL,
+                    lease_owner = NULL, lease_expires_at_ms = 0,
                     status = $7, output = $8, failure = $9, closed_at_ms = $10
               WHERE run_id = $1 AND lease_token = $2 AND last_seq = $3 AND status = 'running'",
         )
@@ -473,7 +482,7 @@ impl RunStore for SqliteStore {
     async fn park_run(&self, run_id: &RunId, lease_token: i64, reason: Value) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
-            "UPDATE runs SET status = 'stuck', stuck = $3, lease_owner = NULL, lease_expires_at_ms = NULL
+            "UPDATE runs SET status = 'stuck', stuck = $3, lease_owner = NULL, lease_expires_at_ms = 0
               WHERE run_id = $1 AND lease_token = $2 AND status = 'running'",
         )
         .bind(run_id.as_str())
@@ -503,7 +512,7 @@ impl RunStore for SqliteStore {
     async fn reclaim_leases(&self, host_id: &str) -> StoreResult<u64> {
         let mut tx = self.begin_write().await?;
         let runs = sqlx::query(
-            "UPDATE runs SET lease_owner = NULL, lease_expires_at_ms = NULL, lease_token = lease_token + 1
+            "UPDATE runs SET lease_owner = NULL, lease_expires_at_ms = 0, lease_token = lease_token + 1
               WHERE lease_owner = $1",
         )
         .bind(host_id)
@@ -527,7 +536,7 @@ impl RunStore for SqliteStore {
 /// read) would make the run claimable forever with nothing to do.
 const RELEASE_SQL: &str = "
     UPDATE runs
-       SET lease_owner = NULL, lease_expires_at_ms = NULL,
+       SET lease_owner = NULL, lease_expires_at_ms = 0,
            handled_wakeups = CASE
                WHEN last_seq > 1
                 AND NOT EXISTS (SELECT 1 FROM activity_tasks a
