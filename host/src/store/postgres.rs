@@ -262,7 +262,9 @@ impl RunStore for PostgresStore {
         // either from starving the other. `c` re-checks each candidate under its
         // row lock and skips rows another claim is locking, so two hosts never
         // take the same run; fetching a few more candidates than `limit` lets a
-        // host step past the rows a concurrent claim just took.
+        // host step past the rows a concurrent claim just took. The candidates
+        // are looked up as an array of keys so that even a generic plan of this
+        // prepared statement reads them by primary key, never by a scan.
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
             "WITH candidates AS (
                  (SELECT run_id FROM runs
@@ -278,13 +280,14 @@ impl RunStore for PostgresStore {
                  UNION
                  (SELECT run_id FROM runs WHERE lease_owner = $1 AND status = 'running' LIMIT $5)
              ), c AS (
-                 SELECT runs.run_id FROM runs JOIN candidates ON candidates.run_id = runs.run_id
-                  WHERE runs.status = 'running'
-                    AND (runs.lease_expires_at_ms <= $2 OR runs.lease_owner = $1)
-                    AND (runs.wakeups > runs.handled_wakeups
+                 SELECT run_id FROM runs
+                  WHERE run_id = ANY (ARRAY (SELECT run_id FROM candidates))
+                    AND status = 'running'
+                    AND (lease_expires_at_ms <= $2 OR lease_owner = $1)
+                    AND (wakeups > handled_wakeups
                          OR EXISTS (SELECT 1 FROM timers t WHERE t.run_id = runs.run_id AND t.fire_at_ms <= $2))
                   LIMIT $4
-                  FOR UPDATE OF runs SKIP LOCKED
+                  FOR UPDATE SKIP LOCKED
              )
              UPDATE runs
                 SET lease_owner = $1, lease_expires_at_ms = $2::bigint + $3::bigint,
