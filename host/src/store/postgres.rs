@@ -37,7 +37,11 @@ const CLAIM_OVERFETCH: i64 = 4;
 /// How often `create_run` retries when the open run that blocked it closes before it could be named.
 const CREATE_ATTEMPTS: usize = 3;
 
-/// A store in a Postgres database. See the [module docs](self).
+/// A store in a Postgres database, shared by any number of hosts.
+///
+/// Every operation is one statement (one round trip, one transaction); work is
+/// claimed with `FOR UPDATE SKIP LOCKED` and fenced by lease tokens. The pool
+/// holds up to eight connections.
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,

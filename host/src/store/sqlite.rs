@@ -36,7 +36,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 /// Rows per multi-row `INSERT`, well under SQLite's limit of bound parameters.
 const ROWS_PER_INSERT: usize = 200;
 
-/// A store in one SQLite file. See the [module docs](self).
+/// A store in one SQLite file (WAL, `synchronous=NORMAL`): the embedded default.
+///
+/// One connection writes, so writes queue in the process instead of contending
+/// for the file lock; a few more connections read beside it.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     /// The one connection that writes.
