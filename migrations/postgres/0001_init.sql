@@ -32,7 +32,8 @@ CREATE TABLE runs (
     -- longest-waiting runs first, so that no run starves under load.
     woken_at_ms         BIGINT NOT NULL DEFAULT 0,
     lease_owner         TEXT,
-    lease_expires_at_ms BIGINT,
+    -- 0 while no host holds the run, so that free and expired leases are one index range.
+    lease_expires_at_ms BIGINT NOT NULL DEFAULT 0,
     -- Fencing token: incremented by every claim and by every lease taken over.
     lease_token         BIGINT NOT NULL DEFAULT 0,
     -- `wakeups` as read by the current claim.
@@ -43,9 +44,11 @@ CREATE TABLE runs (
 CREATE UNIQUE INDEX runs_open_workflow_id ON runs (workflow_id)
     WHERE status IN ('running', 'stuck');
 CREATE INDEX runs_workflow_id ON runs (workflow_id, created_at_ms);
--- Runs woken and not yet activated: the claim's first source of work.
+-- Runs woken and not yet activated, longest-waiting first: the claim's first source of work.
 CREATE INDEX runs_woken ON runs (woken_at_ms)
     WHERE status = 'running' AND wakeups > handled_wakeups;
+-- The runs a host holds (reclaimed when the host restarts).
+CREATE INDEX runs_lease_owner ON runs (lease_owner) WHERE lease_owner IS NOT NULL;
 
 CREATE TABLE events (
     run_id         TEXT NOT NULL,
@@ -84,6 +87,10 @@ CREATE TABLE activity_tasks (
     PRIMARY KEY (run_id, seq)
 );
 
+-- Claiming in visibility order: through the first index when the claimer takes
+-- most names (a host running its own activities), the second for a rare name.
+CREATE INDEX activity_tasks_due ON activity_tasks (visible_at_ms)
+    WHERE status IN ('scheduled', 'running');
 CREATE INDEX activity_tasks_claim ON activity_tasks (name, visible_at_ms)
     WHERE status IN ('scheduled', 'running');
 CREATE INDEX activity_tasks_resolved ON activity_tasks (run_id, resolved_at_ms, seq)

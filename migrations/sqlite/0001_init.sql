@@ -26,7 +26,7 @@ CREATE TABLE runs (
     -- longest-waiting runs first, so that no run starves under load.
     woken_at_ms         INTEGER NOT NULL DEFAULT 0,
     lease_owner         TEXT,
-    lease_expires_at_ms INTEGER,
+    lease_expires_at_ms INTEGER NOT NULL DEFAULT 0,
     lease_token         INTEGER NOT NULL DEFAULT 0,
     lease_wakeups       INTEGER NOT NULL DEFAULT 0
 ) STRICT;
@@ -36,6 +36,7 @@ CREATE UNIQUE INDEX runs_open_workflow_id ON runs (workflow_id)
 CREATE INDEX runs_workflow_id ON runs (workflow_id, created_at_ms);
 CREATE INDEX runs_woken ON runs (woken_at_ms)
     WHERE status = 'running' AND wakeups > handled_wakeups;
+CREATE INDEX runs_lease_owner ON runs (lease_owner) WHERE lease_owner IS NOT NULL;
 
 CREATE TABLE events (
     run_id         TEXT NOT NULL,
@@ -68,6 +69,8 @@ CREATE TABLE activity_tasks (
     PRIMARY KEY (run_id, seq)
 ) STRICT;
 
+CREATE INDEX activity_tasks_due ON activity_tasks (visible_at_ms)
+    WHERE status IN ('scheduled', 'running');
 CREATE INDEX activity_tasks_claim ON activity_tasks (name, visible_at_ms)
     WHERE status IN ('scheduled', 'running');
 CREATE INDEX activity_tasks_resolved ON activity_tasks (run_id, resolved_at_ms, seq)

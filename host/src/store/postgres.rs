@@ -31,10 +31,17 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 /// Connections per store: Postgres commits best from a handful of connections at once.
 const POOL_SIZE: u32 = 8;
 
+/// Candidates read per run to claim, so that concurrent claims find runs past each other's.
+const CLAIM_OVERFETCH: i64 = 4;
+
 /// How often `create_run` retries when the open run that blocked it closes before it could be named.
 const CREATE_ATTEMPTS: usize = 3;
 
-/// A store in a Postgres database. See the [module docs](self).
+/// A store in a Postgres database, shared by any number of hosts.
+///
+/// Every operation is one statement (one round trip, one transaction); work is
+/// claimed with `FOR UPDATE SKIP LOCKED` and fenced by lease tokens. The pool
+/// holds up to eight connections.
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
@@ -252,25 +259,39 @@ impl RunStore for PostgresStore {
         lease_ms: u64,
         limit: u32,
     ) -> StoreResult<Vec<RunClaim>> {
-        // `woken` finds candidates through indexes (the woken runs, the due
-        // timers); `c` re-checks each under its row lock, skipping rows another
-        // claim holds, so that two hosts never take the same run.
+        // Candidates come from two short index ranges, each read in order and
+        // cut off early whatever the backlog: woken runs whose lease is free or
+        // expired (longest woken first), and runs with a due timer (earliest
+        // first). Taking from both keeps either from starving the other. A run
+        // whose lease is live — even this host's own, mid-activation — is never
+        // a candidate. `c` re-checks each candidate under its
+        // row lock and skips rows another claim is locking, so two hosts never
+        // take the same run; fetching a few more candidates than `limit` lets a
+        // host step past the rows a concurrent claim just took. The candidates
+        // are looked up as an array of keys so that even a generic plan of this
+        // prepared statement reads them by primary key, never by a scan.
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "WITH woken AS (
-                 SELECT run_id, MIN(since) AS since FROM (
-                     SELECT run_id, woken_at_ms AS since FROM runs WHERE status = 'running' AND wakeups > handled_wakeups
-                     UNION ALL
-                     SELECT run_id, fire_at_ms FROM timers WHERE fire_at_ms <= $2
-                 ) candidates GROUP BY run_id
+            "WITH candidates AS (
+                 (SELECT run_id FROM runs
+                   WHERE status = 'running' AND wakeups > handled_wakeups AND lease_expires_at_ms <= $2
+                   ORDER BY woken_at_ms
+                   LIMIT $5)
+                 UNION
+                 (SELECT t.run_id FROM timers t JOIN runs r ON r.run_id = t.run_id
+                   WHERE t.fire_at_ms <= $2 AND r.status = 'running' AND r.lease_expires_at_ms <= $2
+                   ORDER BY t.fire_at_ms
+                   LIMIT $5)
              ), c AS (
-                 SELECT runs.run_id FROM runs JOIN woken ON woken.run_id = runs.run_id
-                  WHERE runs.status = 'running'
-                    AND (runs.lease_owner IS NULL OR runs.lease_expires_at_ms <= $2)
-                    AND (runs.wakeups > runs.handled_wakeups
+                 SELECT run_id FROM runs
+                  WHERE run_id = ANY (ARRAY (SELECT run_id FROM candidates))
+                    AND status = 'running'
+                    AND lease_expires_at_ms <= $2
+                    AND (wakeups > handled_wakeups
                          OR EXISTS (SELECT 1 FROM timers t WHERE t.run_id = runs.run_id AND t.fire_at_ms <= $2))
-                  ORDER BY woken.since
+                  ORDER BY CASE WHEN wakeups > handled_wakeups THEN woken_at_ms
+                                ELSE (SELECT min(t.fire_at_ms) FROM timers t WHERE t.run_id = runs.run_id) END
                   LIMIT $4
-                  FOR UPDATE OF runs SKIP LOCKED
+                  FOR UPDATE SKIP LOCKED
              )
              UPDATE runs
                 SET lease_owner = $1, lease_expires_at_ms = $2::bigint + $3::bigint,
@@ -283,6 +304,7 @@ impl RunStore for PostgresStore {
         .bind(int(now_ms))
         .bind(int(lease_ms))
         .bind(i64::from(limit))
+        .bind(i64::from(limit).saturating_mul(CLAIM_OVERFETCH))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -324,7 +346,7 @@ impl RunStore for PostgresStore {
             "WITH r AS (
                  UPDATE runs
                     SET last_seq = $4, last_hash = $5, handled_wakeups = $6,
-                        lease_owner = NULL, lease_expires_at_ms = NULL,
+                        lease_owner = NULL, lease_expires_at_ms = 0,
                         status = $7, output = $8, failure = $9, closed_at_ms = $10
                   WHERE run_id = $1 AND lease_token = $2 AND last_seq = $3 AND status = 'running'
                  RETURNING run_id
@@ -410,7 +432,7 @@ impl RunStore for PostgresStore {
         // See the SQLite backend's `RELEASE_SQL` for why handled_wakeups may move here.
         let updated = sqlx::query(
             "UPDATE runs
-                SET lease_owner = NULL, lease_expires_at_ms = NULL,
+                SET lease_owner = NULL, lease_expires_at_ms = 0,
                     handled_wakeups = CASE
                         WHEN last_seq > 1
                          AND NOT EXISTS (SELECT 1 FROM activity_tasks a
@@ -435,7 +457,7 @@ impl RunStore for PostgresStore {
 
     async fn park_run(&self, run_id: &RunId, lease_token: i64, reason: Value) -> StoreResult<()> {
         let updated = sqlx::query(
-            "UPDATE runs SET status = 'stuck', stuck = $3, lease_owner = NULL, lease_expires_at_ms = NULL
+            "UPDATE runs SET status = 'stuck', stuck = $3, lease_owner = NULL, lease_expires_at_ms = 0
               WHERE run_id = $1 AND lease_token = $2 AND status = 'running'",
         )
         .bind(run_id.as_str())
@@ -464,7 +486,7 @@ impl RunStore for PostgresStore {
     async fn reclaim_leases(&self, host_id: &str) -> StoreResult<u64> {
         let freed: i64 = sqlx::query_scalar(
             "WITH r AS (
-                 UPDATE runs SET lease_owner = NULL, lease_expires_at_ms = NULL, lease_token = lease_token + 1
+                 UPDATE runs SET lease_owner = NULL, lease_expires_at_ms = 0, lease_token = lease_token + 1
                   WHERE lease_owner = $1
                  RETURNING 1
              ), t AS (

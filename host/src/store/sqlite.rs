@@ -36,7 +36,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 /// Rows per multi-row `INSERT`, well under SQLite's limit of bound parameters.
 const ROWS_PER_INSERT: usize = 200;
 
-/// A store in one SQLite file. See the [module docs](self).
+/// A store in one SQLite file (WAL, `synchronous=NORMAL`): the embedded default.
+///
+/// One connection writes, so writes queue in the process instead of contending
+/// for the file lock; a few more connections read beside it.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     /// The one connection that writes.
@@ -324,16 +327,15 @@ impl RunStore for SqliteStore {
                     lease_token = lease_token + 1, lease_wakeups = wakeups
               WHERE run_id IN (
                     SELECT run_id FROM (
-                        SELECT run_id, woken_at_ms AS since FROM runs
-                         WHERE status = 'running' AND wakeups > handled_wakeups
-                           AND (lease_owner IS NULL OR lease_expires_at_ms <= $2)
-                        UNION ALL
-                        SELECT r.run_id, t.fire_at_ms FROM timers t JOIN runs r ON r.run_id = t.run_id
-                         WHERE t.fire_at_ms <= $2 AND r.status = 'running'
-                           AND (r.lease_owner IS NULL OR r.lease_expires_at_ms <= $2))
-                     GROUP BY run_id
-                     ORDER BY MIN(since)
-                     LIMIT $4)
+                        SELECT run_id FROM runs
+                         WHERE status = 'running' AND wakeups > handled_wakeups AND lease_expires_at_ms <= $2
+                         ORDER BY woken_at_ms LIMIT $4)
+                    UNION
+                    SELECT run_id FROM (
+                        SELECT t.run_id FROM timers t JOIN runs r ON r.run_id = t.run_id
+                         WHERE t.fire_at_ms <= $2 AND r.status = 'running' AND r.lease_expires_at_ms <= $2
+                         ORDER BY t.fire_at_ms LIMIT $4)
+                    LIMIT $4)
              RETURNING run_id, lease_token, wakeups",
         )
         .bind(host_id)
@@ -379,7 +381,7 @@ impl RunStore for SqliteStore {
         let updated = sqlx::query(
             "UPDATE runs
                 SET last_seq = $4, last_hash = $5, handled_wakeups = $6,
-                    lease_owner = NULL, lease_expires_at_ms = NULL,
+                    lease_owner = NULL, lease_expires_at_ms = 0,
                     status = $7, output = $8, failure = $9, closed_at_ms = $10
               WHERE run_id = $1 AND lease_token = $2 AND last_seq = $3 AND status = 'running'",
         )
@@ -476,7 +478,7 @@ impl RunStore for SqliteStore {
     async fn park_run(&self, run_id: &RunId, lease_token: i64, reason: Value) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
-            "UPDATE runs SET status = 'stuck', stuck = $3, lease_owner = NULL, lease_expires_at_ms = NULL
+            "UPDATE runs SET status = 'stuck', stuck = $3, lease_owner = NULL, lease_expires_at_ms = 0
               WHERE run_id = $1 AND lease_token = $2 AND status = 'running'",
         )
         .bind(run_id.as_str())
@@ -506,7 +508,7 @@ impl RunStore for SqliteStore {
     async fn reclaim_leases(&self, host_id: &str) -> StoreResult<u64> {
         let mut tx = self.begin_write().await?;
         let runs = sqlx::query(
-            "UPDATE runs SET lease_owner = NULL, lease_expires_at_ms = NULL, lease_token = lease_token + 1
+            "UPDATE runs SET lease_owner = NULL, lease_expires_at_ms = 0, lease_token = lease_token + 1
               WHERE lease_owner = $1",
         )
         .bind(host_id)
@@ -530,7 +532,7 @@ impl RunStore for SqliteStore {
 /// read) would make the run claimable forever with nothing to do.
 const RELEASE_SQL: &str = "
     UPDATE runs
-       SET lease_owner = NULL, lease_expires_at_ms = NULL,
+       SET lease_owner = NULL, lease_expires_at_ms = 0,
            handled_wakeups = CASE
                WHEN last_seq > 1
                 AND NOT EXISTS (SELECT 1 FROM activity_tasks a
