@@ -293,6 +293,7 @@ async fn host_killed_at_five_points_carries_on(backend: Backend) {
         s.client.replay(&run).await.unwrap(),
         weft::workflow::ReplayVerdict::Identical { .. }
     ));
+    s.db.drop().await;
 }
 
 both_backends!(host_killed_at_five_points_carries_on);

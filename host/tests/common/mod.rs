@@ -91,6 +91,23 @@ pub async fn fresh_db(backend: Backend) -> Db {
     }
 }
 
+impl Db {
+    /// Drops the test's Postgres schema (nothing to do for SQLite: the file goes with its directory).
+    pub async fn drop(&self) {
+        let Some(schema) = &self.schema else { return };
+        let pool = sqlx::PgPool::connect(&self.url)
+            .await
+            .expect("connect to drop the schema");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA \"{schema}\" CASCADE"
+        )))
+        .execute(&pool)
+        .await
+        .expect("drop the test schema");
+        pool.close().await;
+    }
+}
+
 /// Reopens the same database as a new connection pool (what a restarted process does).
 pub async fn reopen(db: &Db) -> Arc<dyn Store> {
     match &db.schema {
@@ -249,6 +266,7 @@ impl TestHost {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
+        self.db.drop().await;
     }
 }
 
