@@ -588,7 +588,53 @@ async fn a_hung_attempt_times_out_and_is_retried(backend: Backend) {
     t.stop().await;
 }
 
+/// More waiting runs than instance slots: idle warm instances make room
+/// (their runs replay when they next activate) and every run finishes.
+async fn a_full_instance_pool_evicts_idle_runs(backend: Backend) {
+    let calls = Calls::default();
+    let config = weft::wasm::EngineConfig {
+        pooled_instances: 4,
+        ..weft::wasm::EngineConfig::default()
+    };
+    let engine = Arc::new(weft::wasm::WasmEngine::new(config).unwrap());
+    let t = TestHost::with_engine(
+        backend,
+        step_activities(&calls),
+        common::test_config(),
+        engine,
+    )
+    .await;
+    let module = t.deploy("test-scenarios").await;
+    let mut runs = Vec::new();
+    for i in 0..8 {
+        let run = t
+            .start(
+                &module,
+                "steps",
+                &format!("pool-{i}"),
+                json!({ "label": "p", "timer_ms": 1_000 }),
+            )
+            .await;
+        t.until_event(&run, "timer_started", 1).await;
+        runs.push(run);
+    }
+    for run in &runs {
+        t.host.signal(run, "go", json!("ok")).await.unwrap();
+    }
+    for _ in 0..3 {
+        t.clock.advance(Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for run in &runs {
+        t.clock.advance(Duration::from_secs(2));
+        let record = t.finished(run).await;
+        assert_eq!(record.status, RunStatus::Completed, "{record:?}");
+    }
+    t.stop().await;
+}
+
 both_backends!(
+    a_full_instance_pool_evicts_idle_runs,
     a_hung_attempt_times_out_and_is_retried,
     hello_runs_and_replays,
     approval_approved_in_virtual_time,

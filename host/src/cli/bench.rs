@@ -40,7 +40,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value = "333")]
     chain: u32,
     /// Replays of that history.
-    #[arg(long, default_value = "20")]
+    #[arg(long, default_value = "200")]
     replays: u32,
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm32-wasip2/guest/hello_workflow.wasm"))]
     hello_module: PathBuf,

@@ -14,9 +14,16 @@ pub use clock::{Clock, ManualClock, SystemClock};
 use crate::activity::run_attempt;
 use crate::host::HostInner;
 use crate::model::RunId;
+use crate::store::StoreError;
+use crate::workflow::DriverError;
+use std::time::Duration;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, Semaphore, watch};
+
+/// How long a run that found every instance slot in use waits before it is handed back.
+const BUSY_PAUSE: Duration = Duration::from_millis(20);
 
 /// In-process wake-ups between the API and the loops.
 #[derive(Default)]
@@ -81,12 +88,21 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
             }
         };
         let claimed_any = !claims.is_empty();
+        if claimed_any {
+            tracing::debug!(runs = claims.len(), "claimed runs for activation");
+        }
         for claim in claims {
-            if !in_flight
+            let fresh = in_flight
                 .lock()
                 .expect("in-flight set poisoned")
-                .insert(claim.run_id.clone())
-            {
+                .insert(claim.run_id.clone());
+            if !fresh {
+                // Released by its activation a moment ago and claimed again
+                // before that activation finished: hand it straight back.
+                let _ = host
+                    .store
+                    .release_run(&claim.run_id, claim.lease_token)
+                    .await;
                 continue;
             }
             let permit = permits
@@ -96,7 +112,7 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
                 .expect("semaphore never closes");
             let (host, in_flight) = (host.clone(), in_flight.clone());
             tokio::spawn(async move {
-                match host.driver.activate(&claim).await {
+                let release = match host.driver.activate(&claim).await {
                     Ok(report) => {
                         if report.new_activities > 0 {
                             host.wakeups.activities.notify_one();
@@ -104,15 +120,34 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
                         if report.closed {
                             host.wakeups.run_closed(&claim.run_id);
                         }
+                        false
+                    }
+                    Err(DriverError::Store(StoreError::Conflict { .. })) => {
+                        tracing::debug!(run_id = %claim.run_id, "another host took the run over; its activation was dropped");
+                        false
+                    }
+                    Err(e @ DriverError::Busy { .. }) => {
+                        tracing::debug!("{e}");
+                        // Let the instance slots drain before the run is tried again.
+                        tokio::time::sleep(BUSY_PAUSE).await;
+                        true
                     }
                     Err(e) => {
-                        tracing::warn!(run_id = %claim.run_id, "activation failed, it will be retried: {e}")
+                        tracing::warn!(run_id = %claim.run_id, "activation failed, it will be retried: {e}");
+                        true
                     }
-                }
+                };
                 in_flight
                     .lock()
                     .expect("in-flight set poisoned")
                     .remove(&claim.run_id);
+                if release {
+                    // Hand the run back now rather than when the lease expires.
+                    let _ = host
+                        .store
+                        .release_run(&claim.run_id, claim.lease_token)
+                        .await;
+                }
                 drop(permit);
                 // A finished activation may have left the run (or others) runnable.
                 host.wakeups.activations.notify_one();
@@ -155,6 +190,9 @@ pub(crate) async fn activity_loop(host: Arc<HostInner>, mut shutdown: watch::Rec
             }
         };
         let claimed_any = !tasks.is_empty();
+        for t in &tasks {
+            tracing::debug!(run_id = %t.run_id, seq = t.seq, activity = %t.name, attempt = t.attempt, "claimed an activity attempt");
+        }
         for task in tasks {
             let permit = permits
                 .clone()

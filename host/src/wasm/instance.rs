@@ -25,6 +25,11 @@ pub enum GuestError {
     Contract { message: String },
     #[error("the instance cannot be created: {message}")]
     Instantiate { message: String },
+    /// Not the guest's fault: every instance slot is in use. Retry later.
+    #[error(
+        "every instance slot is in use ({message}); the activation is retried when one frees up, raise `pooled_instances` if this persists"
+    )]
+    PoolExhausted { message: String },
 }
 
 /// The result of one activation: the guest's status and the commands it issued, in order.
@@ -87,8 +92,15 @@ impl Instance {
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|e| GuestError::Instantiate {
-                message: format!("{e:#}"),
+            .map_err(|e| {
+                let message = format!("{e:#}");
+                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some()
+                {
+                    GuestError::PoolExhausted { message }
+                } else {
+                    GuestError::Instantiate { message }
+                }
             })?;
         Ok(Self {
             store,

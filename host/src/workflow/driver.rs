@@ -8,11 +8,14 @@ use crate::store::{
     ActivationCommit, NewActivityTask, NewTimer, PendingJobs, RunClaim, RunOutcome, RunRecord,
     RunStatus, Store, StoreError,
 };
-use crate::wasm::{Instance, InstanceOptions, LoadedModule, WasmEngine};
+use crate::wasm::{GuestError, Instance, InstanceOptions, LoadedModule, WasmEngine};
 use lru::LruCache;
 use serde_json::{Value, json};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+
+/// Warm instances dropped when the instance pool is full.
+const EVICT_ON_FULL_POOL: usize = 8;
 
 #[derive(Clone, Debug)]
 pub(crate) struct DriverConfig {
@@ -52,6 +55,9 @@ pub(crate) enum DriverError {
         run_id: RunId,
         error: Box<ReplayError>,
     },
+    /// Every instance slot is in use; the run was released to be activated later.
+    #[error("run {run_id} waits for an instance slot: {message}")]
+    Busy { run_id: RunId, message: String },
 }
 
 pub(crate) struct Driver {
@@ -122,6 +128,16 @@ impl Driver {
             .put(run_id, warm);
     }
 
+    /// Drops the `n` least recently used warm instances.
+    fn evict_idle(&self, n: usize) {
+        let mut warm = self.warm.lock().expect("warm cache poisoned");
+        for _ in 0..n {
+            if warm.pop_lru().is_none() {
+                break;
+            }
+        }
+    }
+
     /// Drops every warm instance (as a restart would).
     pub(crate) fn forget_warm(&self) {
         self.warm.lock().expect("warm cache poisoned").clear();
@@ -145,8 +161,22 @@ impl Driver {
             run_id: run.run_id.clone(),
             seed: start.seed,
         };
-        let mut instance = match Instance::new(&self.engine, &module, options).await {
+        let mut instance = match Instance::new(&self.engine, &module, options.clone()).await {
             Ok(i) => i,
+            // The pool may be full of idle warm instances: free a few and try once more.
+            Err(GuestError::PoolExhausted { .. }) => {
+                self.evict_idle(EVICT_ON_FULL_POOL);
+                match Instance::new(&self.engine, &module, options).await {
+                    Ok(i) => i,
+                    Err(GuestError::PoolExhausted { message }) => {
+                        return Err(DriverError::Busy {
+                            run_id: run.run_id.clone(),
+                            message,
+                        });
+                    }
+                    Err(error) => return Ok(Err(ReplayError::Guest { at_event: 1, error })),
+                }
+            }
             Err(error) => return Ok(Err(ReplayError::Guest { at_event: 1, error })),
         };
         Ok(
@@ -277,6 +307,7 @@ impl Driver {
 
         match self.store.commit_activation(commit).await {
             Ok(()) => {
+                tracing::debug!(run_id = %run.run_id, last_seq = new_last_seq, "activation committed");
                 if !report.closed {
                     warm.last_seq = new_last_seq;
                     warm.last_time_ms = time_ms;

@@ -158,6 +158,20 @@ impl TestHost {
     }
 
     pub async fn with_config(backend: Backend, activities: Activities, config: HostConfig) -> Self {
+        Self::with_engine(backend, activities, config, engine()).await
+    }
+
+    pub async fn with_engine(
+        backend: Backend,
+        activities: Activities,
+        config: HostConfig,
+        engine: Arc<WasmEngine>,
+    ) -> Self {
+        // The host's warnings show up with a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("weft=info")
+            .with_test_writer()
+            .try_init();
         let db = fresh_db(backend).await;
         let clock = ManualClock::new(START_MS);
         let host = Host::with_engine(
@@ -165,7 +179,7 @@ impl TestHost {
             activities,
             config,
             Arc::new(clock.clone()),
-            engine(),
+            engine,
         );
         let running = Some(host.run().await.unwrap());
         Self {
@@ -209,7 +223,7 @@ impl TestHost {
         what: &str,
         check: impl Fn(&RunRecord) -> bool,
     ) -> RunRecord {
-        for _ in 0..400 {
+        for _ in 0..1200 {
             let r = self.host.describe(run).await.unwrap();
             if check(&r) {
                 return r;
@@ -224,7 +238,7 @@ impl TestHost {
 
     /// Waits until the run's history has an event of this kind (the `n`th, counting from 1).
     pub async fn until_event(&self, run: &RunId, kind: &str, n: usize) {
-        for _ in 0..400 {
+        for _ in 0..1200 {
             let h = self.host.history(run).await.unwrap();
             if h.events().iter().filter(|e| e.event.kind() == kind).count() >= n {
                 return;
@@ -245,9 +259,9 @@ impl TestHost {
 
     /// Waits for the run to leave `running`, with a bound.
     pub async fn finished(&self, run: &RunId) -> RunRecord {
-        tokio::time::timeout(Duration::from_secs(20), self.host.wait(run))
+        tokio::time::timeout(Duration::from_secs(60), self.host.wait(run))
             .await
-            .unwrap_or_else(|_| panic!("run {run} did not finish in 20 s"))
+            .unwrap_or_else(|_| panic!("run {run} did not finish in 60 s"))
             .unwrap()
     }
 
