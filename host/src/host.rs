@@ -316,18 +316,7 @@ impl Host {
             module_sha256: request.module.clone(),
             seed: self.inner.rng.next_u64(),
         };
-        let mut history = History::default();
-        let first_event = history.push(first, now).clone();
-        debug_assert_eq!(
-            first_event.hash,
-            EventHash::chain(
-                &EventHash::GENESIS,
-                1,
-                "workflow_started",
-                now,
-                &first_event.event.payload_json()
-            )
-        );
+        let first_event = crate::model::seal(EventHash::GENESIS, 1, first, now);
         self.inner
             .store
             .create_run(CreateRun {

@@ -273,22 +273,7 @@ async fn host_killed_at_five_points_carries_on(backend: Backend) {
 
     let history = s.history(&run).await;
     history.verify().expect("the hash chain verifies");
-    let completed: Vec<u32> = history
-        .events()
-        .iter()
-        .filter_map(|e| match e.event {
-            Event::ActivityCompleted { seq, .. } => Some(seq),
-            _ => None,
-        })
-        .collect();
-    let mut unique = completed.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(
-        (completed.len(), unique.len()),
-        (3, 3),
-        "each activity completion is recorded exactly once: {completed:?}"
-    );
+    common::assert_each_completion_once(&history, 3);
     assert_eq!(
         count(&history, "signal_received"),
         1,

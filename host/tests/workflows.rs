@@ -279,21 +279,7 @@ async fn steps_survive_eviction_with_signals_join_and_select(backend: Backend) {
     }
     let history = t.host.history(&run).await.unwrap();
     history.verify().unwrap();
-    let mut completed_seqs: Vec<u32> = history
-        .events()
-        .iter()
-        .filter_map(|e| match e.event {
-            Event::ActivityCompleted { seq, .. } => Some(seq),
-            _ => None,
-        })
-        .collect();
-    let n = completed_seqs.len();
-    completed_seqs.dedup();
-    assert_eq!(
-        (n, completed_seqs.len()),
-        (3, 3),
-        "each activity completion recorded exactly once"
-    );
+    common::assert_each_completion_once(&history, 3);
     assert!(matches!(
         t.host.replay(&run).await.unwrap(),
         ReplayVerdict::Identical { .. }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use weft::model::{RunId, Sha256Hex};
+use weft::model::{Event, History, RunId, Sha256Hex};
 use weft::store::{RunRecord, Store};
 use weft::wasm::{EngineConfig, WasmEngine};
 use weft::{Activities, Host, HostConfig, ManualClock, RunStatus, StartRequest};
@@ -316,4 +316,25 @@ macro_rules! both_backends {
             )*
         }
     };
+}
+
+/// Asserts that the history records `n` activity completions, each of a
+/// different activity: none was recorded twice, whatever crashed in between.
+pub fn assert_each_completion_once(history: &History, n: usize) {
+    let seqs: Vec<u32> = history
+        .events()
+        .iter()
+        .filter_map(|e| match e.event {
+            Event::ActivityCompleted { seq, .. } => Some(seq),
+            _ => None,
+        })
+        .collect();
+    let mut unique = seqs.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        (seqs.len(), unique.len()),
+        (n, n),
+        "each activity completion is recorded exactly once: {seqs:?}"
+    );
 }
