@@ -305,6 +305,7 @@ impl Shared {
                 queue.messages.push_back(input);
                 std::mem::take(&mut queue.waiters)
             }
+            Job::Ignored => Vec::new(),
         }
     }
 }

@@ -43,6 +43,8 @@ pub(crate) enum Job {
     TimerFired(u32),
     /// A signal arrived; `input` is JSON.
     SignalReceived { name: String, input: String },
+    /// A job this SDK version does not act on.
+    Ignored,
 }
 
 /// The workflow's state at the end of an activation.

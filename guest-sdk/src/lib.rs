@@ -130,6 +130,13 @@ macro_rules! export_workflows {
             ) -> ::core::result::Result<::std::string::String, ::std::string::String> {
                 $crate::__private::query(name, input)
             }
+
+            fn validate_update(
+                name: ::std::string::String,
+                input: ::std::string::String,
+            ) -> ::core::result::Result<(), ::std::string::String> {
+                $crate::__private::validate_update(name, input)
+            }
         }
 
         $crate::__private::bindings::__weft_export!(

@@ -5,7 +5,10 @@
 use crate::activity::Activities;
 use crate::model::{Event, EventHash, Failure, History, RunId, Sha256Hex};
 use crate::scheduler::{Clock, SystemClock, Wakeups, activation_loop, activity_loop};
-use crate::store::{CreateRun, ModuleRecord, RunRecord, RunStatus, Store, StoreError};
+use crate::store::{
+    CreateRun, Created, IdConflictPolicy, IdReusePolicy, ListFilter, ModuleRecord, RunOptions,
+    RunRecord, RunStatus, Store, StoreError,
+};
 use crate::wasm::{EngineConfig, LoadError, RunRng, WasmEngine};
 use crate::workflow::{Driver, DriverConfig, ReplayError, ReplayVerdict, replay_history};
 use serde_json::Value;
@@ -88,6 +91,20 @@ pub enum HostError {
         name: String,
         message: String,
     },
+    #[error(
+        "update {name:?} on run {run_id} was rejected by the workflow's validator: {message}; nothing was recorded"
+    )]
+    UpdateRejected {
+        run_id: RunId,
+        name: String,
+        message: String,
+    },
+    #[error("update {name:?} on run {run_id} failed: {failure}")]
+    UpdateFailed {
+        run_id: RunId,
+        name: String,
+        failure: Failure,
+    },
     #[error("run {run_id} cannot be rebuilt: {error}")]
     Replay {
         run_id: RunId,
@@ -107,6 +124,43 @@ pub struct StartRequest {
     pub input: Value,
     /// The deployed module the run is pinned to.
     pub module: Sha256Hex,
+    pub options: StartOptions,
+}
+
+/// How a run starts, beyond what it runs. The default: a new id is required
+/// only among open runs, no time limits, no memo.
+#[derive(Clone, Debug, Default)]
+pub struct StartOptions {
+    /// Whether the id may follow closed runs of the same id.
+    pub id_reuse_policy: IdReusePolicy,
+    /// What happens when the id has an open run.
+    pub id_conflict_policy: IdConflictPolicy,
+    /// The whole execution, continue-as-new included, must end within this.
+    pub execution_timeout: Option<Duration>,
+    /// Each run must end within this.
+    pub run_timeout: Option<Duration>,
+    /// Shown by `describe`; the workflow never sees it.
+    pub memo: Option<Value>,
+    /// Initial search attributes: a JSON object of scalars.
+    pub search_attributes: Option<Value>,
+}
+
+impl StartRequest {
+    /// A start with default options.
+    pub fn new(
+        workflow_id: impl Into<String>,
+        workflow_type: impl Into<String>,
+        input: Value,
+        module: Sha256Hex,
+    ) -> Self {
+        Self {
+            workflow_id: workflow_id.into(),
+            workflow_type: workflow_type.into(),
+            input,
+            module,
+            options: StartOptions::default(),
+        }
+    }
 }
 
 pub(crate) struct HostInner {
@@ -138,6 +192,8 @@ pub(crate) struct HostInner {
 ///         workflow_type: "hello".into(),
 ///         input: serde_json::json!("Ada"),
 ///         module: module.sha256,
+///,
+///         options: Default::default(),
 ///     })
 ///     .await?;
 /// let record = host.wait(&run).await?;
@@ -203,10 +259,12 @@ impl Host {
             getrandom::fill(&mut b).expect("the operating system has randomness");
             u64::from_le_bytes(b)
         });
+        let rng = RunRng::new(seed);
         let driver = Driver::new(
             engine,
             store.clone(),
             clock.clone(),
+            rng.clone(),
             DriverConfig {
                 warm_instances: config.warm_instances,
             },
@@ -219,7 +277,7 @@ impl Host {
                 activities,
                 driver,
                 wakeups: Wakeups::default(),
-                rng: RunRng::new(seed),
+                rng,
             }),
         }
     }
@@ -290,11 +348,60 @@ impl Host {
     }
 
     /// Starts a run; it is activated by this or any host sharing the store.
+    /// Under [`IdConflictPolicy::UseExisting`] an open run of the id is
+    /// returned instead.
     pub async fn start(&self, request: StartRequest) -> Result<RunId, HostError> {
+        self.create(request, None).await
+    }
+
+    /// Signal-with-start: sends the signal to the workflow id's open run, or
+    /// starts a run with the signal already in its inbox. Either way the
+    /// signal is delivered exactly once; returns the run it went to.
+    pub async fn signal_with_start(
+        &self,
+        mut request: StartRequest,
+        signal: &str,
+        input: Value,
+    ) -> Result<RunId, HostError> {
+        self.check_payload(
+            || format!("signal {signal:?} to workflow {:?}", request.workflow_id),
+            &input,
+        )?;
+        request.options.id_conflict_policy = IdConflictPolicy::UseExisting;
+        self.create(request, Some((signal.to_owned(), input))).await
+    }
+
+    async fn create(
+        &self,
+        request: StartRequest,
+        signal: Option<(String, Value)>,
+    ) -> Result<RunId, HostError> {
         self.check_payload(
             || format!("the input of workflow {:?}", request.workflow_id),
             &request.input,
         )?;
+        if let Some(memo) = &request.options.memo {
+            self.check_payload(
+                || format!("the memo of workflow {:?}", request.workflow_id),
+                memo,
+            )?;
+        }
+        let search_attributes = match request.options.search_attributes.clone() {
+            None => Value::Object(serde_json::Map::new()),
+            Some(Value::Object(map))
+                if map
+                    .values()
+                    .all(|v| !matches!(v, Value::Array(_) | Value::Object(_))) =>
+            {
+                Value::Object(map)
+            }
+            Some(_) => {
+                return Err(HostError::Other(format!(
+                    "the search attributes of workflow {:?} must be a JSON object of strings, numbers and booleans",
+                    request.workflow_id
+                )));
+            }
+        };
         // A module this engine has loaded exists; only an unknown one costs a read.
         if self.engine().loaded(&request.module).is_none() {
             match self.inner.store.module_bytes(&request.module).await {
@@ -315,9 +422,23 @@ impl Host {
             input: request.input,
             module_sha256: request.module.clone(),
             seed: self.inner.rng.next_u64(),
+            parent: None,
+            continued_from: None,
         };
         let first_event = crate::model::seal(EventHash::GENESIS, 1, first, now);
-        self.inner
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let execution_deadline = request
+            .options
+            .execution_timeout
+            .map(|t| now.saturating_add(ms(t)));
+        let run_timeout_ms = request.options.run_timeout.map(ms);
+        let run_deadline = run_timeout_ms.map(|t| now.saturating_add(t));
+        let deadline = match (run_deadline, execution_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let created = self
+            .inner
             .store
             .create_run(CreateRun {
                 run_id: run_id.clone(),
@@ -326,10 +447,123 @@ impl Host {
                 module_sha256: request.module,
                 first_event,
                 now_ms: now,
+                options: RunOptions {
+                    parent: None,
+                    memo: request.options.memo,
+                    search_attributes,
+                    deadline_ms: deadline,
+                    execution_deadline_ms: execution_deadline,
+                    run_timeout_ms,
+                    id_reuse_policy: request.options.id_reuse_policy,
+                    id_conflict_policy: request.options.id_conflict_policy,
+                    signal,
+                },
             })
             .await?;
         self.inner.wakeups.activations.notify_one();
-        Ok(run_id)
+        Ok(match created {
+            Created::New => run_id,
+            Created::Existing(existing) => existing,
+        })
+    }
+
+    /// Asks an open run to cancel. The workflow receives the request as a job
+    /// and decides what to do: typically run compensations and end as
+    /// cancelled. A run that ignores it runs on.
+    pub async fn cancel(&self, run_id: &RunId, reason: &str) -> Result<(), HostError> {
+        self.inner
+            .store
+            .request_cancel(run_id, reason, self.inner.clock.now_ms())
+            .await?;
+        self.inner.wakeups.activations.notify_one();
+        Ok(())
+    }
+
+    /// Ends an open run (running or stuck) at once, without the workflow's
+    /// say: `workflow_terminated` is appended as soon as no activation of the
+    /// run is in flight. Its children are handled by their parent-close policy.
+    pub async fn terminate(&self, run_id: &RunId, reason: &str) -> Result<(), HostError> {
+        self.inner
+            .store
+            .request_termination(run_id, reason, self.inner.clock.now_ms())
+            .await?;
+        self.inner.wakeups.activations.notify_one();
+        Ok(())
+    }
+
+    /// Sends an update and waits for the workflow's answer. The workflow's
+    /// validator runs first, on the run's current state: a rejected update is
+    /// never recorded and comes back as [`HostError::UpdateRejected`].
+    pub async fn update(
+        &self,
+        run_id: &RunId,
+        name: &str,
+        input: Value,
+    ) -> Result<Value, HostError> {
+        self.check_payload(|| format!("update {name:?} to run {run_id}"), &input)?;
+        let run = self.inner.store.run(run_id).await?;
+        if !run.status.is_open() {
+            return Err(HostError::Other(format!(
+                "run {run_id} is {} and takes no updates; start a new run",
+                run.status.as_str()
+            )));
+        }
+        match self
+            .inner
+            .driver
+            .validate_update(run_id, name, &input)
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => {
+                return Err(HostError::UpdateRejected {
+                    run_id: run_id.clone(),
+                    name: name.into(),
+                    message,
+                });
+            }
+            Err(e) => return Err(driver_error(e)),
+        }
+        let update_id = format!(
+            "upd-{:016x}{:016x}",
+            self.inner.rng.next_u64(),
+            self.inner.rng.next_u64()
+        );
+        self.inner
+            .store
+            .send_update(run_id, &update_id, name, input, self.inner.clock.now_ms())
+            .await?;
+        self.inner.wakeups.activations.notify_one();
+        let notify = self.inner.wakeups.on_update(run_id);
+        let result = loop {
+            let woken = notify.notified();
+            tokio::pin!(woken);
+            // Registered before the outcome is read, so an answer in between is not missed.
+            woken.as_mut().enable();
+            match self.inner.store.update_outcome(run_id, &update_id).await {
+                Ok(Some(outcome)) => {
+                    break outcome.map_err(|failure| HostError::UpdateFailed {
+                        run_id: run_id.clone(),
+                        name: name.into(),
+                        failure,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => break Err(e.into()),
+            }
+            // Another host may run the workflow: look again now and then.
+            tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep(self.inner.config.poll_interval) => {}
+            }
+        };
+        self.inner.wakeups.forget_update(run_id, notify);
+        result
+    }
+
+    /// Runs that match `filter`, newest first.
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<RunRecord>, HostError> {
+        Ok(self.inner.store.list_runs(filter).await?)
     }
 
     /// Sends a signal to an open run. It is recorded when the run next activates.
@@ -357,11 +591,7 @@ impl Host {
                 name: name.into(),
                 message,
             }),
-            Err(crate::workflow::DriverError::Store(e)) => Err(e.into()),
-            Err(crate::workflow::DriverError::Replay { run_id, error }) => {
-                Err(HostError::Replay { run_id, error })
-            }
-            Err(e) => Err(HostError::Other(e.to_string())),
+            Err(e) => Err(driver_error(e)),
         }
     }
 
@@ -399,6 +629,16 @@ impl Host {
         result
     }
 
+    /// Waits for a workflow's final outcome: like [`wait`](Self::wait), but a
+    /// run that continued as new is followed to the run that carries on.
+    pub async fn wait_workflow(&self, run_id: &RunId) -> Result<RunRecord, HostError> {
+        let mut record = self.wait(run_id).await?;
+        while let (RunStatus::ContinuedAsNew, Some(next)) = (record.status, &record.continued_to) {
+            record = self.wait(&next.clone()).await?;
+        }
+        Ok(record)
+    }
+
     /// Replays a run's stored history against its module and gives the verdict.
     pub async fn replay(&self, run_id: &RunId) -> Result<ReplayVerdict, HostError> {
         let run = self.inner.store.run(run_id).await?;
@@ -424,6 +664,16 @@ impl Host {
     }
 }
 
+fn driver_error(e: crate::workflow::DriverError) -> HostError {
+    match e {
+        crate::workflow::DriverError::Store(e) => e.into(),
+        crate::workflow::DriverError::Replay { run_id, error } => {
+            HostError::Replay { run_id, error }
+        }
+        e => HostError::Other(e.to_string()),
+    }
+}
+
 /// A run's final outcome, for callers that want a `Result`.
 pub fn outcome(record: &RunRecord) -> Result<Value, Failure> {
     match record.status {
@@ -443,6 +693,34 @@ pub fn outcome(record: &RunRecord) -> Result<Value, Failure> {
         RunStatus::Running => Err(Failure::new(
             "Running",
             format!("run {} has not finished", record.run_id),
+        )),
+        RunStatus::Cancelled => Err(Failure::new(
+            "Cancelled",
+            record
+                .failure
+                .as_ref()
+                .map(|f| f.message.clone())
+                .unwrap_or_default(),
+        )),
+        RunStatus::Terminated => Err(record
+            .failure
+            .clone()
+            .unwrap_or_else(|| Failure::new("Terminated", "terminated"))),
+        RunStatus::TimedOut => Err(record
+            .failure
+            .clone()
+            .unwrap_or_else(|| Failure::new("TimedOut", "timed out"))),
+        RunStatus::ContinuedAsNew => Err(Failure::new(
+            "ContinuedAsNew",
+            format!(
+                "run {} continued as new as run {}; wait for that one",
+                record.run_id,
+                record
+                    .continued_to
+                    .as_ref()
+                    .map(|r| r.to_string())
+                    .unwrap_or_default()
+            ),
         )),
     }
 }

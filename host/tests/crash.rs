@@ -202,6 +202,7 @@ async fn host_killed_at_five_points_carries_on(backend: Backend) {
             workflow_type: "steps".into(),
             input: json!({ "label": "crash", "timer_ms": TIMER_MS }),
             module,
+            options: Default::default(),
         })
         .await
         .unwrap();

@@ -5,12 +5,18 @@ mod common;
 
 use serde_json::json;
 use weft::model::{Command, GuestStatus, Job, RunId};
-use weft::wasm::{Instance, InstanceOptions};
+use weft::wasm::{Instance, InstanceOptions, RunInfo};
 
 fn options() -> InstanceOptions {
     InstanceOptions {
         run_id: RunId::from("engine-test"),
         seed: 42,
+        info: RunInfo {
+            workflow_id: "engine-test".into(),
+            workflow_type: "hello".into(),
+            parent_workflow_id: None,
+        },
+        recorded_patches: Default::default(),
     }
 }
 

@@ -475,6 +475,7 @@ async fn bad_input_gets_clear_errors(backend: Backend) {
             workflow_type: "hello".into(),
             input: json!(1),
             module: unknown,
+            options: Default::default(),
         })
         .await
         .unwrap_err();
@@ -501,6 +502,7 @@ async fn bad_input_gets_clear_errors(backend: Backend) {
             workflow_type: "hello".into(),
             input: big,
             module: module.clone(),
+            options: Default::default(),
         })
         .await
         .unwrap_err();
@@ -525,6 +527,7 @@ async fn bad_input_gets_clear_errors(backend: Backend) {
             workflow_type: "hello".into(),
             input: json!("B"),
             module,
+            options: Default::default(),
         })
         .await
         .unwrap_err();

@@ -116,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
         workflow_type: "approval".into(),
         input,
         module: module.sha256,
+        options: Default::default(),
     };
     let run_id = match host.start(request).await {
         Ok(id) => id,

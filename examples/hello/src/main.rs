@@ -82,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
         workflow_type: "hello".into(),
         input: serde_json::json!(args.name),
         module: module.sha256,
+        options: Default::default(),
     };
     let run_id = match host.start(request).await {
         Ok(run_id) => {

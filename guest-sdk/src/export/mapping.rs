@@ -53,6 +53,10 @@ pub(super) fn job(job: wit::Job) -> Job {
             name: signal.name,
             input: signal.input,
         },
+        // Handled once the SDK grows children, updates and cancellation.
+        wit::Job::ChildResolved(_) | wit::Job::UpdateReceived(_) | wit::Job::CancelRequested(_) => {
+            Job::Ignored
+        }
     }
 }
 
@@ -73,7 +77,11 @@ pub(super) fn status(status: Status) -> wit::Status {
 fn activity_options(options: &ActivityOptions) -> wit::ActivityOptions {
     wit::ActivityOptions {
         start_to_close_timeout_ms: millis(options.start_to_close_timeout),
+        schedule_to_start_timeout_ms: 0,
+        schedule_to_close_timeout_ms: 0,
+        heartbeat_timeout_ms: 0,
         retry: options.retry.as_ref().map(retry_policy),
+        local: false,
     }
 }
 

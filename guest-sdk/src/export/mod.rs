@@ -51,3 +51,10 @@ pub fn query(name: String, input: String) -> Result<String, String> {
         None => Err(format!("query {name} arrived before the workflow started")),
     })
 }
+
+/// The `validate-update` export.
+pub fn validate_update(name: String, _input: String) -> Result<(), String> {
+    Err(format!(
+        "unknown update {name}; this workflow accepts no updates"
+    ))
+}

@@ -166,6 +166,7 @@ async fn measure(
                 workflow_type: "hello".into(),
                 input: json!("bench"),
                 module,
+                options: Default::default(),
             })
             .await?;
         let record = host.wait(&run).await?;
@@ -213,6 +214,7 @@ async fn measure(
             workflow_type: "chain".into(),
             input: json!({ "activities": args.chain }),
             module: chain_module.clone(),
+            options: Default::default(),
         })
         .await?;
     let record = host.wait(&run).await?;

@@ -54,12 +54,71 @@ impl RetryPolicy {
     }
 }
 
-/// Options recorded with a scheduled activity.
+/// Options recorded with a scheduled activity. Mirrors `activity-options` in
+/// the WIT. A timeout of 0 means none (start-to-close: the host default).
+/// Fields at their zero value are left out of the recorded JSON.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActivityOptions {
-    /// 0 means the host default.
     pub start_to_close_timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub schedule_to_start_timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub schedule_to_close_timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub heartbeat_timeout_ms: u64,
     pub retry: Option<RetryPolicy>,
+    /// Run in the workflow's host straight after the activation, without a task queue.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub local: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// What happens to an open child workflow when its parent closes first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParentClosePolicy {
+    /// The child is terminated (Temporal's default).
+    #[default]
+    Terminate,
+    /// The child receives a cancel request.
+    RequestCancel,
+    /// The child runs on by itself.
+    Abandon,
+}
+
+impl ParentClosePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParentClosePolicy::Terminate => "terminate",
+            ParentClosePolicy::RequestCancel => "request_cancel",
+            ParentClosePolicy::Abandon => "abandon",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "terminate" => ParentClosePolicy::Terminate,
+            "request_cancel" => ParentClosePolicy::RequestCancel,
+            "abandon" => ParentClosePolicy::Abandon,
+            _ => return None,
+        })
+    }
+}
+
+/// A child run's link to its parent, recorded in the child's event 1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ParentLink {
+    pub workflow_id: String,
+    pub run_id: super::RunId,
+    /// The sequence number of the parent's `child_workflow_initiated`.
+    pub seq: u32,
 }
 
 /// One entry of a run's history. The JSON form (`kind` plus the fields) is what
@@ -74,6 +133,12 @@ pub enum Event {
         input: Value,
         module_sha256: Sha256Hex,
         seed: u64,
+        /// Set for a child workflow.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentLink>,
+        /// The run this one continues (continue-as-new).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        continued_from: Option<super::RunId>,
     },
     /// Opens an activation: the workflow time the guest sees until the next one.
     ActivationStarted { time_ms: u64 },
@@ -93,6 +158,18 @@ pub enum Event {
     TimerFired { seq: u32 },
     /// Job: a signal was delivered.
     SignalReceived { name: String, input: Value },
+    /// Job: a child workflow completed.
+    ChildWorkflowCompleted { seq: u32, output: Value },
+    /// Job: a child workflow failed, could not start, was cancelled, terminated or timed out.
+    ChildWorkflowFailed { seq: u32, failure: Failure },
+    /// Job: an accepted update was delivered.
+    UpdateReceived {
+        update_id: String,
+        name: String,
+        input: Value,
+    },
+    /// Job: someone asked the run to cancel.
+    WorkflowCancelRequested { reason: String },
     /// Command: the guest scheduled an activity.
     ActivityScheduled {
         seq: u32,
@@ -108,10 +185,42 @@ pub enum Event {
     },
     /// Command: the guest cancelled a timer.
     TimerCancelled { seq: u32 },
+    /// Command: the guest asked to cancel an activity.
+    ActivityCancelRequested { seq: u32 },
+    /// Command: the guest started a child workflow.
+    ChildWorkflowInitiated {
+        seq: u32,
+        workflow_type: String,
+        workflow_id: String,
+        input: Value,
+        parent_close_policy: ParentClosePolicy,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        execution_timeout_ms: u64,
+    },
+    /// Command: the guest asked a child workflow to cancel.
+    ChildWorkflowCancelRequested { seq: u32 },
+    /// Command: the guest answered an update.
+    UpdateCompleted { update_id: String, output: Value },
+    /// Command: the guest's update handler failed.
+    UpdateFailed { update_id: String, failure: Failure },
+    /// Command: the run took the new code path of a change (`patched`).
+    PatchMarker { change_id: String },
+    /// Command: the workflow set its status line.
+    StatusLineSet { text: String },
+    /// Command: the workflow merged search attributes (null values remove keys).
+    SearchAttributesUpserted { attributes: Value },
     /// Command: the workflow function returned its output.
     WorkflowCompleted { output: Value },
     /// Command: the workflow function returned an error.
     WorkflowFailed { failure: Failure },
+    /// Command: the workflow honoured a cancel request.
+    WorkflowCancelled { message: String },
+    /// Command: the run ends and a new run of the workflow starts with `input`.
+    WorkflowContinuedAsNew { input: Value },
+    /// Written by the host, not the guest: the run was terminated. Ends the history.
+    WorkflowTerminated { reason: String },
+    /// Written by the host: the run or execution timeout passed. Ends the history.
+    WorkflowTimedOut { timeout: String },
 }
 
 impl Event {
@@ -127,8 +236,24 @@ impl Event {
             Event::ActivityScheduled { .. } => "activity_scheduled",
             Event::TimerStarted { .. } => "timer_started",
             Event::TimerCancelled { .. } => "timer_cancelled",
+            Event::ChildWorkflowCompleted { .. } => "child_workflow_completed",
+            Event::ChildWorkflowFailed { .. } => "child_workflow_failed",
+            Event::UpdateReceived { .. } => "update_received",
+            Event::WorkflowCancelRequested { .. } => "workflow_cancel_requested",
+            Event::ActivityCancelRequested { .. } => "activity_cancel_requested",
+            Event::ChildWorkflowInitiated { .. } => "child_workflow_initiated",
+            Event::ChildWorkflowCancelRequested { .. } => "child_workflow_cancel_requested",
+            Event::UpdateCompleted { .. } => "update_completed",
+            Event::UpdateFailed { .. } => "update_failed",
+            Event::PatchMarker { .. } => "patch_marker",
+            Event::StatusLineSet { .. } => "status_line_set",
+            Event::SearchAttributesUpserted { .. } => "search_attributes_upserted",
             Event::WorkflowCompleted { .. } => "workflow_completed",
             Event::WorkflowFailed { .. } => "workflow_failed",
+            Event::WorkflowCancelled { .. } => "workflow_cancelled",
+            Event::WorkflowContinuedAsNew { .. } => "workflow_continued_as_new",
+            Event::WorkflowTerminated { .. } => "workflow_terminated",
+            Event::WorkflowTimedOut { .. } => "workflow_timed_out",
         }
     }
 
@@ -140,6 +265,10 @@ impl Event {
                 | Event::ActivityFailed { .. }
                 | Event::TimerFired { .. }
                 | Event::SignalReceived { .. }
+                | Event::ChildWorkflowCompleted { .. }
+                | Event::ChildWorkflowFailed { .. }
+                | Event::UpdateReceived { .. }
+                | Event::WorkflowCancelRequested { .. }
         )
     }
 
@@ -150,8 +279,40 @@ impl Event {
             Event::ActivityScheduled { .. }
                 | Event::TimerStarted { .. }
                 | Event::TimerCancelled { .. }
+                | Event::ActivityCancelRequested { .. }
+                | Event::ChildWorkflowInitiated { .. }
+                | Event::ChildWorkflowCancelRequested { .. }
+                | Event::UpdateCompleted { .. }
+                | Event::UpdateFailed { .. }
+                | Event::PatchMarker { .. }
+                | Event::StatusLineSet { .. }
+                | Event::SearchAttributesUpserted { .. }
                 | Event::WorkflowCompleted { .. }
                 | Event::WorkflowFailed { .. }
+                | Event::WorkflowCancelled { .. }
+                | Event::WorkflowContinuedAsNew { .. }
+        )
+    }
+
+    /// Ends the history: nothing may follow it.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Event::WorkflowCompleted { .. }
+                | Event::WorkflowFailed { .. }
+                | Event::WorkflowCancelled { .. }
+                | Event::WorkflowContinuedAsNew { .. }
+                | Event::WorkflowTerminated { .. }
+                | Event::WorkflowTimedOut { .. }
+        )
+    }
+
+    /// Written by the host on its own authority, outside any activation
+    /// (termination, timeouts): not compared on replay.
+    pub fn is_host_verdict(&self) -> bool {
+        matches!(
+            self,
+            Event::WorkflowTerminated { .. } | Event::WorkflowTimedOut { .. }
         )
     }
 

@@ -24,8 +24,10 @@ mod failure;
 mod hash;
 mod ids;
 
-pub use activation::{Command, GuestStatus, Job};
-pub use event::{ActivityOptions, Event, RecordedEvent, RetryPolicy};
+pub use activation::{ChildRequest, Command, GuestStatus, Job};
+pub use event::{
+    ActivityOptions, Event, ParentClosePolicy, ParentLink, RecordedEvent, RetryPolicy,
+};
 pub use failure::Failure;
 pub(crate) use hash::seal;
 pub use hash::{ChainError, EventHash, History};

@@ -32,6 +32,9 @@ pub(crate) struct Wakeups {
     pub(crate) activities: Notify,
     /// Per run with someone waiting for it to stop running: wakes only them.
     closed: Mutex<HashMap<RunId, Arc<Notify>>>,
+    /// Per run with someone waiting for an update's answer: woken by every
+    /// committed activation of the run.
+    updated: Mutex<HashMap<RunId, Arc<Notify>>>,
 }
 
 impl Wakeups {
@@ -54,7 +57,31 @@ impl Wakeups {
         }
     }
 
+    /// The notification that fires when an activation of `run` commits.
+    pub(crate) fn on_update(&self, run: &RunId) -> Arc<Notify> {
+        self.updated
+            .lock()
+            .expect("wake-ups poisoned")
+            .entry(run.clone())
+            .or_default()
+            .clone()
+    }
+
+    pub(crate) fn forget_update(&self, run: &RunId, notify: Arc<Notify>) {
+        let mut map = self.updated.lock().expect("wake-ups poisoned");
+        if Arc::strong_count(&notify) <= 2 {
+            map.remove(run);
+        }
+    }
+
+    pub(crate) fn run_activated(&self, run: &RunId) {
+        if let Some(n) = self.updated.lock().expect("wake-ups poisoned").get(run) {
+            n.notify_waiters();
+        }
+    }
+
     pub(crate) fn run_closed(&self, run: &RunId) {
+        self.run_activated(run);
         if let Some(n) = self.closed.lock().expect("wake-ups poisoned").get(run) {
             n.notify_waiters();
         }
@@ -114,6 +141,7 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
             tokio::spawn(async move {
                 let release = match host.driver.activate(&claim).await {
                     Ok(report) => {
+                        host.wakeups.run_activated(&claim.run_id);
                         if report.new_activities > 0 {
                             host.wakeups.activities.notify_one();
                         }

@@ -22,7 +22,7 @@
 
 use super::{
     ActivationCommit, AttemptOutcome, CreateRun, NewActivityTask, NewTimer, PostgresStore,
-    RunClaim, RunOutcome, RunStatus, SqliteStore, Store, StoreError,
+    RunClaim, RunOptions, RunOutcome, RunStatus, SqliteStore, Store, StoreError,
 };
 use crate::model::{
     ActivityOptions, Event, Failure, History, RecordedEvent, RetryPolicy, RunId, Sha256Hex,
@@ -167,6 +167,8 @@ impl Run {
                 input: json!({"customer": "ada", "items": [1, 2, 3]}),
                 module_sha256: module_sha(),
                 seed: 42,
+                parent: None,
+                continued_from: None,
             },
             now_ms,
         );
@@ -178,6 +180,7 @@ impl Run {
                 module_sha256: module_sha(),
                 first_event: history.events()[0].clone(),
                 now_ms,
+                options: RunOptions::default(),
             })
             .await
             .expect("create_run");
@@ -209,6 +212,7 @@ impl Run {
             new_timers: Vec::new(),
             outcome: RunOutcome::Running,
             now_ms,
+            ..ActivationCommit::default()
         }
     }
 

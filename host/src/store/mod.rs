@@ -32,7 +32,10 @@ mod sqlite;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-use crate::model::{ActivityOptions, EventHash, Failure, History, RecordedEvent, RunId, Sha256Hex};
+use crate::model::{
+    ActivityOptions, EventHash, Failure, History, ParentClosePolicy, ParentLink, RecordedEvent,
+    RunId, Sha256Hex,
+};
 use async_trait::async_trait;
 use serde_json::Value;
 use std::sync::Arc;
@@ -51,6 +54,16 @@ pub enum StoreError {
         "workflow id {workflow_id:?} already has an open run ({run_id}); pick another id or wait for that run to close"
     )]
     WorkflowIdInUse { workflow_id: String, run_id: RunId },
+    /// The workflow id was used before and the reuse policy forbids another run.
+    #[error(
+        "workflow id {workflow_id:?} was already used by run {run_id} ({status}) and the reuse policy is {policy}; pick another id or start with a policy that allows it"
+    )]
+    WorkflowIdReused {
+        workflow_id: String,
+        run_id: RunId,
+        status: String,
+        policy: String,
+    },
     #[error("{what} not found")]
     NotFound { what: String },
     /// Stored data that cannot be read back (a corrupted row, a bad migration).
@@ -88,6 +101,14 @@ pub enum RunStatus {
     Stuck,
     Completed,
     Failed,
+    /// The workflow honoured a cancel request.
+    Cancelled,
+    /// Ended by the host on request, without the workflow's say.
+    Terminated,
+    /// Ended, and a new run of the same workflow id carries on ([`RunRecord::continued_to`]).
+    ContinuedAsNew,
+    /// The run or execution timeout passed.
+    TimedOut,
 }
 
 impl RunStatus {
@@ -97,6 +118,10 @@ impl RunStatus {
             RunStatus::Stuck => "stuck",
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Terminated => "terminated",
+            RunStatus::ContinuedAsNew => "continued_as_new",
+            RunStatus::TimedOut => "timed_out",
         }
     }
 
@@ -106,6 +131,10 @@ impl RunStatus {
             "stuck" => RunStatus::Stuck,
             "completed" => RunStatus::Completed,
             "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
+            "terminated" => RunStatus::Terminated,
+            "continued_as_new" => RunStatus::ContinuedAsNew,
+            "timed_out" => RunStatus::TimedOut,
             other => return Err(StoreError::Corrupt(format!("unknown run status {other:?}"))),
         })
     }
@@ -113,6 +142,38 @@ impl RunStatus {
     pub fn is_open(self) -> bool {
         matches!(self, RunStatus::Running | RunStatus::Stuck)
     }
+
+    /// Closed without completing: what "allow duplicate failed only" lets a new run follow.
+    pub fn is_unsuccessful(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Failed | RunStatus::Cancelled | RunStatus::Terminated | RunStatus::TimedOut
+        )
+    }
+}
+
+/// Whether a workflow id may be used again after its earlier runs closed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdReusePolicy {
+    /// Any closed run may be followed by a new one.
+    #[default]
+    AllowDuplicate,
+    /// Only when the last run did not complete (failed, cancelled, terminated, timed out).
+    AllowDuplicateFailedOnly,
+    /// Never: a workflow id names one run for good.
+    RejectDuplicate,
+}
+
+/// What a start does when the workflow id has an open run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdConflictPolicy {
+    /// Refuse with [`StoreError::WorkflowIdInUse`].
+    #[default]
+    Fail,
+    /// Return the open run instead of starting one (and deliver the start's signal to it).
+    UseExisting,
 }
 
 /// One row of `runs`.
@@ -134,6 +195,26 @@ pub struct RunRecord {
     pub last_hash: EventHash,
     pub created_at_ms: u64,
     pub closed_at_ms: Option<u64>,
+    /// Set for a child workflow.
+    pub parent: Option<ParentLink>,
+    /// The workflow's own status line (`set-status-line`).
+    pub status_line: Option<String>,
+    /// Typed search attributes: a JSON object of scalars (empty object when none).
+    pub search_attributes: Value,
+    /// Given at start, shown by `describe`, never read by the workflow.
+    pub memo: Option<Value>,
+    /// A cancel request not yet delivered or honoured: its reason.
+    pub cancel_requested: Option<String>,
+    /// A termination asked for and not yet carried out: its reason.
+    pub termination_requested: Option<String>,
+    /// When this run times out (the earlier of its run and execution deadlines).
+    pub deadline_ms: Option<u64>,
+    /// The execution deadline, carried across continue-as-new.
+    pub execution_deadline_ms: Option<u64>,
+    /// Each run's own time limit, given afresh to a continued run.
+    pub run_timeout_ms: Option<u64>,
+    /// For a run that continued as new: the run that carries on.
+    pub continued_to: Option<RunId>,
 }
 
 /// Starts a run: writes `runs` and event 1 (`workflow_started`) in one transaction.
@@ -146,6 +227,35 @@ pub struct CreateRun {
     /// Event 1, already numbered and hashed (`seq == 1`).
     pub first_event: RecordedEvent,
     pub now_ms: u64,
+    pub options: RunOptions,
+}
+
+/// What a new run carries beyond its identity. The default: no parent, no
+/// limits, no memo, reuse allowed, conflicts refused, no signal.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub parent: Option<ParentLink>,
+    pub memo: Option<Value>,
+    /// Initial search attributes (an object; `Value::Null` for none).
+    pub search_attributes: Value,
+    /// The earlier of the run and execution deadlines.
+    pub deadline_ms: Option<u64>,
+    pub execution_deadline_ms: Option<u64>,
+    pub run_timeout_ms: Option<u64>,
+    pub id_reuse_policy: IdReusePolicy,
+    pub id_conflict_policy: IdConflictPolicy,
+    /// Signal-with-start: a signal queued for the new run, or delivered to the
+    /// open one when [`IdConflictPolicy::UseExisting`] finds it.
+    pub signal: Option<(String, Value)>,
+}
+
+/// What [`RunStore::create_run`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Created {
+    /// The new run was created.
+    New,
+    /// An open run of the workflow id was found and used instead (its id).
+    Existing(RunId),
 }
 
 /// A run claimed for one activation.
@@ -167,12 +277,44 @@ pub struct PendingJobs {
     pub signals: Vec<InboxSignal>,
     /// Timers with `fire_at_ms <= now_ms`, by fire time then seq.
     pub due_timers: Vec<DueTimer>,
+    /// Children resolved and not yet consumed, by `resolved_at_ms` then seq.
+    pub children: Vec<ResolvedChild>,
+    /// Accepted updates not yet consumed, in arrival order.
+    pub updates: Vec<InboxUpdate>,
+    /// A cancel request not yet delivered.
+    pub cancel: Option<CancelRequest>,
 }
 
 impl PendingJobs {
     pub fn is_empty(&self) -> bool {
-        self.activities.is_empty() && self.signals.is_empty() && self.due_timers.is_empty()
+        self.activities.is_empty()
+            && self.signals.is_empty()
+            && self.due_timers.is_empty()
+            && self.children.is_empty()
+            && self.updates.is_empty()
+            && self.cancel.is_none()
     }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedChild {
+    pub seq: u32,
+    pub outcome: Result<Value, Failure>,
+    pub resolved_at_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct InboxUpdate {
+    pub update_id: String,
+    pub name: String,
+    pub input: Value,
+    pub received_at_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CancelRequest {
+    pub reason: String,
+    pub requested_at_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -216,16 +358,48 @@ pub struct NewTimer {
     pub fire_at_ms: u64,
 }
 
-/// How the run row changes when an activation commits.
-#[derive(Clone, Debug, PartialEq)]
+/// A child workflow started by an activation: its `children` row and its run.
+#[derive(Clone, Debug)]
+pub struct NewChild {
+    pub seq: u32,
+    pub parent_close_policy: ParentClosePolicy,
+    /// The child's run; `parent` is set. If its workflow id has an open run,
+    /// the child is not created and resolves at once as failed
+    /// (`WorkflowIdInUse`), waking the parent.
+    pub run: CreateRun,
+}
+
+/// How the run row changes when an activation (or the host's verdict) commits.
+/// Every outcome but `Running` closes the run: it resolves the parent's
+/// `children` row (waking the parent) and applies each open child's
+/// parent-close policy. Closed runs keep a [`Failure`] in `failure` for every
+/// unsuccessful outcome: `Cancelled` (the message), `Terminated` (the reason),
+/// `TimedOut` ("the run timeout passed" / "the execution timeout passed").
+#[derive(Clone, Debug, Default)]
 pub enum RunOutcome {
     /// Still running, waiting for jobs.
+    #[default]
     Running,
     Completed {
         output: Value,
     },
     Failed {
         failure: Failure,
+    },
+    Cancelled {
+        message: String,
+    },
+    /// Closes this run and creates `next` (same workflow id) in the same
+    /// transaction. Unconsumed signals move to it; the parent's `children` row
+    /// follows it.
+    ContinuedAsNew {
+        next: Box<CreateRun>,
+    },
+    Terminated {
+        reason: String,
+    },
+    TimedOut {
+        timeout: String,
     },
 }
 
@@ -234,7 +408,7 @@ pub enum RunOutcome {
 /// The commit succeeds only if `runs.lease_token == lease_token` and
 /// `runs.last_seq + 1 == events[0].seq` (the conditional append); otherwise it
 /// writes nothing and returns [`StoreError::Conflict`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ActivationCommit {
     pub run_id: RunId,
     pub lease_token: i64,
@@ -249,6 +423,25 @@ pub struct ActivationCommit {
     pub removed_timers: Vec<u32>,
     pub new_activities: Vec<NewActivityTask>,
     pub new_timers: Vec<NewTimer>,
+    /// Activities the guest asked to cancel: an unresolved one resolves at once
+    /// as failed (`Cancelled`) and wakes the run; a running attempt sees it at
+    /// its next heartbeat.
+    pub cancelled_activities: Vec<u32>,
+    /// Children (by seq) whose resolution is now in the history: marked consumed.
+    pub consumed_children: Vec<u32>,
+    pub new_children: Vec<NewChild>,
+    /// Children (by seq) the guest asked to cancel: each gets a cancel request.
+    pub cancelled_children: Vec<u32>,
+    /// Update ids now in the history: marked consumed.
+    pub consumed_updates: Vec<String>,
+    /// Updates the guest answered: their outcome is stored for the caller.
+    pub completed_updates: Vec<(String, Result<Value, Failure>)>,
+    /// The pending cancel request is now in the history.
+    pub consumed_cancel: bool,
+    /// The status line, when the activation set one.
+    pub status_line: Option<String>,
+    /// The whole merged search attributes, when the activation changed them.
+    pub search_attributes: Option<Value>,
     pub outcome: RunOutcome,
     pub now_ms: u64,
 }
@@ -290,14 +483,19 @@ pub trait HistoryStore: Send + Sync {
 /// Runs: creating, finding, claiming and committing activations.
 #[async_trait]
 pub trait RunStore: Send + Sync {
-    /// Creates a run with its first event; it is runnable at once.
-    /// An open run with the same workflow id: [`StoreError::WorkflowIdInUse`].
-    async fn create_run(&self, request: CreateRun) -> StoreResult<()>;
+    /// Creates a run with its first event; it is runnable at once. An open run
+    /// with the same workflow id: [`StoreError::WorkflowIdInUse`], or that run
+    /// under [`IdConflictPolicy::UseExisting`]. A closed one that the reuse
+    /// policy forbids following: [`StoreError::WorkflowIdReused`].
+    async fn create_run(&self, request: CreateRun) -> StoreResult<Created>;
+    /// Runs matching a filter, newest first.
+    async fn list_runs(&self, filter: &ListFilter) -> StoreResult<Vec<RunRecord>>;
     async fn run(&self, run_id: &RunId) -> StoreResult<RunRecord>;
     /// The open run of a workflow id, else the most recently created one.
     async fn run_by_workflow_id(&self, workflow_id: &str) -> StoreResult<RunRecord>;
     /// Claims up to `limit` runs that are `running` and need an activation
-    /// (`wakeups > handled_wakeups`, or a timer with `fire_at_ms <= now_ms`) and
+    /// (`wakeups > handled_wakeups`, a timer with `fire_at_ms <= now_ms`, or
+    /// `deadline_ms <= now_ms`) and
     /// whose lease is free or expired (a run this host is activating is not claimed again).
     /// Sets owner, expiry `now_ms + lease_ms`, and increments the token.
     async fn claim_runs(
@@ -316,7 +514,8 @@ pub trait RunStore: Send + Sync {
     async fn release_run(&self, run_id: &RunId, lease_token: i64) -> StoreResult<()>;
     /// Parks a run as `stuck` with a reason, if the lease still holds; releases it.
     async fn park_run(&self, run_id: &RunId, lease_token: i64, reason: Value) -> StoreResult<()>;
-    /// The earliest `fire_at_ms` among all timers of running runs, to know when to wake.
+    /// The earliest `fire_at_ms` among all timers of running runs, or
+    /// `deadline_ms` of a running run, to know when to wake.
     async fn next_timer_at(&self) -> StoreResult<Option<u64>>;
     /// Takes over every lease held by `host_id` (a host restarting under the same id):
     /// the leases are freed and their tokens incremented, so the dead process is fenced.
@@ -354,7 +553,19 @@ pub trait ActivityStore: Send + Sync {
     async fn next_activity_at(&self, names: &[String]) -> StoreResult<Option<u64>>;
 }
 
-/// The signal inbox.
+/// Which runs [`RunStore::list_runs`] returns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListFilter {
+    pub workflow_type: Option<String>,
+    pub status: Option<RunStatus>,
+    pub workflow_id: Option<String>,
+    /// Every key must be present with an equal JSON value.
+    pub search_attributes: Vec<(String, Value)>,
+    /// Newest first; at most this many (0 means 100).
+    pub limit: u32,
+}
+
+/// Messages to a run from outside: signals, updates, cancel and termination requests.
 #[async_trait]
 pub trait SignalStore: Send + Sync {
     /// Queues a signal for an open run and increments its `wakeups`.
@@ -366,6 +577,33 @@ pub trait SignalStore: Send + Sync {
         input: Value,
         now_ms: u64,
     ) -> StoreResult<i64>;
+    /// Queues an update (already validated) for an open running run and
+    /// increments its `wakeups`. The same `update_id` twice is a no-op.
+    async fn send_update(
+        &self,
+        run_id: &RunId,
+        update_id: &str,
+        name: &str,
+        input: Value,
+        now_ms: u64,
+    ) -> StoreResult<()>;
+    /// An update's outcome once the workflow answered it (`None` while it has not).
+    /// A run that closed without answering it: `Err(Failure "UpdateNotCompleted")`.
+    async fn update_outcome(
+        &self,
+        run_id: &RunId,
+        update_id: &str,
+    ) -> StoreResult<Option<Result<Value, Failure>>>;
+    /// Asks an open run to cancel (the first reason wins) and wakes it.
+    async fn request_cancel(&self, run_id: &RunId, reason: &str, now_ms: u64) -> StoreResult<()>;
+    /// Asks for an open run (running or stuck) to be terminated and wakes it;
+    /// the next claim carries it out. A stuck run becomes running so that it is claimed.
+    async fn request_termination(
+        &self,
+        run_id: &RunId,
+        reason: &str,
+        now_ms: u64,
+    ) -> StoreResult<()>;
 }
 
 /// A deployed module.

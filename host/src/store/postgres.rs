@@ -17,11 +17,11 @@ use super::rows::{
     RunStateRow, TaskStateRow, int, select_run, uint,
 };
 use super::{
-    ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, CreateRun, HistoryStore,
-    ModuleRecord, ModuleStore, PendingJobs, RunClaim, RunRecord, RunStore, SignalStore, StoreError,
-    StoreResult,
+    ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, CreateRun, Created,
+    HistoryStore, ListFilter, ModuleRecord, ModuleStore, PendingJobs, RunClaim, RunRecord,
+    RunStore, SignalStore, StoreError, StoreResult,
 };
-use crate::model::{History, RecordedEvent, RunId, Sha256Hex};
+use crate::model::{Failure, History, RecordedEvent, RunId, Sha256Hex};
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -165,7 +165,7 @@ impl HistoryStore for PostgresStore {
 
 #[async_trait]
 impl RunStore for PostgresStore {
-    async fn create_run(&self, request: CreateRun) -> StoreResult<()> {
+    async fn create_run(&self, request: CreateRun) -> StoreResult<Created> {
         let event = &request.first_event;
         if event.seq != 1 {
             return Err(StoreError::Conflict {
@@ -194,7 +194,9 @@ impl RunStore for PostgresStore {
             .bind(int(event.recorded_at_ms))
             .execute(&self.pool)
             .await;
-            let Err(e) = inserted else { return Ok(()) };
+            let Err(e) = inserted else {
+                return Ok(Created::New);
+            };
             match rows::unique_violation(&e).as_deref() {
                 Some("runs_open_workflow_id") => {
                     let open: Option<String> = sqlx::query_scalar(
@@ -224,6 +226,10 @@ impl RunStore for PostgresStore {
             "workflow id {:?} keeps changing hands while run {} starts; try again",
             request.workflow_id, request.run_id
         )))
+    }
+
+    async fn list_runs(&self, _filter: &ListFilter) -> StoreResult<Vec<RunRecord>> {
+        todo!("store lifecycle")
     }
 
     async fn run(&self, run_id: &RunId) -> StoreResult<RunRecord> {
@@ -641,6 +647,42 @@ impl SignalStore for PostgresStore {
         id.ok_or_else(|| StoreError::NotFound {
             what: format!("open run {run_id} (it is closed or unknown; signals go to open runs)"),
         })
+    }
+    async fn send_update(
+        &self,
+        _run_id: &RunId,
+        _update_id: &str,
+        _name: &str,
+        _input: Value,
+        _now_ms: u64,
+    ) -> StoreResult<()> {
+        todo!("store lifecycle")
+    }
+
+    async fn update_outcome(
+        &self,
+        _run_id: &RunId,
+        _update_id: &str,
+    ) -> StoreResult<Option<Result<Value, Failure>>> {
+        todo!("store lifecycle")
+    }
+
+    async fn request_cancel(
+        &self,
+        _run_id: &RunId,
+        _reason: &str,
+        _now_ms: u64,
+    ) -> StoreResult<()> {
+        todo!("store lifecycle")
+    }
+
+    async fn request_termination(
+        &self,
+        _run_id: &RunId,
+        _reason: &str,
+        _now_ms: u64,
+    ) -> StoreResult<()> {
+        todo!("store lifecycle")
     }
 }
 

@@ -101,6 +101,16 @@ impl RunRow {
             workflow_type: self.workflow_type,
             module_sha256: Sha256Hex(self.module_sha256),
             run_id: RunId(self.run_id),
+            parent: None,
+            status_line: None,
+            search_attributes: serde_json::Value::Object(serde_json::Map::new()),
+            memo: None,
+            cancel_requested: None,
+            termination_requested: None,
+            deadline_ms: None,
+            execution_deadline_ms: None,
+            run_timeout_ms: None,
+            continued_to: None,
         })
     }
 }
@@ -402,6 +412,7 @@ impl CommitColumns {
                 None,
                 Some(to_json(failure, format_args!("run {run_id}: failure"))?),
             ),
+            other => todo!("store lifecycle: outcome {other:?}"),
         };
         let closing = status != RunStatus::Running;
         let mut options = Vec::with_capacity(commit.new_activities.len());

@@ -18,11 +18,11 @@ use super::rows::{
     TaskStateRow, int, select_run, uint,
 };
 use super::{
-    ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, CreateRun, HistoryStore,
-    ModuleRecord, ModuleStore, PendingJobs, RunClaim, RunRecord, RunStore, SignalStore, StoreError,
-    StoreResult,
+    ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, CreateRun, Created,
+    HistoryStore, ListFilter, ModuleRecord, ModuleStore, PendingJobs, RunClaim, RunRecord,
+    RunStore, SignalStore, StoreError, StoreResult,
 };
-use crate::model::{History, RecordedEvent, RunId, Sha256Hex};
+use crate::model::{Failure, History, RecordedEvent, RunId, Sha256Hex};
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::sqlite::{
@@ -231,7 +231,7 @@ impl HistoryStore for SqliteStore {
 
 #[async_trait]
 impl RunStore for SqliteStore {
-    async fn create_run(&self, request: CreateRun) -> StoreResult<()> {
+    async fn create_run(&self, request: CreateRun) -> StoreResult<Created> {
         let event = &request.first_event;
         if event.seq != 1 {
             return Err(StoreError::Conflict {
@@ -285,7 +285,11 @@ impl RunStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(Created::New)
+    }
+
+    async fn list_runs(&self, _filter: &ListFilter) -> StoreResult<Vec<RunRecord>> {
+        todo!("store lifecycle")
     }
 
     async fn run(&self, run_id: &RunId) -> StoreResult<RunRecord> {
@@ -691,6 +695,42 @@ impl SignalStore for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(id)
+    }
+    async fn send_update(
+        &self,
+        _run_id: &RunId,
+        _update_id: &str,
+        _name: &str,
+        _input: Value,
+        _now_ms: u64,
+    ) -> StoreResult<()> {
+        todo!("store lifecycle")
+    }
+
+    async fn update_outcome(
+        &self,
+        _run_id: &RunId,
+        _update_id: &str,
+    ) -> StoreResult<Option<Result<Value, Failure>>> {
+        todo!("store lifecycle")
+    }
+
+    async fn request_cancel(
+        &self,
+        _run_id: &RunId,
+        _reason: &str,
+        _now_ms: u64,
+    ) -> StoreResult<()> {
+        todo!("store lifecycle")
+    }
+
+    async fn request_termination(
+        &self,
+        _run_id: &RunId,
+        _reason: &str,
+        _now_ms: u64,
+    ) -> StoreResult<()> {
+        todo!("store lifecycle")
     }
 }
 

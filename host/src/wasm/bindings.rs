@@ -1,6 +1,6 @@
 //! Generated host bindings for `wit/`, and their one mapping to the model.
 
-use crate::model::{ActivityOptions, Failure, GuestStatus, Job, RetryPolicy};
+use crate::model::{ActivityOptions, Failure, GuestStatus, Job, ParentClosePolicy, RetryPolicy};
 
 mod generated {
     wasmtime::component::bindgen!({
@@ -49,8 +49,29 @@ impl From<wit::ActivityOptions> for ActivityOptions {
     fn from(o: wit::ActivityOptions) -> Self {
         ActivityOptions {
             start_to_close_timeout_ms: o.start_to_close_timeout_ms,
+            schedule_to_start_timeout_ms: o.schedule_to_start_timeout_ms,
+            schedule_to_close_timeout_ms: o.schedule_to_close_timeout_ms,
+            heartbeat_timeout_ms: o.heartbeat_timeout_ms,
             retry: o.retry.map(Into::into),
+            local: o.local,
         }
+    }
+}
+
+impl From<wit::ParentClosePolicy> for ParentClosePolicy {
+    fn from(p: wit::ParentClosePolicy) -> Self {
+        match p {
+            wit::ParentClosePolicy::Terminate => ParentClosePolicy::Terminate,
+            wit::ParentClosePolicy::RequestCancel => ParentClosePolicy::RequestCancel,
+            wit::ParentClosePolicy::Abandon => ParentClosePolicy::Abandon,
+        }
+    }
+}
+
+fn outcome_to_wit(outcome: &Result<serde_json::Value, Failure>) -> Result<String, wit::Failure> {
+    match outcome {
+        Ok(v) => Ok(v.to_string()),
+        Err(f) => Err(f.clone().into()),
     }
 }
 
@@ -60,12 +81,23 @@ pub(crate) fn job_to_wit(job: &Job) -> wit::Job {
         Job::ActivityResolved { seq, outcome } => {
             wit::Job::ActivityResolved(wit::ActivityResolution {
                 seq: *seq,
-                outcome: match outcome {
-                    Ok(v) => Ok(v.to_string()),
-                    Err(f) => Err(f.clone().into()),
-                },
+                outcome: outcome_to_wit(outcome),
             })
         }
+        Job::ChildResolved { seq, outcome } => wit::Job::ChildResolved(wit::ChildResolution {
+            seq: *seq,
+            outcome: outcome_to_wit(outcome),
+        }),
+        Job::UpdateReceived {
+            update_id,
+            name,
+            input,
+        } => wit::Job::UpdateReceived(wit::Update {
+            id: update_id.clone(),
+            name: name.clone(),
+            input: input.to_string(),
+        }),
+        Job::CancelRequested { reason } => wit::Job::CancelRequested(reason.clone()),
         Job::TimerFired { seq } => wit::Job::TimerFired(*seq),
         Job::SignalReceived { name, input } => wit::Job::SignalReceived(wit::Signal {
             name: name.clone(),
@@ -83,5 +115,10 @@ pub(crate) fn status_from_wit(status: wit::Status) -> Result<GuestStatus, String
                 .map_err(|e| format!("the workflow's output is not valid JSON: {e}"))?,
         ),
         wit::Status::Failed(f) => GuestStatus::Failed(f.into()),
+        wit::Status::Cancelled(message) => GuestStatus::Cancelled(message),
+        wit::Status::ContinuedAsNew(text) => GuestStatus::ContinuedAsNew(
+            serde_json::from_str(&text)
+                .map_err(|e| format!("the continue-as-new input is not valid JSON: {e}"))?,
+        ),
     })
 }

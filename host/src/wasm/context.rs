@@ -3,7 +3,7 @@
 
 use super::bindings::{context, wit};
 use super::state::GuestState;
-use crate::model::{ActivityOptions, Command};
+use crate::model::{ActivityOptions, ChildRequest, Command, Failure};
 use serde_json::Value;
 
 impl wit::Host for GuestState {}
@@ -55,6 +55,111 @@ impl context::Host for GuestState {
             options,
         });
         Ok(seq)
+    }
+
+    fn request_cancel_activity(&mut self, seq: u32) -> wasmtime::Result<()> {
+        self.commands.push(Command::RequestCancelActivity { seq });
+        Ok(())
+    }
+
+    fn start_child(&mut self, options: wit::ChildOptions) -> wasmtime::Result<u32> {
+        let input = self.payload(
+            &format!("the input of child workflow {:?}", options.workflow_type),
+            &options.input,
+        )?;
+        let seq = self.take_seq();
+        let workflow_id = if options.workflow_id.is_empty() {
+            format!("{}/{seq}", self.info.workflow_id)
+        } else {
+            options.workflow_id
+        };
+        self.commands.push(Command::StartChild {
+            seq,
+            request: ChildRequest {
+                workflow_type: options.workflow_type,
+                workflow_id,
+                input,
+                parent_close_policy: options.parent_close_policy.into(),
+                execution_timeout_ms: options.execution_timeout_ms,
+            },
+        });
+        Ok(seq)
+    }
+
+    fn request_cancel_child(&mut self, seq: u32) -> wasmtime::Result<()> {
+        self.commands.push(Command::RequestCancelChild { seq });
+        Ok(())
+    }
+
+    fn complete_update(
+        &mut self,
+        id: String,
+        outcome: Result<String, wit::Failure>,
+    ) -> wasmtime::Result<()> {
+        let outcome = match outcome {
+            Ok(text) => Ok(self.payload(&format!("the answer to update {id:?}"), &text)?),
+            Err(failure) => Err(Failure::from(failure)),
+        };
+        self.commands.push(Command::CompleteUpdate {
+            update_id: id,
+            outcome,
+        });
+        Ok(())
+    }
+
+    fn patched(&mut self, change_id: String) -> wasmtime::Result<bool> {
+        if let Some(answer) = self.patch_answers.get(&change_id) {
+            return Ok(*answer);
+        }
+        // Replaying, the history decides; live, the new path is taken and marked.
+        let answer = !self.clock.replaying() || self.recorded_patches.contains(&change_id);
+        if answer {
+            self.commands.push(Command::PatchMarker {
+                change_id: change_id.clone(),
+            });
+        }
+        self.patch_answers.insert(change_id, answer);
+        Ok(answer)
+    }
+
+    fn set_status_line(&mut self, text: String) -> wasmtime::Result<()> {
+        const MAX_STATUS_LINE: usize = 1_024;
+        if text.len() > MAX_STATUS_LINE {
+            return Err(wasmtime::Error::msg(format!(
+                "the status line is {} bytes, over the limit of {MAX_STATUS_LINE}: keep it to a short sentence",
+                text.len()
+            )));
+        }
+        self.commands.push(Command::SetStatusLine { text });
+        Ok(())
+    }
+
+    fn upsert_search_attributes(&mut self, attributes: String) -> wasmtime::Result<()> {
+        let attributes = self.payload("the search attributes", &attributes)?;
+        let Value::Object(map) = &attributes else {
+            return Err(wasmtime::Error::msg(
+                "search attributes must be a JSON object of key to value",
+            ));
+        };
+        if let Some((key, _)) = map
+            .iter()
+            .find(|(_, v)| matches!(v, Value::Array(_) | Value::Object(_)))
+        {
+            return Err(wasmtime::Error::msg(format!(
+                "search attribute {key:?} is a list or an object; values must be strings, numbers, booleans or null"
+            )));
+        }
+        self.commands
+            .push(Command::UpsertSearchAttributes { attributes });
+        Ok(())
+    }
+
+    fn info(&mut self) -> wasmtime::Result<wit::WorkflowInfo> {
+        Ok(wit::WorkflowInfo {
+            workflow_id: self.info.workflow_id.clone(),
+            workflow_type: self.info.workflow_type.clone(),
+            parent_workflow_id: self.info.parent_workflow_id.clone(),
+        })
     }
 
     fn start_timer(&mut self, duration_ms: u64) -> wasmtime::Result<u32> {

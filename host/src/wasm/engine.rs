@@ -53,7 +53,7 @@ pub enum LoadError {
     )]
     ForbiddenImport { sha256: Sha256Hex, import: String },
     #[error(
-        "module {sha256} does not fit the weft:workflow world: {reason}; build it against weft-sdk (WIT weft:workflow@0.1.x)"
+        "module {sha256} does not fit the weft:workflow world: {reason}; build it against weft-sdk (WIT weft:workflow@0.2.x)"
     )]
     WrongWorld { sha256: Sha256Hex, reason: String },
 }
@@ -62,8 +62,8 @@ pub enum LoadError {
 /// own or virtualised; filesystem is present (with nothing in it) only because
 /// Rust's std imports it at startup.
 const ALLOWED_IMPORTS: &[&str] = &[
-    "weft:workflow/context@0.1.",
-    "weft:workflow/types@0.1.",
+    "weft:workflow/context@0.2.",
+    "weft:workflow/types@0.2.",
     "wasi:io/",
     "wasi:clocks/wall-clock@0.2.",
     "wasi:clocks/monotonic-clock@0.2.",

@@ -2,7 +2,7 @@
 
 use super::bindings::{self, Workflow};
 use super::engine::{EPOCH_TICK, LoadedModule, WasmEngine};
-use super::state::GuestState;
+use super::state::{GuestState, RunInfo};
 use crate::model::{Command, GuestStatus, Job, RunId};
 use std::sync::atomic::Ordering;
 use wasmtime::{Store, UpdateDeadline};
@@ -45,6 +45,9 @@ pub struct InstanceOptions {
     pub run_id: RunId,
     /// The random seed recorded in the run's first event.
     pub seed: u64,
+    pub info: RunInfo,
+    /// Change ids whose patch marker the history holds (empty for a new run).
+    pub recorded_patches: std::collections::BTreeSet<String>,
 }
 
 /// Epoch ticks in a budget of `limit_ms`.
@@ -75,6 +78,8 @@ impl Instance {
             config.memory_limit_bytes,
             config.max_payload_bytes,
         );
+        state.info = options.info;
+        state.recorded_patches = options.recorded_patches;
         // Instantiation runs guest code too (component start functions): give it a budget.
         state.ticks_left = ticks_for(config.activation_timeout.as_millis() as u64);
         let mut store = Store::new(engine.engine(), state);
@@ -190,6 +195,31 @@ impl Instance {
             Ok(status) => self.finish(status),
             Err(e) => Err(self.classify(e)),
         }
+    }
+
+    /// Asks the guest whether it accepts an update. Like a query, it must not
+    /// change state; commands it tries are dropped.
+    pub async fn validate_update(
+        &mut self,
+        name: &str,
+        input: &serde_json::Value,
+    ) -> Result<Result<(), String>, GuestError> {
+        self.check_usable()?;
+        self.arm();
+        let input = input.to_string();
+        let answer = match self
+            .bindings
+            .call_validate_update(&mut self.store, name, &input)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) => return Err(self.classify(e)),
+        };
+        let issued = std::mem::take(&mut self.store.data_mut().commands);
+        if !issued.is_empty() {
+            tracing::warn!(run_id = %self.store.data().run_id, "the validator of update {name:?} issued {} command(s); validators must only read state, the commands were dropped", issued.len());
+        }
+        Ok(answer)
     }
 
     /// Asks a query. The outer error is the guest failing; the inner one is the

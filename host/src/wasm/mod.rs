@@ -28,4 +28,5 @@ mod state;
 
 pub use engine::{EngineConfig, LoadError, LoadedModule, WasmEngine};
 pub use instance::{Activation, GuestError, Instance, InstanceOptions};
+pub use state::RunInfo;
 pub(crate) use state::RunRng;

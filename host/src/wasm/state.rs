@@ -7,6 +7,7 @@
 //! [`GuestOutput`]s that turn lines into log records except while replaying.
 
 use crate::model::{Command, RunId};
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -218,6 +219,20 @@ pub(crate) struct GuestState {
     pub(crate) max_payload_bytes: usize,
     /// Epoch ticks left in the current guest call.
     pub(crate) ticks_left: u64,
+    /// Who the run is, as `info` tells the guest.
+    pub(crate) info: RunInfo,
+    /// Change ids whose patch marker is in the recorded history.
+    pub(crate) recorded_patches: BTreeSet<String>,
+    /// The first answer `patched` gave for each change id; it holds for the run.
+    pub(crate) patch_answers: BTreeMap<String, bool>,
+}
+
+/// What a run knows about itself, from its first event.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunInfo {
+    pub workflow_id: String,
+    pub workflow_type: String,
+    pub parent_workflow_id: Option<String>,
 }
 
 impl GuestState {
@@ -258,6 +273,9 @@ impl GuestState {
             commands: Vec::new(),
             max_payload_bytes,
             ticks_left: 0,
+            info: RunInfo::default(),
+            recorded_patches: BTreeSet::new(),
+            patch_answers: BTreeMap::new(),
         }
     }
 }

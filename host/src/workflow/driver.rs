@@ -2,13 +2,15 @@
 
 use super::ReplayError;
 use super::replay::{Replayed, StartInfo, command_events, parse_history, replay_into, run_guest};
-use crate::model::{Command, Event, EventHash, GuestStatus, Job, RecordedEvent, RunId, Sha256Hex};
+use crate::model::{
+    Command, Event, EventHash, GuestStatus, Job, ParentLink, RecordedEvent, RunId, Sha256Hex,
+};
 use crate::scheduler::Clock;
 use crate::store::{
-    ActivationCommit, NewActivityTask, NewTimer, PendingJobs, RunClaim, RunOutcome, RunRecord,
-    RunStatus, Store, StoreError,
+    ActivationCommit, CreateRun, NewActivityTask, NewChild, NewTimer, PendingJobs, RunClaim,
+    RunOptions, RunOutcome, RunRecord, RunStatus, Store, StoreError,
 };
-use crate::wasm::{GuestError, Instance, InstanceOptions, LoadedModule, WasmEngine};
+use crate::wasm::{GuestError, Instance, LoadedModule, RunRng, WasmEngine};
 use lru::LruCache;
 use serde_json::{Value, json};
 use std::num::NonZeroUsize;
@@ -64,6 +66,8 @@ pub(crate) struct Driver {
     engine: Arc<WasmEngine>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// Draws the run ids and seeds of children and continued runs.
+    ids: RunRng,
     warm: Mutex<LruCache<RunId, Warm>>,
 }
 
@@ -72,6 +76,7 @@ impl Driver {
         engine: Arc<WasmEngine>,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
+        ids: RunRng,
         config: DriverConfig,
     ) -> Self {
         let cap = NonZeroUsize::new(config.warm_instances.max(1)).expect("at least one");
@@ -79,6 +84,7 @@ impl Driver {
             engine,
             store,
             clock,
+            ids,
             warm: Mutex::new(LruCache::new(cap)),
         }
     }
@@ -157,10 +163,7 @@ impl Driver {
             Err(e) => return Ok(Err(e.into())),
         };
         let module = self.module(&run.run_id, &run.module_sha256).await?;
-        let options = InstanceOptions {
-            run_id: run.run_id.clone(),
-            seed: start.seed,
-        };
+        let options = start.instance_options(run.run_id.clone());
         let mut instance = match Instance::new(&self.engine, &module, options.clone()).await {
             Ok(i) => i,
             // The pool may be full of idle warm instances: free a few and try once more.
@@ -202,6 +205,9 @@ impl Driver {
             return Ok(ActivationReport::default());
         }
         let now = self.clock.now_ms();
+        if let Some(verdict) = host_verdict(&run, now) {
+            return self.close_by_host(claim, &run, verdict, now).await;
+        }
         let pending = self.store.pending_jobs(&run.run_id, now).await?;
         let first = run.last_seq == 1;
         if !first && pending.is_empty() {
@@ -255,6 +261,21 @@ impl Driver {
         let sealed = seal_all(run.last_seq, run.last_hash, events, now);
         let new_last_seq = sealed.last().map(|e| e.seq).unwrap_or(run.last_seq);
 
+        let outcome = match &status {
+            GuestStatus::Pending => RunOutcome::Running,
+            GuestStatus::Completed(output) => RunOutcome::Completed {
+                output: output.clone(),
+            },
+            GuestStatus::Failed(failure) => RunOutcome::Failed {
+                failure: failure.clone(),
+            },
+            GuestStatus::Cancelled(message) => RunOutcome::Cancelled {
+                message: message.clone(),
+            },
+            GuestStatus::ContinuedAsNew(input) => RunOutcome::ContinuedAsNew {
+                next: Box::new(self.continued_run(&run, &warm.start, input.clone(), now)),
+            },
+        };
         let mut commit = ActivationCommit {
             run_id: run.run_id.clone(),
             lease_token: claim.lease_token,
@@ -265,17 +286,23 @@ impl Driver {
             removed_timers: pending.due_timers.iter().map(|t| t.seq).collect(),
             new_activities: Vec::new(),
             new_timers: Vec::new(),
-            outcome: match &status {
-                GuestStatus::Pending => RunOutcome::Running,
-                GuestStatus::Completed(output) => RunOutcome::Completed {
-                    output: output.clone(),
-                },
-                GuestStatus::Failed(failure) => RunOutcome::Failed {
-                    failure: failure.clone(),
-                },
-            },
+            cancelled_activities: Vec::new(),
+            consumed_children: pending.children.iter().map(|c| c.seq).collect(),
+            new_children: Vec::new(),
+            cancelled_children: Vec::new(),
+            consumed_updates: pending
+                .updates
+                .iter()
+                .map(|u| u.update_id.clone())
+                .collect(),
+            completed_updates: Vec::new(),
+            consumed_cancel: pending.cancel.is_some(),
+            status_line: None,
+            search_attributes: None,
+            outcome,
             now_ms: now,
         };
+        let mut search_attributes = run.search_attributes.clone();
         for command in commands {
             match command {
                 Command::ScheduleActivity {
@@ -290,11 +317,59 @@ impl Driver {
                     options,
                     visible_at_ms: now,
                 }),
+                Command::RequestCancelActivity { seq } => commit.cancelled_activities.push(seq),
                 Command::StartTimer { seq, duration_ms } => commit.new_timers.push(NewTimer {
                     seq,
                     fire_at_ms: time_ms.saturating_add(duration_ms),
                 }),
                 Command::CancelTimer { seq } => commit.removed_timers.push(seq),
+                Command::StartChild { seq, request } => {
+                    let parent = ParentLink {
+                        workflow_id: warm.start.workflow_id.clone(),
+                        run_id: run.run_id.clone(),
+                        seq,
+                    };
+                    let first = Event::WorkflowStarted {
+                        workflow_type: request.workflow_type.clone(),
+                        workflow_id: request.workflow_id.clone(),
+                        input: request.input,
+                        module_sha256: run.module_sha256.clone(),
+                        seed: self.ids.next_u64(),
+                        parent: Some(parent.clone()),
+                        continued_from: None,
+                    };
+                    let deadline = (request.execution_timeout_ms > 0)
+                        .then(|| now.saturating_add(request.execution_timeout_ms));
+                    commit.new_children.push(NewChild {
+                        seq,
+                        parent_close_policy: request.parent_close_policy,
+                        run: CreateRun {
+                            run_id: self.new_run_id(),
+                            workflow_id: request.workflow_id,
+                            workflow_type: request.workflow_type,
+                            module_sha256: run.module_sha256.clone(),
+                            first_event: crate::model::seal(EventHash::GENESIS, 1, first, now),
+                            now_ms: now,
+                            options: RunOptions {
+                                parent: Some(parent),
+                                deadline_ms: deadline,
+                                execution_deadline_ms: deadline,
+                                ..RunOptions::default()
+                            },
+                        },
+                    });
+                }
+                Command::RequestCancelChild { seq } => commit.cancelled_children.push(seq),
+                Command::CompleteUpdate { update_id, outcome } => {
+                    commit.completed_updates.push((update_id, outcome))
+                }
+                // Recorded in the history only; `patched` answers from it.
+                Command::PatchMarker { .. } => {}
+                Command::SetStatusLine { text } => commit.status_line = Some(text),
+                Command::UpsertSearchAttributes { attributes } => {
+                    merge_attributes(&mut search_attributes, &attributes);
+                    commit.search_attributes = Some(search_attributes.clone());
+                }
             }
         }
         let report = ActivationReport {
@@ -317,6 +392,128 @@ impl Driver {
             }
             // Another host owns the run now: our instance is stale, drop it.
             Err(e) => Err(e.into()),
+        }
+    }
+
+    fn new_run_id(&self) -> RunId {
+        RunId::from_random(
+            (u128::from(self.ids.next_u64()) << 64) | u128::from(self.ids.next_u64()),
+        )
+    }
+
+    /// The run that carries on after `run` continues as new: same workflow id,
+    /// type, module and parent, a fresh seed and history.
+    fn continued_run(
+        &self,
+        run: &RunRecord,
+        start: &StartInfo,
+        input: Value,
+        now: u64,
+    ) -> CreateRun {
+        let first = Event::WorkflowStarted {
+            workflow_type: start.workflow_type.clone(),
+            workflow_id: start.workflow_id.clone(),
+            input,
+            module_sha256: run.module_sha256.clone(),
+            seed: self.ids.next_u64(),
+            parent: start.parent.clone(),
+            continued_from: Some(run.run_id.clone()),
+        };
+        let run_deadline = run.run_timeout_ms.map(|t| now.saturating_add(t));
+        CreateRun {
+            run_id: self.new_run_id(),
+            workflow_id: start.workflow_id.clone(),
+            workflow_type: start.workflow_type.clone(),
+            module_sha256: run.module_sha256.clone(),
+            first_event: crate::model::seal(EventHash::GENESIS, 1, first, now),
+            now_ms: now,
+            options: RunOptions {
+                parent: start.parent.clone(),
+                memo: run.memo.clone(),
+                search_attributes: run.search_attributes.clone(),
+                deadline_ms: earliest(run_deadline, run.execution_deadline_ms),
+                execution_deadline_ms: run.execution_deadline_ms,
+                run_timeout_ms: run.run_timeout_ms,
+                ..RunOptions::default()
+            },
+        }
+    }
+
+    /// Ends a run on the host's authority (termination, a timeout): one event,
+    /// outside any activation, and no guest involved.
+    async fn close_by_host(
+        &self,
+        claim: &RunClaim,
+        run: &RunRecord,
+        verdict: Event,
+        now: u64,
+    ) -> Result<ActivationReport, DriverError> {
+        let outcome = match &verdict {
+            Event::WorkflowTerminated { reason } => RunOutcome::Terminated {
+                reason: reason.clone(),
+            },
+            Event::WorkflowTimedOut { timeout } => RunOutcome::TimedOut {
+                timeout: timeout.clone(),
+            },
+            other => unreachable!("{} is not a host verdict", other.kind()),
+        };
+        tracing::info!(run_id = %run.run_id, "run closed by the host: {}", verdict.payload_json());
+        let events = seal_all(run.last_seq, run.last_hash, vec![verdict], now);
+        let commit = ActivationCommit {
+            run_id: run.run_id.clone(),
+            lease_token: claim.lease_token,
+            observed_wakeups: claim.observed_wakeups,
+            events,
+            outcome,
+            now_ms: now,
+            ..ActivationCommit::default()
+        };
+        self.store.commit_activation(commit).await?;
+        self.warm
+            .lock()
+            .expect("warm cache poisoned")
+            .pop(&run.run_id);
+        Ok(ActivationReport {
+            closed: true,
+            ..ActivationReport::default()
+        })
+    }
+
+    /// Asks the run's workflow whether it accepts an update, from a warm
+    /// instance or one rebuilt by replay. Nothing is recorded.
+    pub(crate) async fn validate_update(
+        &self,
+        run_id: &RunId,
+        name: &str,
+        input: &Value,
+    ) -> Result<Result<(), String>, DriverError> {
+        let run = self.store.run(run_id).await?;
+        let mut warm = self.warm_or_rebuilt(&run).await?;
+        match warm.instance.validate_update(name, input).await {
+            Ok(answer) => {
+                self.put_warm(run_id.clone(), warm);
+                Ok(answer)
+            }
+            Err(error) => Err(DriverError::Replay {
+                run_id: run_id.clone(),
+                error: Box::new(ReplayError::Guest {
+                    at_event: run.last_seq,
+                    error,
+                }),
+            }),
+        }
+    }
+
+    async fn warm_or_rebuilt(&self, run: &RunRecord) -> Result<Warm, DriverError> {
+        match self.take_warm(run) {
+            Some(w) => Ok(w),
+            None => self
+                .rebuild(run)
+                .await?
+                .map_err(|error| DriverError::Replay {
+                    run_id: run.run_id.clone(),
+                    error: Box::new(error),
+                }),
         }
     }
 
@@ -351,16 +548,7 @@ impl Driver {
         input: &Value,
     ) -> Result<Result<Value, String>, DriverError> {
         let run = self.store.run(run_id).await?;
-        let mut warm = match self.take_warm(&run) {
-            Some(w) => w,
-            None => self
-                .rebuild(&run)
-                .await?
-                .map_err(|error| DriverError::Replay {
-                    run_id: run_id.clone(),
-                    error: Box::new(error),
-                })?,
-        };
+        let mut warm = self.warm_or_rebuilt(&run).await?;
         let answer = warm.instance.query(name, input).await;
         match answer {
             Ok(answer) => {
@@ -417,6 +605,41 @@ fn ordered_jobs(pending: &PendingJobs) -> (Vec<Event>, Vec<Job>) {
             },
         ));
     }
+    for c in &pending.children {
+        let event = match &c.outcome {
+            Ok(output) => Event::ChildWorkflowCompleted {
+                seq: c.seq,
+                output: output.clone(),
+            },
+            Err(failure) => Event::ChildWorkflowFailed {
+                seq: c.seq,
+                failure: failure.clone(),
+            },
+        };
+        timed.push((c.resolved_at_ms, 3, u64::from(c.seq), event));
+    }
+    for (i, u) in pending.updates.iter().enumerate() {
+        timed.push((
+            u.received_at_ms,
+            4,
+            i as u64,
+            Event::UpdateReceived {
+                update_id: u.update_id.clone(),
+                name: u.name.clone(),
+                input: u.input.clone(),
+            },
+        ));
+    }
+    if let Some(cancel) = &pending.cancel {
+        timed.push((
+            cancel.requested_at_ms,
+            5,
+            0,
+            Event::WorkflowCancelRequested {
+                reason: cancel.reason.clone(),
+            },
+        ));
+    }
     timed.sort_by_key(|(at, family, n, _)| (*at, *family, *n));
     let events: Vec<Event> = timed.into_iter().map(|(_, _, _, e)| e).collect();
     let jobs = events.iter().filter_map(Job::from_event).collect();
@@ -440,4 +663,46 @@ fn seal_all(
             sealed
         })
         .collect()
+}
+
+/// The verdict the host passes on a run before activating it, if any:
+/// a termination asked for, or a deadline passed.
+fn host_verdict(run: &RunRecord, now: u64) -> Option<Event> {
+    if let Some(reason) = &run.termination_requested {
+        return Some(Event::WorkflowTerminated {
+            reason: reason.clone(),
+        });
+    }
+    let deadline = run.deadline_ms?;
+    (now >= deadline).then(|| Event::WorkflowTimedOut {
+        timeout: if run.execution_deadline_ms == Some(deadline) {
+            "execution".into()
+        } else {
+            "run".into()
+        },
+    })
+}
+
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Merges upserted search attributes into the current ones; null removes a key.
+fn merge_attributes(current: &mut Value, upsert: &Value) {
+    if !current.is_object() {
+        *current = Value::Object(serde_json::Map::new());
+    }
+    let (Value::Object(current), Value::Object(upsert)) = (current, upsert) else {
+        return;
+    };
+    for (key, value) in upsert {
+        if value.is_null() {
+            current.remove(key);
+        } else {
+            current.insert(key.clone(), value.clone());
+        }
+    }
 }

@@ -1,7 +1,10 @@
-use crate::model::{Command, Event, GuestStatus, History, Job, RecordedEvent, RunId, Sha256Hex};
-use crate::wasm::{GuestError, Instance, InstanceOptions, LoadedModule, WasmEngine};
+use crate::model::{
+    Command, Event, GuestStatus, History, Job, ParentLink, RecordedEvent, RunId, Sha256Hex,
+};
+use crate::wasm::{GuestError, Instance, InstanceOptions, LoadedModule, RunInfo, WasmEngine};
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::BTreeSet;
 
 /// What event 1 says about a run.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -11,6 +14,26 @@ pub struct StartInfo {
     pub input: Value,
     pub module_sha256: Sha256Hex,
     pub seed: u64,
+    pub parent: Option<ParentLink>,
+    pub continued_from: Option<RunId>,
+    /// Change ids with a patch marker anywhere in the history.
+    pub recorded_patches: BTreeSet<String>,
+}
+
+impl StartInfo {
+    /// What a new instance of this run needs.
+    pub(crate) fn instance_options(&self, run_id: RunId) -> InstanceOptions {
+        InstanceOptions {
+            run_id,
+            seed: self.seed,
+            info: RunInfo {
+                workflow_id: self.workflow_id.clone(),
+                workflow_type: self.workflow_type.clone(),
+                parent_workflow_id: self.parent.as_ref().map(|p| p.workflow_id.clone()),
+            },
+            recorded_patches: self.recorded_patches.clone(),
+        }
+    }
 }
 
 /// One recorded activation: its time, the jobs it delivered, and the commands
@@ -108,6 +131,8 @@ pub(crate) fn parse_history(
                     input,
                     module_sha256,
                     seed,
+                    parent,
+                    continued_from,
                 },
             ..
         }) => StartInfo {
@@ -116,6 +141,15 @@ pub(crate) fn parse_history(
             input: input.clone(),
             module_sha256: module_sha256.clone(),
             seed: *seed,
+            parent: parent.clone(),
+            continued_from: continued_from.clone(),
+            recorded_patches: events
+                .iter()
+                .filter_map(|e| match &e.event {
+                    Event::PatchMarker { change_id } => Some(change_id.clone()),
+                    _ => None,
+                })
+                .collect(),
         },
         Some(e) => {
             return Err(HistoryError {
@@ -155,6 +189,8 @@ pub(crate) fn parse_history(
                     reason: "workflow_started is allowed only as event 1".into(),
                 });
             }
+            // Termination and timeouts are the host's verdict, outside any activation.
+            event if event.is_host_verdict() => ended = true,
             event => {
                 let Some(current) = activations.last_mut() else {
                     return Err(HistoryError {
@@ -171,10 +207,7 @@ pub(crate) fn parse_history(
                     }
                     current.jobs.push(job);
                 } else {
-                    ended = matches!(
-                        event,
-                        Event::WorkflowCompleted { .. } | Event::WorkflowFailed { .. }
-                    );
+                    ended = event.is_terminal();
                     current.commands.push(e);
                 }
             }
@@ -321,16 +354,9 @@ async fn replay_unpinned(
     events: u64,
 ) -> Result<ReplayVerdict, ReplayError> {
     let run_id = RunId(format!("replay-{}", start.workflow_id));
-    let mut instance = Instance::new(
-        engine,
-        module,
-        InstanceOptions {
-            run_id,
-            seed: start.seed,
-        },
-    )
-    .await
-    .map_err(|error| ReplayError::Guest { at_event: 1, error })?;
+    let mut instance = Instance::new(engine, module, start.instance_options(run_id))
+        .await
+        .map_err(|error| ReplayError::Guest { at_event: 1, error })?;
     match replay_into(&mut instance, start, activations).await {
         Ok(r) => Ok(ReplayVerdict::Identical {
             status: r.status,

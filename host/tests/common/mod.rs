@@ -211,6 +211,7 @@ impl TestHost {
                 workflow_type: workflow_type.into(),
                 input,
                 module: module.clone(),
+                options: Default::default(),
             })
             .await
             .unwrap()

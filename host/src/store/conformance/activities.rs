@@ -238,6 +238,7 @@ pub async fn activity_lease_follows_start_to_close_timeout(store: &dyn Store) {
     let options = ActivityOptions {
         start_to_close_timeout_ms: 200,
         retry: None,
+        ..ActivityOptions::default()
     };
     run.schedule(store, T0, 1, "quick", options).await;
     let first = store

@@ -7,6 +7,7 @@ pub async fn commit_appends_events_and_creates_tasks_and_timers(store: &dyn Stor
     let options = ActivityOptions {
         start_to_close_timeout_ms: 0,
         retry: Some(RetryPolicy::default()),
+        ..ActivityOptions::default()
     };
     run.activate(store, T0 + 5, |run, c| {
         schedule_in(run, c, 1, "charge", options.clone());

@@ -51,6 +51,7 @@ pub async fn history_keeps_every_event_kind_exactly(store: &dyn Store) {
             non_retryable_error_types: vec!["Fatal".into()],
             ..RetryPolicy::default()
         }),
+        ..ActivityOptions::default()
     };
     let events = vec![
         Event::ActivityScheduled {
@@ -120,6 +121,7 @@ pub async fn create_run_with_a_taken_run_id_fails(store: &dyn Store) {
             module_sha256: module_sha(),
             first_event,
             now_ms: T0 + 1,
+            options: RunOptions::default(),
         })
         .await;
     assert!(again.is_err(), "a run id is never reused: {again:?}");

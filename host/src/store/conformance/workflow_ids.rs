@@ -12,6 +12,8 @@ pub async fn workflow_id_is_unique_among_open_runs(store: &dyn Store) {
             input: Value::Null,
             module_sha256: module_sha(),
             seed: 1,
+            parent: None,
+            continued_from: None,
         },
         T0 + 1,
     );
@@ -22,6 +24,7 @@ pub async fn workflow_id_is_unique_among_open_runs(store: &dyn Store) {
         module_sha256: module_sha(),
         first_event: second.events()[0].clone(),
         now_ms: T0 + 1,
+        options: RunOptions::default(),
     };
     match store.create_run(request.clone()).await {
         Err(StoreError::WorkflowIdInUse {
@@ -73,6 +76,8 @@ pub async fn stuck_run_keeps_its_workflow_id(store: &dyn Store) {
             input: Value::Null,
             module_sha256: module_sha(),
             seed: 1,
+            parent: None,
+            continued_from: None,
         },
         T0,
     );
@@ -84,6 +89,7 @@ pub async fn stuck_run_keeps_its_workflow_id(store: &dyn Store) {
             module_sha256: module_sha(),
             first_event: history.events()[0].clone(),
             now_ms: T0,
+            options: RunOptions::default(),
         })
         .await;
     assert!(
