@@ -34,7 +34,9 @@ pub struct HostConfig {
     pub max_concurrent_activities: usize,
     /// How often idle loops look for work made ready by other hosts.
     pub poll_interval: Duration,
-    /// Instances kept warm between activations (each holds its memory).
+    /// Instances kept warm between activations (each holds its memory). 0
+    /// keeps none: every activation replays the run from its history, as
+    /// after a crash (the test kit uses it to prove replay).
     pub warm_instances: usize,
     /// Seeds run ids and workflow seeds; `None` draws from the operating system.
     pub seed: Option<u64>,

@@ -28,16 +28,19 @@
 //! - [`activity`]: the registry of native activities, retries and timeouts.
 //! - [`scheduler`]: the loops that claim work, and the [`Clock`].
 //! - [`Host`]: the front door that ties them together.
+//! - [`testing`]: a test kit for workflow authors: virtual time that skips
+//!   ahead, and replay checks at every activation boundary.
 
 pub mod activity;
 mod host;
 pub mod model;
 pub mod scheduler;
 pub mod store;
+pub mod testing;
 pub mod wasm;
 pub mod workflow;
 
 pub use activity::{Activities, ActivityContext, ActivityError};
-pub use host::{Host, HostConfig, HostError, Running, StartRequest, outcome};
+pub use host::{Host, HostConfig, HostError, Running, StartOptions, StartRequest, outcome};
 pub use scheduler::{Clock, ManualClock, SystemClock};
-pub use store::RunStatus;
+pub use store::{IdConflictPolicy, IdReusePolicy, ListFilter, RunStatus};

@@ -520,6 +520,12 @@ pub trait RunStore: Send + Sync {
     /// Takes over every lease held by `host_id` (a host restarting under the same id):
     /// the leases are freed and their tokens incremented, so the dead process is fenced.
     async fn reclaim_leases(&self, host_id: &str) -> StoreResult<u64>;
+    /// Something that can make progress at `now_ms` without time moving on (a
+    /// run to activate or being activated, a due timer or deadline, an
+    /// activity to run or running), described for a person; `None` when
+    /// everything waits for time or for the outside world. The test kit's
+    /// notion of "settled".
+    async fn pending_work(&self, now_ms: u64) -> StoreResult<Option<String>>;
 }
 
 /// Activity tasks: claiming attempts and recording how they ended.

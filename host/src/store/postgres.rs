@@ -489,6 +489,13 @@ impl RunStore for PostgresStore {
         at.map(|v| uint(v, "a timer's fire_at_ms")).transpose()
     }
 
+    async fn pending_work(&self, now_ms: u64) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(rows::PENDING_WORK)
+            .bind(int(now_ms))
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     async fn reclaim_leases(&self, host_id: &str) -> StoreResult<u64> {
         let freed: i64 = sqlx::query_scalar(
             "WITH r AS (

@@ -566,3 +566,19 @@ pub(super) fn unique_violation(e: &sqlx::Error) -> Option<String> {
             .unwrap_or_else(|| db.message().to_owned())
     })
 }
+
+/// [`RunStore::pending_work`](super::RunStore::pending_work): the same SQL on both backends.
+pub(super) const PENDING_WORK: &str = "SELECT what FROM (
+    SELECT 'run ' || run_id || ' needs an activation' AS what FROM runs
+     WHERE status = 'running'
+       AND (wakeups > handled_wakeups OR lease_expires_at_ms > $1
+            OR (deadline_ms IS NOT NULL AND deadline_ms <= $1))
+    UNION ALL
+    SELECT 'timer ' || t.seq || ' of run ' || t.run_id || ' is due' FROM timers t
+      JOIN runs r ON r.run_id = t.run_id
+     WHERE r.status = 'running' AND t.fire_at_ms <= $1
+    UNION ALL
+    SELECT 'activity ' || name || ' of run ' || run_id || ' (seq ' || seq || ') is ' || status
+      FROM activity_tasks
+     WHERE (status = 'scheduled' AND visible_at_ms <= $1) OR status = 'running'
+) work LIMIT 1";

@@ -509,6 +509,13 @@ impl RunStore for SqliteStore {
         at.map(|v| uint(v, "a timer's fire_at_ms")).transpose()
     }
 
+    async fn pending_work(&self, now_ms: u64) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(rows::PENDING_WORK)
+            .bind(int(now_ms))
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
     async fn reclaim_leases(&self, host_id: &str) -> StoreResult<u64> {
         let mut tx = self.begin_write().await?;
         let runs = sqlx::query(

@@ -69,6 +69,8 @@ pub(crate) struct Driver {
     /// Draws the run ids and seeds of children and continued runs.
     ids: RunRng,
     warm: Mutex<LruCache<RunId, Warm>>,
+    /// With `warm_instances == 0` every activation rebuilds its instance by replay.
+    keep_warm: bool,
 }
 
 impl Driver {
@@ -86,6 +88,7 @@ impl Driver {
             clock,
             ids,
             warm: Mutex::new(LruCache::new(cap)),
+            keep_warm: config.warm_instances > 0,
         }
     }
 
@@ -128,6 +131,9 @@ impl Driver {
     }
 
     fn put_warm(&self, run_id: RunId, warm: Warm) {
+        if !self.keep_warm {
+            return;
+        }
         self.warm
             .lock()
             .expect("warm cache poisoned")
