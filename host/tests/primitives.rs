@@ -38,16 +38,19 @@ fn activities(calls: &Calls) -> Activities {
     a
 }
 
+/// A test environment on a fresh database. On Postgres it also keeps no
+/// warm instance, so every activation first replays the run, as after a
+/// crash at that activation boundary; SQLite keeps the warm path covered.
 async fn kit(backend: Backend, activities: Activities) -> (TestEnv, Db) {
     let db = fresh_db(backend).await;
-    let env = TestEnv::builder(activities)
+    let mut builder = TestEnv::builder(activities)
         .store(db.store.clone())
         .engine(common::engine())
-        .config(|c| c.host_id = common::unique("host"))
-        .build()
-        .await
-        .unwrap();
-    (env, db)
+        .config(|c| c.host_id = common::unique("host"));
+    if matches!(backend, Backend::Postgres) {
+        builder = builder.replay_every_activation();
+    }
+    (builder.build().await.unwrap(), db)
 }
 
 async fn done(env: TestEnv, db: Db) {
