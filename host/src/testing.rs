@@ -453,6 +453,36 @@ impl TestEnv {
     }
 }
 
+/// The bytes of a workflow component built by `scripts/build-guests`, by
+/// crate name (`approval-workflow`). Looks in `$CARGO_TARGET_DIR`, else in the
+/// `target/` directory of the nearest enclosing workspace.
+pub fn guest_wasm(crate_name: &str) -> Result<Vec<u8>, TestError> {
+    let file = format!("{}.wasm", crate_name.replace('-', "_"));
+    let relative = std::path::Path::new("wasm32-wasip2").join("guest").join(&file);
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(std::path::PathBuf::from(dir).join(&relative));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        for dir in cwd.ancestors() {
+            candidates.push(dir.join("target").join(&relative));
+        }
+    }
+    for path in &candidates {
+        if let Ok(bytes) = std::fs::read(path) {
+            return Ok(bytes);
+        }
+    }
+    Err(TestError::Setup(format!(
+        "cannot find {file} (looked in {}); build the workflows first with `scripts/build-guests`",
+        candidates
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
 fn json(value: impl Serialize) -> Result<Value, TestError> {
     serde_json::to_value(value)
         .map_err(|e| TestError::Setup(format!("a test input does not serialize to JSON: {e}")))
