@@ -271,6 +271,11 @@ impl Context {
     /// handler. An update that arrives for a name nobody handles fails with
     /// `UnknownUpdate`.
     ///
+    /// Handlers are tasks: one still running when the workflow function
+    /// returns is dropped unanswered. A workflow that must answer every
+    /// update counts those in flight and returns only after
+    /// `ctx.wait_until(move || in_flight.get() == 0)`.
+    ///
     /// ```
     /// # async fn example(ctx: weft_sdk::Context) {
     /// use std::{cell::RefCell, rc::Rc};

@@ -243,3 +243,28 @@ fn a_finished_run_accepts_no_updates() {
     // Queries still answer.
     assert_eq!(executor.query("value", "null"), Ok("1".to_owned()));
 }
+
+#[test]
+fn an_update_still_running_when_the_workflow_returns_is_dropped_unanswered() {
+    let (mut executor, _, host) = start(
+        vec![Workflow::new("updatable", updatable)],
+        "updatable",
+        "10",
+    );
+    executor.deliver(vec![update("u1", "add", "5")]);
+    assert_eq!(host.take(), [activity(1, "echo", r#""5""#)]);
+    assert_eq!(
+        executor.deliver(vec![signal("done", "null")]),
+        completed("10")
+    );
+    // Delivered with the signal that ends the run: the root returns before
+    // the handler's first poll, so it issues nothing.
+    let (mut executor, _, host) = start(
+        vec![Workflow::new("updatable", updatable)],
+        "updatable",
+        "10",
+    );
+    let status = executor.deliver(vec![update("u2", "add", "5"), signal("done", "null")]);
+    assert_eq!(status, completed("10"));
+    assert_eq!(host.take(), []);
+}
