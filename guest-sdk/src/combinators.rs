@@ -41,8 +41,10 @@ pub fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> JoinAll<F> {
 /// ready in the same poll the first argument wins.
 ///
 /// Dropping the loser is what cancels it: a losing [`Timer`](crate::Timer)
-/// issues `cancel-timer`, a losing signal [`Recv`](crate::Recv) consumes no
-/// message.
+/// issues `cancel-timer`, a losing [`ChildWorkflow`](crate::ChildWorkflow)
+/// is asked to cancel, a losing signal [`Recv`](crate::Recv) consumes no
+/// message. To keep racing a future after it lost, pass it pinned by
+/// reference (`select(child.as_mut(), timer)`).
 ///
 /// ```
 /// # use std::time::Duration;

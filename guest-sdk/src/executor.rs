@@ -1,27 +1,40 @@
-//! The single-threaded executor that runs one workflow future across
-//! activations, and [`Shared`], the state its futures reach through
-//! [`Context`].
+//! The single-threaded executor that runs one workflow across activations,
+//! and [`Shared`], the state its futures reach through [`Context`].
 //!
 //! An activation is one call of an export. [`Executor::start`] creates the
 //! root future and polls it; [`Executor::deliver`] first applies every job of
-//! the batch, in order (an activity outcome is recorded under its sequence
-//! number, a timer is marked fired, a signal is appended to the queue of its
-//! name), waking the futures that wait on them, and then polls. Either way the
-//! root future is polled once, and again for as long as a waker fired during
-//! the previous poll: a future woken mid-poll (say by a channel between two
-//! branches of a `join`) can make progress without any new job. When a poll
-//! ends with no waker fired, nothing can progress until the host delivers
-//! more, and the activation returns [`Status::Pending`].
+//! the batch, in order (an activity or child outcome is recorded under its
+//! sequence number, a timer is marked fired, a signal is appended to the
+//! queue of its name, an update spawns its handler as a task, a cancel
+//! request is noted), waking the futures that wait on them, and then polls.
+//!
+//! Polling goes in *rounds*. A round polls the root future, then every task
+//! spawned with [`Context::spawn`] (and every running update handler) in the
+//! order they were spawned; a task spawned during the round is polled in it
+//! too. Rounds repeat for as long as a waker fired during the previous one: a
+//! future woken mid-round (say by a channel between two branches of a `join`)
+//! can make progress without any new job. When a round ends with no waker
+//! fired, the executor evaluates the predicates of waiting conditions
+//! ([`Context::wait_until`]) and wakes those that now hold; if none does,
+//! nothing can progress until the host delivers more, and the activation
+//! returns [`Status::Pending`].
+//!
+//! The run ends when the root future does; tasks still running are dropped
+//! then, without issuing commands.
 //!
 //! Everything here is deterministic: maps are ordered by sequence number or
-//! name, and the only inputs are the jobs and the imports.
+//! name, tasks by spawn order, and the only inputs are the jobs and the
+//! imports.
 
 use crate::Context;
 use crate::activity::ActivityOptions;
+use crate::child::ChildRequest;
+use crate::condition::Predicate;
 use crate::error::WorkflowError;
-use crate::host::{Host, Job, Status};
+use crate::host::{Host, Job, Status, WorkflowInfo};
+use crate::update::{UNKNOWN_UPDATE, UpdateHandler};
 use crate::workflow::{self, Workflow};
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -30,15 +43,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 
-/// How many times one activation may poll the root future because a waker
-/// fired during the previous poll. A workflow that keeps waking itself (a
-/// busy `yield` loop) would otherwise never end its activation; past this
-/// bound the guest traps so that the host reports the activation as failed
-/// instead of hanging.
+/// How many poll rounds one activation may run because a waker fired (or a
+/// condition came true) during the previous one. A workflow that keeps waking
+/// itself (a busy `yield` loop) would otherwise never end its activation;
+/// past this bound the guest traps so that the host reports the activation
+/// as failed instead of hanging.
 const MAX_POLLS_PER_ACTIVATION: u32 = 10_000;
 
 /// The workflow function's future, with its output already serialized.
 pub(crate) type RootFuture = Pin<Box<dyn Future<Output = Result<String, WorkflowError>>>>;
+
+/// A task spawned next to the root future.
+pub(crate) type Task = Pin<Box<dyn Future<Output = ()>>>;
 
 /// A query handler: the query's input (JSON) to its answer (JSON) or an error.
 pub(crate) type QueryHandler = Rc<dyn Fn(&str) -> Result<String, String>>;
@@ -48,6 +64,8 @@ pub(crate) struct Executor {
     shared: Rc<Shared>,
     /// `None` once the workflow has finished (or never started).
     root: Option<RootFuture>,
+    /// Running tasks, in spawn order.
+    tasks: Vec<Task>,
     /// The final status, repeated if the host delivers after the end.
     finished: Option<Status>,
     woken: Arc<WakeFlag>,
@@ -65,6 +83,7 @@ impl Executor {
         let mut executor = Self {
             shared: Rc::clone(&shared),
             root: None,
+            tasks: Vec::new(),
             finished: None,
             woken: Arc::new(WakeFlag::default()),
         };
@@ -82,7 +101,7 @@ impl Executor {
     pub(crate) fn deliver(&mut self, jobs: Vec<Job>) -> Status {
         if self.finished.is_none() {
             for job in jobs {
-                for waker in self.shared.apply(job) {
+                for waker in Shared::apply(&self.shared, job) {
                     waker.wake();
                 }
             }
@@ -95,29 +114,31 @@ impl Executor {
         self.shared.query(name, input)
     }
 
+    /// Whether the workflow accepts update `name` with `input`; changes nothing.
+    pub(crate) fn validate_update(&self, name: &str, input: &str) -> Result<(), String> {
+        if self.finished.is_some() {
+            return Err(format!(
+                "update {name} arrived after the workflow ended; a closed run accepts no updates"
+            ));
+        }
+        self.shared.validate_update(name, input)
+    }
+
     fn run(&mut self) -> Status {
         if let Some(status) = &self.finished {
             return status.clone();
         }
-        let Some(root) = self.root.as_mut() else {
-            unreachable!("an executor holds its root future until it finishes")
-        };
         let waker = Waker::from(Arc::clone(&self.woken));
         let mut cx = TaskContext::from_waker(&waker);
         for _ in 0..MAX_POLLS_PER_ACTIVATION {
             self.woken.take();
-            match root.as_mut().poll(&mut cx) {
-                Poll::Ready(result) => {
-                    let status = match result {
-                        Ok(output) => Status::Completed(output),
-                        Err(failure) => Status::Failed(failure),
-                    };
-                    self.root = None;
-                    self.finished = Some(status.clone());
-                    return status;
-                }
-                Poll::Pending if !self.woken.take() => return Status::Pending,
-                Poll::Pending => {}
+            if let Some(status) = self.poll_round(&mut cx) {
+                self.finish(status.clone());
+                return status;
+            }
+            self.shared.flush_child_cancels();
+            if !self.woken.take() && !self.shared.wake_satisfied_conditions() {
+                return Status::Pending;
             }
         }
         panic!(
@@ -126,6 +147,43 @@ impl Executor {
              the activation end"
         )
     }
+
+    /// Polls the root, then every task in spawn order; the run's final status
+    /// if the root finished.
+    fn poll_round(&mut self, cx: &mut TaskContext<'_>) -> Option<Status> {
+        let Some(root) = self.root.as_mut() else {
+            unreachable!("an executor holds its root future until it finishes")
+        };
+        if let Poll::Ready(result) = root.as_mut().poll(cx) {
+            return Some(match result {
+                Ok(output) => Status::Completed(output),
+                Err(error) => error.into_status(),
+            });
+        }
+        let mut index = 0;
+        self.tasks.extend(self.shared.take_spawned());
+        while let Some(task) = self.tasks.get_mut(index) {
+            if task.as_mut().poll(cx).is_ready() {
+                drop(self.tasks.remove(index));
+            } else {
+                index += 1;
+            }
+            // A task spawned by the root or a task runs in this round too.
+            self.tasks.extend(self.shared.take_spawned());
+        }
+        None
+    }
+
+    /// The root finished: the run is over. What it still holds is dropped
+    /// without issuing commands — a child the workflow did not wait for
+    /// follows its parent-close policy, and the host closes the rest.
+    fn finish(&mut self, status: Status) {
+        self.finished = Some(status);
+        self.shared.closed.set(true);
+        self.root = None;
+        self.tasks.clear();
+        self.shared.clear(Keep::Queries);
+    }
 }
 
 impl Drop for Executor {
@@ -133,7 +191,18 @@ impl Drop for Executor {
     /// futures dropped with the root must not issue commands.
     fn drop(&mut self) {
         self.shared.closed.set(true);
+        self.root = None;
+        self.tasks.clear();
+        self.shared.clear(Keep::Nothing);
     }
+}
+
+/// What [`Shared::clear`] leaves in place.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// A finished run still answers queries.
+    Queries,
+    Nothing,
 }
 
 /// The waker of the root future: it only records that something was woken.
@@ -161,8 +230,11 @@ impl Wake for WakeFlag {
 pub(crate) struct Shared {
     host: Box<dyn Host>,
     state: RefCell<State>,
-    /// Set when the executor is dropped.
+    /// Set when the run ends or the executor is dropped: from then on,
+    /// dropped futures issue no commands.
     closed: Cell<bool>,
+    /// The `info` import's answer, asked once.
+    info: OnceCell<WorkflowInfo>,
 }
 
 #[derive(Default)]
@@ -171,6 +243,27 @@ struct State {
     timers: BTreeMap<u32, Slot<()>>,
     signals: BTreeMap<String, SignalQueue>,
     queries: BTreeMap<String, QueryHandler>,
+    children: BTreeMap<u32, Slot<Result<String, WorkflowError>>>,
+    /// Children whose futures were dropped unresolved in this poll round.
+    child_cancels: Vec<u32>,
+    /// The reason of the first cancel request, once one arrived.
+    cancel_reason: Option<String>,
+    cancel_waiters: Vec<Waker>,
+    /// Waiting conditions by registration number.
+    conditions: BTreeMap<u64, Condition>,
+    next_condition: u64,
+    updates: BTreeMap<String, Rc<UpdateHandler>>,
+    /// Tasks spawned since the executor last took them.
+    spawned: Vec<Task>,
+}
+
+struct Condition {
+    predicate: Predicate,
+    waker: Waker,
+    /// Its timeout passed: the next check settles it either way.
+    expired: bool,
+    /// The check found it expired with its predicate false.
+    gave_up: bool,
 }
 
 /// An outstanding command: waiting (with the waker of whoever polled it last)
@@ -192,7 +285,20 @@ impl Shared {
             host,
             state: RefCell::default(),
             closed: Cell::new(false),
+            info: OnceCell::new(),
         }
+    }
+
+    /// Drops what the run registered: pending tasks, handlers and
+    /// predicates hold [`Context`]s, and so would keep `Shared` alive forever.
+    fn clear(&self, keep: Keep) {
+        // Taken out first, dropped after: dropping a future may reach back
+        // into the state (a timer's drop does).
+        let state = std::mem::take(&mut *self.state.borrow_mut());
+        if keep == Keep::Queries {
+            self.state.borrow_mut().queries = state.queries.clone();
+        }
+        drop(state);
     }
 
     pub(crate) fn host(&self) -> &dyn Host {
@@ -295,7 +401,7 @@ impl Shared {
 
     /// Records `job` and returns the wakers to wake. They are woken by the
     /// caller, after the state is released.
-    fn apply(&self, job: Job) -> Vec<Waker> {
+    fn apply(self: &Rc<Self>, job: Job) -> Vec<Waker> {
         let mut state = self.state.borrow_mut();
         match job {
             Job::ActivityResolved { seq, outcome } => resolve(&mut state.activities, seq, outcome),
@@ -305,8 +411,215 @@ impl Shared {
                 queue.messages.push_back(input);
                 std::mem::take(&mut queue.waiters)
             }
-            Job::Ignored => Vec::new(),
+            Job::ChildResolved { seq, outcome } => resolve(&mut state.children, seq, outcome),
+            Job::UpdateReceived { id, name, input } => {
+                match state.updates.get(&name).map(Rc::clone) {
+                    Some(handler) => {
+                        let shared = Rc::clone(self);
+                        state.spawned.push(Box::pin(async move {
+                            let outcome = handler.handle(&input).await;
+                            shared.host.complete_update(&id, outcome);
+                        }));
+                    }
+                    None => {
+                        let message = unknown_update(&name, &state.updates);
+                        drop(state);
+                        self.host
+                            .complete_update(&id, Err(WorkflowError::new(UNKNOWN_UPDATE, message)));
+                    }
+                }
+                Vec::new()
+            }
+            Job::CancelRequested(reason) => {
+                if state.cancel_reason.is_none() {
+                    state.cancel_reason = Some(reason);
+                }
+                std::mem::take(&mut state.cancel_waiters)
+            }
         }
+    }
+
+    pub(crate) fn start_child(&self, request: &ChildRequest) -> u32 {
+        let seq = self.host.start_child(request);
+        self.state
+            .borrow_mut()
+            .children
+            .insert(seq, Slot::Waiting(None));
+        seq
+    }
+
+    /// The outcome of child `seq` if it has arrived; otherwise `waker` is
+    /// woken when it does.
+    pub(crate) fn take_child(
+        &self,
+        seq: u32,
+        waker: &Waker,
+    ) -> Option<Result<String, WorkflowError>> {
+        take_or_park(&mut self.state.borrow_mut().children, seq, waker)
+    }
+
+    /// The future of child `seq` was dropped before it resolved: its outcome
+    /// will be ignored, and the child is asked to cancel at the end of this
+    /// poll round — unless the run ends in it, when its parent-close policy
+    /// decides instead.
+    pub(crate) fn drop_child(&self, seq: u32) {
+        let mut state = self.state.borrow_mut();
+        let slot = state.children.remove(&seq);
+        if let (Some(Slot::Waiting(_)), false) = (slot, self.closed.get()) {
+            state.child_cancels.push(seq);
+        }
+    }
+
+    fn flush_child_cancels(&self) {
+        let cancels = std::mem::take(&mut self.state.borrow_mut().child_cancels);
+        for seq in cancels {
+            self.host.request_cancel_child(seq);
+        }
+    }
+
+    /// The reason of the run's cancel request, if one has arrived; when none
+    /// has and a `waker` is given, it is woken when one does.
+    pub(crate) fn cancel_reason(&self, waker: Option<&Waker>) -> Option<String> {
+        let mut state = self.state.borrow_mut();
+        if let Some(reason) = &state.cancel_reason {
+            return Some(reason.clone());
+        }
+        if let Some(waker) = waker
+            && !state.cancel_waiters.iter().any(|w| w.will_wake(waker))
+        {
+            state.cancel_waiters.push(waker.clone());
+        }
+        None
+    }
+
+    /// Registers (or, given its `id`, refreshes) a waiting condition; returns
+    /// its id. An `expired` one (its timeout passed) is woken at the next
+    /// check even if its predicate does not hold.
+    pub(crate) fn register_condition(
+        &self,
+        id: Option<u64>,
+        predicate: Predicate,
+        waker: &Waker,
+        expired: bool,
+    ) -> u64 {
+        let mut state = self.state.borrow_mut();
+        let id = id.unwrap_or_else(|| {
+            state.next_condition += 1;
+            state.next_condition
+        });
+        state.conditions.insert(
+            id,
+            Condition {
+                predicate,
+                waker: waker.clone(),
+                expired,
+                gave_up: false,
+            },
+        );
+        id
+    }
+
+    /// Whether the check found condition `id` expired and its predicate false.
+    pub(crate) fn condition_gave_up(&self, id: u64) -> bool {
+        self.state
+            .borrow()
+            .conditions
+            .get(&id)
+            .is_some_and(|condition| condition.gave_up)
+    }
+
+    pub(crate) fn unregister_condition(&self, id: u64) {
+        // Taken out before it is dropped: the predicate may own futures.
+        let condition = self.state.borrow_mut().conditions.remove(&id);
+        drop(condition);
+    }
+
+    /// The check at the end of a round in which nothing was woken: evaluates
+    /// every waiting condition, in registration order, and wakes those whose
+    /// predicate holds (or whose timeout passed); true if it woke any. A woken
+    /// future checks its predicate again when polled and registers again if,
+    /// by then, it no longer holds.
+    fn wake_satisfied_conditions(&self) -> bool {
+        let waiting: Vec<(u64, Predicate)> = self
+            .state
+            .borrow()
+            .conditions
+            .iter()
+            .filter(|(_, condition)| !condition.gave_up)
+            .map(|(id, condition)| (*id, Rc::clone(&condition.predicate)))
+            .collect();
+        let mut any = false;
+        for (id, predicate) in waiting {
+            // Evaluated with the state released: a predicate may read anything.
+            let holds = predicate();
+            let mut state = self.state.borrow_mut();
+            let Some(condition) = state.conditions.get_mut(&id) else {
+                continue; // dropped by a predicate evaluated before it
+            };
+            if holds {
+                // Unregistered, so that a future nobody polls any more is not
+                // woken at every check.
+                let removed = state.conditions.remove(&id);
+                drop(state);
+                if let Some(condition) = removed {
+                    condition.waker.wake();
+                }
+                any = true;
+            } else if condition.expired {
+                // Stays registered, so that the future learns it gave up;
+                // the check passes over it from now on.
+                condition.gave_up = true;
+                condition.waker.wake_by_ref();
+                any = true;
+            }
+        }
+        any
+    }
+
+    pub(crate) fn spawn(&self, task: Task) {
+        self.state.borrow_mut().spawned.push(task);
+    }
+
+    fn take_spawned(&self) -> Vec<Task> {
+        std::mem::take(&mut self.state.borrow_mut().spawned)
+    }
+
+    /// Registers (or replaces) the handler of update `name`.
+    pub(crate) fn set_update(&self, name: &str, handler: UpdateHandler) {
+        self.state
+            .borrow_mut()
+            .updates
+            .insert(name.to_owned(), Rc::new(handler));
+    }
+
+    fn validate_update(&self, name: &str, input: &str) -> Result<(), String> {
+        let handler = {
+            let state = self.state.borrow();
+            match state.updates.get(name) {
+                Some(handler) => Rc::clone(handler),
+                None => return Err(unknown_update(name, &state.updates)),
+            }
+        };
+        // Called without the state borrowed: the validator may read anything.
+        handler.validate(input)
+    }
+
+    /// The run's id, type and parent, asked of the host once.
+    pub(crate) fn info(&self) -> &WorkflowInfo {
+        self.info.get_or_init(|| self.host.info())
+    }
+}
+
+/// Why update `name` cannot be handled, naming the ones that can.
+fn unknown_update(name: &str, updates: &BTreeMap<String, Rc<UpdateHandler>>) -> String {
+    if updates.is_empty() {
+        format!("unknown update {name}; this workflow accepts no updates")
+    } else {
+        let names: Vec<&str> = updates.keys().map(String::as_str).collect();
+        format!(
+            "unknown update {name}; this workflow accepts: {}",
+            names.join(", ")
+        )
     }
 }
 

@@ -6,6 +6,7 @@
 //! [`Job`] and [`Status`] are the export side's `job` and `status`.
 
 use crate::activity::ActivityOptions;
+use crate::child::ChildRequest;
 use crate::error::WorkflowError;
 
 /// Severity of a log line written with [`Context::log`](crate::Context::log).
@@ -19,8 +20,8 @@ pub enum LogLevel {
 }
 
 /// The imports a workflow may call. Each call is quick and never blocks: the
-/// commands (`schedule_activity`, `start_timer`, `cancel_timer`) only return a
-/// sequence number, and their outcomes arrive later as [`Job`]s.
+/// commands (`schedule_activity`, `start_timer`, `start_child`, ...) only
+/// return a sequence number, and their outcomes arrive later as [`Job`]s.
 pub(crate) trait Host {
     fn now_ms(&self) -> u64;
     fn random_u64(&self) -> u64;
@@ -29,6 +30,23 @@ pub(crate) trait Host {
     fn cancel_timer(&self, seq: u32);
     fn log(&self, level: LogLevel, message: &str);
     fn is_replaying(&self) -> bool;
+    fn start_child(&self, request: &ChildRequest) -> u32;
+    fn request_cancel_child(&self, seq: u32);
+    /// Answers update `id`: its output (JSON) or why it failed.
+    fn complete_update(&self, id: &str, outcome: Result<String, WorkflowError>);
+    fn patched(&self, change_id: &str) -> bool;
+    fn set_status_line(&self, text: &str);
+    /// `attributes` is one JSON object.
+    fn upsert_search_attributes(&self, attributes: &str);
+    fn info(&self) -> WorkflowInfo;
+}
+
+/// What the run knows about itself: the `info` import's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct WorkflowInfo {
+    pub(crate) workflow_id: String,
+    pub(crate) workflow_type: String,
+    pub(crate) parent_workflow_id: Option<String>,
 }
 
 /// Something the host delivers in an activation.
@@ -43,8 +61,19 @@ pub(crate) enum Job {
     TimerFired(u32),
     /// A signal arrived; `input` is JSON.
     SignalReceived { name: String, input: String },
-    /// A job this SDK version does not act on.
-    Ignored,
+    /// The child workflow started as `seq` ended: its output (JSON) or its failure.
+    ChildResolved {
+        seq: u32,
+        outcome: Result<String, WorkflowError>,
+    },
+    /// An update that passed validation; `input` is JSON.
+    UpdateReceived {
+        id: String,
+        name: String,
+        input: String,
+    },
+    /// Someone asked the run to cancel, for this reason.
+    CancelRequested(String),
 }
 
 /// The workflow's state at the end of an activation.
@@ -54,4 +83,8 @@ pub(crate) enum Status {
     /// The workflow function returned; its output as JSON.
     Completed(String),
     Failed(WorkflowError),
+    /// The workflow honoured a cancel request, with this message.
+    Cancelled(String),
+    /// A new run starts with this input (JSON).
+    ContinuedAsNew(String),
 }

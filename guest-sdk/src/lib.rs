@@ -35,10 +35,31 @@
 //! - [`Context`]: activities ([`Activity`], with [`ActivityOptions`] and
 //!   [`RetryPolicy`]), durable timers ([`Timer`]), [`Signal`]s, queries,
 //!   workflow time, deterministic randomness, logging;
+//! - child workflows: [`Context::child_workflow`] returns a
+//!   [`ChildWorkflow`] with its [`ParentClosePolicy`]; it fails with a
+//!   [`ChildWorkflowError`];
+//! - ending a run other than by returning: [`Context::continue_as_new`], and
+//!   cancellation — [`Context::cancelled`] (a [`Cancelled`] future) tells the
+//!   workflow that somebody asked it to stop, [`WorkflowError::cancelled`]
+//!   ends it as cancelled, and a [`Saga`] undoes what it did;
+//! - updates: [`Context::on_update`] and [`Context::on_update_validated`]
+//!   handle requests the workflow answers;
+//! - background tasks ([`Context::spawn`]) and conditions over the
+//!   workflow's own state ([`Context::wait_until`], a [`WaitUntil`];
+//!   [`Context::wait_until_timeout`], a [`WaitUntilTimeout`]);
+//! - versioning with [`Context::patched`]; visibility with
+//!   [`Context::set_status_line`] and [`Context::upsert_search_attributes`]
+//!   (each a [`SearchValue`]); the run's own [`Context::workflow_id`],
+//!   [`Context::workflow_type`] and [`Context::parent_workflow_id`];
 //! - [`join`], [`join_all`] and [`select`] (with [`Either`]) to wait on several
 //!   futures at once;
-//! - [`WorkflowError`], what a workflow fails with; [`ActivityError`] converts
-//!   into it with `?`.
+//! - [`WorkflowError`], what a workflow fails with; [`ActivityError`] and
+//!   [`ChildWorkflowError`] convert into it with `?`.
+//!
+//! A run is one root future — the workflow function — plus the tasks it
+//! spawns and the update handlers that run, all polled by one
+//! single-threaded executor in a fixed order; the run ends when the workflow
+//! function returns.
 //!
 //! # Glossary
 //!
@@ -47,21 +68,32 @@
 //! | workflow type | the name a workflow function is registered under: the function's name |
 //! | run | one execution of a workflow, with its own history |
 //! | history | the run's append-only list of events, from which any instance can be rebuilt |
-//! | command | something the workflow asks of the host — schedule an activity, start or cancel a timer; recorded with a sequence number before it has any effect |
-//! | job | something the host delivers: an activity's outcome, a timer firing, a signal |
+//! | command | something the workflow asks of the host — schedule an activity, start or cancel a timer, start a child; recorded with a sequence number before it has any effect |
+//! | job | something the host delivers: an activity's or a child's outcome, a timer firing, a signal, an update, a cancel request |
 //! | activation | one turn of the guest: the host delivers a batch of jobs, the workflow runs until every future is pending, and the new commands are recorded together |
 //! | activity | a function that touches the outside world, run by the host with retries |
 //! | replay | re-running the workflow from the start, answering every import from the history |
 //! | nondeterminism | a replay issuing a different command than the history records; the host parks such a run as `stuck` |
+//! | child workflow | a run started by another run (its parent), whose outcome the parent awaits |
+//! | continue-as-new | ending a run and starting the same workflow afresh with a new input, to keep histories short |
+//! | update | a request from outside that the workflow handles and answers, after an optional validator accepted it |
+//! | patch | a change id that lets one module carry old and new code paths; see [`Context::patched`] |
+//! | task | a future spawned with [`Context::spawn`], polled next to the workflow function |
 
 mod activity;
+mod cancel;
+mod child;
 mod combinators;
+mod condition;
 mod context;
 mod error;
 mod executor;
 mod host;
+mod saga;
+mod search;
 mod signal;
 mod timer;
+mod update;
 mod workflow;
 
 #[doc(hidden)]
@@ -72,10 +104,15 @@ pub mod __private;
 mod tests;
 
 pub use activity::{Activity, ActivityError, ActivityOptions, RetryPolicy};
+pub use cancel::Cancelled;
+pub use child::{ChildWorkflow, ChildWorkflowError, ParentClosePolicy};
 pub use combinators::{Either, Join, JoinAll, Select, join, join_all, select};
+pub use condition::{WaitUntil, WaitUntilTimeout};
 pub use context::Context;
 pub use error::WorkflowError;
 pub use host::LogLevel;
+pub use saga::Saga;
+pub use search::SearchValue;
 pub use signal::{Recv, Signal};
 pub use timer::Timer;
 

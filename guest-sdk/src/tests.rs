@@ -1,11 +1,20 @@
 //! The executor, the futures and the combinators, run natively against a fake
 //! host that records the commands.
 
+mod cancellation;
+mod children;
+mod conditions;
+mod tasks;
+mod updates;
+mod visibility;
+
+use crate::child::ChildRequest;
 use crate::executor::Executor;
-use crate::host::{Host, Job, LogLevel, Status};
+use crate::host::{Host, Job, LogLevel, Status, WorkflowInfo};
 use crate::workflow::Workflow;
 use crate::{ActivityOptions, Context, Either, RetryPolicy, WorkflowError, join, join_all, select};
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -27,6 +36,22 @@ enum Command {
         ms: u64,
     },
     CancelTimer(u32),
+    StartChild {
+        seq: u32,
+        request: ChildRequest,
+    },
+    CancelChild(u32),
+    CompleteUpdate {
+        id: String,
+        outcome: Result<String, WorkflowError>,
+    },
+    /// A `patched` call and what the host answered.
+    Patched {
+        change_id: String,
+        answer: bool,
+    },
+    StatusLine(String),
+    SearchAttributes(String),
 }
 
 #[derive(Default)]
@@ -35,6 +60,10 @@ struct Recorder {
     logs: RefCell<Vec<(LogLevel, String)>>,
     last_seq: Cell<u32>,
     now_ms: Cell<u64>,
+    /// What `patched` answers per change id; true for any other (a live run).
+    patches: RefCell<BTreeMap<String, bool>>,
+    info: RefCell<Option<WorkflowInfo>>,
+    info_calls: Cell<u32>,
 }
 
 impl Recorder {
@@ -90,6 +119,62 @@ impl Host for FakeHost {
     fn is_replaying(&self) -> bool {
         false
     }
+
+    fn start_child(&self, request: &ChildRequest) -> u32 {
+        let seq = self.0.next_seq();
+        self.0.commands.borrow_mut().push(Command::StartChild {
+            seq,
+            request: request.clone(),
+        });
+        seq
+    }
+
+    fn request_cancel_child(&self, seq: u32) {
+        self.0.commands.borrow_mut().push(Command::CancelChild(seq));
+    }
+
+    fn complete_update(&self, id: &str, outcome: Result<String, WorkflowError>) {
+        self.0.commands.borrow_mut().push(Command::CompleteUpdate {
+            id: id.to_owned(),
+            outcome,
+        });
+    }
+
+    fn patched(&self, change_id: &str) -> bool {
+        let answer = *self.0.patches.borrow().get(change_id).unwrap_or(&true);
+        self.0.commands.borrow_mut().push(Command::Patched {
+            change_id: change_id.to_owned(),
+            answer,
+        });
+        answer
+    }
+
+    fn set_status_line(&self, text: &str) {
+        self.0
+            .commands
+            .borrow_mut()
+            .push(Command::StatusLine(text.to_owned()));
+    }
+
+    fn upsert_search_attributes(&self, attributes: &str) {
+        self.0
+            .commands
+            .borrow_mut()
+            .push(Command::SearchAttributes(attributes.to_owned()));
+    }
+
+    fn info(&self) -> WorkflowInfo {
+        self.0.info_calls.set(self.0.info_calls.get() + 1);
+        self.0
+            .info
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| WorkflowInfo {
+                workflow_id: "wf-1".to_owned(),
+                workflow_type: "test".to_owned(),
+                parent_workflow_id: None,
+            })
+    }
 }
 
 fn start(
@@ -128,6 +213,13 @@ fn signal(name: &str, input: &str) -> Job {
 
 fn completed(output: &str) -> Status {
     Status::Completed(output.to_owned())
+}
+
+fn failed(status: Status) -> WorkflowError {
+    match status {
+        Status::Failed(failure) => failure,
+        other => panic!("expected a failure, got {other:?}"),
+    }
 }
 
 async fn hello(ctx: Context, name: String) -> Result<String, WorkflowError> {

@@ -1,10 +1,12 @@
 //! [`Timer`], the durable sleep [`Context::sleep`](crate::Context::sleep) returns.
 
+use crate::activity::millis;
 use crate::executor::Shared;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
 /// A durable timer: completes when the host delivers `timer-fired`, which may
 /// be after the instance was dropped and rebuilt by replay.
@@ -27,10 +29,17 @@ enum TimerState {
 }
 
 impl Timer {
-    pub(crate) fn new(shared: Rc<Shared>, duration_ms: u64) -> Self {
+    /// A timer of `duration`, rounded up to whole milliseconds.
+    pub(crate) fn after(shared: Rc<Shared>, duration: Duration) -> Self {
+        let whole = millis(duration);
+        let rounded_up = if Duration::from_millis(whole) < duration {
+            whole.saturating_add(1)
+        } else {
+            whole
+        };
         Self {
             shared,
-            duration_ms,
+            duration_ms: rounded_up,
             state: TimerState::Unstarted,
         }
     }

@@ -1,5 +1,5 @@
 //! The guest bindings of `weft:workflow`, generated from the WIT package at
-//! the workspace root. Nothing outside [`super`] and [`crate::host`]'s wasm
+//! the workspace root. Nothing outside [`super`] and `crate::host`'s wasm
 //! implementation touches these types.
 
 wit_bindgen::generate!({

@@ -4,8 +4,9 @@
 use super::bindings::weft::workflow::context;
 use super::bindings::weft::workflow::types as wit;
 use crate::activity::{ActivityOptions, RetryPolicy, millis};
+use crate::child::{ChildRequest, ParentClosePolicy};
 use crate::error::WorkflowError;
-use crate::host::{Host, Job, LogLevel, Status};
+use crate::host::{Host, Job, LogLevel, Status, WorkflowInfo};
 
 /// The `context` imports of the component.
 pub(super) struct WasmHost;
@@ -38,6 +39,40 @@ impl Host for WasmHost {
     fn is_replaying(&self) -> bool {
         context::is_replaying()
     }
+
+    fn start_child(&self, request: &ChildRequest) -> u32 {
+        context::start_child(&child_options(request))
+    }
+
+    fn request_cancel_child(&self, seq: u32) {
+        context::request_cancel_child(seq);
+    }
+
+    fn complete_update(&self, id: &str, outcome: Result<String, WorkflowError>) {
+        let outcome = outcome.map_err(failure);
+        context::complete_update(id, outcome.as_deref());
+    }
+
+    fn patched(&self, change_id: &str) -> bool {
+        context::patched(change_id)
+    }
+
+    fn set_status_line(&self, text: &str) {
+        context::set_status_line(text);
+    }
+
+    fn upsert_search_attributes(&self, attributes: &str) {
+        context::upsert_search_attributes(attributes);
+    }
+
+    fn info(&self) -> WorkflowInfo {
+        let info = context::info();
+        WorkflowInfo {
+            workflow_id: info.workflow_id,
+            workflow_type: info.workflow_type,
+            parent_workflow_id: info.parent_workflow_id,
+        }
+    }
 }
 
 pub(super) fn job(job: wit::Job) -> Job {
@@ -53,10 +88,18 @@ pub(super) fn job(job: wit::Job) -> Job {
             name: signal.name,
             input: signal.input,
         },
-        // Handled once the SDK grows children, updates and cancellation.
-        wit::Job::ChildResolved(_) | wit::Job::UpdateReceived(_) | wit::Job::CancelRequested(_) => {
-            Job::Ignored
-        }
+        wit::Job::ChildResolved(resolution) => Job::ChildResolved {
+            seq: resolution.seq,
+            outcome: resolution
+                .outcome
+                .map_err(|f| WorkflowError::new(f.error_type, f.message)),
+        },
+        wit::Job::UpdateReceived(update) => Job::UpdateReceived {
+            id: update.id,
+            name: update.name,
+            input: update.input,
+        },
+        wit::Job::CancelRequested(reason) => Job::CancelRequested(reason),
     }
 }
 
@@ -64,13 +107,31 @@ pub(super) fn status(status: Status) -> wit::Status {
     match status {
         Status::Pending => wit::Status::Pending,
         Status::Completed(output) => wit::Status::Completed(output),
-        Status::Failed(failure) => {
-            let (error_type, message) = failure.into_parts();
-            wit::Status::Failed(wit::Failure {
-                error_type,
-                message,
-            })
-        }
+        Status::Failed(error) => wit::Status::Failed(failure(error)),
+        Status::Cancelled(message) => wit::Status::Cancelled(message),
+        Status::ContinuedAsNew(input) => wit::Status::ContinuedAsNew(input),
+    }
+}
+
+fn failure(error: WorkflowError) -> wit::Failure {
+    let (error_type, message) = error.into_parts();
+    wit::Failure {
+        error_type,
+        message,
+    }
+}
+
+fn child_options(request: &ChildRequest) -> wit::ChildOptions {
+    wit::ChildOptions {
+        workflow_type: request.workflow_type.clone(),
+        workflow_id: request.workflow_id.clone().unwrap_or_default(),
+        input: request.input.clone(),
+        parent_close_policy: match request.parent_close_policy {
+            ParentClosePolicy::Terminate => wit::ParentClosePolicy::Terminate,
+            ParentClosePolicy::RequestCancel => wit::ParentClosePolicy::RequestCancel,
+            ParentClosePolicy::Abandon => wit::ParentClosePolicy::Abandon,
+        },
+        execution_timeout_ms: request.execution_timeout_ms,
     }
 }
 

@@ -1,5 +1,5 @@
 //! What [`export_workflows!`](crate::export_workflows) expands to: the
-//! generated bindings and the three exports. Public only so that the macro can
+//! generated bindings and the four exports. Public only so that the macro can
 //! reach it from the workflow's crate; not part of the API.
 //!
 //! The executor of the instance lives in a thread-local between activations
@@ -53,8 +53,9 @@ pub fn query(name: String, input: String) -> Result<String, String> {
 }
 
 /// The `validate-update` export.
-pub fn validate_update(name: String, _input: String) -> Result<(), String> {
-    Err(format!(
-        "unknown update {name}; this workflow accepts no updates"
-    ))
+pub fn validate_update(name: String, input: String) -> Result<(), String> {
+    EXECUTOR.with(|executor| match executor.borrow().as_ref() {
+        Some(executor) => executor.validate_update(&name, &input),
+        None => Err(format!("update {name} arrived before the workflow started")),
+    })
 }
