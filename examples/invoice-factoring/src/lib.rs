@@ -138,12 +138,19 @@ impl Services {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn kyb_check(&self, ctx: &ActivityContext, req: KybRequest) -> Result<KybResult, ActivityError> {
+    fn kyb_check(
+        &self,
+        ctx: &ActivityContext,
+        req: KybRequest,
+    ) -> Result<KybResult, ActivityError> {
         if self.config.unknown_clients.contains(&req.client) {
             self.journal.write(
                 "registry",
                 ctx,
-                format!("no company named {} is registered: KYB rejected", req.client),
+                format!(
+                    "no company named {} is registered: KYB rejected",
+                    req.client
+                ),
             );
             return Err(ActivityError::non_retryable(
                 "KybRejected",
@@ -234,7 +241,9 @@ impl Services {
             self.journal.write(
                 "bank",
                 ctx,
-                format!("{transfer_id} was already made for key {key}: confirmed again, nothing paid"),
+                format!(
+                    "{transfer_id} was already made for key {key}: confirmed again, nothing paid"
+                ),
             );
             return Ok(Transfer { transfer_id });
         }
@@ -267,7 +276,9 @@ impl Services {
         if lose {
             return Err(ActivityError::retryable(
                 "BankConnectionReset",
-                format!("the connection to the bank dropped before it confirmed the transfer with key {key}"),
+                format!(
+                    "the connection to the bank dropped before it confirmed the transfer with key {key}"
+                ),
             ));
         }
         Ok(Transfer { transfer_id })

@@ -73,7 +73,11 @@ struct Args {
     #[arg(long, value_enum, default_value = "approve")]
     decision: Decision,
     /// The debtor's payments, DAY:AMOUNT after the advance, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "10:16000,24:16000,38:16000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10:16000,24:16000,38:16000"
+    )]
     payments: Vec<ScheduledPayment>,
     /// How many requests the credit bureau lets time out before it answers.
     #[arg(long, default_value = "3")]
@@ -119,7 +123,10 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     services.journal().use_clock(env.clock().clone());
     let module = env.deploy("invoice-factoring", &wasm).await?;
-    println!("database {database}, module sha256 {}", &module.as_str()[..12]);
+    println!(
+        "database {database}, module sha256 {}",
+        &module.as_str()[..12]
+    );
 
     let invoice = json!({
         "invoice_id": "INV-1042",
@@ -156,9 +163,9 @@ async fn main() -> anyhow::Result<()> {
     timeline.catch_up(&env, &run).await?;
     let decision = match args.decision {
         Decision::Approve => Some(json!({ "approved": true, "by": "Lin" })),
-        Decision::Reject => Some(
-            json!({ "approved": false, "by": "Lin", "note": "debtor concentration too high" }),
-        ),
+        Decision::Reject => {
+            Some(json!({ "approved": false, "by": "Lin", "note": "debtor concentration too high" }))
+        }
         Decision::None => None,
     };
     if let Some(decision) = decision {
@@ -295,7 +302,9 @@ impl Timeline {
                 }
             }
             match &recorded.event {
-                Event::StatusLineSet { text } => self.say(recorded.recorded_at_ms, "workflow", text),
+                Event::StatusLineSet { text } => {
+                    self.say(recorded.recorded_at_ms, "workflow", text)
+                }
                 Event::WorkflowCompleted { output } => self.say(
                     recorded.recorded_at_ms,
                     "workflow",

@@ -46,7 +46,9 @@ enum Via {
 }
 
 #[derive(Parser)]
-#[command(about = "Take one loan application through the loan_application workflow, on virtual time")]
+#[command(
+    about = "Take one loan application through the loan_application workflow, on virtual time"
+)]
 struct Args {
     /// The amount asked for, in whole currency units.
     #[arg(long, default_value = "25000")]
@@ -108,7 +110,10 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     services.journal().use_clock(env.clock().clone());
     let module = env.deploy("loan-application", &wasm).await?;
-    println!("database {database}, module sha256 {}", &module.as_str()[..12]);
+    println!(
+        "database {database}, module sha256 {}",
+        &module.as_str()[..12]
+    );
 
     let application = json!({
         "application_id": "LA-2031",
@@ -135,7 +140,11 @@ async fn main() -> anyhow::Result<()> {
 
     // An eager underwriter tries to decide before the file is complete.
     if args.via == Via::Update {
-        timeline.say(env.now_ms(), "underwriter", "Lin tries to approve at once (update decide)");
+        timeline.say(
+            env.now_ms(),
+            "underwriter",
+            "Lin tries to approve at once (update decide)",
+        );
         match env
             .update(&run, "decide", json!({ "approved": true, "by": "Lin" }))
             .await
@@ -159,8 +168,12 @@ async fn main() -> anyhow::Result<()> {
         timeline.catch_up(&env, &run).await?;
         sleep_until(&env, START_MS + 33 * HOUR_MS).await?;
         timeline.say(env.now_ms(), "applicant", "uploads her bank statement");
-        env.signal(&run, "documents", json!({ "documents": ["bank_statement"] }))
-            .await?;
+        env.signal(
+            &run,
+            "documents",
+            json!({ "documents": ["bank_statement"] }),
+        )
+        .await?;
         timeline.catch_up(&env, &run).await?;
         query_status(&env, &run, &timeline).await?;
     }
@@ -181,12 +194,20 @@ async fn main() -> anyhow::Result<()> {
         let verb = if approved { "approves" } else { "rejects" };
         match args.via {
             Via::Update => {
-                timeline.say(env.now_ms(), "underwriter", &format!("Lin {verb} (update decide)"));
+                timeline.say(
+                    env.now_ms(),
+                    "underwriter",
+                    &format!("Lin {verb} (update decide)"),
+                );
                 let answer = env.update(&run, "decide", decision).await?;
                 timeline.say(env.now_ms(), "update", &format!("answered {answer}"));
             }
             Via::Signal => {
-                timeline.say(env.now_ms(), "underwriter", &format!("Lin {verb} (signal decision)"));
+                timeline.say(
+                    env.now_ms(),
+                    "underwriter",
+                    &format!("Lin {verb} (signal decision)"),
+                );
                 env.signal(&run, "decision", decision).await?;
             }
         }
@@ -279,7 +300,9 @@ impl Timeline {
                 }
             }
             match &recorded.event {
-                Event::StatusLineSet { text } => self.say(recorded.recorded_at_ms, "workflow", text),
+                Event::StatusLineSet { text } => {
+                    self.say(recorded.recorded_at_ms, "workflow", text)
+                }
                 Event::WorkflowCompleted { output } => self.say(
                     recorded.recorded_at_ms,
                     "workflow",

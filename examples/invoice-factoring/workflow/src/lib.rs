@@ -224,7 +224,9 @@ async fn invoice_factoring(ctx: Context, invoice: Invoice) -> Result<Settlement,
         ("debtor", invoice.debtor.as_str().into()),
         (
             "invoice_amount",
-            i64::try_from(invoice.amount_cents).unwrap_or(i64::MAX).into(),
+            i64::try_from(invoice.amount_cents)
+                .unwrap_or(i64::MAX)
+                .into(),
         ),
     ]);
     let status = Rc::new(RefCell::new(Status {

@@ -396,7 +396,10 @@ async fn loan_application(
     }
     enter(
         Stage::AwaitingDecision,
-        &format!("awaiting an underwriter's decision on {}", application.amount),
+        &format!(
+            "awaiting an underwriter's decision on {}",
+            application.amount
+        ),
     );
     ctx.spawn(receive_decisions(ctx.clone(), Rc::clone(&state)));
     let decided = ctx
