@@ -39,6 +39,7 @@ mod commits;
 mod history;
 mod lifecycle;
 mod modules;
+mod requests;
 mod signals;
 mod workflow_ids;
 
@@ -49,6 +50,7 @@ pub use commits::*;
 pub use history::*;
 pub use lifecycle::*;
 pub use modules::*;
+pub use requests::*;
 pub use signals::*;
 pub use workflow_ids::*;
 

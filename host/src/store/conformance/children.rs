@@ -250,7 +250,10 @@ pub async fn children_closing_unsuccessfully_resolve_with_their_failure(store: &
         vec![
             (1, Err(Failure::new("Cancelled", "as asked"))),
             (2, Err(Failure::new("Terminated", "operator"))),
-            (3, Err(Failure::new("TimedOut", "the execution timeout passed"))),
+            (
+                3,
+                Err(Failure::new("TimedOut", "the execution timeout passed"))
+            ),
         ]
     );
 }
@@ -394,7 +397,12 @@ pub async fn parent_close_policies_apply_to_open_children(store: &dyn Store) {
     )
     .await;
     assert_eq!(record(store, &parent).await.status, RunStatus::Completed);
-    assert_not_claimable(store, T0 + 4, "a closed parent is not woken by its children").await;
+    assert_not_claimable(
+        store,
+        T0 + 4,
+        "a closed parent is not woken by its children",
+    )
+    .await;
 }
 
 pub async fn a_parent_cancels_its_child(store: &dyn Store) {
@@ -436,7 +444,9 @@ pub async fn a_parent_cancels_its_child(store: &dyn Store) {
         .await
         .expect("pending_jobs");
     assert_eq!(
-        jobs.cancel.as_ref().map(|c| (c.reason.as_str(), c.requested_at_ms)),
+        jobs.cancel
+            .as_ref()
+            .map(|c| (c.reason.as_str(), c.requested_at_ms)),
         Some(("parent wf-cc asked to cancel", T0 + 3))
     );
     let mut commit = child_run.commit(
@@ -517,10 +527,7 @@ pub async fn continue_as_new_moves_signals_and_the_parent_link(store: &dyn Store
     let opened = record(store, &new).await;
     assert_eq!(opened.status, RunStatus::Running);
     assert_eq!(opened.parent, Some(link(&parent, "wf-can-parent", 1)));
-    assert_eq!(
-        store.history(&new.id).await.expect("history"),
-        new.history
-    );
+    assert_eq!(store.history(&new.id).await.expect("history"), new.history);
     assert_eq!(
         store
             .run_by_workflow_id("wf-can")

@@ -48,8 +48,8 @@ fn policy_name(policy: IdReusePolicy) -> &'static str {
     }
 }
 
-/// Where [`place_run`](crate::store) put a new run: created, or refused
-/// because its workflow id is taken or was used before.
+/// Where a backend's `place_run` put a new run: created, or refused because
+/// its workflow id is taken or was used before.
 #[derive(Clone, Debug, PartialEq)]
 pub(in crate::store) enum Placed {
     New,
