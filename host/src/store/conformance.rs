@@ -155,6 +155,7 @@ macro_rules! conformance_tests {
             status_line_search_attributes_and_memo_round_trip,
             list_runs_filters_newest_first,
             list_runs_defaults_to_a_hundred,
+            concurrent_signal_with_starts_open_one_run,
             children_start_with_the_parent_commit_and_resolve_it,
             children_closing_unsuccessfully_resolve_with_their_failure,
             a_child_with_a_taken_workflow_id_fails_at_once,
@@ -162,6 +163,7 @@ macro_rules! conformance_tests {
             a_parent_cancels_its_child,
             continue_as_new_moves_signals_and_the_parent_link,
             reuse_policy_looks_at_the_end_of_a_continued_chain,
+            a_parent_and_its_children_closing_at_once_all_commit,
         );
     };
 }

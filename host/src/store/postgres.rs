@@ -337,7 +337,7 @@ impl RunStore for PostgresStore {
         // round trip. The rest (children, updates, closing) follow it in one transaction.
         let mut tx = match lc.is_empty() {
             true => None,
-            false => Some(self.pool.begin().await?),
+            false => Some(lifecycle::begin(&self.pool, run_id, &lc).await?),
         };
         // `r` is the conditional append; every other clause joins or tests it,
         // so when the lease or the history moved on, nothing at all is written.

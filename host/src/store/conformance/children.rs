@@ -653,3 +653,50 @@ pub async fn reuse_policy_looks_at_the_end_of_a_continued_chain(store: &dyn Stor
         Created::New
     );
 }
+
+pub async fn a_parent_and_its_children_closing_at_once_all_commit(store: &dyn Store) {
+    const PAIRS: usize = 6;
+    let mut parents = Vec::new();
+    for i in 0..PAIRS {
+        parents.push(start(store, &format!("wf-both-{i}"), T0, RunOptions::default()).await);
+    }
+    let claims = claim_exactly(store, T0, &parents.iter().collect::<Vec<_>>()).await;
+    let mut pairs = Vec::new();
+    for (i, (mut parent, claim)) in parents.into_iter().zip(claims).enumerate() {
+        let parent_id = format!("wf-both-{i}");
+        let (child, child_run) =
+            child_request(&parent, &parent_id, 1, &format!("wf-both-{i}-child"), T0);
+        let mut commit = parent.commit(&claim, Vec::new(), T0);
+        start_child_in(&parent, &mut commit, 1, child, ParentClosePolicy::Terminate);
+        parent.apply(store, commit).await;
+        store
+            .send_signal(&parent.id, "finish", Value::Null, T0 + 1)
+            .await
+            .expect("send_signal");
+        pairs.push((parent, child_run));
+    }
+    let runs: Vec<&Run> = pairs.iter().flat_map(|(p, c)| [p, c]).collect();
+    let claims = claim_exactly(store, T0 + 2, &runs).await;
+    // Each parent closes (terminating its child) while that child completes
+    // (resolving its parent's row): the two commits lock the same two runs.
+    let commits = runs.iter().zip(&claims).map(|(run, claim)| {
+        let mut commit = run.commit(
+            claim,
+            vec![Event::WorkflowCompleted { output: json!(1) }],
+            T0 + 2,
+        );
+        commit.outcome = RunOutcome::Completed { output: json!(1) };
+        store.commit_activation(commit)
+    });
+    for (result, run) in futures::future::join_all(commits)
+        .await
+        .into_iter()
+        .zip(&runs)
+    {
+        result.unwrap_or_else(|e| panic!("run {} did not commit: {e}", run.id));
+    }
+    for (parent, child) in &pairs {
+        assert_eq!(record(store, parent).await.status, RunStatus::Completed);
+        assert_eq!(record(store, child).await.status, RunStatus::Completed);
+    }
+}

@@ -631,3 +631,55 @@ pub(super) fn link(parent: &Run, parent_workflow_id: &str, seq: u32) -> ParentLi
         seq,
     }
 }
+
+pub async fn concurrent_signal_with_starts_open_one_run(store: &dyn Store) {
+    const STARTS: u64 = 12;
+    let starts = (0..STARTS).map(|i| async move {
+        let (start, _) = request(
+            "wf-sws-race",
+            "order",
+            T0,
+            RunOptions {
+                id_conflict_policy: IdConflictPolicy::UseExisting,
+                signal: Some(("go".into(), json!(i))),
+                ..RunOptions::default()
+            },
+        );
+        let new = start.run_id.clone();
+        match store.create_run(start).await.expect("create_run") {
+            Created::New => new,
+            Created::Existing(open) => open,
+        }
+    });
+    let went_to: BTreeSet<RunId> = futures::future::join_all(starts)
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(
+        went_to.len(),
+        1,
+        "every start found the one run: {went_to:?}"
+    );
+    let runs = store
+        .list_runs(&ListFilter {
+            workflow_id: Some("wf-sws-race".into()),
+            ..ListFilter::default()
+        })
+        .await
+        .expect("list_runs");
+    assert_eq!(ids(&runs), went_to.into_iter().collect::<Vec<_>>());
+    let mut inputs: Vec<Value> = store
+        .pending_jobs(&runs[0].run_id, T0)
+        .await
+        .expect("pending_jobs")
+        .signals
+        .into_iter()
+        .map(|s| s.input)
+        .collect();
+    inputs.sort_by_key(|v| v.as_u64());
+    assert_eq!(
+        inputs,
+        (0..STARTS).map(|i| json!(i)).collect::<Vec<_>>(),
+        "each signal delivered exactly once"
+    );
+}

@@ -8,9 +8,10 @@
 //! waits for a concurrent insert of the same id to commit or roll back, so two
 //! starts never both succeed and neither has to lock anything first.
 //!
-//! A commit that carries lifecycle work runs as a transaction: the conditional
-//! append first (which locks the run's row), then the statements here, each a
-//! handful of data-modifying `WITH` clauses that touch disjoint rows.
+//! A commit that carries lifecycle work runs as a transaction: the runs it may
+//! touch locked in one global order ([`begin`]), the conditional append, then
+//! the statements here, each a handful of data-modifying `WITH` clauses that
+//! touch disjoint rows.
 
 use crate::model::{Failure, RunId};
 use crate::store::rows::{
@@ -148,6 +149,36 @@ pub(super) async fn queue_signal(
     .fetch_optional(&mut *conn)
     .await?;
     Ok(id.is_some())
+}
+
+/// Opens the transaction of a commit with lifecycle work. When the commit will
+/// touch other runs' rows (a closing run wakes its parent and polices its
+/// children; a cancel reaches children), it first locks every run it may
+/// touch — itself, its parent, its unresolved children — in `run_id` order.
+/// Otherwise a parent closing while its child closes would each hold its own
+/// row (the conditional append) and wait for the other's: a deadlock that
+/// Postgres breaks only after `deadlock_timeout`, by failing one commit.
+pub(super) async fn begin(
+    pool: &PgPool,
+    run_id: &RunId,
+    lc: &LifecycleColumns,
+) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await?;
+    if lc.close.is_some() || !lc.cancelled_children.is_empty() {
+        sqlx::query(
+            "SELECT run_id FROM runs
+              WHERE run_id = $1
+                 OR run_id = (SELECT parent_run_id FROM runs WHERE run_id = $1)
+                 OR run_id IN (SELECT child_run_id FROM children
+                                WHERE parent_run_id = $1 AND NOT resolved AND child_run_id IS NOT NULL)
+              ORDER BY run_id
+              FOR NO KEY UPDATE",
+        )
+        .bind(run_id.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+    }
+    Ok(tx)
 }
 
 /// Applies what an activation commit does beyond the conditional append, in
