@@ -1,16 +1,21 @@
 //! The Postgres backend: many hosts share one database.
 //!
-//! [`PostgresStore`] makes every operation one statement, and so one round trip
-//! and its own transaction: an activation commit is a single statement whose
-//! data-modifying `WITH` clauses all hang on the conditional update of the
-//! run's row (`lease_token` and `last_seq` must still hold), so either all of it
-//! applies or nothing does. Lists travel as arrays (`UNNEST`, `= ANY`), so each
-//! statement has one text and one prepared plan whatever the batch size.
+//! [`PostgresStore`] makes almost every operation one statement, and so one
+//! round trip and its own transaction: an activation commit is a single
+//! statement whose data-modifying `WITH` clauses all hang on the conditional
+//! update of the run's row (`lease_token` and `last_seq` must still hold), so
+//! either all of it applies or nothing does. Lists travel as arrays (`UNNEST`,
+//! `= ANY`), so each statement has one text and one prepared plan whatever the
+//! batch size. The exception is a commit with lifecycle work (children,
+//! updates, a cancel delivered, the run closing): that statement and a few
+//! more run in one transaction.
 //!
 //! Work is claimed with `FOR UPDATE SKIP LOCKED`: hosts claiming at the same
 //! time take different runs and tasks instead of queueing on each other's
 //! locks. Statements that lock a run and its activity tasks lock the run first,
-//! so they cannot deadlock with one another.
+//! and a commit that reaches other runs (its parent, its children) locks them
+//! all in `run_id` order before anything else, so they cannot deadlock with
+//! one another.
 
 use super::rows::{
     self, AttemptColumns, ClaimedTaskRow, CommitColumns, EventRow, LifecycleColumns, ModuleRow,
@@ -41,9 +46,9 @@ const CREATE_ATTEMPTS: usize = 3;
 
 /// A store in a Postgres database, shared by any number of hosts.
 ///
-/// Every operation is one statement (one round trip, one transaction); work is
-/// claimed with `FOR UPDATE SKIP LOCKED` and fenced by lease tokens. The pool
-/// holds up to eight connections.
+/// Almost every operation is one statement (one round trip, one transaction);
+/// work is claimed with `FOR UPDATE SKIP LOCKED` and fenced by lease tokens.
+/// The pool holds up to eight connections.
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
