@@ -189,14 +189,7 @@ pub(crate) struct HostInner {
 /// let running = host.run().await?;
 /// let module = host.deploy("hello", "1", &wasm).await?;
 /// let run = host
-///     .start(StartRequest {
-///         workflow_id: "hello-1".into(),
-///         workflow_type: "hello".into(),
-///         input: serde_json::json!("Ada"),
-///         module: module.sha256,
-///,
-///         options: Default::default(),
-///     })
+///     .start(StartRequest::new("hello-1", "hello", serde_json::json!("Ada"), module.sha256))
 ///     .await?;
 /// let record = host.wait(&run).await?;
 /// println!("{:?}", record.output);

@@ -458,7 +458,9 @@ impl TestEnv {
 /// `target/` directory of the nearest enclosing workspace.
 pub fn guest_wasm(crate_name: &str) -> Result<Vec<u8>, TestError> {
     let file = format!("{}.wasm", crate_name.replace('-', "_"));
-    let relative = std::path::Path::new("wasm32-wasip2").join("guest").join(&file);
+    let relative = std::path::Path::new("wasm32-wasip2")
+        .join("guest")
+        .join(&file);
     let mut candidates = Vec::new();
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         candidates.push(std::path::PathBuf::from(dir).join(&relative));

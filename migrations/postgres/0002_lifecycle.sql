@@ -61,6 +61,8 @@ CREATE INDEX children_resolved ON children (parent_run_id, resolved_at_ms, seq)
 CREATE TABLE updates (
     run_id          TEXT NOT NULL,
     update_id       TEXT NOT NULL,
+    -- Increasing in arrival order (update ids are the caller's and say nothing of order).
+    id              BIGINT GENERATED ALWAYS AS IDENTITY,
     name            TEXT NOT NULL,
     input           TEXT NOT NULL,
     received_at_ms  BIGINT NOT NULL,
@@ -72,4 +74,4 @@ CREATE TABLE updates (
     PRIMARY KEY (run_id, update_id)
 );
 
-CREATE INDEX updates_unconsumed ON updates (run_id, received_at_ms) WHERE NOT consumed;
+CREATE INDEX updates_unconsumed ON updates (run_id, id) WHERE NOT consumed;

@@ -88,6 +88,8 @@ CREATE INDEX children_resolved ON children (parent_run_id, resolved_at_ms, seq)
 CREATE TABLE updates (
     run_id          TEXT NOT NULL,
     update_id       TEXT NOT NULL,
+    -- Increasing in arrival order: one more than the run's last, given by the one writer.
+    id              INTEGER NOT NULL,
     name            TEXT NOT NULL,
     input           TEXT NOT NULL,
     received_at_ms  INTEGER NOT NULL,
@@ -99,4 +101,4 @@ CREATE TABLE updates (
     PRIMARY KEY (run_id, update_id)
 ) STRICT, WITHOUT ROWID;
 
-CREATE INDEX updates_unconsumed ON updates (run_id, received_at_ms) WHERE consumed = 0;
+CREATE INDEX updates_unconsumed ON updates (run_id, id) WHERE consumed = 0;

@@ -33,18 +33,24 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 mod activities;
+mod children;
 mod claims;
 mod commits;
 mod history;
+mod lifecycle;
 mod modules;
+mod requests;
 mod signals;
 mod workflow_ids;
 
 pub use activities::*;
+pub use children::*;
 pub use claims::*;
 pub use commits::*;
 pub use history::*;
+pub use lifecycle::*;
 pub use modules::*;
+pub use requests::*;
 pub use signals::*;
 pub use workflow_ids::*;
 
@@ -133,6 +139,31 @@ macro_rules! conformance_tests {
             concurrent_run_claims_never_share_a_run,
             concurrent_activity_claims_never_share_a_task,
             concurrent_commits_of_one_claim_apply_once,
+            reuse_policy_allow_duplicate_follows_any_closed_run,
+            reuse_policy_failed_only_follows_only_unsuccessful_runs,
+            reuse_policy_reject_duplicate_refuses_any_earlier_run,
+            an_open_run_is_a_conflict_whatever_the_reuse_policy,
+            conflict_policy_use_existing_returns_the_open_run,
+            signal_with_start_queues_the_signal_for_a_new_run,
+            signal_with_start_delivers_to_the_existing_run,
+            cancel_request_is_delivered_once,
+            termination_request_makes_a_stuck_run_claimable,
+            termination_request_wakes_a_running_run,
+            a_passed_deadline_makes_a_run_claimable,
+            a_timer_before_the_deadline_comes_first,
+            updates_are_delivered_answered_and_failed_on_close,
+            status_line_search_attributes_and_memo_round_trip,
+            list_runs_filters_newest_first,
+            list_runs_defaults_to_a_hundred,
+            concurrent_signal_with_starts_open_one_run,
+            children_start_with_the_parent_commit_and_resolve_it,
+            children_closing_unsuccessfully_resolve_with_their_failure,
+            a_child_with_a_taken_workflow_id_fails_at_once,
+            parent_close_policies_apply_to_open_children,
+            a_parent_cancels_its_child,
+            continue_as_new_moves_signals_and_the_parent_link,
+            reuse_policy_looks_at_the_end_of_a_continued_chain,
+            a_parent_and_its_children_closing_at_once_all_commit,
         );
     };
 }

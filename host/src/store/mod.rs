@@ -583,8 +583,9 @@ pub trait SignalStore: Send + Sync {
         input: Value,
         now_ms: u64,
     ) -> StoreResult<i64>;
-    /// Queues an update (already validated) for an open running run and
-    /// increments its `wakeups`. The same `update_id` twice is a no-op.
+    /// Queues an update (already validated) for an open run (running or
+    /// stuck) and increments its `wakeups`. The same `update_id` twice is a
+    /// no-op. A closed run: [`StoreError::NotFound`] naming it.
     async fn send_update(
         &self,
         run_id: &RunId,

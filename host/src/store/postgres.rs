@@ -1,30 +1,37 @@
 //! The Postgres backend: many hosts share one database.
 //!
-//! [`PostgresStore`] makes every operation one statement, and so one round trip
-//! and its own transaction: an activation commit is a single statement whose
-//! data-modifying `WITH` clauses all hang on the conditional update of the
-//! run's row (`lease_token` and `last_seq` must still hold), so either all of it
-//! applies or nothing does. Lists travel as arrays (`UNNEST`, `= ANY`), so each
-//! statement has one text and one prepared plan whatever the batch size.
+//! [`PostgresStore`] makes almost every operation one statement, and so one
+//! round trip and its own transaction: an activation commit is a single
+//! statement whose data-modifying `WITH` clauses all hang on the conditional
+//! update of the run's row (`lease_token` and `last_seq` must still hold), so
+//! either all of it applies or nothing does. Lists travel as arrays (`UNNEST`,
+//! `= ANY`), so each statement has one text and one prepared plan whatever the
+//! batch size. The exception is a commit with lifecycle work (children,
+//! updates, a cancel delivered, the run closing): that statement and a few
+//! more run in one transaction.
 //!
 //! Work is claimed with `FOR UPDATE SKIP LOCKED`: hosts claiming at the same
 //! time take different runs and tasks instead of queueing on each other's
 //! locks. Statements that lock a run and its activity tasks lock the run first,
-//! so they cannot deadlock with one another.
+//! and a commit that reaches other runs (its parent, its children) locks them
+//! all in `run_id` order before anything else, so they cannot deadlock with
+//! one another.
 
 use super::rows::{
-    self, AttemptColumns, ClaimedTaskRow, CommitColumns, EventRow, ModuleRow, PendingRow, RunRow,
-    RunStateRow, TaskStateRow, int, select_run, uint,
+    self, AttemptColumns, ClaimedTaskRow, CommitColumns, EventRow, LifecycleColumns, ModuleRow,
+    NewRunColumns, PendingRow, Placed, RunRow, RunStateRow, TaskStateRow, int, select_run, uint,
 };
 use super::{
     ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, CreateRun, Created,
-    HistoryStore, ListFilter, ModuleRecord, ModuleStore, PendingJobs, RunClaim, RunRecord,
-    RunStore, SignalStore, StoreError, StoreResult,
+    HistoryStore, IdConflictPolicy, ListFilter, ModuleRecord, ModuleStore, PendingJobs, RunClaim,
+    RunRecord, RunStore, SignalStore, StoreError, StoreResult,
 };
 use crate::model::{Failure, History, RecordedEvent, RunId, Sha256Hex};
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+mod lifecycle;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -39,9 +46,9 @@ const CREATE_ATTEMPTS: usize = 3;
 
 /// A store in a Postgres database, shared by any number of hosts.
 ///
-/// Every operation is one statement (one round trip, one transaction); work is
-/// claimed with `FOR UPDATE SKIP LOCKED` and fenced by lease tokens. The pool
-/// holds up to eight connections.
+/// Almost every operation is one statement (one round trip, one transaction);
+/// work is claimed with `FOR UPDATE SKIP LOCKED` and fenced by lease tokens.
+/// The pool holds up to eight connections.
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
@@ -166,60 +173,27 @@ impl HistoryStore for PostgresStore {
 #[async_trait]
 impl RunStore for PostgresStore {
     async fn create_run(&self, request: CreateRun) -> StoreResult<Created> {
-        let event = &request.first_event;
-        if event.seq != 1 {
-            return Err(StoreError::Conflict {
-                run_id: request.run_id,
-                reason: format!("a run starts with event 1, not event {}", event.seq),
-            });
-        }
+        let run = NewRunColumns::new(&request)?;
+        let mut conn = self.pool.acquire().await?;
         for _ in 0..CREATE_ATTEMPTS {
-            let inserted = sqlx::query(
-                "WITH r AS (
-                     INSERT INTO runs (run_id, workflow_id, workflow_type, module_sha256, status, last_seq,
-                                       last_hash, created_at_ms, wakeups, handled_wakeups, woken_at_ms)
-                     VALUES ($1, $2, $3, $4, 'running', 1, $5, $6, 1, 0, $6)
-                     RETURNING run_id)
-                 INSERT INTO events (run_id, seq, kind, payload, recorded_at_ms, hash)
-                 SELECT run_id, 1, $7, $8, $9, $5 FROM r",
-            )
-            .bind(request.run_id.as_str())
-            .bind(&request.workflow_id)
-            .bind(&request.workflow_type)
-            .bind(request.module_sha256.as_str())
-            .bind(event.hash.to_hex())
-            .bind(int(request.now_ms))
-            .bind(event.event.kind())
-            .bind(event.event.payload_json())
-            .bind(int(event.recorded_at_ms))
-            .execute(&self.pool)
-            .await;
-            let Err(e) = inserted else {
-                return Ok(Created::New);
-            };
-            match rows::unique_violation(&e).as_deref() {
-                Some("runs_open_workflow_id") => {
-                    let open: Option<String> = sqlx::query_scalar(
-                        "SELECT run_id FROM runs WHERE workflow_id = $1 AND status IN ('running', 'stuck')",
-                    )
-                    .bind(&request.workflow_id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                    if let Some(open) = open {
-                        return Err(StoreError::WorkflowIdInUse {
-                            workflow_id: request.workflow_id,
-                            run_id: RunId(open),
-                        });
+            match lifecycle::place_run(&mut conn, &run).await? {
+                Placed::New => return Ok(Created::New),
+                Placed::Open(open)
+                    if request.options.id_conflict_policy == IdConflictPolicy::UseExisting =>
+                {
+                    let (Some(name), Some(input)) = (&run.signal_name, &run.signal_input) else {
+                        return Ok(Created::Existing(open));
+                    };
+                    if lifecycle::queue_signal(&mut conn, &open, name, input, run.now_ms).await? {
+                        return Ok(Created::Existing(open));
                     }
-                    // That run closed in between: try again.
+                    // That run closed in between: start a new one after all.
                 }
-                Some(_) => {
-                    return Err(StoreError::Conflict {
-                        run_id: request.run_id,
-                        reason: "a run with this id already exists; run ids must be unique".into(),
-                    });
+                refused => {
+                    return Err(refused
+                        .refusal(&run)
+                        .expect("a placement other than New is a refusal"));
                 }
-                None => return Err(e.into()),
             }
         }
         Err(StoreError::Unavailable(format!(
@@ -228,8 +202,8 @@ impl RunStore for PostgresStore {
         )))
     }
 
-    async fn list_runs(&self, _filter: &ListFilter) -> StoreResult<Vec<RunRecord>> {
-        todo!("store lifecycle")
+    async fn list_runs(&self, filter: &ListFilter) -> StoreResult<Vec<RunRecord>> {
+        lifecycle::list_runs(&self.pool, filter).await
     }
 
     async fn run(&self, run_id: &RunId) -> StoreResult<RunRecord> {
@@ -265,10 +239,11 @@ impl RunStore for PostgresStore {
         lease_ms: u64,
         limit: u32,
     ) -> StoreResult<Vec<RunClaim>> {
-        // Candidates come from two short index ranges, each read in order and
+        // Candidates come from three short index ranges, each read in order and
         // cut off early whatever the backlog: woken runs whose lease is free or
-        // expired (longest woken first), and runs with a due timer (earliest
-        // first). Taking from both keeps either from starving the other. A run
+        // expired (longest woken first), runs with a due timer (earliest
+        // first) and runs past their deadline (earliest first). Taking from
+        // each keeps any from starving the others. A run
         // whose lease is live — even this host's own, mid-activation — is never
         // a candidate. `c` re-checks each candidate under its
         // row lock and skips rows another claim is locking, so two hosts never
@@ -287,14 +262,22 @@ impl RunStore for PostgresStore {
                    WHERE t.fire_at_ms <= $2 AND r.status = 'running' AND r.lease_expires_at_ms <= $2
                    ORDER BY t.fire_at_ms
                    LIMIT $5)
+                 UNION
+                 (SELECT run_id FROM runs
+                   WHERE status = 'running' AND deadline_ms IS NOT NULL AND deadline_ms <= $2
+                     AND lease_expires_at_ms <= $2
+                   ORDER BY deadline_ms
+                   LIMIT $5)
              ), c AS (
                  SELECT run_id FROM runs
                   WHERE run_id = ANY (ARRAY (SELECT run_id FROM candidates))
                     AND status = 'running'
                     AND lease_expires_at_ms <= $2
                     AND (wakeups > handled_wakeups
+                         OR deadline_ms <= $2
                          OR EXISTS (SELECT 1 FROM timers t WHERE t.run_id = runs.run_id AND t.fire_at_ms <= $2))
                   ORDER BY CASE WHEN wakeups > handled_wakeups THEN woken_at_ms
+                                WHEN deadline_ms <= $2 THEN deadline_ms
                                 ELSE (SELECT min(t.fire_at_ms) FROM timers t WHERE t.run_id = runs.run_id) END
                   LIMIT $4
                   FOR UPDATE SKIP LOCKED
@@ -333,7 +316,16 @@ impl RunStore for PostgresStore {
                FROM signals WHERE run_id = $1 AND NOT consumed
              UNION ALL
              SELECT 't', seq, NULL::bigint, NULL::text, NULL::text, NULL::text, fire_at_ms
-               FROM timers WHERE run_id = $1 AND fire_at_ms <= $2",
+               FROM timers WHERE run_id = $1 AND fire_at_ms <= $2
+             UNION ALL
+             SELECT 'c', seq, NULL::bigint, NULL::text, output, failure, COALESCE(resolved_at_ms, 0)
+               FROM children WHERE parent_run_id = $1 AND resolved AND NOT consumed
+             UNION ALL
+             SELECT 'u', id, NULL::bigint, update_id, input, name, received_at_ms
+               FROM updates WHERE run_id = $1 AND NOT consumed
+             UNION ALL
+             SELECT 'x', 0, NULL::bigint, NULL::text, NULL::text, cancel_reason, COALESCE(cancel_requested_at_ms, 0)
+               FROM runs WHERE run_id = $1 AND cancel_reason IS NOT NULL AND NOT cancel_delivered",
         )
         .bind(run_id.as_str())
         .bind(int(now_ms))
@@ -344,11 +336,18 @@ impl RunStore for PostgresStore {
 
     async fn commit_activation(&self, commit: ActivationCommit) -> StoreResult<()> {
         let c = CommitColumns::new(&commit)?;
+        let lc = LifecycleColumns::new(&commit)?;
         let run_id = &commit.run_id;
+        // Most activations write only what the statement below writes: one
+        // round trip. The rest (children, updates, closing) follow it in one transaction.
+        let mut tx = match lc.is_empty() {
+            true => None,
+            false => Some(lifecycle::begin(&self.pool, run_id, &lc).await?),
+        };
         // `r` is the conditional append; every other clause joins or tests it,
         // so when the lease or the history moved on, nothing at all is written.
         // A timer both started and cancelled in this activation is never inserted.
-        let applied: i64 = sqlx::query_scalar(
+        let applied = sqlx::query_scalar(
             "WITH r AS (
                  UPDATE runs
                     SET last_seq = $4, last_hash = $5, handled_wakeups = $6,
@@ -415,10 +414,12 @@ impl RunStore for PostgresStore {
         .bind(&c.task_visible_at)
         .bind(&c.timer_seqs)
         .bind(&c.timer_fire_at)
-        .bind(c.closing)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| match rows::unique_violation(&e).as_deref() {
+        .bind(c.closing);
+        let applied = match &mut tx {
+            Some(tx) => applied.fetch_one(&mut **tx).await,
+            None => applied.fetch_one(&self.pool).await,
+        };
+        let applied: i64 = applied.map_err(|e| match rows::unique_violation(&e).as_deref() {
             Some("events_pkey") => rows::events_exist(run_id),
             _ => e.into(),
         })?;
@@ -430,6 +431,10 @@ impl RunStore for PostgresStore {
                 commit.lease_token,
                 Some(c.expected_last_seq),
             ));
+        }
+        if let Some(mut tx) = tx {
+            lifecycle::apply_lifecycle(&mut tx, run_id, &lc).await?;
+            tx.commit().await?;
         }
         Ok(())
     }
@@ -445,6 +450,10 @@ impl RunStore for PostgresStore {
                                           WHERE a.run_id = runs.run_id AND a.status IN ('completed', 'failed')
                                             AND NOT a.consumed)
                          AND NOT EXISTS (SELECT 1 FROM signals s WHERE s.run_id = runs.run_id AND NOT s.consumed)
+                         AND NOT EXISTS (SELECT 1 FROM children c
+                                          WHERE c.parent_run_id = runs.run_id AND c.resolved AND NOT c.consumed)
+                         AND NOT EXISTS (SELECT 1 FROM updates u WHERE u.run_id = runs.run_id AND NOT u.consumed)
+                         AND NOT (cancel_reason IS NOT NULL AND NOT cancel_delivered)
                         THEN GREATEST(handled_wakeups, lease_wakeups)
                         ELSE handled_wakeups END
               WHERE run_id = $1 AND lease_token = $2",
@@ -480,13 +489,19 @@ impl RunStore for PostgresStore {
     }
 
     async fn next_timer_at(&self) -> StoreResult<Option<u64>> {
+        // LEAST skips whichever of the two is missing.
         let at: Option<i64> = sqlx::query_scalar(
-            "SELECT t.fire_at_ms FROM timers t JOIN runs r ON r.run_id = t.run_id
-              WHERE r.status = 'running' ORDER BY t.fire_at_ms LIMIT 1",
+            "SELECT LEAST(
+                 (SELECT t.fire_at_ms FROM timers t JOIN runs r ON r.run_id = t.run_id
+                   WHERE r.status = 'running' ORDER BY t.fire_at_ms LIMIT 1),
+                 (SELECT deadline_ms FROM runs
+                   WHERE status = 'running' AND deadline_ms IS NOT NULL
+                   ORDER BY deadline_ms LIMIT 1))",
         )
-        .fetch_optional(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        at.map(|v| uint(v, "a timer's fire_at_ms")).transpose()
+        at.map(|v| uint(v, "a timer's fire_at_ms or a run's deadline"))
+            .transpose()
     }
 
     async fn pending_work(&self, now_ms: u64) -> StoreResult<Option<String>> {
@@ -655,41 +670,37 @@ impl SignalStore for PostgresStore {
             what: format!("open run {run_id} (it is closed or unknown; signals go to open runs)"),
         })
     }
+
     async fn send_update(
         &self,
-        _run_id: &RunId,
-        _update_id: &str,
-        _name: &str,
-        _input: Value,
-        _now_ms: u64,
+        run_id: &RunId,
+        update_id: &str,
+        name: &str,
+        input: Value,
+        now_ms: u64,
     ) -> StoreResult<()> {
-        todo!("store lifecycle")
+        lifecycle::send_update(&self.pool, run_id, update_id, name, &input, int(now_ms)).await
     }
 
     async fn update_outcome(
         &self,
-        _run_id: &RunId,
-        _update_id: &str,
+        run_id: &RunId,
+        update_id: &str,
     ) -> StoreResult<Option<Result<Value, Failure>>> {
-        todo!("store lifecycle")
+        lifecycle::update_outcome(&self.pool, run_id, update_id).await
     }
 
-    async fn request_cancel(
-        &self,
-        _run_id: &RunId,
-        _reason: &str,
-        _now_ms: u64,
-    ) -> StoreResult<()> {
-        todo!("store lifecycle")
+    async fn request_cancel(&self, run_id: &RunId, reason: &str, now_ms: u64) -> StoreResult<()> {
+        lifecycle::request_cancel(&self.pool, run_id, reason, int(now_ms)).await
     }
 
     async fn request_termination(
         &self,
-        _run_id: &RunId,
-        _reason: &str,
-        _now_ms: u64,
+        run_id: &RunId,
+        reason: &str,
+        now_ms: u64,
     ) -> StoreResult<()> {
-        todo!("store lifecycle")
+        lifecycle::request_termination(&self.pool, run_id, reason, int(now_ms)).await
     }
 }
 

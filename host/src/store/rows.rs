@@ -3,13 +3,20 @@
 //! conflicts. The SQL itself lives with each backend.
 
 use super::{
-    ActivationCommit, ActivityTask, AttemptOutcome, DueTimer, InboxSignal, ModuleRecord,
-    PendingJobs, ResolvedActivity, RunOutcome, RunRecord, RunStatus, StoreError, StoreResult,
+    ActivationCommit, ActivityTask, AttemptOutcome, CancelRequest, DueTimer, InboxSignal,
+    InboxUpdate, ModuleRecord, PendingJobs, ResolvedActivity, ResolvedChild, RunRecord, RunStatus,
+    StoreError, StoreResult,
 };
-use crate::model::{ActivityOptions, Event, EventHash, Failure, RecordedEvent, RunId, Sha256Hex};
+use crate::model::{
+    ActivityOptions, Event, EventHash, Failure, ParentLink, RecordedEvent, RunId, Sha256Hex,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Display;
+
+mod lifecycle;
+
+pub(super) use lifecycle::*;
 
 /// A `u64` as stored in a signed 64-bit column. Values past `i64::MAX` (about
 /// 292 million years of milliseconds) saturate rather than wrap.
@@ -47,7 +54,9 @@ macro_rules! select_run {
     ($tail:literal) => {
         concat!(
             "SELECT run_id, workflow_id, workflow_type, module_sha256, status, output, failure, stuck, \
-             last_seq, last_hash, created_at_ms, closed_at_ms FROM runs ",
+             last_seq, last_hash, created_at_ms, closed_at_ms, parent_workflow_id, parent_run_id, \
+             parent_seq, status_line, search_attributes, memo, cancel_reason, termination_reason, \
+             deadline_ms, execution_deadline_ms, run_timeout_ms, continued_to FROM runs ",
             $tail
         )
     };
@@ -68,13 +77,61 @@ pub(super) struct RunRow {
     last_hash: String,
     created_at_ms: i64,
     closed_at_ms: Option<i64>,
+    parent_workflow_id: Option<String>,
+    parent_run_id: Option<String>,
+    parent_seq: Option<i64>,
+    status_line: Option<String>,
+    search_attributes: String,
+    memo: Option<String>,
+    cancel_reason: Option<String>,
+    termination_reason: Option<String>,
+    deadline_ms: Option<i64>,
+    execution_deadline_ms: Option<i64>,
+    run_timeout_ms: Option<i64>,
+    continued_to: Option<String>,
 }
 
 impl RunRow {
     pub(super) fn into_record(self) -> StoreResult<RunRecord> {
         let run = &self.run_id;
+        let status = RunStatus::parse(&self.status)?;
+        let parent = match (self.parent_workflow_id, self.parent_run_id, self.parent_seq) {
+            (Some(workflow_id), Some(run_id), Some(seq)) => Some(ParentLink {
+                workflow_id,
+                run_id: RunId(run_id),
+                seq: seq32(seq, format_args!("run {run}: parent_seq"))?,
+            }),
+            (None, None, None) => None,
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "run {run}: its parent link is partly missing (parent_workflow_id, parent_run_id and parent_seq go together)"
+                )));
+            }
+        };
+        let millis = |v: Option<i64>, what: &str| {
+            v.map(|v| uint(v, format_args!("run {run}: {what}")))
+                .transpose()
+        };
         Ok(RunRecord {
-            status: RunStatus::parse(&self.status)?,
+            parent,
+            status_line: self.status_line,
+            search_attributes: from_json(
+                &self.search_attributes,
+                format_args!("run {run}: search attributes"),
+            )?,
+            memo: self
+                .memo
+                .as_deref()
+                .map(|t| from_json(t, format_args!("run {run}: memo")))
+                .transpose()?,
+            // Requests matter only while the run is open: once closed, they were carried out or moot.
+            cancel_requested: self.cancel_reason.filter(|_| status.is_open()),
+            termination_requested: self.termination_reason.filter(|_| status.is_open()),
+            deadline_ms: millis(self.deadline_ms, "deadline_ms")?,
+            execution_deadline_ms: millis(self.execution_deadline_ms, "execution_deadline_ms")?,
+            run_timeout_ms: millis(self.run_timeout_ms, "run_timeout_ms")?,
+            continued_to: self.continued_to.map(RunId),
+            status,
             output: self
                 .output
                 .as_deref()
@@ -101,16 +158,6 @@ impl RunRow {
             workflow_type: self.workflow_type,
             module_sha256: Sha256Hex(self.module_sha256),
             run_id: RunId(self.run_id),
-            parent: None,
-            status_line: None,
-            search_attributes: serde_json::Value::Object(serde_json::Map::new()),
-            memo: None,
-            cancel_requested: None,
-            termination_requested: None,
-            deadline_ms: None,
-            execution_deadline_ms: None,
-            run_timeout_ms: None,
-            continued_to: None,
         })
     }
 }
@@ -174,9 +221,16 @@ impl ClaimedTaskRow {
     }
 }
 
-/// One row of the pending-jobs union: `source` is `a` (a resolved activity),
-/// `s` (a signal) or `t` (a due timer); `n` is the seq or the signal id; `at_ms`
-/// the resolution, arrival or fire time.
+/// One row of the pending-jobs union. By `source`:
+///
+/// | source | job | `n` | `status` | `body` | `extra` | `at_ms` |
+/// |---|---|---|---|---|---|---|
+/// | `a` | resolved activity | seq | task status | output | failure | resolved |
+/// | `s` | signal | inbox id | | input | name | received |
+/// | `t` | due timer | seq | | | | fire time |
+/// | `c` | resolved child | seq | | output | failure | resolved |
+/// | `u` | update | arrival id | update id | input | name | received |
+/// | `x` | cancel request | 0 | | | reason | requested |
 #[derive(sqlx::FromRow)]
 pub(super) struct PendingRow {
     source: String,
@@ -191,6 +245,7 @@ pub(super) struct PendingRow {
 /// Sorts the rows of the pending-jobs union into [`PendingJobs`], each kind in the contract's order.
 pub(super) fn pending_jobs(run_id: &RunId, rows: Vec<PendingRow>) -> StoreResult<PendingJobs> {
     let mut jobs = PendingJobs::default();
+    let mut updates = Vec::new();
     for row in rows {
         let at_ms = uint(row.at_ms, format_args!("run {run_id}: pending job time"))?;
         match row.source.as_str() {
@@ -222,15 +277,62 @@ pub(super) fn pending_jobs(run_id: &RunId, rows: Vec<PendingRow>) -> StoreResult
                 )?,
                 received_at_ms: at_ms,
             }),
-            _ => jobs.due_timers.push(DueTimer {
+            "t" => jobs.due_timers.push(DueTimer {
                 seq: seq32(row.n, format_args!("run {run_id}: timer"))?,
                 fire_at_ms: at_ms,
             }),
+            "c" => {
+                let what = format_args!("run {run_id}: child {}", row.n);
+                let outcome = match row.extra.as_deref() {
+                    Some(failure) => Err(from_json::<Failure>(
+                        failure,
+                        format_args!("{what} failure"),
+                    )?),
+                    None => Ok(from_json(
+                        row.body.as_deref().unwrap_or("null"),
+                        format_args!("{what} output"),
+                    )?),
+                };
+                jobs.children.push(ResolvedChild {
+                    seq: seq32(row.n, what)?,
+                    outcome,
+                    resolved_at_ms: at_ms,
+                });
+            }
+            "u" => {
+                let update_id = row.status.unwrap_or_default();
+                updates.push((
+                    row.n,
+                    InboxUpdate {
+                        input: from_json(
+                            row.body.as_deref().unwrap_or("null"),
+                            format_args!("run {run_id}: update {update_id} input"),
+                        )?,
+                        update_id,
+                        name: row.extra.unwrap_or_default(),
+                        received_at_ms: at_ms,
+                    },
+                ));
+            }
+            "x" => {
+                jobs.cancel = Some(CancelRequest {
+                    reason: row.extra.unwrap_or_default(),
+                    requested_at_ms: at_ms,
+                })
+            }
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "run {run_id}: the pending-jobs query returned a row of unknown source {other:?}"
+                )));
+            }
         }
     }
     jobs.activities.sort_by_key(|a| (a.resolved_at_ms, a.seq));
     jobs.signals.sort_by_key(|s| s.id);
     jobs.due_timers.sort_by_key(|t| (t.fire_at_ms, t.seq));
+    jobs.children.sort_by_key(|c| (c.resolved_at_ms, c.seq));
+    updates.sort_by_key(|(id, _)| *id);
+    jobs.updates = updates.into_iter().map(|(_, u)| u).collect();
     Ok(jobs)
 }
 
@@ -356,7 +458,7 @@ pub(super) struct CommitColumns {
     pub(super) output: Option<String>,
     pub(super) failure: Option<String>,
     pub(super) closed_at_ms: Option<i64>,
-    /// The run completes or fails with this commit.
+    /// The run closes with this commit (any outcome but running).
     pub(super) closing: bool,
     pub(super) event_seqs: Vec<i64>,
     pub(super) event_kinds: Vec<&'static str>,
@@ -402,18 +504,7 @@ impl CommitColumns {
                 ),
             });
         }
-        let (status, output, failure) = match &commit.outcome {
-            RunOutcome::Running => (RunStatus::Running, None, None),
-            RunOutcome::Completed { output } => {
-                (RunStatus::Completed, Some(output.to_string()), None)
-            }
-            RunOutcome::Failed { failure } => (
-                RunStatus::Failed,
-                None,
-                Some(to_json(failure, format_args!("run {run_id}: failure"))?),
-            ),
-            other => todo!("store lifecycle: outcome {other:?}"),
-        };
+        let (status, output, failure) = outcome_columns(run_id, &commit.outcome)?;
         let closing = status != RunStatus::Running;
         let mut options = Vec::with_capacity(commit.new_activities.len());
         for task in &commit.new_activities {

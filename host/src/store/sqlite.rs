@@ -14,13 +14,13 @@
 //! RETURNING` statement, atomic under the write lock.
 
 use super::rows::{
-    self, ClaimedTaskRow, CommitColumns, EventRow, ModuleRow, PendingRow, RunRow, RunStateRow,
-    TaskStateRow, int, select_run, uint,
+    self, ClaimedTaskRow, CommitColumns, EventRow, LifecycleColumns, ModuleRow, NewRunColumns,
+    PendingRow, Placed, RunRow, RunStateRow, TaskStateRow, int, select_run, uint,
 };
 use super::{
     ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, CreateRun, Created,
-    HistoryStore, ListFilter, ModuleRecord, ModuleStore, PendingJobs, RunClaim, RunRecord,
-    RunStore, SignalStore, StoreError, StoreResult,
+    HistoryStore, IdConflictPolicy, ListFilter, ModuleRecord, ModuleStore, PendingJobs, RunClaim,
+    RunRecord, RunStore, SignalStore, StoreError, StoreResult,
 };
 use crate::model::{Failure, History, RecordedEvent, RunId, Sha256Hex};
 use async_trait::async_trait;
@@ -30,6 +30,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use std::time::Duration;
+
+mod lifecycle;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -232,64 +234,31 @@ impl HistoryStore for SqliteStore {
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn create_run(&self, request: CreateRun) -> StoreResult<Created> {
-        let event = &request.first_event;
-        if event.seq != 1 {
-            return Err(StoreError::Conflict {
-                run_id: request.run_id,
-                reason: format!("a run starts with event 1, not event {}", event.seq),
-            });
-        }
+        let run = NewRunColumns::new(&request)?;
         let mut tx = self.begin_write().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO runs (run_id, workflow_id, workflow_type, module_sha256, status, last_seq, last_hash,
-                               created_at_ms, wakeups, handled_wakeups, woken_at_ms)
-             VALUES ($1, $2, $3, $4, 'running', 1, $5, $6, 1, 0, $6)",
-        )
-        .bind(request.run_id.as_str())
-        .bind(&request.workflow_id)
-        .bind(&request.workflow_type)
-        .bind(request.module_sha256.as_str())
-        .bind(event.hash.to_hex())
-        .bind(int(request.now_ms))
-        .execute(&mut *tx)
-        .await;
-        if let Err(e) = inserted {
-            return Err(match rows::unique_violation(&e) {
-                Some(what) if what.contains("workflow_id") => {
-                    let open: Option<String> = sqlx::query_scalar(
-                        "SELECT run_id FROM runs WHERE workflow_id = $1 AND status IN ('running', 'stuck')",
-                    )
-                    .bind(&request.workflow_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    StoreError::WorkflowIdInUse {
-                        workflow_id: request.workflow_id,
-                        run_id: RunId(open.unwrap_or_default()),
-                    }
+        let created = match lifecycle::place_run(&mut tx, &run).await? {
+            Placed::New => Created::New,
+            Placed::Open(open)
+                if request.options.id_conflict_policy == IdConflictPolicy::UseExisting =>
+            {
+                if let (Some(name), Some(input)) = (&run.signal_name, &run.signal_input) {
+                    // The writer holds the lock: the run found open is still open.
+                    lifecycle::queue_signal(&mut tx, &open, name, input, run.now_ms).await?;
                 }
-                Some(_) => StoreError::Conflict {
-                    run_id: request.run_id,
-                    reason: "a run with this id already exists; run ids must be unique".into(),
-                },
-                None => e.into(),
-            });
-        }
-        sqlx::query(
-            "INSERT INTO events (run_id, seq, kind, payload, recorded_at_ms, hash) VALUES ($1, 1, $2, $3, $4, $5)",
-        )
-        .bind(request.run_id.as_str())
-        .bind(event.event.kind())
-        .bind(event.event.payload_json())
-        .bind(int(event.recorded_at_ms))
-        .bind(event.hash.to_hex())
-        .execute(&mut *tx)
-        .await?;
+                Created::Existing(open)
+            }
+            refused => {
+                return Err(refused
+                    .refusal(&run)
+                    .expect("a placement other than New is a refusal"));
+            }
+        };
         tx.commit().await?;
-        Ok(Created::New)
+        Ok(created)
     }
 
-    async fn list_runs(&self, _filter: &ListFilter) -> StoreResult<Vec<RunRecord>> {
-        todo!("store lifecycle")
+    async fn list_runs(&self, filter: &ListFilter) -> StoreResult<Vec<RunRecord>> {
+        lifecycle::list_runs(&self.reader, filter).await
     }
 
     async fn run(&self, run_id: &RunId) -> StoreResult<RunRecord> {
@@ -339,6 +308,12 @@ impl RunStore for SqliteStore {
                         SELECT t.run_id FROM timers t JOIN runs r ON r.run_id = t.run_id
                          WHERE t.fire_at_ms <= $2 AND r.status = 'running' AND r.lease_expires_at_ms <= $2
                          ORDER BY t.fire_at_ms LIMIT $4)
+                    UNION
+                    SELECT run_id FROM (
+                        SELECT run_id FROM runs
+                         WHERE status = 'running' AND deadline_ms IS NOT NULL AND deadline_ms <= $2
+                           AND lease_expires_at_ms <= $2
+                         ORDER BY deadline_ms LIMIT $4)
                     LIMIT $4)
              RETURNING run_id, lease_token, wakeups",
         )
@@ -368,7 +343,16 @@ impl RunStore for SqliteStore {
                FROM signals WHERE run_id = $1 AND consumed = 0
              UNION ALL
              SELECT 't', seq, NULL, NULL, NULL, NULL, fire_at_ms
-               FROM timers WHERE run_id = $1 AND fire_at_ms <= $2",
+               FROM timers WHERE run_id = $1 AND fire_at_ms <= $2
+             UNION ALL
+             SELECT 'c', seq, NULL, NULL, output, failure, COALESCE(resolved_at_ms, 0)
+               FROM children WHERE parent_run_id = $1 AND resolved = 1 AND consumed = 0
+             UNION ALL
+             SELECT 'u', id, NULL, update_id, input, name, received_at_ms
+               FROM updates WHERE run_id = $1 AND consumed = 0
+             UNION ALL
+             SELECT 'x', 0, NULL, NULL, NULL, cancel_reason, COALESCE(cancel_requested_at_ms, 0)
+               FROM runs WHERE run_id = $1 AND cancel_reason IS NOT NULL AND cancel_delivered = 0",
         )
         .bind(run_id.as_str())
         .bind(int(now_ms))
@@ -379,6 +363,7 @@ impl RunStore for SqliteStore {
 
     async fn commit_activation(&self, commit: ActivationCommit) -> StoreResult<()> {
         let c = CommitColumns::new(&commit)?;
+        let lc = LifecycleColumns::new(&commit)?;
         let run_id = &commit.run_id;
         let mut tx = self.begin_write().await?;
         // The conditional append: nothing is written unless the lease and the history still hold.
@@ -459,6 +444,9 @@ impl RunStore for SqliteStore {
                     .await?;
             }
         }
+        if !lc.is_empty() {
+            lifecycle::apply_lifecycle(&mut tx, run_id, &lc).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -500,13 +488,20 @@ impl RunStore for SqliteStore {
     }
 
     async fn next_timer_at(&self) -> StoreResult<Option<u64>> {
+        // The aggregate MIN skips whichever of the two is missing.
         let at: Option<i64> = sqlx::query_scalar(
-            "SELECT t.fire_at_ms FROM timers t JOIN runs r ON r.run_id = t.run_id
-              WHERE r.status = 'running' ORDER BY t.fire_at_ms LIMIT 1",
+            "SELECT MIN(at) FROM (
+                 SELECT (SELECT t.fire_at_ms FROM timers t JOIN runs r ON r.run_id = t.run_id
+                          WHERE r.status = 'running' ORDER BY t.fire_at_ms LIMIT 1) AS at
+                 UNION ALL
+                 SELECT (SELECT deadline_ms FROM runs
+                          WHERE status = 'running' AND deadline_ms IS NOT NULL
+                          ORDER BY deadline_ms LIMIT 1))",
         )
-        .fetch_optional(&self.reader)
+        .fetch_one(&self.reader)
         .await?;
-        at.map(|v| uint(v, "a timer's fire_at_ms")).transpose()
+        at.map(|v| uint(v, "a timer's fire_at_ms or a run's deadline"))
+            .transpose()
     }
 
     async fn pending_work(&self, now_ms: u64) -> StoreResult<Option<String>> {
@@ -537,7 +532,7 @@ impl RunStore for SqliteStore {
 }
 
 /// Releases a run's lease. If nothing is waiting for the run (no unconsumed
-/// activity result or signal) and it has been activated before, the wake-ups
+/// activity result, signal, child result, update or cancel request) and it has been activated before, the wake-ups
 /// its claim observed are marked handled too: otherwise a wake-up whose job an
 /// earlier activation already took (a signal that arrived between claim and
 /// read) would make the run claimable forever with nothing to do.
@@ -550,6 +545,10 @@ const RELEASE_SQL: &str = "
                                  WHERE a.run_id = runs.run_id AND a.status IN ('completed', 'failed')
                                    AND a.consumed = 0)
                 AND NOT EXISTS (SELECT 1 FROM signals s WHERE s.run_id = runs.run_id AND s.consumed = 0)
+                AND NOT EXISTS (SELECT 1 FROM children c
+                                 WHERE c.parent_run_id = runs.run_id AND c.resolved = 1 AND c.consumed = 0)
+                AND NOT EXISTS (SELECT 1 FROM updates u WHERE u.run_id = runs.run_id AND u.consumed = 0)
+                AND NOT (cancel_reason IS NOT NULL AND cancel_delivered = 0)
                THEN MAX(handled_wakeups, lease_wakeups)
                ELSE handled_wakeups END
      WHERE run_id = $1 AND lease_token = $2";
@@ -703,41 +702,46 @@ impl SignalStore for SqliteStore {
         tx.commit().await?;
         Ok(id)
     }
+
     async fn send_update(
         &self,
-        _run_id: &RunId,
-        _update_id: &str,
-        _name: &str,
-        _input: Value,
-        _now_ms: u64,
+        run_id: &RunId,
+        update_id: &str,
+        name: &str,
+        input: Value,
+        now_ms: u64,
     ) -> StoreResult<()> {
-        todo!("store lifecycle")
+        let mut tx = self.begin_write().await?;
+        lifecycle::send_update(&mut tx, run_id, update_id, name, &input, int(now_ms)).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn update_outcome(
         &self,
-        _run_id: &RunId,
-        _update_id: &str,
+        run_id: &RunId,
+        update_id: &str,
     ) -> StoreResult<Option<Result<Value, Failure>>> {
-        todo!("store lifecycle")
+        lifecycle::update_outcome(&self.reader, run_id, update_id).await
     }
 
-    async fn request_cancel(
-        &self,
-        _run_id: &RunId,
-        _reason: &str,
-        _now_ms: u64,
-    ) -> StoreResult<()> {
-        todo!("store lifecycle")
+    async fn request_cancel(&self, run_id: &RunId, reason: &str, now_ms: u64) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        lifecycle::request_cancel(&mut tx, run_id, reason, int(now_ms)).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn request_termination(
         &self,
-        _run_id: &RunId,
-        _reason: &str,
-        _now_ms: u64,
+        run_id: &RunId,
+        reason: &str,
+        now_ms: u64,
     ) -> StoreResult<()> {
-        todo!("store lifecycle")
+        let mut tx = self.begin_write().await?;
+        lifecycle::request_termination(&mut tx, run_id, reason, int(now_ms)).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 

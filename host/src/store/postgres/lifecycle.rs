@@ -1,0 +1,513 @@
+//! The workflow lifecycle on Postgres: placing new runs (starts, children,
+//! continue-as-new), the part of an activation commit beyond the conditional
+//! append, messages to runs (updates, cancel and termination requests), and
+//! listing runs.
+//!
+//! The unique index `runs_open_workflow_id` is the arbiter of who may open a
+//! workflow id: a run is inserted with `ON CONFLICT … DO NOTHING` on it, which
+//! waits for a concurrent insert of the same id to commit or roll back, so two
+//! starts never both succeed and neither has to lock anything first.
+//!
+//! A commit that carries lifecycle work runs as a transaction: the runs it may
+//! touch locked in one global order ([`begin`]), the conditional append, then
+//! the statements here, each a handful of data-modifying `WITH` clauses that
+//! touch disjoint rows.
+
+use crate::model::{Failure, RunId};
+use crate::store::rows::{
+    self, LifecycleColumns, NewRunColumns, PARENT_CANCELS, PARENT_CLOSED, Placed, RunRow,
+    WORKFLOW_ID_SLOT, select_run,
+};
+use crate::store::{ListFilter, RunRecord, StoreError, StoreResult};
+use serde_json::Value;
+use sqlx::postgres::PgPool;
+use sqlx::{PgConnection, Postgres, QueryBuilder};
+
+/// How often placing a run retries when the open run that blocked it closes before it could be named.
+const PLACE_ATTEMPTS: usize = 3;
+
+/// Inserts a run with its event 1 (and its start signal) in one statement,
+/// unless its workflow id has an open run or the reuse policy forbids
+/// following the last closed one.
+pub(super) async fn place_run(conn: &mut PgConnection, run: &NewRunColumns) -> StoreResult<Placed> {
+    for _ in 0..PLACE_ATTEMPTS {
+        // `last` is the newest closed run (a run that continued as new sorts
+        // after its successor created the same millisecond); it is read only
+        // when the reuse policy needs it.
+        let placed: Result<(bool, Option<String>, Option<String>), sqlx::Error> = sqlx::query_as(
+            "WITH last AS (
+                 SELECT run_id, status FROM runs
+                  WHERE $20::boolean AND workflow_id = $2 AND status NOT IN ('running', 'stuck')
+                  ORDER BY created_at_ms DESC, status = 'continued_as_new', run_id DESC
+                  LIMIT 1
+             ), ins AS (
+                 INSERT INTO runs (run_id, workflow_id, workflow_type, module_sha256, status, last_seq,
+                                   last_hash, created_at_ms, wakeups, handled_wakeups, woken_at_ms,
+                                   parent_workflow_id, parent_run_id, parent_seq, search_attributes, memo,
+                                   deadline_ms, execution_deadline_ms, run_timeout_ms)
+                 SELECT $1, $2, $3, $4, 'running', 1, $5, $6, 1, 0, $6,
+                        $10, $11, $12, $13, $14, $15, $16, $17
+                  WHERE NOT EXISTS (SELECT 1 FROM last WHERE NOT (status = ANY($21::text[])))
+                 ON CONFLICT (workflow_id) WHERE status IN ('running', 'stuck') DO NOTHING
+                 RETURNING run_id
+             ), ev AS (
+                 INSERT INTO events (run_id, seq, kind, payload, recorded_at_ms, hash)
+                 SELECT run_id, 1, $7, $8, $9, $5 FROM ins
+             ), sig AS (
+                 INSERT INTO signals (run_id, name, input, received_at_ms)
+                 SELECT run_id, $18, $19, $6 FROM ins WHERE $18::text IS NOT NULL
+             )
+             SELECT EXISTS (SELECT 1 FROM ins), (SELECT run_id FROM last), (SELECT status FROM last)",
+        )
+        .bind(run.run_id.as_str())
+        .bind(&run.workflow_id)
+        .bind(&run.workflow_type)
+        .bind(&run.module_sha256)
+        .bind(&run.hash)
+        .bind(run.now_ms)
+        .bind(run.event_kind)
+        .bind(&run.event_payload)
+        .bind(run.event_recorded_at_ms)
+        .bind(run.parent_workflow_id.as_deref())
+        .bind(run.parent_run_id.as_deref())
+        .bind(run.parent_seq)
+        .bind(&run.search_attributes)
+        .bind(run.memo.as_deref())
+        .bind(run.deadline_ms)
+        .bind(run.execution_deadline_ms)
+        .bind(run.run_timeout_ms)
+        .bind(run.signal_name.as_deref())
+        .bind(run.signal_input.as_deref())
+        .bind(run.checks_reuse())
+        .bind(&run.reusable_after)
+        .fetch_one(&mut *conn)
+        .await;
+        let (inserted, last_run, last_status) = match placed {
+            Ok(row) => row,
+            Err(e) => {
+                return Err(match rows::unique_violation(&e) {
+                    Some(_) => StoreError::Conflict {
+                        run_id: run.run_id.clone(),
+                        reason: "a run with this id already exists; run ids must be unique".into(),
+                    },
+                    None => e.into(),
+                });
+            }
+        };
+        if inserted {
+            return Ok(Placed::New);
+        }
+        // A new statement sees what committed since: the open run that won the index.
+        let open: Option<String> = sqlx::query_scalar(
+            "SELECT run_id FROM runs WHERE workflow_id = $1 AND status IN ('running', 'stuck')",
+        )
+        .bind(&run.workflow_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(open) = open {
+            return Ok(Placed::Open(RunId(open)));
+        }
+        if let (Some(run_id), Some(status)) = (last_run, last_status)
+            && !run.reusable_after.contains(&status.as_str())
+        {
+            return Ok(Placed::Reused {
+                run_id: RunId(run_id),
+                status,
+            });
+        }
+        // The open run closed in between: try again.
+    }
+    Err(StoreError::Unavailable(format!(
+        "workflow id {:?} keeps changing hands while run {} starts; try again",
+        run.workflow_id, run.run_id
+    )))
+}
+
+/// Queues a signal for an open run and wakes it; false if the run is not open (any more).
+pub(super) async fn queue_signal(
+    conn: &mut PgConnection,
+    run_id: &RunId,
+    name: &str,
+    input: &str,
+    now_ms: i64,
+) -> StoreResult<bool> {
+    let id: Option<i64> = sqlx::query_scalar(
+        "WITH r AS (
+             UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $4 ELSE woken_at_ms END,
+                             wakeups = wakeups + 1
+              WHERE run_id = $1 AND status IN ('running', 'stuck')
+             RETURNING run_id
+         )
+         INSERT INTO signals (run_id, name, input, received_at_ms)
+         SELECT run_id, $2, $3, $4 FROM r
+         RETURNING id",
+    )
+    .bind(run_id.as_str())
+    .bind(name)
+    .bind(input)
+    .bind(now_ms)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(id.is_some())
+}
+
+/// Opens the transaction of a commit with lifecycle work. When the commit will
+/// touch other runs' rows (a closing run wakes its parent and polices its
+/// children; a cancel reaches children), it first locks every run it may
+/// touch — itself, its parent, its unresolved children — in `run_id` order.
+/// Otherwise a parent closing while its child closes would each hold its own
+/// row (the conditional append) and wait for the other's: a deadlock that
+/// Postgres breaks only after `deadlock_timeout`, by failing one commit.
+pub(super) async fn begin(
+    pool: &PgPool,
+    run_id: &RunId,
+    lc: &LifecycleColumns,
+) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await?;
+    if lc.close.is_some() || !lc.cancelled_children.is_empty() {
+        sqlx::query(
+            "SELECT run_id FROM runs
+              WHERE run_id = $1
+                 OR run_id = (SELECT parent_run_id FROM runs WHERE run_id = $1)
+                 OR run_id IN (SELECT child_run_id FROM children
+                                WHERE parent_run_id = $1 AND NOT resolved AND child_run_id IS NOT NULL)
+              ORDER BY run_id
+              FOR NO KEY UPDATE",
+        )
+        .bind(run_id.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+    }
+    Ok(tx)
+}
+
+/// Applies what an activation commit does beyond the conditional append, in
+/// the commit's transaction and after the append (which set `handled_wakeups`
+/// and holds the run's row lock).
+pub(super) async fn apply_lifecycle(
+    conn: &mut PgConnection,
+    run_id: &RunId,
+    lc: &LifecycleColumns,
+) -> StoreResult<()> {
+    let now = lc.now_ms;
+    // Children first: a child started and cancelled (or orphaned by the
+    // parent's close) within this activation is then already there.
+    let mut refused = false;
+    if !lc.new_children.is_empty() {
+        let n = lc.new_children.len();
+        let (mut seqs, mut ids, mut child_runs, mut policies, mut failures) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for child in &lc.new_children {
+            let placed = place_run(conn, &child.run).await?;
+            let failure = placed.child_failure(&child.run)?;
+            refused |= failure.is_some();
+            seqs.push(child.seq);
+            ids.push(child.run.workflow_id.as_str());
+            child_runs.push((placed == Placed::New).then_some(child.run.run_id.as_str()));
+            policies.push(child.parent_close_policy);
+            failures.push(failure);
+        }
+        sqlx::query(
+            "INSERT INTO children (parent_run_id, seq, workflow_id, child_run_id, parent_close_policy,
+                                   resolved, failure, resolved_at_ms)
+             SELECT $1, c.seq, c.workflow_id, c.child_run_id, c.policy, c.failure IS NOT NULL, c.failure,
+                    CASE WHEN c.failure IS NULL THEN NULL ELSE $2::bigint END
+               FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
+                    AS c (seq, workflow_id, child_run_id, policy, failure)",
+        )
+        .bind(run_id.as_str())
+        .bind(now)
+        .bind(&seqs)
+        .bind(&ids)
+        .bind(&child_runs)
+        .bind(&policies)
+        .bind(&failures)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !lc.consumed_children.is_empty() || !lc.cancelled_children.is_empty() {
+        sqlx::query(
+            "WITH consumed AS (
+                 UPDATE children SET consumed = true WHERE parent_run_id = $1 AND seq = ANY($2::bigint[])
+             ), cancelled AS (
+                 UPDATE runs
+                    SET cancel_requested_at_ms = CASE WHEN cancel_reason IS NULL THEN $4 ELSE cancel_requested_at_ms END,
+                        cancel_reason = COALESCE(cancel_reason,
+                            replace($5, $6, (SELECT p.workflow_id FROM runs p WHERE p.run_id = $1))),
+                        woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $4 ELSE woken_at_ms END,
+                        wakeups = wakeups + 1
+                  WHERE status IN ('running', 'stuck')
+                    AND run_id IN (SELECT child_run_id FROM children
+                                    WHERE parent_run_id = $1 AND NOT resolved AND child_run_id IS NOT NULL
+                                      AND seq = ANY($3::bigint[]))
+             )
+             SELECT 1",
+        )
+        .bind(run_id.as_str())
+        .bind(&lc.consumed_children)
+        .bind(&lc.cancelled_children)
+        .bind(now)
+        .bind(PARENT_CANCELS)
+        .bind(WORKFLOW_ID_SLOT)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !lc.consumed_updates.is_empty() {
+        sqlx::query(
+            "UPDATE updates SET consumed = true WHERE run_id = $1 AND update_id = ANY($2::text[])",
+        )
+        .bind(run_id.as_str())
+        .bind(&lc.consumed_updates)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !lc.completed_update_ids.is_empty() {
+        sqlx::query(
+            "UPDATE updates u SET completed = true, output = x.output, failure = x.failure, completed_at_ms = $2
+               FROM UNNEST($3::text[], $4::text[], $5::text[]) AS x (update_id, output, failure)
+              WHERE u.run_id = $1 AND u.update_id = x.update_id AND NOT u.completed",
+        )
+        .bind(run_id.as_str())
+        .bind(now)
+        .bind(&lc.completed_update_ids)
+        .bind(&lc.completed_update_outputs)
+        .bind(&lc.completed_update_failures)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if lc.touches_own_row() || refused {
+        // A refused child's resolution is a job: the run must activate again.
+        sqlx::query(
+            "UPDATE runs
+                SET cancel_delivered = cancel_delivered OR $2,
+                    status_line = COALESCE($3, status_line),
+                    search_attributes = COALESCE($4, search_attributes),
+                    woken_at_ms = CASE WHEN $5 AND wakeups = handled_wakeups THEN $6 ELSE woken_at_ms END,
+                    wakeups = wakeups + CASE WHEN $5 THEN 1 ELSE 0 END
+              WHERE run_id = $1",
+        )
+        .bind(run_id.as_str())
+        .bind(lc.consumed_cancel)
+        .bind(lc.status_line.as_deref())
+        .bind(lc.search_attributes.as_deref())
+        .bind(refused)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if let Some(close) = &lc.close {
+        if let Some(next) = &close.next {
+            let placed = place_run(conn, next).await?;
+            if let Some(refusal) = placed.refusal(next) {
+                return Err(rows::continue_refused(run_id, refusal));
+            }
+        }
+        // Each clause touches its own rows: the parent's `children` row and
+        // run, the children's runs, this run's updates, and for continue-as-new
+        // this run's row, its signals and the parent's row again (instead of resolving it).
+        sqlx::query(
+            "WITH me AS (
+                 SELECT workflow_id FROM runs WHERE run_id = $1
+             ), resolved AS (
+                 UPDATE children SET resolved = true, output = $2, failure = $3, resolved_at_ms = $4
+                  WHERE $5::boolean AND child_run_id = $1 AND NOT resolved
+                 RETURNING parent_run_id
+             ), parents AS (
+                 UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $4 ELSE woken_at_ms END,
+                                 wakeups = wakeups + 1
+                  WHERE run_id IN (SELECT parent_run_id FROM resolved) AND status IN ('running', 'stuck')
+             ), orphans AS (
+                 SELECT child_run_id, parent_close_policy FROM children
+                  WHERE parent_run_id = $1 AND NOT resolved AND child_run_id IS NOT NULL
+                    AND parent_close_policy IN ('terminate', 'request_cancel')
+             ), policed AS (
+                 UPDATE runs r
+                    SET termination_reason = CASE WHEN o.parent_close_policy = 'terminate'
+                            THEN COALESCE(r.termination_reason, replace($6, $7, me.workflow_id))
+                            ELSE r.termination_reason END,
+                        status = CASE WHEN o.parent_close_policy = 'terminate' THEN 'running' ELSE r.status END,
+                        stuck = CASE WHEN o.parent_close_policy = 'terminate' THEN NULL ELSE r.stuck END,
+                        cancel_requested_at_ms = CASE
+                            WHEN o.parent_close_policy = 'request_cancel' AND r.cancel_reason IS NULL THEN $4
+                            ELSE r.cancel_requested_at_ms END,
+                        cancel_reason = CASE WHEN o.parent_close_policy = 'request_cancel'
+                            THEN COALESCE(r.cancel_reason, replace($6, $7, me.workflow_id))
+                            ELSE r.cancel_reason END,
+                        woken_at_ms = CASE WHEN r.wakeups = r.handled_wakeups THEN $4 ELSE r.woken_at_ms END,
+                        wakeups = r.wakeups + 1
+                   FROM orphans o, me
+                  WHERE r.run_id = o.child_run_id AND r.status IN ('running', 'stuck')
+             ), unanswered AS (
+                 UPDATE updates SET completed = true, failure = $8, completed_at_ms = $4
+                  WHERE run_id = $1 AND NOT completed
+             ), continued AS (
+                 UPDATE runs SET continued_to = $9 WHERE $9::text IS NOT NULL AND run_id = $1
+             ), moved AS (
+                 UPDATE signals SET run_id = $9 WHERE $9::text IS NOT NULL AND run_id = $1 AND NOT consumed
+             ), followed AS (
+                 UPDATE children SET child_run_id = $9
+                  WHERE $9::text IS NOT NULL AND child_run_id = $1 AND NOT resolved
+             )
+             SELECT 1",
+        )
+        .bind(run_id.as_str())
+        .bind(close.output.as_deref())
+        .bind(close.failure.as_deref())
+        .bind(now)
+        .bind(close.resolves_parent)
+        .bind(PARENT_CLOSED)
+        .bind(WORKFLOW_ID_SLOT)
+        .bind(&close.unanswered_update)
+        .bind(close.next.as_ref().map(|n| n.run_id.as_str()))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn send_update(
+    pool: &PgPool,
+    run_id: &RunId,
+    update_id: &str,
+    name: &str,
+    input: &Value,
+    now_ms: i64,
+) -> StoreResult<()> {
+    // `r` locks the open run, so it cannot close (and miss this update when it
+    // fails the unanswered ones) before the update is stored.
+    let (open, status): (i64, Option<String>) = sqlx::query_as(
+        "WITH r AS (
+             SELECT run_id FROM runs WHERE run_id = $1 AND status IN ('running', 'stuck') FOR NO KEY UPDATE
+         ), ins AS (
+             INSERT INTO updates (run_id, update_id, name, input, received_at_ms)
+             SELECT run_id, $2, $3, $4, $5 FROM r
+             ON CONFLICT (run_id, update_id) DO NOTHING
+             RETURNING run_id
+         ), w AS (
+             UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $5 ELSE woken_at_ms END,
+                             wakeups = wakeups + 1
+              WHERE run_id IN (SELECT run_id FROM ins)
+         )
+         SELECT (SELECT count(*) FROM r), (SELECT status FROM runs WHERE run_id = $1)",
+    )
+    .bind(run_id.as_str())
+    .bind(update_id)
+    .bind(name)
+    .bind(input.to_string())
+    .bind(now_ms)
+    .fetch_one(pool)
+    .await?;
+    if open != 1 {
+        return Err(rows::not_open(run_id, status, "updates"));
+    }
+    Ok(())
+}
+
+pub(super) async fn update_outcome(
+    pool: &PgPool,
+    run_id: &RunId,
+    update_id: &str,
+) -> StoreResult<Option<Result<Value, Failure>>> {
+    let row: Option<(bool, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT completed, output, failure FROM updates WHERE run_id = $1 AND update_id = $2",
+    )
+    .bind(run_id.as_str())
+    .bind(update_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some((completed, output, failure)) = row else {
+        return Err(rows::unknown_update(run_id, update_id));
+    };
+    rows::update_outcome(run_id, update_id, completed, output, failure)
+}
+
+pub(super) async fn request_cancel(
+    pool: &PgPool,
+    run_id: &RunId,
+    reason: &str,
+    now_ms: i64,
+) -> StoreResult<()> {
+    let (updated, status): (i64, Option<String>) = sqlx::query_as(
+        "WITH r AS (
+             UPDATE runs
+                SET cancel_requested_at_ms = CASE WHEN cancel_reason IS NULL THEN $3 ELSE cancel_requested_at_ms END,
+                    cancel_reason = COALESCE(cancel_reason, $2),
+                    woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $3 ELSE woken_at_ms END,
+                    wakeups = wakeups + 1
+              WHERE run_id = $1 AND status IN ('running', 'stuck')
+             RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM r), (SELECT status FROM runs WHERE run_id = $1)",
+    )
+    .bind(run_id.as_str())
+    .bind(reason)
+    .bind(now_ms)
+    .fetch_one(pool)
+    .await?;
+    if updated != 1 {
+        return Err(rows::not_open(run_id, status, "cancel requests"));
+    }
+    Ok(())
+}
+
+pub(super) async fn request_termination(
+    pool: &PgPool,
+    run_id: &RunId,
+    reason: &str,
+    now_ms: i64,
+) -> StoreResult<()> {
+    // A stuck run becomes running so that a claim picks it up and carries the termination out.
+    let (updated, status): (i64, Option<String>) = sqlx::query_as(
+        "WITH r AS (
+             UPDATE runs
+                SET termination_reason = COALESCE(termination_reason, $2),
+                    status = 'running', stuck = NULL,
+                    woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $3 ELSE woken_at_ms END,
+                    wakeups = wakeups + 1
+              WHERE run_id = $1 AND status IN ('running', 'stuck')
+             RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM r), (SELECT status FROM runs WHERE run_id = $1)",
+    )
+    .bind(run_id.as_str())
+    .bind(reason)
+    .bind(now_ms)
+    .fetch_one(pool)
+    .await?;
+    if updated != 1 {
+        return Err(rows::not_open(run_id, status, "termination requests"));
+    }
+    Ok(())
+}
+
+pub(super) async fn list_runs(pool: &PgPool, filter: &ListFilter) -> StoreResult<Vec<RunRecord>> {
+    let mut q = QueryBuilder::<Postgres>::new(select_run!("WHERE true"));
+    if let Some(workflow_type) = &filter.workflow_type {
+        q.push(" AND workflow_type = ")
+            .push_bind(workflow_type.as_str());
+    }
+    if let Some(status) = filter.status {
+        q.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(workflow_id) = &filter.workflow_id {
+        q.push(" AND workflow_id = ")
+            .push_bind(workflow_id.as_str());
+    }
+    for (key, value) in &filter.search_attributes {
+        // jsonb equality is typed: the string "1" never equals the number 1.
+        q.push(" AND (search_attributes::jsonb -> ")
+            .push_bind(key.as_str())
+            .push("::text) = ")
+            .push_bind(value.to_string())
+            .push("::jsonb");
+    }
+    q.push(" ORDER BY created_at_ms DESC, run_id DESC LIMIT ")
+        .push_bind(rows::list_limit(filter));
+    let rows: Vec<RunRow> = q.build_query_as().fetch_all(pool).await?;
+    rows.into_iter().map(RunRow::into_record).collect()
+}
