@@ -11,12 +11,22 @@ use weft::store::{RunRecord, Store};
 use weft::wasm::{EngineConfig, WasmEngine};
 use weft::{Activities, Host, HostConfig, ManualClock, RunStatus, StartRequest};
 
+/// Where cargo puts build output: `CARGO_TARGET_DIR` as set when the tests
+/// run, else as set when they were built, else the workspace's `target/`.
+/// A relative directory is taken from the workspace root.
+fn target_dir() -> PathBuf {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| option_env!("CARGO_TARGET_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("target"));
+    workspace.join(dir)
+}
+
 /// A guest component built by `scripts/build-guests`.
 pub fn guest(crate_name: &str) -> Vec<u8> {
     let file = format!("{}.wasm", crate_name.replace('-', "_"));
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip2/guest")
-        .join(&file);
+    let path = target_dir().join("wasm32-wasip2/guest").join(&file);
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!("cannot read guest {}: {e}; build the guests first with `scripts/build-guests` (the test command `scripts/test` does)", path.display())
     })
