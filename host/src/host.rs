@@ -267,6 +267,7 @@ impl Host {
             rng.clone(),
             DriverConfig {
                 warm_instances: config.warm_instances,
+                local_activity_window_ms: config.run_lease.as_millis() as u64,
             },
         );
         Self {
