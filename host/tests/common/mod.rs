@@ -159,6 +159,7 @@ pub struct TestHost {
     pub host: Host,
     pub clock: ManualClock,
     pub db: Db,
+    host_id: String,
     running: Option<weft::Running>,
 }
 
@@ -177,13 +178,36 @@ impl TestHost {
         config: HostConfig,
         engine: Arc<WasmEngine>,
     ) -> Self {
+        let clock = ManualClock::new(START_MS);
+        Self::start_on(fresh_db(backend).await, activities, config, engine, clock).await
+    }
+
+    /// A host on a clock the caller made first (so that its activities can
+    /// wait on it too).
+    pub async fn with_clock(backend: Backend, activities: Activities, clock: ManualClock) -> Self {
+        Self::start_on(
+            fresh_db(backend).await,
+            activities,
+            test_config(),
+            engine(),
+            clock,
+        )
+        .await
+    }
+
+    async fn start_on(
+        db: Db,
+        activities: Activities,
+        config: HostConfig,
+        engine: Arc<WasmEngine>,
+        clock: ManualClock,
+    ) -> Self {
         // The host's warnings show up with a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_env_filter("weft=info")
             .with_test_writer()
             .try_init();
-        let db = fresh_db(backend).await;
-        let clock = ManualClock::new(START_MS);
+        let host_id = config.host_id.clone();
         let host = Host::with_engine(
             db.store.clone(),
             activities,
@@ -196,8 +220,27 @@ impl TestHost {
             host,
             clock,
             db,
+            host_id,
             running,
         }
+    }
+
+    /// What a crash and a restart do: this host's loops stop (its attempts in
+    /// flight are left as they are, as if its process had died), and a new
+    /// host with the same id, on a new connection to the same database and
+    /// the same clock, takes over with `activities`.
+    pub async fn restart(mut self, activities: Activities) -> Self {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+        let store = reopen(&self.db).await;
+        let mut db = self.db;
+        db.store = store;
+        let config = HostConfig {
+            host_id: self.host_id.clone(),
+            ..test_config()
+        };
+        Self::start_on(db, activities, config, engine(), self.clock).await
     }
 
     pub async fn deploy(&self, crate_name: &str) -> Sha256Hex {
