@@ -18,7 +18,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 use crate::activity::AttemptRunner;
 use crate::host::HostInner;
 use crate::model::RunId;
-use crate::store::{ActivityStore, ActivityTask, ClaimActivity, StoreError, TIMEOUT_BATCH};
+use crate::store::{
+    ActivityStore, ActivityTask, AttemptOutcome, ClaimActivity, StoreError, TIMEOUT_BATCH,
+};
 use crate::workflow::{DriverError, LocalActivity};
 use std::time::Duration;
 
@@ -34,7 +36,8 @@ const BUSY_PAUSE: Duration = Duration::from_millis(20);
 pub(crate) struct Wakeups {
     pub(crate) activations: Notify,
     pub(crate) activities: Notify,
-    /// Activity deadlines may have changed (tasks scheduled, claimed or retried).
+    /// An activity deadline appeared that may come before the one the timeout
+    /// sweep sleeps until (a task scheduled, claimed or retried with one).
     pub(crate) timeouts: Notify,
     /// Per run with someone waiting for it to stop running: wakes only them.
     closed: Mutex<HashMap<RunId, Arc<Notify>>>,
@@ -150,6 +153,8 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
                         host.wakeups.run_activated(&claim.run_id);
                         if report.new_activities > 0 {
                             host.wakeups.activities.notify_one();
+                        }
+                        if report.new_deadlines {
                             host.wakeups.timeouts.notify_one();
                         }
                         for local in &report.local_activities {
@@ -239,8 +244,7 @@ async fn claim_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
         for t in &tasks {
             tracing::debug!(run_id = %t.run_id, seq = t.seq, activity = %t.name, attempt = t.attempt, "claimed an activity attempt");
         }
-        if claimed_any {
-            // Claims set heartbeat deadlines.
+        if tasks.iter().any(|t| t.options.heartbeat_timeout_ms > 0) {
             host.wakeups.timeouts.notify_one();
         }
         for task in tasks {
@@ -271,6 +275,9 @@ fn spawn_attempt(host: Arc<HostInner>, task: ActivityTask, permit: Option<OwnedS
             default_timeout_ms: host.config.default_start_to_close.as_millis() as u64,
         };
         let outcome = runner.run(&task).await;
+        // A retry that must start in time has a deadline.
+        let deadline = matches!(outcome, AttemptOutcome::Retry { .. })
+            && task.options.schedule_to_start_timeout_ms > 0;
         let now = host.clock.now_ms();
         match host
             .store
@@ -279,7 +286,9 @@ fn spawn_attempt(host: Arc<HostInner>, task: ActivityTask, permit: Option<OwnedS
         {
             Ok(()) => {
                 host.wakeups.activations.notify_one();
-                host.wakeups.timeouts.notify_one();
+                if deadline {
+                    host.wakeups.timeouts.notify_one();
+                }
             }
             Err(StoreError::Conflict { reason, .. }) => {
                 tracing::debug!(run_id = %task.run_id, seq = task.seq, "an activity attempt's result is discarded: {reason}")
@@ -311,7 +320,9 @@ async fn run_local(host: &Arc<HostInner>, run_id: &RunId, local: &LocalActivity)
     match host.store.claim_activity(claim).await {
         Ok(Some(task)) => {
             tracing::debug!(%run_id, seq = task.seq, activity = %task.name, "running a local activity");
-            host.wakeups.timeouts.notify_one();
+            if task.options.heartbeat_timeout_ms > 0 {
+                host.wakeups.timeouts.notify_one();
+            }
             spawn_attempt(host.clone(), task, None);
         }
         Ok(None) => {}

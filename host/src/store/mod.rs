@@ -25,6 +25,7 @@
 //! ```
 
 pub mod conformance;
+mod expiry;
 mod postgres;
 mod rows;
 mod sqlite;

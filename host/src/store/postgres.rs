@@ -16,6 +16,7 @@
 //! locks. Statements that lock a run and its activity tasks lock the run first,
 //! so they cannot deadlock with one another.
 
+use super::expiry;
 use super::rows::{
     self, AttemptColumns, ClaimedTaskRow, CommitColumns, EventRow, ModuleRow, PendingRow, RunRow,
     RunStateRow, TaskStateRow, int, select_run, uint,
@@ -801,7 +802,7 @@ impl ActivityStore for PostgresStore {
     }
 
     async fn time_out_activities(&self, now_ms: u64) -> StoreResult<u64> {
-        let expired: Vec<rows::ExpiredTaskRow> = sqlx::query_as(rows::EXPIRED_TASKS_SQL)
+        let expired: Vec<expiry::ExpiredTaskRow> = sqlx::query_as(expiry::EXPIRED_TASKS_SQL)
             .bind(int(now_ms))
             .bind(int(TIMEOUT_BATCH))
             .fetch_all(&self.pool)
@@ -809,7 +810,7 @@ impl ActivityStore for PostgresStore {
         // Each end is fenced on its own: another host's sweep, a finish or a
         // heartbeat that got there first makes it a no-op.
         let mut changed = 0;
-        for expiry in rows::expiries(expired, now_ms)? {
+        for expiry in expiry::expiries(expired, now_ms)? {
             let end = rows::AttemptEnd::expired(&expiry, now_ms)?;
             if end_attempt(&self.pool, &end).await? {
                 changed += 1;
@@ -819,7 +820,7 @@ impl ActivityStore for PostgresStore {
     }
 
     async fn next_activity_timeout_at(&self) -> StoreResult<Option<u64>> {
-        let at: Option<i64> = sqlx::query_scalar(rows::NEXT_TIMEOUT_SQL)
+        let at: Option<i64> = sqlx::query_scalar(expiry::NEXT_TIMEOUT_SQL)
             .fetch_one(&self.pool)
             .await?;
         at.map(|v| uint(v, "an activity task's deadline"))

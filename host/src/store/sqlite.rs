@@ -13,6 +13,7 @@
 //! SQLite has no `SKIP LOCKED` and needs none: a claim is one `UPDATE …
 //! RETURNING` statement, atomic under the write lock.
 
+use super::expiry;
 use super::rows::{
     self, ClaimedTaskRow, CommitColumns, EventRow, ModuleRow, PendingRow, RunRow, RunStateRow,
     TaskStateRow, int, select_run, uint,
@@ -795,14 +796,20 @@ impl ActivityStore for SqliteStore {
     }
 
     async fn time_out_activities(&self, now_ms: u64) -> StoreResult<u64> {
-        let mut tx = self.begin_write().await?;
-        let expired: Vec<rows::ExpiredTaskRow> = sqlx::query_as(rows::EXPIRED_TASKS_SQL)
+        // Read beside the writer: most sweeps find nothing and write nothing.
+        let expired: Vec<expiry::ExpiredTaskRow> = sqlx::query_as(expiry::EXPIRED_TASKS_SQL)
             .bind(int(now_ms))
             .bind(int(TIMEOUT_BATCH))
-            .fetch_all(&mut *tx)
+            .fetch_all(&self.reader)
             .await?;
+        let expiries = expiry::expiries(expired, now_ms)?;
+        if expiries.is_empty() {
+            return Ok(0);
+        }
+        // Each end is fenced: a finish or heartbeat that got in between wins.
+        let mut tx = self.begin_write().await?;
         let mut changed = 0;
-        for expiry in rows::expiries(expired, now_ms)? {
+        for expiry in expiries {
             let end = rows::AttemptEnd::expired(&expiry, now_ms)?;
             if end_attempt(&mut tx, &end).await? {
                 changed += 1;
@@ -813,7 +820,7 @@ impl ActivityStore for SqliteStore {
     }
 
     async fn next_activity_timeout_at(&self) -> StoreResult<Option<u64>> {
-        let at: Option<i64> = sqlx::query_scalar(rows::NEXT_TIMEOUT_SQL)
+        let at: Option<i64> = sqlx::query_scalar(expiry::NEXT_TIMEOUT_SQL)
             .fetch_one(&self.reader)
             .await?;
         at.map(|v| uint(v, "an activity task's deadline"))

@@ -41,6 +41,8 @@ struct Warm {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ActivationReport {
     pub(crate) new_activities: usize,
+    /// Some new activity has a deadline for the timeout sweep to watch.
+    pub(crate) new_deadlines: bool,
     /// The local activities it scheduled, for this host to claim and run now.
     pub(crate) local_activities: Vec<LocalActivity>,
     /// The run stopped running: it completed, failed, or was parked.
@@ -402,6 +404,10 @@ impl Driver {
         let closed = status != GuestStatus::Pending;
         let report = ActivationReport {
             new_activities: commit.new_activities.len(),
+            new_deadlines: commit.new_activities.iter().any(|t| {
+                t.options.schedule_to_start_timeout_ms > 0
+                    || t.options.schedule_to_close_timeout_ms > 0
+            }),
             // A closing run abandons its tasks: nothing to run.
             local_activities: if closed { Vec::new() } else { local_activities },
             closed,
