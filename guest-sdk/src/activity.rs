@@ -1,7 +1,10 @@
 //! Activities: [`Activity`], the future [`Context::activity`](crate::Context::activity)
-//! returns, its [`ActivityOptions`] and [`RetryPolicy`], and [`ActivityError`].
+//! and [`Context::local_activity`](crate::Context::local_activity) return, its
+//! [`ActivityOptions`] and [`RetryPolicy`], and [`ActivityError`].
 
+use crate::Context;
 use crate::executor::Shared;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::future::Future;
@@ -19,14 +22,29 @@ const INPUT_INVALID: &str = "ActivityInputInvalid";
 const OUTPUT_INVALID: &str = "ActivityOutputInvalid";
 
 /// Options for one activity call. `ActivityOptions::default()` leaves every
-/// choice to the host.
+/// choice to the host. A timeout of [`Duration::ZERO`] means none (for
+/// start-to-close: the host's default); they are counted in whole
+/// milliseconds.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ActivityOptions {
     /// How long one attempt may run before it is abandoned and retried;
     /// [`Duration::ZERO`] takes the host's default.
     pub start_to_close_timeout: Duration,
+    /// How long an attempt may wait to be picked up by a host; past it the
+    /// activity fails with `ScheduleToStartTimeout`, not retried.
+    pub schedule_to_start_timeout: Duration,
+    /// How long the whole activity may take, from scheduling and retries
+    /// included; past it the activity fails with `ScheduleToCloseTimeout`,
+    /// and a retry that would start after it is not made.
+    pub schedule_to_close_timeout: Duration,
+    /// How long a running attempt may go without a heartbeat before it is
+    /// failed (`HeartbeatTimeout`) and retried.
+    pub heartbeat_timeout: Duration,
     /// `None` takes the host's default policy.
     pub retry: Option<RetryPolicy>,
+    /// Run in the host that runs this workflow, straight after the
+    /// activation, rather than through the task queue: for short calls.
+    pub local: bool,
 }
 
 /// How a failed activity is retried. The default is the host's: 1 s,
@@ -109,10 +127,34 @@ impl std::error::Error for ActivityError {}
 ///
 /// The `schedule-activity` command is issued the first time the future is
 /// polled, not when it is created, so options can still be set with
-/// [`options`](Self::options), [`start_to_close`](Self::start_to_close) and
-/// [`retry`](Self::retry). Dropping the future before it resolves does not
-/// cancel the activity (the contract has no such command); its outcome is
-/// ignored when it arrives.
+/// [`options`](Self::options), [`start_to_close`](Self::start_to_close),
+/// [`schedule_to_start`](Self::schedule_to_start),
+/// [`schedule_to_close`](Self::schedule_to_close),
+/// [`heartbeat_timeout`](Self::heartbeat_timeout), [`retry`](Self::retry) and
+/// [`local`](Self::local).
+///
+/// Dropping the future after it was scheduled and before its outcome arrived
+/// cancels the activity: it issues `request-cancel-activity`, so the losing
+/// branch of a [`select`](crate::select) stops its activity. The host
+/// resolves the activity at once as failed (`Cancelled`); a running attempt
+/// learns it at its next heartbeat and its result is discarded. An outcome
+/// that arrived but was not yet awaited is simply dropped, and tearing the
+/// whole run down (the instance being dropped) cancels nothing.
+///
+/// ```
+/// # use std::time::Duration;
+/// # async fn example(ctx: weft_sdk::Context) {
+/// use weft_sdk::{select, Either};
+/// let report = ctx
+///     .activity::<String>("build_report", "q3")
+///     .heartbeat_timeout(Duration::from_secs(10));
+/// match select(report, ctx.sleep(Duration::from_secs(600))).await {
+///     Either::Left(report) => ctx.log_info(&format!("report: {report:?}")),
+///     // The report activity was cancelled when `select` dropped it.
+///     Either::Right(()) => ctx.log_warn("no report within ten minutes"),
+/// }
+/// # }
+/// ```
 #[must_use = "an activity is scheduled only when its future is awaited"]
 pub struct Activity<T> {
     shared: Rc<Shared>,
@@ -152,10 +194,43 @@ impl<T> Activity<T> {
         self
     }
 
+    /// How long an attempt may wait to be picked up before the activity fails
+    /// with `ScheduleToStartTimeout`.
+    pub fn schedule_to_start(mut self, timeout: Duration) -> Self {
+        self.assert_unscheduled();
+        self.options.schedule_to_start_timeout = timeout;
+        self
+    }
+
+    /// How long the whole activity, retries included, may take before it
+    /// fails with `ScheduleToCloseTimeout`.
+    pub fn schedule_to_close(mut self, timeout: Duration) -> Self {
+        self.assert_unscheduled();
+        self.options.schedule_to_close_timeout = timeout;
+        self
+    }
+
+    /// How long a running attempt may go without a heartbeat before it is
+    /// failed (`HeartbeatTimeout`) and retried.
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.assert_unscheduled();
+        self.options.heartbeat_timeout = timeout;
+        self
+    }
+
     /// How failed attempts are retried.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.assert_unscheduled();
         self.options.retry = Some(policy);
+        self
+    }
+
+    /// Runs the activity in the host that runs this workflow, right after the
+    /// activation, instead of through the task queue (see
+    /// [`Context::local_activity`]).
+    pub fn local(mut self) -> Self {
+        self.assert_unscheduled();
+        self.options.local = true;
         self
     }
 
@@ -222,12 +297,46 @@ impl<T: DeserializeOwned> Future for Activity<T> {
 impl<T> Drop for Activity<T> {
     fn drop(&mut self) {
         if let (Some(seq), false) = (self.seq, self.finished) {
-            self.shared.forget_activity(seq);
+            self.shared.drop_activity(seq);
         }
+    }
+}
+
+impl Context {
+    /// Calls the activity `name` as a *local* activity: the host that runs
+    /// this workflow runs it straight after the current activation, without
+    /// the round trip through the task queue. For short calls (a lookup, a
+    /// write to this service's own database) where that latency matters. It
+    /// is an [`Activity`] like any other — retried, timed out and cancelled
+    /// the same way — and if that host dies before running it, any host
+    /// registering the activity picks it up after the run's lease time.
+    ///
+    /// ```
+    /// # async fn example(ctx: weft_sdk::Context) -> Result<(), weft_sdk::WorkflowError> {
+    /// let price: u64 = ctx.local_activity("price_of", "sku-42").await?;
+    /// # let _ = price; Ok(()) }
+    /// ```
+    pub fn local_activity<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        input: &(impl Serialize + ?Sized),
+    ) -> Activity<T> {
+        self.activity(name, input).local()
     }
 }
 
 /// Whole milliseconds in `duration`, saturating.
 pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A timeout in whole milliseconds, rounded up: a timeout shorter than a
+/// millisecond is still a timeout, not "none".
+pub(crate) fn timeout_millis(timeout: Duration) -> u64 {
+    let whole = millis(timeout);
+    if Duration::from_millis(whole) < timeout {
+        whole.saturating_add(1)
+    } else {
+        whole
+    }
 }

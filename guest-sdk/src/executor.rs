@@ -327,9 +327,13 @@ impl Shared {
         take_or_park(&mut self.state.borrow_mut().activities, seq, waker)
     }
 
-    /// The future of activity `seq` was dropped: its outcome will be ignored.
-    pub(crate) fn forget_activity(&self, seq: u32) {
-        self.state.borrow_mut().activities.remove(&seq);
+    /// The future of activity `seq` was dropped before it observed the
+    /// outcome: cancel the activity unless its outcome has arrived already.
+    pub(crate) fn drop_activity(&self, seq: u32) {
+        let slot = self.state.borrow_mut().activities.remove(&seq);
+        if let (Some(Slot::Waiting(_)), false) = (slot, self.closed.get()) {
+            self.host.request_cancel_activity(seq);
+        }
     }
 
     pub(crate) fn start_timer(&self, duration_ms: u64) -> u32 {

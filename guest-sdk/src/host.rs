@@ -26,6 +26,7 @@ pub(crate) trait Host {
     fn now_ms(&self) -> u64;
     fn random_u64(&self) -> u64;
     fn schedule_activity(&self, name: &str, input: &str, options: &ActivityOptions) -> u32;
+    fn request_cancel_activity(&self, seq: u32);
     fn start_timer(&self, duration_ms: u64) -> u32;
     fn cancel_timer(&self, seq: u32);
     fn log(&self, level: LogLevel, message: &str);

@@ -52,6 +52,7 @@ enum Command {
     },
     StatusLine(String),
     SearchAttributes(String),
+    CancelActivity(u32),
 }
 
 #[derive(Default)]
@@ -97,6 +98,13 @@ impl Host for FakeHost {
             options: options.clone(),
         });
         seq
+    }
+
+    fn request_cancel_activity(&self, seq: u32) {
+        self.0
+            .commands
+            .borrow_mut()
+            .push(Command::CancelActivity(seq));
     }
 
     fn start_timer(&self, ms: u64) -> u32 {
@@ -528,17 +536,18 @@ fn sleep_rounds_up_to_whole_milliseconds() {
     assert_eq!(host.take(), [Command::Timer { seq: 1, ms: 2 }]);
 }
 
-#[test]
-fn a_dropped_activity_ignores_its_late_outcome() {
-    async fn impatient(ctx: Context, _: ()) -> Result<&'static str, WorkflowError> {
-        let slow = ctx.activity::<String>("slow", &());
-        match select(ctx.sleep(Duration::from_secs(1)), slow).await {
-            Either::Left(()) => {}
-            Either::Right(_) => return Ok("fast"),
-        }
-        ctx.sleep(Duration::from_secs(1)).await;
-        Ok("gave up")
+async fn impatient(ctx: Context, _: ()) -> Result<&'static str, WorkflowError> {
+    let slow = ctx.activity::<String>("slow", &());
+    match select(ctx.sleep(Duration::from_secs(1)), slow).await {
+        Either::Left(()) => {}
+        Either::Right(_) => return Ok("fast"),
     }
+    ctx.sleep(Duration::from_secs(1)).await;
+    Ok("gave up")
+}
+
+#[test]
+fn a_dropped_activity_is_cancelled_and_its_late_outcome_ignored() {
     let (mut executor, _, host) = start(
         vec![Workflow::new("impatient", impatient)],
         "impatient",
@@ -546,14 +555,131 @@ fn a_dropped_activity_ignores_its_late_outcome() {
     );
     assert_eq!(host.take().len(), 2);
     assert_eq!(executor.deliver(vec![Job::TimerFired(1)]), Status::Pending);
-    assert_eq!(host.take(), [Command::Timer { seq: 3, ms: 1000 }]);
     assert_eq!(
-        executor.deliver(vec![resolved(2, r#""late""#)]),
-        Status::Pending
+        host.take(),
+        [
+            Command::CancelActivity(2),
+            Command::Timer { seq: 3, ms: 1000 }
+        ],
+        "the activity that lost the select is cancelled"
     );
+    let cancelled = Job::ActivityResolved {
+        seq: 2,
+        outcome: Err(WorkflowError::new("Cancelled", "cancelled")),
+    };
+    assert_eq!(executor.deliver(vec![cancelled]), Status::Pending);
+    assert_eq!(host.take(), [], "cancelled once");
     assert_eq!(
         executor.deliver(vec![Job::TimerFired(3)]),
         completed(r#""gave up""#)
+    );
+}
+
+#[test]
+fn a_dropped_activity_whose_outcome_arrived_is_not_cancelled() {
+    let (mut executor, _, host) = start(
+        vec![Workflow::new("impatient", impatient)],
+        "impatient",
+        "null",
+    );
+    host.take();
+    // Both in one activation: the timer wins the select, and the activity's
+    // outcome is already in, unobserved.
+    let status = executor.deliver(vec![Job::TimerFired(1), resolved(2, r#""late""#)]);
+    assert_eq!(status, Status::Pending);
+    assert_eq!(host.take(), [Command::Timer { seq: 3, ms: 1000 }]);
+}
+
+#[test]
+fn an_activity_never_awaited_is_never_scheduled_nor_cancelled() {
+    async fn undecided(ctx: Context, _: ()) -> Result<(), WorkflowError> {
+        let maybe = ctx.activity::<String>("maybe", &());
+        drop(maybe);
+        ctx.sleep(Duration::from_secs(1)).await;
+        Ok(())
+    }
+    let (_, _, host) = start(
+        vec![Workflow::new("undecided", undecided)],
+        "undecided",
+        "null",
+    );
+    assert_eq!(host.take(), [Command::Timer { seq: 1, ms: 1000 }]);
+}
+
+#[test]
+fn a_finished_activity_is_not_cancelled_when_dropped() {
+    let (mut executor, _, host) = start(vec![Workflow::new("hello", hello)], "hello", r#""x""#);
+    host.take();
+    assert_eq!(
+        executor.deliver(vec![resolved(1, r#""hi""#)]),
+        completed(r#""hi""#)
+    );
+    drop(executor);
+    assert_eq!(host.take(), []);
+}
+
+#[test]
+fn tearing_the_run_down_cancels_no_activity() {
+    let (executor, status, host) = start(vec![Workflow::new("hello", hello)], "hello", r#""x""#);
+    assert_eq!(status, Status::Pending);
+    host.take();
+    // The instance goes away (evicted, the host shutting down) with the
+    // activity in flight: that is not the workflow cancelling it.
+    drop(executor);
+    assert_eq!(host.take(), []);
+}
+
+#[test]
+fn timeouts_and_local_reach_the_host() {
+    async fn thorough(ctx: Context, _: ()) -> Result<(), WorkflowError> {
+        let remote = ctx
+            .activity::<()>("report", &())
+            .schedule_to_start(Duration::from_secs(5))
+            .schedule_to_close(Duration::from_secs(60))
+            .heartbeat_timeout(Duration::from_micros(1_500));
+        let local = ctx.local_activity::<()>("lookup", &());
+        let (a, b) = join(remote, local).await;
+        a?;
+        b?;
+        Ok(())
+    }
+    let (_, _, host) = start(
+        vec![Workflow::new("thorough", thorough)],
+        "thorough",
+        "null",
+    );
+    let [
+        Command::Activity {
+            options: remote, ..
+        },
+        Command::Activity {
+            name,
+            options: local,
+            ..
+        },
+    ] = &host.take()[..]
+    else {
+        panic!("expected two activities")
+    };
+    assert_eq!(
+        remote,
+        &ActivityOptions {
+            schedule_to_start_timeout: Duration::from_secs(5),
+            schedule_to_close_timeout: Duration::from_secs(60),
+            heartbeat_timeout: Duration::from_micros(1_500),
+            ..ActivityOptions::default()
+        }
+    );
+    assert_eq!(name, "lookup");
+    assert!(local.local, "local_activity sets local");
+    assert_eq!(
+        crate::activity::timeout_millis(Duration::from_micros(1_500)),
+        2,
+        "timeouts round up to whole milliseconds"
+    );
+    assert_eq!(
+        crate::activity::timeout_millis(Duration::from_secs(5)),
+        5_000
     );
 }
 

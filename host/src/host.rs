@@ -26,7 +26,8 @@ pub struct HostConfig {
     /// machine's hostname.
     pub host_id: String,
     pub engine: EngineConfig,
-    /// How long a claimed run stays this host's if the host goes silent.
+    /// How long a claimed run stays this host's if the host goes silent; also
+    /// how long a local activity waits for this host before any host may run it.
     pub run_lease: Duration,
     /// Start-to-close timeout (and lease) of activities that set none.
     pub default_start_to_close: Duration,
@@ -262,6 +263,7 @@ impl Host {
             rng.clone(),
             DriverConfig {
                 warm_instances: config.warm_instances,
+                local_activity_window_ms: config.run_lease.as_millis() as u64,
             },
         );
         Self {

@@ -322,14 +322,15 @@ impl TestEnv {
         }
     }
 
-    /// The next time something is due: a timer, a deadline, an activity retry.
+    /// The next time something is due: a timer, a run deadline, an activity
+    /// retry or lease expiry, an activity timeout.
     async fn next_due(&self) -> Result<Option<u64>, TestError> {
-        let timer = self.store.next_timer_at().await?;
-        let activity = self.store.next_activity_at(&self.activity_names).await?;
-        Ok(match (timer, activity) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        let due = [
+            self.store.next_timer_at().await?,
+            self.store.next_activity_at(&self.activity_names).await?,
+            self.store.next_activity_timeout_at().await?,
+        ];
+        Ok(due.into_iter().flatten().min())
     }
 
     /// Lets `duration` of virtual time pass, stopping at every timer,

@@ -3,7 +3,7 @@
 
 use super::bindings::weft::workflow::context;
 use super::bindings::weft::workflow::types as wit;
-use crate::activity::{ActivityOptions, RetryPolicy, millis};
+use crate::activity::{ActivityOptions, RetryPolicy, millis, timeout_millis};
 use crate::child::{ChildRequest, ParentClosePolicy};
 use crate::error::WorkflowError;
 use crate::host::{Host, Job, LogLevel, Status, WorkflowInfo};
@@ -22,6 +22,10 @@ impl Host for WasmHost {
 
     fn schedule_activity(&self, name: &str, input: &str, options: &ActivityOptions) -> u32 {
         context::schedule_activity(name, input, &activity_options(options))
+    }
+
+    fn request_cancel_activity(&self, seq: u32) {
+        context::request_cancel_activity(seq);
     }
 
     fn start_timer(&self, duration_ms: u64) -> u32 {
@@ -137,12 +141,12 @@ fn child_options(request: &ChildRequest) -> wit::ChildOptions {
 
 fn activity_options(options: &ActivityOptions) -> wit::ActivityOptions {
     wit::ActivityOptions {
-        start_to_close_timeout_ms: millis(options.start_to_close_timeout),
-        schedule_to_start_timeout_ms: 0,
-        schedule_to_close_timeout_ms: 0,
-        heartbeat_timeout_ms: 0,
+        start_to_close_timeout_ms: timeout_millis(options.start_to_close_timeout),
+        schedule_to_start_timeout_ms: timeout_millis(options.schedule_to_start_timeout),
+        schedule_to_close_timeout_ms: timeout_millis(options.schedule_to_close_timeout),
+        heartbeat_timeout_ms: timeout_millis(options.heartbeat_timeout),
         retry: options.retry.as_ref().map(retry_policy),
-        local: false,
+        local: options.local,
     }
 }
 

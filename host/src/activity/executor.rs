@@ -1,133 +1,180 @@
 use super::{Activities, ActivityContext, ActivityError};
 use crate::model::{Failure, RetryPolicy};
 use crate::scheduler::Clock;
-use crate::store::{ActivityTask, AttemptOutcome};
+use crate::store::{ActivityStore, ActivityTask, AttemptOutcome, FailedAttempt};
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
-/// Runs one attempt of a claimed task and decides its outcome by the retry policy.
-pub(crate) async fn run_attempt(
-    activities: &Activities,
-    clock: &dyn Clock,
-    task: &ActivityTask,
-    default_timeout_ms: u64,
-) -> AttemptOutcome {
-    let policy = task.options.retry.clone().unwrap_or_default();
-    if policy.maximum_attempts != 0 && task.attempt > policy.maximum_attempts {
-        // The previous attempt was lost with its host after using the last try.
-        return AttemptOutcome::Failed {
-            failure: Failure::new(
-                "AttemptsExhausted",
-                format!(
-                    "activity {:?} used all {} attempts (the last one was lost with its host)",
-                    task.name, policy.maximum_attempts
+/// What running an attempt needs from its host.
+pub(crate) struct AttemptRunner<'a> {
+    pub(crate) activities: &'a Activities,
+    /// Where heartbeats go.
+    pub(crate) store: Arc<dyn ActivityStore>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The start-to-close timeout of tasks that set none.
+    pub(crate) default_timeout_ms: u64,
+}
+
+impl AttemptRunner<'_> {
+    /// Runs one attempt of a claimed task and decides its outcome by the
+    /// retry policy, the error's own wishes and the schedule-to-close deadline.
+    pub(crate) async fn run(&self, task: &ActivityTask) -> AttemptOutcome {
+        let policy = task.options.retry.clone().unwrap_or_default();
+        if policy.maximum_attempts != 0 && task.attempt > policy.maximum_attempts {
+            // The previous attempt was lost with its host after using the last try.
+            return AttemptOutcome::Failed {
+                failure: Failure::new(
+                    "AttemptsExhausted",
+                    format!(
+                        "activity {:?} used all {} attempts (the last one was lost with its host)",
+                        task.name, policy.maximum_attempts
+                    ),
                 ),
-            ),
-        };
-    }
-    let Some(f) = activities.get(&task.name) else {
-        return AttemptOutcome::Failed {
-            failure: Failure::new(
-                "ActivityNotRegistered",
-                format!(
-                    "no activity named {:?} is registered on this host",
-                    task.name
+            };
+        }
+        let Some(f) = self.activities.get(&task.name) else {
+            return AttemptOutcome::Failed {
+                failure: Failure::new(
+                    "ActivityNotRegistered",
+                    format!(
+                        "no activity named {:?} is registered on this host",
+                        task.name
+                    ),
                 ),
-            ),
+            };
         };
-    };
-    let ctx = ActivityContext {
-        run_id: task.run_id.clone(),
-        seq: task.seq,
-        attempt: task.attempt,
-        activity: task.name.clone(),
-    };
-    let timeout_ms = match task.options.start_to_close_timeout_ms {
-        0 => default_timeout_ms,
-        t => t,
-    };
-    let started = clock.now_ms();
-    let call = AssertUnwindSafe(f(ctx, task.input.clone())).catch_unwind();
-    let result = tokio::select! {
-        r = call => match r {
-            Ok(r) => r,
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic without a message".into());
-                Err(ActivityError::retryable("Panic", format!("activity {:?} panicked: {message}", task.name)))
+        let ctx = ActivityContext::new(task, self.store.clone(), self.clock.clone());
+        let timeout_ms = match task.options.start_to_close_timeout_ms {
+            0 => self.default_timeout_ms,
+            t => t,
+        };
+        let clock = &self.clock;
+        let started = clock.now_ms();
+        let call = AssertUnwindSafe(f(ctx.clone(), task.input.clone())).catch_unwind();
+        let too_late = async {
+            match task.close_deadline_ms {
+                Some(deadline) => clock.sleep_until(deadline).await,
+                None => std::future::pending().await,
             }
-        },
-        () = clock.sleep_until(started.saturating_add(timeout_ms)) => Err(ActivityError::retryable(
-            "StartToCloseTimeout",
-            format!("attempt {} of activity {:?} ran longer than its start-to-close timeout of {timeout_ms} ms", task.attempt, task.name),
-        )),
-    };
-    match result {
-        Ok(output) => AttemptOutcome::Completed { output },
-        Err(e) => outcome_of_failure(&policy, task.attempt, e, clock.now_ms()),
+        };
+        let result = tokio::select! {
+            r = call => match r {
+                Ok(r) => r,
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic without a message".into());
+                    Err(ActivityError::retryable("Panic", format!("activity {:?} panicked: {message}", task.name)))
+                }
+            },
+            () = clock.sleep_until(started.saturating_add(timeout_ms)) => Err(ActivityError::retryable(
+                "StartToCloseTimeout",
+                format!("attempt {} of activity {:?} ran longer than its start-to-close timeout of {timeout_ms} ms", task.attempt, task.name),
+            )),
+            // The timeout sweep fails the activity too; this only stops waiting for it.
+            () = too_late => return AttemptOutcome::Failed {
+                failure: Failure::new(
+                    "ScheduleToCloseTimeout",
+                    format!("activity {:?} did not resolve within its schedule-to-close timeout (attempt {})", task.name, task.attempt),
+                ),
+            },
+        };
+        match result {
+            Ok(output) => AttemptOutcome::Completed { output },
+            Err(e) => {
+                ctx.flush_heartbeat().await;
+                outcome_of_failure(&policy, task, e, clock.now_ms())
+            }
+        }
     }
 }
 
 fn outcome_of_failure(
     policy: &RetryPolicy,
-    attempt: u32,
+    task: &ActivityTask,
     e: ActivityError,
     now_ms: u64,
 ) -> AttemptOutcome {
-    let failure = Failure::new(e.error_type.clone(), e.message.clone());
-    if e.non_retryable {
-        return AttemptOutcome::Failed { failure };
+    FailedAttempt {
+        policy,
+        attempt: task.attempt,
+        failure: Failure::new(e.error_type, e.message),
+        non_retryable: e.non_retryable,
+        retry_after_ms: e
+            .next_retry_delay
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        now_ms,
+        close_deadline_ms: task.close_deadline_ms,
     }
-    match policy.delay_before(attempt + 1, &e.error_type) {
-        Some(delay) => AttemptOutcome::Retry {
-            failure,
-            retry_at_ms: now_ms.saturating_add(delay),
-        },
-        None => AttemptOutcome::Failed { failure },
-    }
+    .outcome()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ActivityOptions;
+    use std::time::Duration;
 
-    #[test]
-    fn retries_follow_the_policy() {
-        let policy = RetryPolicy {
+    fn task(attempt: u32, close_deadline_ms: Option<u64>) -> ActivityTask {
+        ActivityTask {
+            run_id: "run".into(),
+            seq: 1,
+            name: "charge".into(),
+            input: serde_json::Value::Null,
+            options: ActivityOptions::default(),
+            attempt,
+            lease_token: 1,
+            heartbeat_details: None,
+            close_deadline_ms,
+        }
+    }
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
             initial_interval_ms: 1_000,
             backoff_coefficient: 2.0,
             maximum_interval_ms: 3_000,
             maximum_attempts: 3,
             non_retryable_error_types: vec!["Declined".into()],
-        };
+        }
+    }
+
+    #[test]
+    fn retries_follow_the_policy() {
+        let policy = policy();
         let fail = |t: &str| ActivityError::retryable(t, "x");
         assert_eq!(
-            outcome_of_failure(&policy, 1, fail("Io"), 0),
+            outcome_of_failure(&policy, &task(1, None), fail("Io"), 0),
             AttemptOutcome::Retry {
                 failure: Failure::new("Io", "x"),
                 retry_at_ms: 1_000
             }
         );
         assert_eq!(
-            outcome_of_failure(&policy, 2, fail("Io"), 0),
+            outcome_of_failure(&policy, &task(2, None), fail("Io"), 0),
             AttemptOutcome::Retry {
                 failure: Failure::new("Io", "x"),
                 retry_at_ms: 2_000
             }
         );
         assert!(matches!(
-            outcome_of_failure(&policy, 3, fail("Io"), 0),
+            outcome_of_failure(&policy, &task(3, None), fail("Io"), 0),
             AttemptOutcome::Failed { .. }
         ));
         assert!(matches!(
-            outcome_of_failure(&policy, 1, fail("Declined"), 0),
+            outcome_of_failure(&policy, &task(1, None), fail("Declined"), 0),
             AttemptOutcome::Failed { .. }
         ));
         assert!(matches!(
-            outcome_of_failure(&policy, 1, ActivityError::non_retryable("Io", "x"), 0),
+            outcome_of_failure(
+                &policy,
+                &task(1, None),
+                ActivityError::non_retryable("Io", "x"),
+                0
+            ),
             AttemptOutcome::Failed { .. }
         ));
         let capped = RetryPolicy {
@@ -135,5 +182,62 @@ mod tests {
             ..policy
         };
         assert_eq!(capped.delay_before(10, "Io"), Some(3_000));
+    }
+
+    #[test]
+    fn retry_after_replaces_the_backoff_within_the_policy() {
+        let policy = policy();
+        let later = |t: &str| ActivityError::retryable(t, "x").retry_after(Duration::from_secs(60));
+        assert_eq!(
+            outcome_of_failure(&policy, &task(1, None), later("RateLimited"), 5),
+            AttemptOutcome::Retry {
+                failure: Failure::new("RateLimited", "x"),
+                retry_at_ms: 60_005
+            },
+            "the activity's delay, not the policy's 1 s (nor its 3 s cap)"
+        );
+        assert!(
+            matches!(
+                outcome_of_failure(&policy, &task(3, None), later("RateLimited"), 0),
+                AttemptOutcome::Failed { .. }
+            ),
+            "the maximum attempts still hold"
+        );
+        assert!(
+            matches!(
+                outcome_of_failure(&policy, &task(1, None), later("Declined"), 0),
+                AttemptOutcome::Failed { .. }
+            ),
+            "non-retryable types still hold"
+        );
+    }
+
+    #[test]
+    fn no_retry_at_or_past_the_schedule_to_close_deadline() {
+        let policy = policy();
+        let fail = ActivityError::retryable("Io", "boom");
+        assert!(matches!(
+            outcome_of_failure(&policy, &task(1, Some(1_001)), fail.clone(), 0),
+            AttemptOutcome::Retry {
+                retry_at_ms: 1_000,
+                ..
+            }
+        ));
+        assert_eq!(
+            outcome_of_failure(&policy, &task(1, Some(1_000)), fail.clone(), 0),
+            AttemptOutcome::Failed {
+                failure: Failure::new("Io", "boom")
+            },
+            "the last attempt's failure, not a timeout"
+        );
+        assert!(matches!(
+            outcome_of_failure(
+                &policy,
+                &task(1, Some(10_000)),
+                fail.retry_after(Duration::from_secs(10)),
+                0
+            ),
+            AttemptOutcome::Failed { .. }
+        ));
     }
 }

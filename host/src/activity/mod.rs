@@ -3,9 +3,20 @@
 //! Register them in an [`Activities`] registry with typed (serde) input and
 //! output. Each attempt gets an [`ActivityContext`] carrying a stable
 //! [idempotency key](ActivityContext::idempotency_key) to pass to the outside
-//! world. A failed attempt is retried by the activity's
+//! world, its [attempt](ActivityContext::attempt) number, and a line back to
+//! the host: [`heartbeat`](ActivityContext::heartbeat) reports progress (the
+//! next attempt resumes from it with
+//! [`heartbeat_details`](ActivityContext::heartbeat_details)) and tells a
+//! cancelled or timed-out attempt to stop.
+//!
+//! A failed attempt is retried by the activity's
 //! [`RetryPolicy`](crate::model::RetryPolicy) unless its [`ActivityError`] is
-//! non-retryable; the start-to-close timeout bounds each attempt.
+//! non-retryable; an error may pick its own next delay with
+//! [`retry_after`](ActivityError::retry_after). Four timeouts bound an
+//! activity (see [`ActivityOptions`](crate::model::ActivityOptions)):
+//! start-to-close per attempt, enforced here; schedule-to-start,
+//! schedule-to-close and heartbeat, enforced by the store's timeout sweep
+//! that every host runs.
 //!
 //! ```
 //! use weft::{Activities, ActivityContext, ActivityError};
@@ -18,5 +29,5 @@
 mod executor;
 mod registry;
 
-pub(crate) use executor::run_attempt;
+pub(crate) use executor::AttemptRunner;
 pub use registry::{Activities, ActivityContext, ActivityError};

@@ -1,26 +1,32 @@
 //! Finding work and the clock: the loops that claim runs for activation and
-//! activity tasks for execution, and the [`Clock`] they all read.
+//! activity tasks for execution, the sweep that enforces activity timeouts,
+//! and the [`Clock`] they all read.
 //!
 //! Work is found by claiming it in the store under a lease, never by holding
 //! it in memory, so any number of hosts can share one database. Within a
-//! process, a [`Wakeups`] notification wakes a loop at once; a due timer wakes
-//! it at the timer's time on the [`Clock`]; a slow poll catches work that other
-//! hosts made ready.
+//! process, a [`Wakeups`] notification wakes a loop at once; a due timer (or
+//! activity deadline) wakes it at that time on the [`Clock`]; a slow poll
+//! catches work that other hosts made ready.
+//!
+//! Local activities skip the queue: the activation loop claims each one its
+//! activation scheduled, by key, and runs it at once in this process.
 
 mod clock;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 
-use crate::activity::run_attempt;
+use crate::activity::AttemptRunner;
 use crate::host::HostInner;
 use crate::model::RunId;
-use crate::store::StoreError;
-use crate::workflow::DriverError;
+use crate::store::{
+    ActivityStore, ActivityTask, AttemptOutcome, ClaimActivity, StoreError, TIMEOUT_BATCH,
+};
+use crate::workflow::{DriverError, LocalActivity};
 use std::time::Duration;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 /// How long a run that found every instance slot in use waits before it is handed back.
 const BUSY_PAUSE: Duration = Duration::from_millis(20);
@@ -30,6 +36,9 @@ const BUSY_PAUSE: Duration = Duration::from_millis(20);
 pub(crate) struct Wakeups {
     pub(crate) activations: Notify,
     pub(crate) activities: Notify,
+    /// An activity deadline appeared that may come before the one the timeout
+    /// sweep sleeps until (a task scheduled, claimed or retried with one).
+    pub(crate) timeouts: Notify,
     /// Per run with someone waiting for it to stop running: wakes only them.
     closed: Mutex<HashMap<RunId, Arc<Notify>>>,
     /// Per run with someone waiting for an update's answer: woken by every
@@ -145,6 +154,12 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
                         if report.new_activities > 0 {
                             host.wakeups.activities.notify_one();
                         }
+                        if report.new_deadlines {
+                            host.wakeups.timeouts.notify_one();
+                        }
+                        for local in &report.local_activities {
+                            run_local(&host, &claim.run_id, local).await;
+                        }
                         if report.closed {
                             host.wakeups.run_closed(&claim.run_id);
                         }
@@ -190,8 +205,16 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
     }
 }
 
-/// Claims activity tasks this host can run and runs them, a bounded number at a time.
-pub(crate) async fn activity_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
+/// Claims activity tasks this host can run and runs them, a bounded number
+/// at a time; and, on every host, enforces activity timeouts.
+pub(crate) async fn activity_loop(host: Arc<HostInner>, shutdown: watch::Receiver<bool>) {
+    tokio::join!(
+        timeout_loop(host.clone(), shutdown.clone()),
+        claim_loop(host, shutdown)
+    );
+}
+
+async fn claim_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
     let names = host.activities.names();
     if names.is_empty() {
         return;
@@ -221,43 +244,124 @@ pub(crate) async fn activity_loop(host: Arc<HostInner>, mut shutdown: watch::Rec
         for t in &tasks {
             tracing::debug!(run_id = %t.run_id, seq = t.seq, activity = %t.name, attempt = t.attempt, "claimed an activity attempt");
         }
+        if tasks.iter().any(|t| t.options.heartbeat_timeout_ms > 0) {
+            host.wakeups.timeouts.notify_one();
+        }
         for task in tasks {
             let permit = permits
                 .clone()
                 .acquire_owned()
                 .await
                 .expect("semaphore never closes");
-            let host = host.clone();
-            tokio::spawn(async move {
-                let outcome = run_attempt(
-                    &host.activities,
-                    host.clock.as_ref(),
-                    &task,
-                    default_timeout_ms,
-                )
-                .await;
-                let now = host.clock.now_ms();
-                match host
-                    .store
-                    .finish_attempt(&task.run_id, task.seq, task.lease_token, outcome, now)
-                    .await
-                {
-                    Ok(()) => host.wakeups.activations.notify_one(),
-                    Err(e) => {
-                        tracing::warn!(run_id = %task.run_id, seq = task.seq, "recording an activity attempt failed: {e}")
-                    }
-                }
-                drop(permit);
-                host.wakeups.activities.notify_one();
-            });
+            spawn_attempt(host.clone(), task, Some(permit));
         }
         if claimed_any {
             tokio::task::yield_now().await;
             continue;
         }
         let next = host.store.next_activity_at(&names).await.ok().flatten();
-        wait(&host, woken, next, &mut shutdown).await;
+        wait(&host, woken, still_ahead(next, now), &mut shutdown).await;
     }
+}
+
+/// Runs one attempt in its own task and records how it ended.
+fn spawn_attempt(host: Arc<HostInner>, task: ActivityTask, permit: Option<OwnedSemaphorePermit>) {
+    tokio::spawn(async move {
+        let store: Arc<dyn ActivityStore> = host.store.clone();
+        let runner = AttemptRunner {
+            activities: &host.activities,
+            store,
+            clock: host.clock.clone(),
+            default_timeout_ms: host.config.default_start_to_close.as_millis() as u64,
+        };
+        let outcome = runner.run(&task).await;
+        // A retry that must start in time has a deadline.
+        let deadline = matches!(outcome, AttemptOutcome::Retry { .. })
+            && task.options.schedule_to_start_timeout_ms > 0;
+        let now = host.clock.now_ms();
+        match host
+            .store
+            .finish_attempt(&task.run_id, task.seq, task.lease_token, outcome, now)
+            .await
+        {
+            Ok(()) => {
+                host.wakeups.activations.notify_one();
+                if deadline {
+                    host.wakeups.timeouts.notify_one();
+                }
+            }
+            Err(StoreError::Conflict { reason, .. }) => {
+                tracing::debug!(run_id = %task.run_id, seq = task.seq, "an activity attempt's result is discarded: {reason}")
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %task.run_id, seq = task.seq, "recording an activity attempt failed: {e}")
+            }
+        }
+        drop(permit);
+        host.wakeups.activities.notify_one();
+    });
+}
+
+/// Claims a local activity the activation just scheduled and runs it here,
+/// now. One this host cannot run is left to the hosts that can: it becomes
+/// an ordinary task when its hand-over window ends.
+async fn run_local(host: &Arc<HostInner>, run_id: &RunId, local: &LocalActivity) {
+    if host.activities.get(&local.name).is_none() {
+        tracing::debug!(%run_id, seq = local.seq, activity = %local.name, "a local activity that this host does not run is left to others");
+        return;
+    }
+    let claim = ClaimActivity {
+        run_id: run_id.clone(),
+        seq: local.seq,
+        host_id: host.config.host_id.clone(),
+        now_ms: host.clock.now_ms(),
+        default_lease_ms: host.config.default_start_to_close.as_millis() as u64,
+    };
+    match host.store.claim_activity(claim).await {
+        Ok(Some(task)) => {
+            tracing::debug!(%run_id, seq = task.seq, activity = %task.name, "running a local activity");
+            if task.options.heartbeat_timeout_ms > 0 {
+                host.wakeups.timeouts.notify_one();
+            }
+            spawn_attempt(host.clone(), task, None);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(%run_id, seq = local.seq, "claiming a local activity failed, it runs as an ordinary task later: {e}")
+        }
+    }
+}
+
+/// Enforces activity timeouts: sweeps the tasks whose deadlines passed,
+/// then sleeps until the next deadline.
+async fn timeout_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        let woken = host.wakeups.timeouts.notified();
+        let now = host.clock.now_ms();
+        match host.store.time_out_activities(now).await {
+            Ok(0) => {}
+            Ok(changed) => {
+                tracing::debug!(changed, "activity timeouts enforced");
+                // Final failures woke runs; retries made tasks visible later.
+                host.wakeups.activations.notify_one();
+                host.wakeups.activities.notify_one();
+                if changed >= TIMEOUT_BATCH {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            }
+            Err(e) => tracing::warn!("enforcing activity timeouts failed: {e}"),
+        }
+        let next = host.store.next_activity_timeout_at().await.ok().flatten();
+        wait(&host, woken, still_ahead(next, now), &mut shutdown).await;
+    }
+}
+
+/// A wake-up time, unless it has passed already: work that was due and is
+/// still there (another host's, or being settled) is looked at again on the
+/// next poll, not in a busy loop.
+fn still_ahead(at: Option<u64>, now: u64) -> Option<u64> {
+    at.filter(|&at| at > now)
 }
 
 /// Sleeps until notified, until `until_ms` on the host clock, until the poll

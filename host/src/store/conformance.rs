@@ -21,8 +21,9 @@
 //! timers and retries expire exactly when a test says.
 
 use super::{
-    ActivationCommit, AttemptOutcome, CreateRun, NewActivityTask, NewTimer, PostgresStore,
-    RunClaim, RunOptions, RunOutcome, RunStatus, SqliteStore, Store, StoreError,
+    ActivationCommit, AttemptOutcome, CreateRun, Heartbeat, NewActivityTask, NewTimer,
+    PostgresStore, ResolvedActivity, RunClaim, RunOptions, RunOutcome, RunStatus, SqliteStore,
+    Store, StoreError,
 };
 use crate::model::{
     ActivityOptions, Event, Failure, History, RecordedEvent, RetryPolicy, RunId, Sha256Hex,
@@ -33,6 +34,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 mod activities;
+mod activity_control;
+mod activity_timeouts;
 mod children;
 mod claims;
 mod commits;
@@ -44,6 +47,8 @@ mod signals;
 mod workflow_ids;
 
 pub use activities::*;
+pub use activity_control::*;
+pub use activity_timeouts::*;
 pub use children::*;
 pub use claims::*;
 pub use commits::*;
@@ -164,6 +169,21 @@ macro_rules! conformance_tests {
             continue_as_new_moves_signals_and_the_parent_link,
             reuse_policy_looks_at_the_end_of_a_continued_chain,
             a_parent_and_its_children_closing_at_once_all_commit,
+            tasks_without_timeouts_have_no_deadline,
+            schedule_to_start_timeout_fails_a_task_nobody_picked_up,
+            schedule_to_start_applies_to_each_waiting_attempt,
+            schedule_to_close_timeout_abandons_a_running_attempt,
+            schedule_to_close_timeout_ends_a_waiting_retry,
+            heartbeat_timeout_retries_the_attempt,
+            heartbeat_timeout_of_the_last_attempt_fails_the_activity,
+            heartbeat_timeout_retry_respects_schedule_to_close,
+            heartbeat_details_reach_the_next_attempt,
+            heartbeat_is_fenced_by_the_lease,
+            cancel_resolves_a_scheduled_activity_and_wakes_the_run,
+            cancel_reaches_a_running_attempt_at_its_heartbeat,
+            cancel_leaves_resolved_and_unknown_activities_alone,
+            claim_activity_takes_one_local_task_by_key,
+            claim_activity_waits_for_a_retry_to_be_due,
         );
     };
 }

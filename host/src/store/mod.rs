@@ -25,6 +25,7 @@
 //! ```
 
 pub mod conformance;
+mod expiry;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -34,7 +35,7 @@ pub use sqlite::SqliteStore;
 
 use crate::model::{
     ActivityOptions, EventHash, Failure, History, ParentClosePolicy, ParentLink, RecordedEvent,
-    RunId, Sha256Hex,
+    RetryPolicy, RunId, Sha256Hex,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -458,6 +459,85 @@ pub struct ActivityTask {
     pub attempt: u32,
     /// Fencing token of this attempt's lease.
     pub lease_token: i64,
+    /// The details of the last heartbeat an earlier attempt recorded.
+    pub heartbeat_details: Option<Value>,
+    /// The schedule-to-close deadline: the activity fails if it has not
+    /// resolved by then, and no retry is scheduled at or after it.
+    pub close_deadline_ms: Option<u64>,
+}
+
+/// Claims one given task for an attempt: see [`ActivityStore::claim_activity`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimActivity {
+    pub run_id: RunId,
+    pub seq: u32,
+    pub host_id: String,
+    pub now_ms: u64,
+    /// The lease when the task sets no start-to-close timeout.
+    pub default_lease_ms: u64,
+}
+
+/// A heartbeat of a running attempt: see [`ActivityStore::heartbeat`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Heartbeat {
+    pub run_id: RunId,
+    pub seq: u32,
+    /// The attempt's lease token: a heartbeat of an attempt that is no longer
+    /// current records nothing.
+    pub lease_token: i64,
+    /// Progress to hand to the next attempt; `None` keeps what was recorded.
+    pub details: Option<Value>,
+    pub now_ms: u64,
+}
+
+/// An attempt that failed, and what decides whether it is retried.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FailedAttempt<'a> {
+    pub policy: &'a RetryPolicy,
+    /// The attempt that failed (1 for the first).
+    pub attempt: u32,
+    pub failure: Failure,
+    /// The error said so: no retry whatever the policy.
+    pub non_retryable: bool,
+    /// The delay the activity chose for its next attempt, instead of the policy's backoff.
+    pub retry_after_ms: Option<u64>,
+    pub now_ms: u64,
+    /// The schedule-to-close deadline: a retry due at or after it is not scheduled.
+    pub close_deadline_ms: Option<u64>,
+}
+
+impl FailedAttempt<'_> {
+    /// Retried after the policy's delay (or the activity's own), unless the
+    /// error is not retryable, the attempts are used up, or the retry would
+    /// come too late for the schedule-to-close deadline: then the activity
+    /// fails for good with this attempt's failure.
+    pub fn outcome(self) -> AttemptOutcome {
+        if self.non_retryable {
+            return AttemptOutcome::Failed {
+                failure: self.failure,
+            };
+        }
+        let Some(policy_delay) = self
+            .policy
+            .delay_before(self.attempt.saturating_add(1), &self.failure.error_type)
+        else {
+            return AttemptOutcome::Failed {
+                failure: self.failure,
+            };
+        };
+        let retry_at_ms = self
+            .now_ms
+            .saturating_add(self.retry_after_ms.unwrap_or(policy_delay));
+        match self.close_deadline_ms {
+            Some(deadline) if retry_at_ms >= deadline => AttemptOutcome::Failed {
+                failure: self.failure,
+            },
+            _ => AttemptOutcome::Retry {
+                failure: self.failure,
+                retry_at_ms,
+            },
+        }
+    }
 }
 
 /// How one attempt of an activity ended.
@@ -535,7 +615,10 @@ pub trait ActivityStore: Send + Sync {
     /// with `visible_at_ms <= now_ms` or running with an expired lease (an attempt
     /// lost with its host). Increments `attempt` and the token; the lease runs
     /// to `now_ms + lease_ms` where `lease_ms` comes from the task's own
-    /// start-to-close timeout, or `default_lease_ms` when that is 0.
+    /// start-to-close timeout, or `default_lease_ms` when that is 0. A task
+    /// whose schedule-to-start or schedule-to-close deadline has passed is not
+    /// claimed: it is [timed out](Self::time_out_activities). A task with a
+    /// heartbeat timeout must heartbeat by `now_ms` plus that timeout.
     async fn claim_activities(
         &self,
         host_id: &str,
@@ -557,7 +640,35 @@ pub trait ActivityStore: Send + Sync {
     ) -> StoreResult<()>;
     /// The earliest time a scheduled task becomes visible or a running one's lease expires.
     async fn next_activity_at(&self, names: &[String]) -> StoreResult<Option<u64>>;
+    /// Claims one task for an attempt, like [`claim_activities`](Self::claim_activities)
+    /// but by key: a local activity, run by the host that ran the workflow right
+    /// after the activation. The task is claimed if it is scheduled and either
+    /// waits for its first attempt (whatever its `visible_at_ms`: a local task
+    /// is hidden from ordinary claims for a while) or is visible; otherwise
+    /// (another host took it, it resolved, it timed out) `None`.
+    async fn claim_activity(&self, claim: ClaimActivity) -> StoreResult<Option<ActivityTask>>;
+    /// Records a heartbeat of a running attempt: its time and, if given, its
+    /// details (kept for the next attempt). It moves the heartbeat deadline to
+    /// `now_ms` plus the heartbeat timeout and extends nothing else. An attempt
+    /// that is no longer current — the workflow cancelled the activity, it
+    /// timed out, or another attempt holds the lease — gets
+    /// [`StoreError::Conflict`] saying which, and should stop.
+    async fn heartbeat(&self, heartbeat: Heartbeat) -> StoreResult<()>;
+    /// Enforces the activity timeouts at `now_ms`, on every task whose
+    /// deadline has passed: past schedule-to-close, the activity fails with
+    /// `ScheduleToCloseTimeout` (a running attempt is abandoned: its finish is
+    /// a conflict); a scheduled attempt past schedule-to-start fails it with
+    /// `ScheduleToStartTimeout`, not retried; a running attempt past its
+    /// heartbeat deadline fails with `HeartbeatTimeout` and is retried by the
+    /// policy. Final failures wake the run. Returns how many tasks it changed;
+    /// at most a batch at a time, so call it again while it returns a full one.
+    async fn time_out_activities(&self, now_ms: u64) -> StoreResult<u64>;
+    /// The earliest deadline [`time_out_activities`](Self::time_out_activities) acts on.
+    async fn next_activity_timeout_at(&self) -> StoreResult<Option<u64>>;
 }
+
+/// Tasks [`ActivityStore::time_out_activities`] handles in one call.
+pub const TIMEOUT_BATCH: u64 = 100;
 
 /// Which runs [`RunStore::list_runs`] returns.
 #[derive(Clone, Debug, Default, PartialEq)]

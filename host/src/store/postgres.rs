@@ -4,11 +4,13 @@
 //! round trip and its own transaction: an activation commit is a single
 //! statement whose data-modifying `WITH` clauses all hang on the conditional
 //! update of the run's row (`lease_token` and `last_seq` must still hold), so
-//! either all of it applies or nothing does. Lists travel as arrays (`UNNEST`,
-//! `= ANY`), so each statement has one text and one prepared plan whatever the
-//! batch size. The exception is a commit with lifecycle work (children,
-//! updates, a cancel delivered, the run closing): that statement and a few
-//! more run in one transaction.
+//! either all of it applies or nothing does. The exception is a commit with
+//! lifecycle work (children, updates, a cancel delivered, the run closing) or
+//! cancelled activities: that statement and a few more run in one
+//! transaction. The activity timeout sweep reads the expired tasks, then ends
+//! each with a statement of its own, fenced like a finished attempt. Lists
+//! travel as arrays (`UNNEST`, `= ANY`), so each statement has one text and
+//! one prepared plan whatever the batch size.
 //!
 //! Work is claimed with `FOR UPDATE SKIP LOCKED`: hosts claiming at the same
 //! time take different runs and tasks instead of queueing on each other's
@@ -17,19 +19,23 @@
 //! all in `run_id` order before anything else, so they cannot deadlock with
 //! one another.
 
+use super::expiry;
 use super::rows::{
     self, AttemptColumns, ClaimedTaskRow, CommitColumns, EventRow, LifecycleColumns, ModuleRow,
     NewRunColumns, PendingRow, Placed, RunRow, RunStateRow, TaskStateRow, int, select_run, uint,
 };
 use super::{
-    ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, CreateRun, Created,
-    HistoryStore, IdConflictPolicy, ListFilter, ModuleRecord, ModuleStore, PendingJobs, RunClaim,
-    RunRecord, RunStore, SignalStore, StoreError, StoreResult,
+    ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, ClaimActivity, CreateRun,
+    Created, Heartbeat, HistoryStore, IdConflictPolicy, ListFilter, ModuleRecord, ModuleStore,
+    PendingJobs, RunClaim, RunRecord, RunStore, SignalStore, StoreError, StoreResult,
+    TIMEOUT_BATCH,
 };
 use crate::model::{Failure, History, RecordedEvent, RunId, Sha256Hex};
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
 
 mod lifecycle;
 
@@ -339,15 +345,19 @@ impl RunStore for PostgresStore {
         let lc = LifecycleColumns::new(&commit)?;
         let run_id = &commit.run_id;
         // Most activations write only what the statement below writes: one
-        // round trip. The rest (children, updates, closing) follow it in one transaction.
-        let mut tx = match lc.is_empty() {
-            true => None,
-            false => Some(lifecycle::begin(&self.pool, run_id, &lc).await?),
+        // round trip. The rest (children, updates, closing, cancelled
+        // activities) follow it in one transaction.
+        let mut conn = if !lc.is_empty() {
+            CommitConn::Tx(lifecycle::begin(&self.pool, run_id, &lc).await?)
+        } else if !commit.cancelled_activities.is_empty() {
+            CommitConn::Tx(self.pool.begin().await?)
+        } else {
+            CommitConn::Single(self.pool.acquire().await?)
         };
         // `r` is the conditional append; every other clause joins or tests it,
         // so when the lease or the history moved on, nothing at all is written.
         // A timer both started and cancelled in this activation is never inserted.
-        let applied = sqlx::query_scalar(
+        let applied: i64 = sqlx::query_scalar(
             "WITH r AS (
                  UPDATE runs
                     SET last_seq = $4, last_hash = $5, handled_wakeups = $6,
@@ -370,11 +380,16 @@ impl RunStore for PostgresStore {
                  DELETE FROM timers
                   WHERE run_id = $1 AND ($27::boolean OR seq = ANY($18::bigint[])) AND EXISTS (SELECT 1 FROM r)
              ), new_tasks AS (
-                 INSERT INTO activity_tasks (run_id, seq, name, input, options, lease_ms, status, visible_at_ms)
+                 INSERT INTO activity_tasks (run_id, seq, name, input, options, lease_ms, status, visible_at_ms,
+                                             schedule_to_start_ms, heartbeat_timeout_ms, close_deadline_ms,
+                                             start_deadline_ms)
                  SELECT r.run_id, a.seq, a.name, a.input, a.options, a.lease_ms,
-                        CASE WHEN $27::boolean THEN 'abandoned' ELSE 'scheduled' END, a.visible_at
-                   FROM r, UNNEST($19::bigint[], $20::text[], $21::text[], $22::text[], $23::bigint[], $24::bigint[])
-                        AS a (seq, name, input, options, lease_ms, visible_at)
+                        CASE WHEN $27::boolean THEN 'abandoned' ELSE 'scheduled' END, a.visible_at,
+                        a.schedule_to_start, a.heartbeat_timeout, a.close_deadline, a.start_deadline
+                   FROM r, UNNEST($19::bigint[], $20::text[], $21::text[], $22::text[], $23::bigint[], $24::bigint[],
+                                  $28::bigint[], $29::bigint[], $30::bigint[], $31::bigint[])
+                        AS a (seq, name, input, options, lease_ms, visible_at,
+                              schedule_to_start, heartbeat_timeout, close_deadline, start_deadline)
              ), new_timers AS (
                  INSERT INTO timers (run_id, seq, fire_at_ms)
                  SELECT r.run_id, t.seq, t.fire_at
@@ -414,12 +429,14 @@ impl RunStore for PostgresStore {
         .bind(&c.task_visible_at)
         .bind(&c.timer_seqs)
         .bind(&c.timer_fire_at)
-        .bind(c.closing);
-        let applied = match &mut tx {
-            Some(tx) => applied.fetch_one(&mut **tx).await,
-            None => applied.fetch_one(&self.pool).await,
-        };
-        let applied: i64 = applied.map_err(|e| match rows::unique_violation(&e).as_deref() {
+        .bind(c.closing)
+        .bind(&c.task_schedule_to_start_ms)
+        .bind(&c.task_heartbeat_timeout_ms)
+        .bind(&c.task_close_deadline)
+        .bind(&c.task_start_deadline)
+        .fetch_one(conn.as_mut())
+        .await
+        .map_err(|e| match rows::unique_violation(&e).as_deref() {
             Some("events_pkey") => rows::events_exist(run_id),
             _ => e.into(),
         })?;
@@ -432,8 +449,14 @@ impl RunStore for PostgresStore {
                 Some(c.expected_last_seq),
             ));
         }
-        if let Some(mut tx) = tx {
-            lifecycle::apply_lifecycle(&mut tx, run_id, &lc).await?;
+        if let CommitConn::Tx(mut tx) = conn {
+            if !lc.is_empty() {
+                lifecycle::apply_lifecycle(&mut tx, run_id, &lc).await?;
+            }
+            if !commit.cancelled_activities.is_empty() {
+                cancel_activities(&mut tx, run_id, &commit.cancelled_activities, commit.now_ms)
+                    .await?;
+            }
             tx.commit().await?;
         }
         Ok(())
@@ -520,7 +543,7 @@ impl RunStore for PostgresStore {
              ), t AS (
                  UPDATE activity_tasks
                     SET status = 'scheduled', visible_at_ms = 0, lease_owner = NULL, lease_expires_at_ms = NULL,
-                        lease_token = lease_token + 1
+                        lease_token = lease_token + 1, heartbeat_deadline_ms = NULL
                   WHERE lease_owner = $1 AND status = 'running'
                  RETURNING 1
              )
@@ -530,6 +553,113 @@ impl RunStore for PostgresStore {
         .fetch_one(&self.pool)
         .await?;
         uint(freed, "the number of leases reclaimed")
+    }
+}
+
+/// The connection one activation commit writes through: the pool's, for the
+/// usual commit that is one statement; a transaction when the commit needs a
+/// second one (it cancels activities), so that both apply or neither does.
+enum CommitConn {
+    Single(PoolConnection<Postgres>),
+    Tx(Transaction<'static, Postgres>),
+}
+
+impl CommitConn {
+    fn as_mut(&mut self) -> &mut PgConnection {
+        match self {
+            CommitConn::Single(c) => c,
+            CommitConn::Tx(t) => t,
+        }
+    }
+}
+
+/// Resolves the activities the workflow cancelled that have not resolved, as
+/// the second statement of the commit's transaction: each fails at once with
+/// `Cancelled` (a running attempt learns it at its next heartbeat, and its
+/// finish is a conflict), and the run — already locked by the commit — is
+/// woken to receive them, after the commit set `handled_wakeups`.
+async fn cancel_activities(
+    tx: &mut Transaction<'static, Postgres>,
+    run_id: &RunId,
+    seqs: &[u32],
+    now_ms: u64,
+) -> StoreResult<()> {
+    let seqs: Vec<i64> = seqs.iter().map(|&s| i64::from(s)).collect();
+    sqlx::query(
+        "WITH t AS (
+             UPDATE activity_tasks
+                SET status = 'failed', failure = $3, resolved_at_ms = $4, cancelled_at_ms = $4,
+                    lease_owner = NULL, lease_expires_at_ms = NULL,
+                    start_deadline_ms = NULL, heartbeat_deadline_ms = NULL
+              WHERE run_id = $1 AND seq = ANY($2::bigint[])
+                AND status IN ('scheduled', 'running') AND NOT consumed
+             RETURNING 1
+         )
+         UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $4 ELSE woken_at_ms END,
+                         wakeups = wakeups + 1
+          WHERE run_id = $1 AND EXISTS (SELECT 1 FROM t)",
+    )
+    .bind(run_id.as_str())
+    .bind(&seqs)
+    .bind(rows::cancelled_failure()?)
+    .bind(int(now_ms))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Ends an attempt (see [`rows::AttemptEnd`]); a final outcome wakes the run.
+/// Whether it applied. `run` locks the run's row before the task's, the
+/// order commits use.
+async fn end_attempt(pool: &PgPool, end: &rows::AttemptEnd<'_>) -> StoreResult<bool> {
+    let a = &end.columns;
+    let applied: i64 = sqlx::query_scalar(
+        "WITH run AS (
+             SELECT run_id FROM runs WHERE run_id = $1 FOR NO KEY UPDATE
+         ), t AS (
+             UPDATE activity_tasks
+                SET status = $4, lease_owner = NULL, lease_expires_at_ms = NULL,
+                    output = $5, failure = $6, resolved_at_ms = $7,
+                    visible_at_ms = COALESCE($8, visible_at_ms),
+                    heartbeat_deadline_ms = NULL,
+                    start_deadline_ms = CASE WHEN $8::bigint IS NOT NULL AND schedule_to_start_ms > 0
+                                             THEN $8::bigint + schedule_to_start_ms END
+              WHERE run_id = $1 AND seq = $2 AND lease_token = $3 AND status = $10
+                AND ($11::bigint IS NULL OR close_deadline_ms <= $11 OR start_deadline_ms <= $11
+                     OR heartbeat_deadline_ms <= $11)
+                AND EXISTS (SELECT 1 FROM run)
+             RETURNING run_id
+         ), w AS (
+             UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $12 ELSE woken_at_ms END,
+                             wakeups = wakeups + 1
+              WHERE run_id = $1 AND $9::boolean AND EXISTS (SELECT 1 FROM t)
+         )
+         SELECT count(*) FROM t",
+    )
+    .bind(end.run_id.as_str())
+    .bind(i64::from(end.seq))
+    .bind(end.lease_token)
+    .bind(a.status)
+    .bind(a.output.as_deref())
+    .bind(a.failure.as_deref())
+    .bind(a.resolved_at_ms)
+    .bind(a.retry_at_ms)
+    .bind(a.is_final)
+    .bind(end.status)
+    .bind(end.expired_at)
+    .bind(int(end.now_ms))
+    .fetch_one(pool)
+    .await?;
+    Ok(applied == 1)
+}
+
+impl PostgresStore {
+    async fn task_state(&self, run_id: &RunId, seq: u32) -> StoreResult<Option<TaskStateRow>> {
+        Ok(sqlx::query_as(rows::TASK_STATE_SQL)
+            .bind(run_id.as_str())
+            .bind(i64::from(seq))
+            .fetch_optional(&self.pool)
+            .await?)
     }
 }
 
@@ -550,6 +680,8 @@ impl ActivityStore for PostgresStore {
             "WITH c AS (
                  SELECT run_id, seq FROM activity_tasks
                   WHERE status IN ('scheduled', 'running') AND visible_at_ms <= $2 AND name = ANY($4::text[])
+                    AND (close_deadline_ms IS NULL OR close_deadline_ms > $2)
+                    AND (start_deadline_ms IS NULL OR start_deadline_ms > $2)
                   ORDER BY visible_at_ms
                   LIMIT $5
                   FOR UPDATE SKIP LOCKED
@@ -558,10 +690,14 @@ impl ActivityStore for PostgresStore {
                 SET status = 'running', attempt = a.attempt + 1, lease_token = a.lease_token + 1,
                     lease_owner = $1,
                     lease_expires_at_ms = $2::bigint + CASE WHEN a.lease_ms > 0 THEN a.lease_ms ELSE $3::bigint END,
-                    visible_at_ms = $2::bigint + CASE WHEN a.lease_ms > 0 THEN a.lease_ms ELSE $3::bigint END
+                    visible_at_ms = $2::bigint + CASE WHEN a.lease_ms > 0 THEN a.lease_ms ELSE $3::bigint END,
+                    start_deadline_ms = NULL,
+                    heartbeat_deadline_ms = CASE WHEN a.heartbeat_timeout_ms > 0
+                                                 THEN $2::bigint + a.heartbeat_timeout_ms END
                FROM c
               WHERE a.run_id = c.run_id AND a.seq = c.seq
-             RETURNING a.run_id, a.seq, a.name, a.input, a.options, a.attempt, a.lease_token",
+             RETURNING a.run_id, a.seq, a.name, a.input, a.options, a.attempt, a.lease_token,
+                       a.heartbeat_details, a.close_deadline_ms",
         )
         .bind(host_id)
         .bind(int(now_ms))
@@ -581,44 +717,17 @@ impl ActivityStore for PostgresStore {
         outcome: AttemptOutcome,
         now_ms: u64,
     ) -> StoreResult<()> {
-        let a = AttemptColumns::new(run_id, seq, &outcome, now_ms)?;
-        // `run` locks the run's row before the task's, the order commits use.
-        let applied: i64 = sqlx::query_scalar(
-            "WITH run AS (
-                 SELECT run_id FROM runs WHERE run_id = $1 FOR NO KEY UPDATE
-             ), t AS (
-                 UPDATE activity_tasks
-                    SET status = $4, lease_owner = NULL, lease_expires_at_ms = NULL,
-                        output = $5, failure = $6, resolved_at_ms = $7,
-                        visible_at_ms = COALESCE($8, visible_at_ms)
-                  WHERE run_id = $1 AND seq = $2 AND lease_token = $3 AND status = 'running'
-                    AND EXISTS (SELECT 1 FROM run)
-                 RETURNING run_id
-             ), w AS (
-                 UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $7 ELSE woken_at_ms END,
-                                 wakeups = wakeups + 1
-                  WHERE run_id = $1 AND $9::boolean AND EXISTS (SELECT 1 FROM t)
-             )
-             SELECT count(*) FROM t",
-        )
-        .bind(run_id.as_str())
-        .bind(i64::from(seq))
-        .bind(lease_token)
-        .bind(a.status)
-        .bind(a.output.as_deref())
-        .bind(a.failure.as_deref())
-        .bind(a.resolved_at_ms)
-        .bind(a.retry_at_ms)
-        .bind(a.is_final)
-        .fetch_one(&self.pool)
-        .await?;
-        if applied != 1 {
-            let now: Option<TaskStateRow> =
-                sqlx::query_as("SELECT status, lease_token, attempt FROM activity_tasks WHERE run_id = $1 AND seq = $2")
-                    .bind(run_id.as_str())
-                    .bind(i64::from(seq))
-                    .fetch_optional(&self.pool)
-                    .await?;
+        let end = rows::AttemptEnd {
+            run_id,
+            seq,
+            lease_token,
+            status: "running",
+            expired_at: None,
+            columns: AttemptColumns::new(run_id, seq, &outcome, now_ms)?,
+            now_ms,
+        };
+        if !end_attempt(&self.pool, &end).await? {
+            let now = self.task_state(run_id, seq).await?;
             return Err(rows::task_conflict(run_id, seq, now, lease_token));
         }
         Ok(())
@@ -636,6 +745,99 @@ impl ActivityStore for PostgresStore {
         .fetch_one(&self.pool)
         .await?;
         at.map(|v| uint(v, "an activity task's visible_at_ms"))
+            .transpose()
+    }
+
+    async fn claim_activity(&self, claim: ClaimActivity) -> StoreResult<Option<ActivityTask>> {
+        let row: Option<ClaimedTaskRow> = sqlx::query_as(
+            "UPDATE activity_tasks
+                SET status = 'running', attempt = attempt + 1, lease_token = lease_token + 1, lease_owner = $3,
+                    lease_expires_at_ms = $4::bigint + CASE WHEN lease_ms > 0 THEN lease_ms ELSE $5::bigint END,
+                    visible_at_ms = $4::bigint + CASE WHEN lease_ms > 0 THEN lease_ms ELSE $5::bigint END,
+                    start_deadline_ms = NULL,
+                    heartbeat_deadline_ms = CASE WHEN heartbeat_timeout_ms > 0
+                                                 THEN $4::bigint + heartbeat_timeout_ms END
+              WHERE run_id = $1 AND seq = $2 AND status = 'scheduled'
+                AND (attempt = 0 OR visible_at_ms <= $4)
+                AND (close_deadline_ms IS NULL OR close_deadline_ms > $4)
+                AND (start_deadline_ms IS NULL OR start_deadline_ms > $4)
+             RETURNING run_id, seq, name, input, options, attempt, lease_token, heartbeat_details,
+                       close_deadline_ms",
+        )
+        .bind(claim.run_id.as_str())
+        .bind(i64::from(claim.seq))
+        .bind(&claim.host_id)
+        .bind(int(claim.now_ms))
+        .bind(int(claim.default_lease_ms))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(ClaimedTaskRow::into_task).transpose()
+    }
+
+    async fn heartbeat(&self, heartbeat: Heartbeat) -> StoreResult<()> {
+        let details = heartbeat
+            .details
+            .as_ref()
+            .map(|d| {
+                rows::to_json(
+                    d,
+                    format_args!(
+                        "run {}: activity {} heartbeat details",
+                        heartbeat.run_id, heartbeat.seq
+                    ),
+                )
+            })
+            .transpose()?;
+        let updated = sqlx::query(
+            "UPDATE activity_tasks
+                SET heartbeat_at_ms = $4, heartbeat_details = COALESCE($5, heartbeat_details),
+                    heartbeat_deadline_ms = CASE WHEN heartbeat_timeout_ms > 0
+                                                 THEN $4::bigint + heartbeat_timeout_ms END
+              WHERE run_id = $1 AND seq = $2 AND lease_token = $3 AND status = 'running'",
+        )
+        .bind(heartbeat.run_id.as_str())
+        .bind(i64::from(heartbeat.seq))
+        .bind(heartbeat.lease_token)
+        .bind(int(heartbeat.now_ms))
+        .bind(details)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            let now = self.task_state(&heartbeat.run_id, heartbeat.seq).await?;
+            return Err(rows::task_conflict(
+                &heartbeat.run_id,
+                heartbeat.seq,
+                now,
+                heartbeat.lease_token,
+            ));
+        }
+        Ok(())
+    }
+
+    async fn time_out_activities(&self, now_ms: u64) -> StoreResult<u64> {
+        let expired: Vec<expiry::ExpiredTaskRow> = sqlx::query_as(expiry::EXPIRED_TASKS_SQL)
+            .bind(int(now_ms))
+            .bind(int(TIMEOUT_BATCH))
+            .fetch_all(&self.pool)
+            .await?;
+        // Each end is fenced on its own: another host's sweep, a finish or a
+        // heartbeat that got there first makes it a no-op.
+        let mut changed = 0;
+        for expiry in expiry::expiries(expired, now_ms)? {
+            let end = rows::AttemptEnd::expired(&expiry, now_ms)?;
+            if end_attempt(&self.pool, &end).await? {
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    async fn next_activity_timeout_at(&self) -> StoreResult<Option<u64>> {
+        let at: Option<i64> = sqlx::query_scalar(expiry::NEXT_TIMEOUT_SQL)
+            .fetch_one(&self.pool)
+            .await?;
+        at.map(|v| uint(v, "an activity task's deadline"))
             .transpose()
     }
 }

@@ -1,6 +1,7 @@
 //! What both backends share: rows as read back from SQL and their conversion to
 //! the model, the column form of an [`ActivationCommit`], and the wording of
-//! conflicts. The SQL itself lives with each backend.
+//! conflicts. The SQL itself lives with each backend, but for the few
+//! statements both run as they are.
 
 use super::{
     ActivationCommit, ActivityTask, AttemptOutcome, CancelRequest, DueTimer, InboxSignal,
@@ -202,12 +203,23 @@ pub(super) struct ClaimedTaskRow {
     options: String,
     attempt: i64,
     lease_token: i64,
+    heartbeat_details: Option<String>,
+    close_deadline_ms: Option<i64>,
 }
 
 impl ClaimedTaskRow {
     pub(super) fn into_task(self) -> StoreResult<ActivityTask> {
         let what = format_args!("run {}: activity {}", self.run_id, self.seq);
         Ok(ActivityTask {
+            heartbeat_details: self
+                .heartbeat_details
+                .as_deref()
+                .map(|t| from_json(t, format_args!("{what} heartbeat details")))
+                .transpose()?,
+            close_deadline_ms: self
+                .close_deadline_ms
+                .map(|v| uint(v, format_args!("{what} close_deadline_ms")))
+                .transpose()?,
             seq: seq32(self.seq, what)?,
             name: self.name,
             input: from_json(&self.input, format_args!("{what} input"))?,
@@ -417,7 +429,14 @@ pub(super) struct TaskStateRow {
     status: String,
     lease_token: i64,
     attempt: i64,
+    cancelled_at_ms: Option<i64>,
+    failure: Option<String>,
 }
+
+/// Reads a [`TaskStateRow`]: `$1` is the run id, `$2` the seq.
+pub(super) const TASK_STATE_SQL: &str =
+    "SELECT status, lease_token, attempt, cancelled_at_ms, failure
+       FROM activity_tasks WHERE run_id = $1 AND seq = $2";
 
 pub(super) fn task_conflict(
     run_id: &RunId,
@@ -432,10 +451,27 @@ pub(super) fn task_conflict(
     };
     let reason = if now.status == "abandoned" {
         format!("activity {seq} was abandoned because the run closed; its result is not needed")
+    } else if now.cancelled_at_ms.is_some() {
+        format!("activity {seq} was cancelled by its workflow; its result is not needed")
+    } else if now.status == "failed"
+        && let Some(timeout) = now
+            .failure
+            .as_deref()
+            .and_then(|f| serde_json::from_str::<Failure>(f).ok())
+            .filter(|f| f.error_type.ends_with("Timeout"))
+    {
+        format!(
+            "activity {seq} failed with {}; this attempt's result is not needed",
+            timeout.error_type
+        )
     } else if now.lease_token != lease_token {
         format!(
             "activity {seq}: lease token is now {} (attempt {}), this attempt holds {lease_token}: the lease expired and the task was claimed again",
             now.lease_token, now.attempt
+        )
+    } else if now.status == "scheduled" {
+        format!(
+            "activity {seq} waits for its next attempt: this attempt already ended (it failed or timed out)"
         )
     } else {
         format!(
@@ -474,6 +510,10 @@ pub(super) struct CommitColumns {
     pub(super) task_options: Vec<String>,
     pub(super) task_lease_ms: Vec<i64>,
     pub(super) task_visible_at: Vec<i64>,
+    pub(super) task_schedule_to_start_ms: Vec<i64>,
+    pub(super) task_heartbeat_timeout_ms: Vec<i64>,
+    pub(super) task_close_deadline: Vec<Option<i64>>,
+    pub(super) task_start_deadline: Vec<Option<i64>>,
     pub(super) timer_seqs: Vec<i64>,
     pub(super) timer_fire_at: Vec<i64>,
 }
@@ -572,12 +612,74 @@ impl CommitColumns {
                 .iter()
                 .map(|t| int(t.visible_at_ms))
                 .collect(),
+            task_schedule_to_start_ms: commit
+                .new_activities
+                .iter()
+                .map(|t| int(t.options.schedule_to_start_timeout_ms))
+                .collect(),
+            task_heartbeat_timeout_ms: commit
+                .new_activities
+                .iter()
+                .map(|t| int(t.options.heartbeat_timeout_ms))
+                .collect(),
+            // Both measured from the scheduling, whenever the first attempt becomes visible.
+            task_close_deadline: commit
+                .new_activities
+                .iter()
+                .map(|t| deadline(commit.now_ms, t.options.schedule_to_close_timeout_ms))
+                .collect(),
+            task_start_deadline: commit
+                .new_activities
+                .iter()
+                .map(|t| deadline(commit.now_ms, t.options.schedule_to_start_timeout_ms))
+                .collect(),
             timer_seqs: commit.new_timers.iter().map(|t| i64::from(t.seq)).collect(),
             timer_fire_at: commit
                 .new_timers
                 .iter()
                 .map(|t| int(t.fire_at_ms))
                 .collect(),
+        })
+    }
+}
+
+/// `from_ms` plus a timeout, as stored; `None` for a timeout of 0 (none).
+fn deadline(from_ms: u64, timeout_ms: u64) -> Option<i64> {
+    (timeout_ms > 0).then(|| int(from_ms.saturating_add(timeout_ms)))
+}
+
+/// The failure of an activity the workflow cancelled, as stored.
+pub(super) fn cancelled_failure() -> StoreResult<String> {
+    to_json(
+        &Failure::new("Cancelled", "the workflow cancelled the activity"),
+        "the cancellation failure",
+    )
+}
+
+/// How an attempt ends, fenced: applied only if the task is still `status`
+/// under `lease_token` and, when `expired_at` is set (the timeout sweep),
+/// still past one of its deadlines at that time.
+pub(super) struct AttemptEnd<'a> {
+    pub(super) run_id: &'a RunId,
+    pub(super) seq: u32,
+    pub(super) lease_token: i64,
+    pub(super) status: &'static str,
+    pub(super) expired_at: Option<i64>,
+    pub(super) columns: AttemptColumns,
+    pub(super) now_ms: u64,
+}
+
+impl<'a> AttemptEnd<'a> {
+    /// The end the timeout sweep gives an expired task.
+    pub(super) fn expired(expiry: &'a super::expiry::Expiry, now_ms: u64) -> StoreResult<Self> {
+        Ok(Self {
+            run_id: &expiry.run_id,
+            seq: expiry.seq,
+            lease_token: expiry.lease_token,
+            status: expiry.status,
+            expired_at: Some(int(now_ms)),
+            columns: AttemptColumns::new(&expiry.run_id, expiry.seq, &expiry.outcome, now_ms)?,
+            now_ms,
         })
     }
 }

@@ -13,14 +13,16 @@
 //! SQLite has no `SKIP LOCKED` and needs none: a claim is one `UPDATE …
 //! RETURNING` statement, atomic under the write lock.
 
+use super::expiry;
 use super::rows::{
     self, ClaimedTaskRow, CommitColumns, EventRow, LifecycleColumns, ModuleRow, NewRunColumns,
     PendingRow, Placed, RunRow, RunStateRow, TaskStateRow, int, select_run, uint,
 };
 use super::{
-    ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, CreateRun, Created,
-    HistoryStore, IdConflictPolicy, ListFilter, ModuleRecord, ModuleStore, PendingJobs, RunClaim,
-    RunRecord, RunStore, SignalStore, StoreError, StoreResult,
+    ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, ClaimActivity, CreateRun,
+    Created, Heartbeat, HistoryStore, IdConflictPolicy, ListFilter, ModuleRecord, ModuleStore,
+    PendingJobs, RunClaim, RunRecord, RunStore, SignalStore, StoreError, StoreResult,
+    TIMEOUT_BATCH,
 };
 use crate::model::{Failure, History, RecordedEvent, RunId, Sha256Hex};
 use async_trait::async_trait;
@@ -166,7 +168,9 @@ async fn insert_tasks(
     let rows: Vec<usize> = (0..c.task_seqs.len()).collect();
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO activity_tasks (run_id, seq, name, input, options, lease_ms, status, visible_at_ms) ",
+            "INSERT INTO activity_tasks (run_id, seq, name, input, options, lease_ms, status, visible_at_ms,
+                                         schedule_to_start_ms, heartbeat_timeout_ms, close_deadline_ms,
+                                         start_deadline_ms) ",
         );
         q.push_values(chunk, |mut b, &i| {
             b.push_bind(run_id.as_str())
@@ -176,7 +180,11 @@ async fn insert_tasks(
                 .push_bind(c.task_options[i].as_str())
                 .push_bind(c.task_lease_ms[i])
                 .push_bind(status)
-                .push_bind(c.task_visible_at[i]);
+                .push_bind(c.task_visible_at[i])
+                .push_bind(c.task_schedule_to_start_ms[i])
+                .push_bind(c.task_heartbeat_timeout_ms[i])
+                .push_bind(c.task_close_deadline[i])
+                .push_bind(c.task_start_deadline[i]);
         });
         q.build().execute(&mut *conn).await?;
     }
@@ -199,6 +207,90 @@ async fn insert_timers(
         q.build().execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// Resolves the activities the workflow cancelled that have not resolved:
+/// each fails at once with `Cancelled` (a running attempt learns it at its
+/// next heartbeat, and its finish is a conflict), and the run is woken to
+/// receive them. Runs after the commit set `handled_wakeups`, so the wake-up
+/// is not taken for handled.
+async fn cancel_activities(
+    conn: &mut SqliteConnection,
+    run_id: &RunId,
+    seqs: &[u32],
+    now_ms: u64,
+) -> StoreResult<()> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let cancelled = sqlx::query(
+        "UPDATE activity_tasks
+            SET status = 'failed', failure = $3, resolved_at_ms = $4, cancelled_at_ms = $4,
+                lease_owner = NULL, lease_expires_at_ms = NULL,
+                start_deadline_ms = NULL, heartbeat_deadline_ms = NULL
+          WHERE run_id = $1 AND seq IN (SELECT value FROM json_each($2))
+            AND status IN ('scheduled', 'running') AND consumed = 0",
+    )
+    .bind(run_id.as_str())
+    .bind(json_list(seqs)?)
+    .bind(rows::cancelled_failure()?)
+    .bind(int(now_ms))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if cancelled > 0 {
+        wake_run(conn, run_id, now_ms).await?;
+    }
+    Ok(())
+}
+
+/// Gives a run a job: it is claimable until an activation handles the wake-up.
+async fn wake_run(conn: &mut SqliteConnection, run_id: &RunId, now_ms: u64) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $2 ELSE woken_at_ms END,
+                         wakeups = wakeups + 1
+          WHERE run_id = $1",
+    )
+    .bind(run_id.as_str())
+    .bind(int(now_ms))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Ends an attempt as `end.columns` say, if the task is still `end.status`
+/// under `end.lease_token` (and, for the timeout sweep, still past a deadline
+/// at `end.expired_at`); a final outcome wakes the run. Whether it applied.
+async fn end_attempt(conn: &mut SqliteConnection, end: &rows::AttemptEnd<'_>) -> StoreResult<bool> {
+    let a = &end.columns;
+    let updated = sqlx::query(
+        "UPDATE activity_tasks
+            SET status = $4, lease_owner = NULL, lease_expires_at_ms = NULL,
+                output = $5, failure = $6, resolved_at_ms = $7, visible_at_ms = COALESCE($8, visible_at_ms),
+                heartbeat_deadline_ms = NULL,
+                start_deadline_ms = CASE WHEN $8 IS NOT NULL AND schedule_to_start_ms > 0
+                                         THEN $8 + schedule_to_start_ms END
+          WHERE run_id = $1 AND seq = $2 AND lease_token = $3 AND status = $9
+            AND ($10 IS NULL OR close_deadline_ms <= $10 OR start_deadline_ms <= $10
+                 OR heartbeat_deadline_ms <= $10)",
+    )
+    .bind(end.run_id.as_str())
+    .bind(i64::from(end.seq))
+    .bind(end.lease_token)
+    .bind(a.status)
+    .bind(a.output.as_deref())
+    .bind(a.failure.as_deref())
+    .bind(a.resolved_at_ms)
+    .bind(a.retry_at_ms)
+    .bind(end.status)
+    .bind(end.expired_at)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if updated == 1 && a.is_final {
+        wake_run(conn, end.run_id, end.now_ms).await?;
+    }
+    Ok(updated == 1)
 }
 
 /// A list of integers as one JSON array parameter, for `IN (SELECT value FROM json_each($n))`:
@@ -447,6 +539,7 @@ impl RunStore for SqliteStore {
         if !lc.is_empty() {
             lifecycle::apply_lifecycle(&mut tx, run_id, &lc).await?;
         }
+        cancel_activities(&mut tx, run_id, &commit.cancelled_activities, commit.now_ms).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -557,7 +650,7 @@ const RELEASE_SQL: &str = "
 const RECLAIM_TASKS_SQL: &str = "
     UPDATE activity_tasks
        SET status = 'scheduled', visible_at_ms = 0, lease_owner = NULL, lease_expires_at_ms = NULL,
-           lease_token = lease_token + 1
+           lease_token = lease_token + 1, heartbeat_deadline_ms = NULL
      WHERE lease_owner = $1 AND status = 'running'";
 
 #[async_trait]
@@ -577,14 +670,19 @@ impl ActivityStore for SqliteStore {
             "UPDATE activity_tasks
                 SET status = 'running', attempt = attempt + 1, lease_token = lease_token + 1, lease_owner = $1,
                     lease_expires_at_ms = $2 + CASE WHEN lease_ms > 0 THEN lease_ms ELSE $3 END,
-                    visible_at_ms = $2 + CASE WHEN lease_ms > 0 THEN lease_ms ELSE $3 END
+                    visible_at_ms = $2 + CASE WHEN lease_ms > 0 THEN lease_ms ELSE $3 END,
+                    start_deadline_ms = NULL,
+                    heartbeat_deadline_ms = CASE WHEN heartbeat_timeout_ms > 0 THEN $2 + heartbeat_timeout_ms END
               WHERE (run_id, seq) IN (
                     SELECT run_id, seq FROM activity_tasks
                      WHERE status IN ('scheduled', 'running') AND visible_at_ms <= $2
                        AND name IN (SELECT value FROM json_each($4))
+                       AND (close_deadline_ms IS NULL OR close_deadline_ms > $2)
+                       AND (start_deadline_ms IS NULL OR start_deadline_ms > $2)
                      ORDER BY visible_at_ms
                      LIMIT $5)
-             RETURNING run_id, seq, name, input, options, attempt, lease_token",
+             RETURNING run_id, seq, name, input, options, attempt, lease_token, heartbeat_details,
+                       close_deadline_ms",
         )
         .bind(host_id)
         .bind(int(now_ms))
@@ -604,44 +702,19 @@ impl ActivityStore for SqliteStore {
         outcome: AttemptOutcome,
         now_ms: u64,
     ) -> StoreResult<()> {
-        let a = rows::AttemptColumns::new(run_id, seq, &outcome, now_ms)?;
+        let end = rows::AttemptEnd {
+            run_id,
+            seq,
+            lease_token,
+            status: "running",
+            expired_at: None,
+            columns: rows::AttemptColumns::new(run_id, seq, &outcome, now_ms)?,
+            now_ms,
+        };
         let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
-            "UPDATE activity_tasks
-                SET status = $4, lease_owner = NULL, lease_expires_at_ms = NULL,
-                    output = $5, failure = $6, resolved_at_ms = $7, visible_at_ms = COALESCE($8, visible_at_ms)
-              WHERE run_id = $1 AND seq = $2 AND lease_token = $3 AND status = 'running'",
-        )
-        .bind(run_id.as_str())
-        .bind(i64::from(seq))
-        .bind(lease_token)
-        .bind(a.status)
-        .bind(a.output.as_deref())
-        .bind(a.failure.as_deref())
-        .bind(a.resolved_at_ms)
-        .bind(a.retry_at_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated != 1 {
-            let now: Option<TaskStateRow> =
-                sqlx::query_as("SELECT status, lease_token, attempt FROM activity_tasks WHERE run_id = $1 AND seq = $2")
-                    .bind(run_id.as_str())
-                    .bind(i64::from(seq))
-                    .fetch_optional(&mut *tx)
-                    .await?;
+        if !end_attempt(&mut tx, &end).await? {
+            let now = task_state(&mut tx, run_id, seq).await?;
             return Err(rows::task_conflict(run_id, seq, now, lease_token));
-        }
-        if a.is_final {
-            sqlx::query(
-                "UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $2 ELSE woken_at_ms END,
-                                 wakeups = wakeups + 1
-                  WHERE run_id = $1",
-            )
-            .bind(run_id.as_str())
-            .bind(int(now_ms))
-                .execute(&mut *tx)
-                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -661,6 +734,118 @@ impl ActivityStore for SqliteStore {
         at.map(|v| uint(v, "an activity task's visible_at_ms"))
             .transpose()
     }
+
+    async fn claim_activity(&self, claim: ClaimActivity) -> StoreResult<Option<ActivityTask>> {
+        let row: Option<ClaimedTaskRow> = sqlx::query_as(
+            "UPDATE activity_tasks
+                SET status = 'running', attempt = attempt + 1, lease_token = lease_token + 1, lease_owner = $3,
+                    lease_expires_at_ms = $4 + CASE WHEN lease_ms > 0 THEN lease_ms ELSE $5 END,
+                    visible_at_ms = $4 + CASE WHEN lease_ms > 0 THEN lease_ms ELSE $5 END,
+                    start_deadline_ms = NULL,
+                    heartbeat_deadline_ms = CASE WHEN heartbeat_timeout_ms > 0 THEN $4 + heartbeat_timeout_ms END
+              WHERE run_id = $1 AND seq = $2 AND status = 'scheduled'
+                AND (attempt = 0 OR visible_at_ms <= $4)
+                AND (close_deadline_ms IS NULL OR close_deadline_ms > $4)
+                AND (start_deadline_ms IS NULL OR start_deadline_ms > $4)
+             RETURNING run_id, seq, name, input, options, attempt, lease_token, heartbeat_details,
+                       close_deadline_ms",
+        )
+        .bind(claim.run_id.as_str())
+        .bind(i64::from(claim.seq))
+        .bind(&claim.host_id)
+        .bind(int(claim.now_ms))
+        .bind(int(claim.default_lease_ms))
+        .fetch_optional(&self.writer)
+        .await?;
+        row.map(ClaimedTaskRow::into_task).transpose()
+    }
+
+    async fn heartbeat(&self, heartbeat: Heartbeat) -> StoreResult<()> {
+        let details = heartbeat
+            .details
+            .as_ref()
+            .map(|d| {
+                rows::to_json(
+                    d,
+                    format_args!(
+                        "run {}: activity {} heartbeat details",
+                        heartbeat.run_id, heartbeat.seq
+                    ),
+                )
+            })
+            .transpose()?;
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE activity_tasks
+                SET heartbeat_at_ms = $4, heartbeat_details = COALESCE($5, heartbeat_details),
+                    heartbeat_deadline_ms = CASE WHEN heartbeat_timeout_ms > 0 THEN $4 + heartbeat_timeout_ms END
+              WHERE run_id = $1 AND seq = $2 AND lease_token = $3 AND status = 'running'",
+        )
+        .bind(heartbeat.run_id.as_str())
+        .bind(i64::from(heartbeat.seq))
+        .bind(heartbeat.lease_token)
+        .bind(int(heartbeat.now_ms))
+        .bind(details)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            let now = task_state(&mut tx, &heartbeat.run_id, heartbeat.seq).await?;
+            return Err(rows::task_conflict(
+                &heartbeat.run_id,
+                heartbeat.seq,
+                now,
+                heartbeat.lease_token,
+            ));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn time_out_activities(&self, now_ms: u64) -> StoreResult<u64> {
+        // Read beside the writer: most sweeps find nothing and write nothing.
+        let expired: Vec<expiry::ExpiredTaskRow> = sqlx::query_as(expiry::EXPIRED_TASKS_SQL)
+            .bind(int(now_ms))
+            .bind(int(TIMEOUT_BATCH))
+            .fetch_all(&self.reader)
+            .await?;
+        let expiries = expiry::expiries(expired, now_ms)?;
+        if expiries.is_empty() {
+            return Ok(0);
+        }
+        // Each end is fenced: a finish or heartbeat that got in between wins.
+        let mut tx = self.begin_write().await?;
+        let mut changed = 0;
+        for expiry in expiries {
+            let end = rows::AttemptEnd::expired(&expiry, now_ms)?;
+            if end_attempt(&mut tx, &end).await? {
+                changed += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn next_activity_timeout_at(&self) -> StoreResult<Option<u64>> {
+        let at: Option<i64> = sqlx::query_scalar(expiry::NEXT_TIMEOUT_SQL)
+            .fetch_one(&self.reader)
+            .await?;
+        at.map(|v| uint(v, "an activity task's deadline"))
+            .transpose()
+    }
+}
+
+/// What an activity task's row says now, read inside the failed write's transaction.
+async fn task_state(
+    conn: &mut SqliteConnection,
+    run_id: &RunId,
+    seq: u32,
+) -> StoreResult<Option<TaskStateRow>> {
+    Ok(sqlx::query_as(rows::TASK_STATE_SQL)
+        .bind(run_id.as_str())
+        .bind(i64::from(seq))
+        .fetch_optional(conn)
+        .await?)
 }
 
 #[async_trait]

@@ -23,6 +23,10 @@ const EVICT_ON_FULL_POOL: usize = 8;
 pub(crate) struct DriverConfig {
     /// Instances kept warm between activations.
     pub(crate) warm_instances: usize,
+    /// How long a local activity is this host's to claim after the activation
+    /// that scheduled it: hidden from ordinary claims until then, so that it
+    /// runs here, and an ordinary task for any host if this one died.
+    pub(crate) local_activity_window_ms: u64,
 }
 
 /// A warm instance, valid while the stored history still ends where it did.
@@ -34,11 +38,22 @@ struct Warm {
 }
 
 /// What one activation did, for the scheduler's bookkeeping.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct ActivationReport {
     pub(crate) new_activities: usize,
+    /// Some new activity has a deadline for the timeout sweep to watch.
+    pub(crate) new_deadlines: bool,
+    /// The local activities it scheduled, for this host to claim and run now.
+    pub(crate) local_activities: Vec<LocalActivity>,
     /// The run stopped running: it completed, failed, or was parked.
     pub(crate) closed: bool,
+}
+
+/// A local activity an activation scheduled.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LocalActivity {
+    pub(crate) seq: u32,
+    pub(crate) name: String,
 }
 
 /// Errors a driver call can end with. Guest problems are not here: they park the run.
@@ -71,6 +86,7 @@ pub(crate) struct Driver {
     warm: Mutex<LruCache<RunId, Warm>>,
     /// With `warm_instances == 0` every activation rebuilds its instance by replay.
     keep_warm: bool,
+    local_activity_window_ms: u64,
 }
 
 impl Driver {
@@ -89,6 +105,7 @@ impl Driver {
             ids,
             warm: Mutex::new(LruCache::new(cap)),
             keep_warm: config.warm_instances > 0,
+            local_activity_window_ms: config.local_activity_window_ms,
         }
     }
 
@@ -309,6 +326,7 @@ impl Driver {
             now_ms: now,
         };
         let mut search_attributes = run.search_attributes.clone();
+        let mut local_activities = Vec::new();
         for command in commands {
             match command {
                 Command::ScheduleActivity {
@@ -316,13 +334,24 @@ impl Driver {
                     name,
                     input,
                     options,
-                } => commit.new_activities.push(NewActivityTask {
-                    seq,
-                    name,
-                    input,
-                    options,
-                    visible_at_ms: now,
-                }),
+                } => {
+                    let visible_at_ms = if options.local {
+                        local_activities.push(LocalActivity {
+                            seq,
+                            name: name.clone(),
+                        });
+                        now.saturating_add(self.local_activity_window_ms)
+                    } else {
+                        now
+                    };
+                    commit.new_activities.push(NewActivityTask {
+                        seq,
+                        name,
+                        input,
+                        options,
+                        visible_at_ms,
+                    })
+                }
                 Command::RequestCancelActivity { seq } => commit.cancelled_activities.push(seq),
                 Command::StartTimer { seq, duration_ms } => commit.new_timers.push(NewTimer {
                     seq,
@@ -378,9 +407,16 @@ impl Driver {
                 }
             }
         }
+        let closed = status != GuestStatus::Pending;
         let report = ActivationReport {
             new_activities: commit.new_activities.len(),
-            closed: status != GuestStatus::Pending,
+            new_deadlines: commit.new_activities.iter().any(|t| {
+                t.options.schedule_to_start_timeout_ms > 0
+                    || t.options.schedule_to_close_timeout_ms > 0
+            }),
+            // A closing run abandons its tasks: nothing to run.
+            local_activities: if closed { Vec::new() } else { local_activities },
+            closed,
         };
         // A timer started and cancelled in the same activation never reaches the table.
         let removed = commit.removed_timers.clone();

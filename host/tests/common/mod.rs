@@ -11,12 +11,22 @@ use weft::store::{RunRecord, Store};
 use weft::wasm::{EngineConfig, WasmEngine};
 use weft::{Activities, Host, HostConfig, ManualClock, RunStatus, StartRequest};
 
+/// Where cargo puts build output: `CARGO_TARGET_DIR` as set when the tests
+/// run, else as set when they were built, else the workspace's `target/`.
+/// A relative directory is taken from the workspace root.
+fn target_dir() -> PathBuf {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| option_env!("CARGO_TARGET_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("target"));
+    workspace.join(dir)
+}
+
 /// A guest component built by `scripts/build-guests`.
 pub fn guest(crate_name: &str) -> Vec<u8> {
     let file = format!("{}.wasm", crate_name.replace('-', "_"));
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip2/guest")
-        .join(&file);
+    let path = target_dir().join("wasm32-wasip2/guest").join(&file);
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!("cannot read guest {}: {e}; build the guests first with `scripts/build-guests` (the test command `scripts/test` does)", path.display())
     })
@@ -149,6 +159,7 @@ pub struct TestHost {
     pub host: Host,
     pub clock: ManualClock,
     pub db: Db,
+    host_id: String,
     running: Option<weft::Running>,
 }
 
@@ -167,13 +178,36 @@ impl TestHost {
         config: HostConfig,
         engine: Arc<WasmEngine>,
     ) -> Self {
+        let clock = ManualClock::new(START_MS);
+        Self::start_on(fresh_db(backend).await, activities, config, engine, clock).await
+    }
+
+    /// A host on a clock the caller made first (so that its activities can
+    /// wait on it too).
+    pub async fn with_clock(backend: Backend, activities: Activities, clock: ManualClock) -> Self {
+        Self::start_on(
+            fresh_db(backend).await,
+            activities,
+            test_config(),
+            engine(),
+            clock,
+        )
+        .await
+    }
+
+    async fn start_on(
+        db: Db,
+        activities: Activities,
+        config: HostConfig,
+        engine: Arc<WasmEngine>,
+        clock: ManualClock,
+    ) -> Self {
         // The host's warnings show up with a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_env_filter("weft=info")
             .with_test_writer()
             .try_init();
-        let db = fresh_db(backend).await;
-        let clock = ManualClock::new(START_MS);
+        let host_id = config.host_id.clone();
         let host = Host::with_engine(
             db.store.clone(),
             activities,
@@ -186,8 +220,27 @@ impl TestHost {
             host,
             clock,
             db,
+            host_id,
             running,
         }
+    }
+
+    /// What a crash and a restart do: this host's loops stop (its attempts in
+    /// flight are left as they are, as if its process had died), and a new
+    /// host with the same id, on a new connection to the same database and
+    /// the same clock, takes over with `activities`.
+    pub async fn restart(mut self, activities: Activities) -> Self {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+        let store = reopen(&self.db).await;
+        let mut db = self.db;
+        db.store = store;
+        let config = HostConfig {
+            host_id: self.host_id.clone(),
+            ..test_config()
+        };
+        Self::start_on(db, activities, config, engine(), self.clock).await
     }
 
     pub async fn deploy(&self, crate_name: &str) -> Sha256Hex {
