@@ -22,7 +22,7 @@ use std::str::FromStr;
 use std::time::Duration;
 use weft::model::{Event, RunId};
 use weft::testing::TestEnv;
-use weft::{ListFilter, StartOptions};
+use weft::{ListFilter, RunStatus, StartOptions};
 
 /// Monday 2026-01-05 09:00 UTC, where the demo's virtual time starts.
 const START_MS: u64 = 1_767_603_600_000;
@@ -168,7 +168,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Decision::None => None,
     };
-    if let Some(decision) = decision {
+    let open = env.host().describe(&run).await?.status == RunStatus::Running;
+    if let Some(decision) = decision.filter(|_| open) {
         let verb = if decision["approved"] == true {
             "approves"
         } else {
@@ -184,7 +185,7 @@ async fn main() -> anyhow::Result<()> {
                 env.sleep(Duration::from_millis(at - env.now_ms())).await?;
             }
             timeline.catch_up(&env, &run).await?;
-            if env.host().describe(&run).await?.status != weft::RunStatus::Running {
+            if env.host().describe(&run).await?.status != RunStatus::Running {
                 break;
             }
             let reference = format!("GLX-{}", 88_121 + i);
