@@ -200,7 +200,8 @@ impl Services {
                 ctx,
                 format!(
                     "request {request} for {} (attempt {}): the bureau's gateway timed out",
-                    req.debtor, ctx.attempt
+                    req.debtor,
+                    ctx.attempt()
                 ),
             );
             return Err(ActivityError::retryable(
@@ -218,7 +219,7 @@ impl Services {
             format!(
                 "request {request} for {} (attempt {}): score {score}, exposure {}",
                 req.debtor,
-                ctx.attempt,
+                ctx.attempt(),
                 money(req.exposure_cents)
             ),
         );

@@ -33,7 +33,7 @@ impl From<&ActivityContext> for Attempt {
         Self {
             run_id: ctx.run_id.clone(),
             seq: ctx.seq,
-            attempt: ctx.attempt,
+            attempt: ctx.attempt(),
         }
     }
 }

@@ -135,7 +135,7 @@ impl Services {
             self.journal.write(
                 "mail",
                 ctx,
-                format!("the mail server is unavailable (attempt {})", ctx.attempt),
+                format!("the mail server is unavailable (attempt {})", ctx.attempt()),
             );
             return Err(ActivityError::retryable(
                 "MailServerUnavailable",
@@ -178,7 +178,7 @@ impl Services {
             self.journal.write(
                 "fraud",
                 ctx,
-                format!("the screening service is down (attempt {})", ctx.attempt),
+                format!("the screening service is down (attempt {})", ctx.attempt()),
             );
             return Err(ActivityError::retryable(
                 "FraudServiceUnavailable",
