@@ -48,7 +48,7 @@ impl UpdateHandler {
         let update = name.to_owned();
         let validate = move |input: &str| {
             let input = parse::<I>(&update, input)?;
-            validator(&input).map_err(|why| format!("update {update} was rejected: {why}"))
+            validator(&input)
         };
         let update = name.to_owned();
         let handle = move |input: &str| -> Handling {

@@ -102,10 +102,19 @@ pub struct TestEnvBuilder {
     store: Option<Arc<dyn Store>>,
     engine: Option<Arc<WasmEngine>>,
     start_ms: u64,
+    clock: Option<ManualClock>,
     config: HostConfig,
 }
 
 impl TestEnvBuilder {
+    /// Runs on this clock (a clone shares its time), so that activities
+    /// registered before the environment exists can read virtual time too.
+    /// It replaces [`start_at_ms`](Self::start_at_ms).
+    pub fn clock(mut self, clock: ManualClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
     /// Runs on this store instead of a fresh in-memory SQLite one (say, a
     /// Postgres schema, to test against production's backend).
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
@@ -153,7 +162,9 @@ impl TestEnvBuilder {
                     TestError::Setup(format!("cannot create the wasm engine: {e:#}"))
                 })?),
             };
-        let clock = ManualClock::new(self.start_ms);
+        let clock = self
+            .clock
+            .unwrap_or_else(|| ManualClock::new(self.start_ms));
         let activity_names = self.activities.names();
         let host = Host::with_engine(
             store.clone(),
@@ -191,6 +202,7 @@ impl TestEnv {
             store: None,
             engine: None,
             start_ms: DEFAULT_START_MS,
+            clock: None,
             config: HostConfig {
                 host_id: "weft-test".into(),
                 poll_interval: Duration::from_millis(20),
