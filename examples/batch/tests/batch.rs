@@ -301,11 +301,13 @@ async fn an_order_id_given_twice_is_reported_and_a_zero_limit_refused() {
 /// included — carried from run to run, and `stop` ends the third run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_monitor_continues_as_new_every_1000_checks_until_stopped() {
-    let mut config = Config::default();
-    // One outage inside the first run, one across its continue-as-new.
-    config.outages = vec![500..=504, 998..=1003];
-    // Check 1,500 needs a second attempt; check 2,000 gets no answer at all.
-    config.probe_timeouts = BTreeMap::from([(1500, 1), (2000, 3)]);
+    let config = Config {
+        // One outage inside the first run, one across its continue-as-new.
+        outages: vec![500..=504, 998..=1003],
+        // Check 1,500 needs a second attempt; check 2,000 gets no answer at all.
+        probe_timeouts: BTreeMap::from([(1500, 1), (2000, 3)]),
+        ..Config::default()
+    };
     let kit = Kit::new(config, false).await;
     let started = kit.env.now_ms();
     let real = Instant::now();

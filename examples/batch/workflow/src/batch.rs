@@ -73,6 +73,9 @@ impl Progress {
     }
 }
 
+/// How one order ended: its tracking number, or why it failed.
+type OrderOutcome = Result<String, FailedOrder>;
+
 /// Runs every order as a child, `max_parallel` at a time; see the
 /// [module docs](self).
 pub(crate) async fn batch(ctx: Context, input: BatchInput) -> Result<BatchReport, WorkflowError> {
@@ -91,7 +94,7 @@ pub(crate) async fn batch(ctx: Context, input: BatchInput) -> Result<BatchReport
         move || *progress.borrow()
     });
     // One slot per order, filled by the order's task when its child ends.
-    let outcomes: Rc<RefCell<Vec<Option<Result<String, FailedOrder>>>>> =
+    let outcomes: Rc<RefCell<Vec<Option<OrderOutcome>>>> =
         Rc::new(RefCell::new(vec![None; input.orders.len()]));
     let batch_id = ctx.workflow_id();
     ctx.set_status_line(&progress.borrow().line());
