@@ -1,5 +1,17 @@
-//! Rebuilds the crate when a migration changes: `sqlx::migrate!` embeds them at compile time.
+//! Compiles the API's `.proto` files (`proto/weft/v1/`) into Rust with protox:
+//! no system `protoc` is needed.
 
-fn main() {
-    println!("cargo:rerun-if-changed=../migrations");
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    let files = ["common", "workflow", "module", "worker"]
+        .map(|f| root.join(format!("weft/v1/{f}.proto")));
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    let descriptors = protox::compile(&files, [&root])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(descriptors)?;
+    Ok(())
 }

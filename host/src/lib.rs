@@ -32,6 +32,7 @@
 //!   ahead, and replay checks at every activation boundary.
 
 pub mod activity;
+mod api;
 mod host;
 pub mod model;
 pub mod scheduler;

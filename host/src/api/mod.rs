@@ -1,0 +1,3 @@
+//! The service API: gRPC (`proto/weft/v1/`) and HTTP/JSON on one port.
+
+pub(crate) mod proto;
