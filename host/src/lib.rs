@@ -32,7 +32,8 @@
 //!   ahead, and replay checks at every activation boundary.
 
 pub mod activity;
-mod api;
+pub mod api;
+pub mod client;
 mod host;
 pub mod model;
 pub mod scheduler;

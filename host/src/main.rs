@@ -14,7 +14,11 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            // EX_TEMPFAIL: the host or its database is down for now; the same command may succeed later.
+            match e.downcast_ref::<weft::client::ClientError>() {
+                Some(c) if c.is_retryable() => std::process::ExitCode::from(75),
+                _ => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

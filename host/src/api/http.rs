@@ -1,0 +1,437 @@
+//! HTTP/JSON for `curl` and browsers, on the same port as gRPC. Each route
+//! turns its JSON into the gRPC request and calls the same service, so the
+//! two cannot drift apart. Payloads are plain JSON values here, not JSON text.
+//!
+//! | method and path | does |
+//! |---|---|
+//! | `POST /v1/workflows` | start: `{"workflow_type", "workflow_id", "input", "module"?, "module_version"?, "options"?}` |
+//! | `GET /v1/workflows?status=&workflow_type=&limit=` | list |
+//! | `GET /v1/workflows/{id}` | describe |
+//! | `GET /v1/workflows/{id}/history` | the history, with `chain_verified` |
+//! | `GET /v1/workflows/{id}/result?timeout_ms=` | wait for the run to close |
+//! | `POST /v1/workflows/{id}/signals/{name}` | signal; the body is the input |
+//! | `POST /v1/workflows/{id}/queries/{name}` | query; the body (optional) is the input |
+//! | `POST /v1/workflows/{id}/updates/{name}` | update; the body is the input |
+//! | `POST /v1/workflows/{id}/cancel`, `/terminate` | `{"reason"}` (optional) |
+//! | `POST /v1/workflows/{id}/replay` | replay against its module |
+//! | `PUT /v1/modules/{name}?version=` | deploy; the body is the `.wasm` (admin) |
+//! | `GET /v1/modules` | deployed modules |
+//! | `GET /healthz` | 200 when the host is up |
+//!
+//! Every `{id}` route takes `?run_id=` to address an earlier run.
+//! Errors are `{"error": {"code", "message", "retryable"}}` with a fitting status.
+
+use super::ApiState;
+use super::proto::{self, workflow_service_server::WorkflowService};
+use crate::client::{HistoryView, ModuleView, ReplayView, RunView, Started};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tonic::Request;
+
+pub(crate) fn routes(state: Arc<ApiState>) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/workflows", post(start).get(list))
+        .route("/v1/workflows/{id}", get(describe))
+        .route("/v1/workflows/{id}/history", get(history))
+        .route("/v1/workflows/{id}/result", get(result))
+        .route("/v1/workflows/{id}/signals/{name}", post(signal))
+        .route("/v1/workflows/{id}/queries/{name}", post(query))
+        .route("/v1/workflows/{id}/updates/{name}", post(update))
+        .route("/v1/workflows/{id}/cancel", post(cancel))
+        .route("/v1/workflows/{id}/terminate", post(terminate))
+        .route("/v1/workflows/{id}/replay", post(replay))
+        .route("/v1/modules", get(modules))
+        .route("/v1/modules/{name}", put(deploy))
+        .with_state(state)
+}
+
+/// An error as JSON with the HTTP status its gRPC code means.
+pub(crate) fn error_body(status: StatusCode, code: tonic::Code, message: &str) -> Response {
+    let body = json!({ "error": {
+        "code": code_name(code),
+        "message": message,
+        "retryable": code == tonic::Code::Unavailable,
+    }});
+    (status, Json(body)).into_response()
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        InvalidArgument => "invalid_argument",
+        NotFound => "not_found",
+        AlreadyExists => "already_exists",
+        PermissionDenied => "permission_denied",
+        Unauthenticated => "unauthenticated",
+        FailedPrecondition => "failed_precondition",
+        Aborted => "aborted",
+        Unavailable => "unavailable",
+        DataLoss => "data_loss",
+        DeadlineExceeded => "deadline_exceeded",
+        _ => "internal",
+    }
+}
+
+struct ApiError(tonic::Status);
+
+impl From<tonic::Status> for ApiError {
+    fn from(s: tonic::Status) -> Self {
+        Self(s)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        use tonic::Code::*;
+        let status = match self.0.code() {
+            InvalidArgument => StatusCode::BAD_REQUEST,
+            NotFound => StatusCode::NOT_FOUND,
+            AlreadyExists | Aborted => StatusCode::CONFLICT,
+            PermissionDenied => StatusCode::FORBIDDEN,
+            Unauthenticated => StatusCode::UNAUTHORIZED,
+            FailedPrecondition => StatusCode::UNPROCESSABLE_ENTITY,
+            Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        error_body(status, self.0.code(), self.0.message())
+    }
+}
+
+type Answer<T> = Result<Json<T>, ApiError>;
+
+#[derive(Deserialize, Default)]
+struct RunQuery {
+    #[serde(default)]
+    run_id: String,
+}
+
+fn run_ref(id: String, q: RunQuery) -> Option<proto::RunRef> {
+    Some(proto::RunRef {
+        workflow_id: id,
+        run_id: q.run_id,
+    })
+}
+
+/// A request body that is a JSON value (empty: `null`).
+fn body_json(body: &Bytes) -> Result<String, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok("null".into());
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        tonic::Status::invalid_argument(format!(
+            "the request body is not JSON ({e}); send the input as JSON, e.g. '\"Ada\"' or '{{\"amount\": 10}}'"
+        ))
+    })?;
+    Ok(value.to_string())
+}
+
+#[derive(Deserialize)]
+struct StartBody {
+    workflow_type: String,
+    workflow_id: String,
+    #[serde(default)]
+    input: Value,
+    #[serde(default)]
+    module: String,
+    #[serde(default)]
+    module_version: String,
+    #[serde(default)]
+    module_sha256: String,
+    #[serde(default)]
+    options: Option<StartOptionsBody>,
+    /// Signal-with-start: `{"name", "input"}`.
+    #[serde(default)]
+    signal: Option<SignalBody>,
+}
+
+#[derive(Deserialize, Default)]
+struct StartOptionsBody {
+    #[serde(default)]
+    id_reuse_policy: String,
+    #[serde(default)]
+    id_conflict_policy: String,
+    execution_timeout_ms: Option<u64>,
+    run_timeout_ms: Option<u64>,
+    memo: Option<Value>,
+    search_attributes: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct SignalBody {
+    name: String,
+    #[serde(default)]
+    input: Value,
+}
+
+async fn start(State(api): State<Arc<ApiState>>, Json(b): Json<StartBody>) -> Answer<Started> {
+    let o = b.options.unwrap_or_default();
+    let start = proto::StartRequest {
+        workflow_type: b.workflow_type,
+        workflow_id: b.workflow_id,
+        input_json: b.input.to_string(),
+        module_name: b.module,
+        module_version: b.module_version,
+        module_sha256: b.module_sha256,
+        options: Some(proto::StartOptions {
+            id_reuse_policy: o.id_reuse_policy,
+            id_conflict_policy: o.id_conflict_policy,
+            execution_timeout_ms: o.execution_timeout_ms,
+            run_timeout_ms: o.run_timeout_ms,
+            memo_json: o.memo.map(|v| v.to_string()),
+            search_attributes_json: o.search_attributes.map(|v| v.to_string()),
+        }),
+    };
+    let r = match b.signal {
+        None => api.workflows.start(Request::new(start)).await?,
+        Some(s) => {
+            api.workflows
+                .signal_with_start(Request::new(proto::SignalWithStartRequest {
+                    start: Some(start),
+                    signal_name: s.name,
+                    signal_input_json: s.input.to_string(),
+                }))
+                .await?
+        }
+    }
+    .into_inner();
+    Ok(Json(Started {
+        run_id: r.run_id,
+        workflow_id: r.workflow_id,
+        module_sha256: r.module_sha256,
+    }))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    workflow_type: String,
+    #[serde(default)]
+    workflow_id: String,
+    #[serde(default)]
+    limit: u32,
+}
+
+async fn list(State(api): State<Arc<ApiState>>, Query(q): Query<ListQuery>) -> Answer<Value> {
+    let r = api
+        .workflows
+        .list(Request::new(proto::ListRequest {
+            workflow_type: q.workflow_type,
+            status: q.status,
+            workflow_id: q.workflow_id,
+            search_attributes_json: String::new(),
+            limit: q.limit,
+        }))
+        .await?
+        .into_inner();
+    let runs: Vec<RunView> = r.runs.into_iter().map(Into::into).collect();
+    Ok(Json(json!({ "runs": runs })))
+}
+
+async fn describe(
+    State(api): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(q): Query<RunQuery>,
+) -> Answer<RunView> {
+    let r = api
+        .workflows
+        .describe(Request::new(proto::DescribeRequest {
+            run: run_ref(id, q),
+        }))
+        .await?;
+    Ok(Json(r.into_inner().into()))
+}
+
+async fn history(
+    State(api): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(q): Query<RunQuery>,
+) -> Answer<HistoryView> {
+    let r = api
+        .workflows
+        .history(Request::new(proto::HistoryRequest {
+            run: run_ref(id, q),
+        }))
+        .await?;
+    Ok(Json(r.into_inner().into()))
+}
+
+#[derive(Deserialize)]
+struct ResultQuery {
+    #[serde(default)]
+    run_id: String,
+    #[serde(default)]
+    timeout_ms: u64,
+}
+
+async fn result(
+    State(api): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(q): Query<ResultQuery>,
+) -> Answer<Value> {
+    let r = api
+        .workflows
+        .await_result(Request::new(proto::AwaitResultRequest {
+            run: run_ref(id, RunQuery { run_id: q.run_id }),
+            timeout_ms: q.timeout_ms,
+        }))
+        .await?
+        .into_inner();
+    let run: Option<RunView> = r.run.map(Into::into);
+    Ok(Json(json!({ "closed": r.closed, "run": run })))
+}
+
+async fn signal(
+    State(api): State<Arc<ApiState>>,
+    Path((id, name)): Path<(String, String)>,
+    Query(q): Query<RunQuery>,
+    body: Bytes,
+) -> Answer<Value> {
+    let r = api
+        .workflows
+        .signal(Request::new(proto::SignalRequest {
+            run: run_ref(id, q),
+            name,
+            input_json: body_json(&body)?,
+        }))
+        .await?;
+    Ok(Json(json!({ "run_id": r.into_inner().run_id })))
+}
+
+async fn query(
+    State(api): State<Arc<ApiState>>,
+    Path((id, name)): Path<(String, String)>,
+    Query(q): Query<RunQuery>,
+    body: Bytes,
+) -> Answer<Value> {
+    let r = api
+        .workflows
+        .query(Request::new(proto::QueryRequest {
+            run: run_ref(id, q),
+            name,
+            input_json: body_json(&body)?,
+        }))
+        .await?;
+    let output: Value = serde_json::from_str(&r.into_inner().output_json).unwrap_or(Value::Null);
+    Ok(Json(json!({ "output": output })))
+}
+
+async fn update(
+    State(api): State<Arc<ApiState>>,
+    Path((id, name)): Path<(String, String)>,
+    Query(q): Query<RunQuery>,
+    body: Bytes,
+) -> Answer<Value> {
+    let r = api
+        .workflows
+        .update(Request::new(proto::UpdateRequest {
+            run: run_ref(id, q),
+            name,
+            input_json: body_json(&body)?,
+            update_id: String::new(),
+        }))
+        .await?;
+    let output: Value = serde_json::from_str(&r.into_inner().output_json).unwrap_or(Value::Null);
+    Ok(Json(json!({ "output": output })))
+}
+
+#[derive(Deserialize, Default)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: String,
+}
+
+fn reason(body: &Bytes) -> Result<String, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(String::new());
+    }
+    let b: ReasonBody = serde_json::from_slice(body).map_err(|e| {
+        tonic::Status::invalid_argument(format!(
+            "the body should be {{\"reason\": \"...\"}} or empty ({e})"
+        ))
+    })?;
+    Ok(b.reason)
+}
+
+async fn cancel(
+    State(api): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(q): Query<RunQuery>,
+    body: Bytes,
+) -> Answer<Value> {
+    let r = api
+        .workflows
+        .cancel(Request::new(proto::CancelRequest {
+            run: run_ref(id, q),
+            reason: reason(&body)?,
+        }))
+        .await?;
+    Ok(Json(json!({ "run_id": r.into_inner().run_id })))
+}
+
+async fn terminate(
+    State(api): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(q): Query<RunQuery>,
+    body: Bytes,
+) -> Answer<Value> {
+    let r = api
+        .workflows
+        .terminate(Request::new(proto::TerminateRequest {
+            run: run_ref(id, q),
+            reason: reason(&body)?,
+        }))
+        .await?;
+    Ok(Json(json!({ "run_id": r.into_inner().run_id })))
+}
+
+async fn replay(
+    State(api): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(q): Query<RunQuery>,
+) -> Answer<ReplayView> {
+    let r = api
+        .workflows
+        .replay(Request::new(proto::ReplayRequest {
+            run: run_ref(id, q),
+        }))
+        .await?;
+    Ok(Json(r.into_inner().into()))
+}
+
+async fn modules(State(api): State<Arc<ApiState>>) -> Answer<Value> {
+    let modules: Vec<ModuleView> = api
+        .modules
+        .list()
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(Json(json!({ "modules": modules })))
+}
+
+#[derive(Deserialize)]
+struct DeployQuery {
+    #[serde(default)]
+    version: String,
+}
+
+async fn deploy(
+    State(api): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    Query(q): Query<DeployQuery>,
+    body: Bytes,
+) -> Answer<ModuleView> {
+    let m = api.modules.deploy(&name, &q.version, &body).await?;
+    Ok(Json(m.into()))
+}

@@ -1,0 +1,202 @@
+//! Conversions between the wire types of [`super::proto`] and the host's
+//! model, and from host errors to gRPC statuses. The only place that knows both.
+
+use super::proto;
+use crate::StartOptions;
+use crate::host::HostError;
+use crate::model::GuestStatus;
+use crate::model::{Failure, RecordedEvent, RunId};
+use crate::store::{
+    IdConflictPolicy, IdReusePolicy, ListFilter, ModuleRecord, RunRecord, RunStatus, StoreError,
+};
+use crate::workflow::ReplayVerdict;
+use serde_json::Value;
+use std::time::Duration;
+use tonic::{Code, Status};
+
+pub(crate) fn run_info(r: &RunRecord) -> proto::RunInfo {
+    proto::RunInfo {
+        run_id: r.run_id.to_string(),
+        workflow_id: r.workflow_id.clone(),
+        workflow_type: r.workflow_type.clone(),
+        module_sha256: r.module_sha256.to_string(),
+        status: r.status.as_str().into(),
+        output_json: r.output.as_ref().map(Value::to_string),
+        failure: r.failure.as_ref().map(failure),
+        stuck_json: r.stuck.as_ref().map(Value::to_string),
+        last_seq: r.last_seq,
+        created_at_ms: r.created_at_ms,
+        closed_at_ms: r.closed_at_ms,
+        parent_workflow_id: r.parent.as_ref().map(|p| p.workflow_id.clone()),
+        parent_run_id: r.parent.as_ref().map(|p| p.run_id.to_string()),
+        status_line: r.status_line.clone(),
+        search_attributes_json: r.search_attributes.to_string(),
+        memo_json: r.memo.as_ref().map(Value::to_string),
+        cancel_requested: r.cancel_requested.clone(),
+        continued_to: r.continued_to.as_ref().map(ToString::to_string),
+    }
+}
+
+pub(crate) fn failure(f: &Failure) -> proto::Failure {
+    proto::Failure {
+        error_type: f.error_type.clone(),
+        message: f.message.clone(),
+    }
+}
+
+pub(crate) fn event(e: &RecordedEvent) -> proto::Event {
+    proto::Event {
+        seq: e.seq,
+        kind: e.event.kind().into(),
+        event_json: serde_json::to_string(&e.event).unwrap_or_default(),
+        recorded_at_ms: e.recorded_at_ms,
+        hash: e.hash.to_hex(),
+    }
+}
+
+pub(crate) fn module_info(m: &ModuleRecord) -> proto::ModuleInfo {
+    proto::ModuleInfo {
+        sha256: m.sha256.to_string(),
+        name: m.name.clone(),
+        version: m.version.clone(),
+        size: m.size,
+        created_at_ms: m.created_at_ms,
+    }
+}
+
+pub(crate) fn replay(run_id: &RunId, verdict: &ReplayVerdict) -> proto::ReplayResponse {
+    match verdict {
+        ReplayVerdict::Identical { status, events } => proto::ReplayResponse {
+            run_id: run_id.to_string(),
+            identical: true,
+            events: *events,
+            status: guest_status(status).into(),
+            ..Default::default()
+        },
+        ReplayVerdict::Diverged(d) => proto::ReplayResponse {
+            run_id: run_id.to_string(),
+            identical: false,
+            diverged_at_seq: Some(d.event_seq),
+            divergence: d.to_string(),
+            divergence_json: serde_json::json!({
+                "event_seq": d.event_seq,
+                "recorded": d.recorded,
+                "issued": d.issued,
+            })
+            .to_string(),
+            ..Default::default()
+        },
+    }
+}
+
+fn guest_status(s: &GuestStatus) -> &'static str {
+    match s {
+        GuestStatus::Pending => "running",
+        GuestStatus::Completed(_) => "completed",
+        GuestStatus::Failed(_) => "failed",
+        GuestStatus::Cancelled(_) => "cancelled",
+        GuestStatus::ContinuedAsNew(_) => "continued_as_new",
+    }
+}
+
+/// Parses a JSON field of a request; empty text is `null`.
+pub(crate) fn json(field: &str, text: &str) -> Result<Value, Status> {
+    if text.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(text).map_err(|e| {
+        Status::invalid_argument(format!(
+            "{field} is not valid JSON ({e}); send JSON text, e.g. \"\\\"Ada\\\"\" for a string"
+        ))
+    })
+}
+
+fn optional_json(field: &str, text: Option<&str>) -> Result<Option<Value>, Status> {
+    text.map(|t| json(field, t)).transpose()
+}
+
+pub(crate) fn start_options(o: Option<&proto::StartOptions>) -> Result<StartOptions, Status> {
+    let Some(o) = o else {
+        return Ok(StartOptions::default());
+    };
+    Ok(StartOptions {
+        id_reuse_policy: match o.id_reuse_policy.as_str() {
+            "" | "allow_duplicate" => IdReusePolicy::AllowDuplicate,
+            "allow_duplicate_failed_only" => IdReusePolicy::AllowDuplicateFailedOnly,
+            "reject_duplicate" => IdReusePolicy::RejectDuplicate,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown id_reuse_policy {other:?}; use allow_duplicate, allow_duplicate_failed_only or reject_duplicate"
+                )));
+            }
+        },
+        id_conflict_policy: match o.id_conflict_policy.as_str() {
+            "" | "fail" => IdConflictPolicy::Fail,
+            "use_existing" => IdConflictPolicy::UseExisting,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown id_conflict_policy {other:?}; use fail or use_existing"
+                )));
+            }
+        },
+        execution_timeout: o.execution_timeout_ms.map(Duration::from_millis),
+        run_timeout: o.run_timeout_ms.map(Duration::from_millis),
+        memo: optional_json("options.memo_json", o.memo_json.as_deref())?,
+        search_attributes: optional_json(
+            "options.search_attributes_json",
+            o.search_attributes_json.as_deref(),
+        )?,
+    })
+}
+
+pub(crate) fn list_filter(r: &proto::ListRequest) -> Result<ListFilter, Status> {
+    let status = match r.status.as_str() {
+        "" => None,
+        s => Some(RunStatus::parse(s).map_err(|_| {
+            Status::invalid_argument(format!(
+                "unknown status {s:?}; use running, stuck, completed, failed, cancelled, terminated, continued_as_new or timed_out"
+            ))
+        })?),
+    };
+    let search_attributes = match json("search_attributes_json", &r.search_attributes_json)? {
+        Value::Null => Vec::new(),
+        Value::Object(map) => map.into_iter().collect(),
+        _ => {
+            return Err(Status::invalid_argument(
+                "search_attributes_json must be a JSON object such as {\"customer\":\"acme\"}",
+            ));
+        }
+    };
+    Ok(ListFilter {
+        workflow_type: Some(r.workflow_type.clone()).filter(|s| !s.is_empty()),
+        status,
+        workflow_id: Some(r.workflow_id.clone()).filter(|s| !s.is_empty()),
+        search_attributes,
+        limit: r.limit,
+    })
+}
+
+/// The gRPC status of a host error: the code tells clients whether to retry,
+/// the message (the error's own) says what to do.
+pub(crate) fn status(e: HostError) -> Status {
+    let code = match &e {
+        HostError::Store(s) => match s {
+            StoreError::Unavailable(_) => Code::Unavailable,
+            StoreError::Conflict { .. } => Code::Aborted,
+            StoreError::WorkflowIdInUse { .. } | StoreError::WorkflowIdReused { .. } => {
+                Code::AlreadyExists
+            }
+            StoreError::NotFound { .. } => Code::NotFound,
+            StoreError::Corrupt(_) => Code::DataLoss,
+        },
+        HostError::Load(_) => Code::InvalidArgument,
+        HostError::UnknownModule(_) => Code::NotFound,
+        HostError::PayloadTooLarge { .. } => Code::InvalidArgument,
+        HostError::QueryRefused { .. }
+        | HostError::UpdateRejected { .. }
+        | HostError::UpdateFailed { .. }
+        | HostError::Replay { .. }
+        | HostError::Other(_) => Code::FailedPrecondition,
+    };
+    Status::new(code, e.to_string())
+}

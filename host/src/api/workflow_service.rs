@@ -1,0 +1,300 @@
+//! `weft.v1.WorkflowService`: starting runs, messages to them, reading them.
+
+use super::mapping::{self, json, status};
+use super::proto::{self, workflow_service_server::WorkflowService};
+use crate::host::{Host, StartRequest};
+use crate::model::{RunId, Sha256Hex};
+use crate::store::RunStatus;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// How long `AwaitResult` waits when the caller names no limit.
+const DEFAULT_AWAIT: Duration = Duration::from_secs(60);
+
+pub(crate) struct Workflows {
+    pub(crate) host: Host,
+}
+
+impl Workflows {
+    /// The run a reference names: its run id, or the workflow id's open run
+    /// (else its most recent one).
+    pub(crate) async fn resolve(&self, run: Option<&proto::RunRef>) -> Result<RunId, Status> {
+        let Some(run) = run else {
+            return Err(Status::invalid_argument(
+                "name the run: set run.workflow_id (and run.run_id for an earlier run)",
+            ));
+        };
+        if !run.run_id.is_empty() {
+            return Ok(RunId(run.run_id.clone()));
+        }
+        if run.workflow_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "run.workflow_id is empty; give the workflow id the run was started with",
+            ));
+        }
+        match self.host.store().run_by_workflow_id(&run.workflow_id).await {
+            Ok(r) => Ok(r.run_id),
+            Err(crate::store::StoreError::NotFound { .. }) => Err(Status::not_found(format!(
+                "no run of workflow id {:?}; check the id with `weft list`",
+                run.workflow_id
+            ))),
+            Err(e) => Err(status(e.into())),
+        }
+    }
+
+    /// The module a start runs on: by sha256, else the newest module with
+    /// the given name (and version), the name defaulting to the workflow type.
+    async fn module(&self, r: &proto::StartRequest) -> Result<Sha256Hex, Status> {
+        if !r.module_sha256.is_empty() {
+            return Ok(Sha256Hex(r.module_sha256.clone()));
+        }
+        let name = if r.module_name.is_empty() {
+            &r.workflow_type
+        } else {
+            &r.module_name
+        };
+        let modules = self
+            .host
+            .store()
+            .modules()
+            .await
+            .map_err(|e| status(e.into()))?;
+        modules
+            .into_iter()
+            .filter(|m| &m.name == name && (r.module_version.is_empty() || m.version == r.module_version))
+            .max_by_key(|m| m.created_at_ms)
+            .map(|m| m.sha256)
+            .ok_or_else(|| {
+                let version = if r.module_version.is_empty() {
+                    String::new()
+                } else {
+                    format!(" version {:?}", r.module_version)
+                };
+                Status::not_found(format!(
+                    "no module named {name:?}{version} is deployed; deploy it with `weft deploy FILE.wasm --name {name}` or name another with --module"
+                ))
+            })
+    }
+
+    async fn start_request(&self, r: &proto::StartRequest) -> Result<StartRequest, Status> {
+        if r.workflow_type.is_empty() {
+            return Err(Status::invalid_argument(
+                "workflow_type is empty; name the workflow function the module exports",
+            ));
+        }
+        if r.workflow_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "workflow_id is empty; choose an id that names this business process, e.g. order-1234",
+            ));
+        }
+        let module = self.module(r).await?;
+        let mut request = StartRequest::new(
+            r.workflow_id.clone(),
+            r.workflow_type.clone(),
+            json("input_json", &r.input_json)?,
+            module,
+        );
+        request.options = mapping::start_options(r.options.as_ref())?;
+        Ok(request)
+    }
+}
+
+#[tonic::async_trait]
+impl WorkflowService for Workflows {
+    async fn start(
+        &self,
+        request: Request<proto::StartRequest>,
+    ) -> Result<Response<proto::StartResponse>, Status> {
+        let r = request.into_inner();
+        let start = self.start_request(&r).await?;
+        let module = start.module.to_string();
+        let run_id = self.host.start(start).await.map_err(status)?;
+        Ok(Response::new(proto::StartResponse {
+            run_id: run_id.to_string(),
+            workflow_id: r.workflow_id,
+            module_sha256: module,
+        }))
+    }
+
+    async fn signal_with_start(
+        &self,
+        request: Request<proto::SignalWithStartRequest>,
+    ) -> Result<Response<proto::StartResponse>, Status> {
+        let r = request.into_inner();
+        let Some(start) = r.start else {
+            return Err(Status::invalid_argument(
+                "start is missing; give the workflow to start when none is open",
+            ));
+        };
+        if r.signal_name.is_empty() {
+            return Err(Status::invalid_argument("signal_name is empty"));
+        }
+        let request = self.start_request(&start).await?;
+        let module = request.module.to_string();
+        let input = json("signal_input_json", &r.signal_input_json)?;
+        let run_id = self
+            .host
+            .signal_with_start(request, &r.signal_name, input)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::StartResponse {
+            run_id: run_id.to_string(),
+            workflow_id: start.workflow_id,
+            module_sha256: module,
+        }))
+    }
+
+    async fn signal(
+        &self,
+        request: Request<proto::SignalRequest>,
+    ) -> Result<Response<proto::SignalResponse>, Status> {
+        let r = request.into_inner();
+        let run_id = self.resolve(r.run.as_ref()).await?;
+        if r.name.is_empty() {
+            return Err(Status::invalid_argument("the signal's name is empty"));
+        }
+        let input = json("input_json", &r.input_json)?;
+        self.host
+            .signal(&run_id, &r.name, input)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::SignalResponse {
+            run_id: run_id.to_string(),
+        }))
+    }
+
+    async fn query(
+        &self,
+        request: Request<proto::QueryRequest>,
+    ) -> Result<Response<proto::QueryResponse>, Status> {
+        let r = request.into_inner();
+        let run_id = self.resolve(r.run.as_ref()).await?;
+        let input = json("input_json", &r.input_json)?;
+        let output = self
+            .host
+            .query(&run_id, &r.name, input)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::QueryResponse {
+            output_json: output.to_string(),
+        }))
+    }
+
+    async fn update(
+        &self,
+        request: Request<proto::UpdateRequest>,
+    ) -> Result<Response<proto::UpdateResponse>, Status> {
+        let r = request.into_inner();
+        let run_id = self.resolve(r.run.as_ref()).await?;
+        let input = json("input_json", &r.input_json)?;
+        let output = self
+            .host
+            .update(&run_id, &r.name, input)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::UpdateResponse {
+            output_json: output.to_string(),
+        }))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<proto::CancelRequest>,
+    ) -> Result<Response<proto::CancelResponse>, Status> {
+        let r = request.into_inner();
+        let run_id = self.resolve(r.run.as_ref()).await?;
+        let reason = if r.reason.is_empty() {
+            "cancelled through the API"
+        } else {
+            &r.reason
+        };
+        self.host.cancel(&run_id, reason).await.map_err(status)?;
+        Ok(Response::new(proto::CancelResponse {
+            run_id: run_id.to_string(),
+        }))
+    }
+
+    async fn terminate(
+        &self,
+        request: Request<proto::TerminateRequest>,
+    ) -> Result<Response<proto::TerminateResponse>, Status> {
+        let r = request.into_inner();
+        let run_id = self.resolve(r.run.as_ref()).await?;
+        let reason = if r.reason.is_empty() {
+            "terminated through the API"
+        } else {
+            &r.reason
+        };
+        self.host.terminate(&run_id, reason).await.map_err(status)?;
+        Ok(Response::new(proto::TerminateResponse {
+            run_id: run_id.to_string(),
+        }))
+    }
+
+    async fn describe(
+        &self,
+        request: Request<proto::DescribeRequest>,
+    ) -> Result<Response<proto::RunInfo>, Status> {
+        let run_id = self.resolve(request.get_ref().run.as_ref()).await?;
+        let run = self.host.describe(&run_id).await.map_err(status)?;
+        Ok(Response::new(mapping::run_info(&run)))
+    }
+
+    async fn list(
+        &self,
+        request: Request<proto::ListRequest>,
+    ) -> Result<Response<proto::ListResponse>, Status> {
+        let filter = mapping::list_filter(request.get_ref())?;
+        let runs = self.host.list(&filter).await.map_err(status)?;
+        Ok(Response::new(proto::ListResponse {
+            runs: runs.iter().map(mapping::run_info).collect(),
+        }))
+    }
+
+    async fn history(
+        &self,
+        request: Request<proto::HistoryRequest>,
+    ) -> Result<Response<proto::HistoryResponse>, Status> {
+        let run_id = self.resolve(request.get_ref().run.as_ref()).await?;
+        let history = self.host.history(&run_id).await.map_err(status)?;
+        Ok(Response::new(proto::HistoryResponse {
+            run_id: run_id.to_string(),
+            chain_verified: history.verify().is_ok(),
+            events: history.events().iter().map(mapping::event).collect(),
+        }))
+    }
+
+    async fn await_result(
+        &self,
+        request: Request<proto::AwaitResultRequest>,
+    ) -> Result<Response<proto::AwaitResultResponse>, Status> {
+        let r = request.into_inner();
+        let run_id = self.resolve(r.run.as_ref()).await?;
+        let limit = match r.timeout_ms {
+            0 => DEFAULT_AWAIT,
+            ms => Duration::from_millis(ms),
+        };
+        let (run, closed) =
+            match tokio::time::timeout(limit, self.host.wait_workflow(&run_id)).await {
+                Ok(run) => {
+                    let run = run.map_err(status)?;
+                    let closed = run.status != RunStatus::Running;
+                    (run, closed)
+                }
+                Err(_) => (self.host.describe(&run_id).await.map_err(status)?, false),
+            };
+        Ok(Response::new(proto::AwaitResultResponse {
+            run: Some(mapping::run_info(&run)),
+            closed,
+        }))
+    }
+
+    async fn replay(
+        &self,
+        request: Request<proto::ReplayRequest>,
+    ) -> Result<Response<proto::ReplayResponse>, Status> {
+        let run_id = self.resolve(request.get_ref().run.as_ref()).await?;
+        let verdict = self.host.replay(&run_id).await.map_err(status)?;
+        Ok(Response::new(mapping::replay(&run_id, &verdict)))
+    }
+}

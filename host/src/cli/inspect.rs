@@ -1,0 +1,157 @@
+//! `weft describe`, `list`, `show`, `wait` and `replay`: reading runs.
+
+use super::{Global, output};
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub(crate) struct RunArgs {
+    /// The workflow id (its open run, else its latest).
+    id: String,
+    /// Address an earlier run of the workflow id.
+    #[arg(long)]
+    run_id: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ListArgs {
+    /// running, stuck, completed, failed, cancelled, terminated, continued_as_new or timed_out.
+    #[arg(long)]
+    status: Option<String>,
+    /// Only runs of this workflow type.
+    #[arg(long = "type")]
+    workflow_type: Option<String>,
+    /// At most this many, newest first.
+    #[arg(long, default_value = "100")]
+    limit: u32,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct WaitArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Give up after this many seconds.
+    #[arg(long, default_value = "60", value_name = "SECONDS")]
+    timeout: u64,
+}
+
+pub(crate) async fn describe(g: &Global, a: RunArgs) -> anyhow::Result<()> {
+    let run = g
+        .client()
+        .await?
+        .describe(&a.id, a.run_id.as_deref())
+        .await?;
+    match g.output {
+        output::Format::Json => output::json(&run),
+        output::Format::Text => output::run(&run),
+    }
+    Ok(())
+}
+
+pub(crate) async fn list(g: &Global, a: ListArgs) -> anyhow::Result<()> {
+    let runs = g
+        .client()
+        .await?
+        .list(a.status.as_deref(), a.workflow_type.as_deref(), a.limit)
+        .await?;
+    match g.output {
+        output::Format::Json => output::json(&runs),
+        output::Format::Text => {
+            println!(
+                "{:<28} {:<20} {:<16} {:<32} {:>6}  STATUS LINE",
+                "WORKFLOW ID", "TYPE", "STATUS", "RUN ID", "EVENTS"
+            );
+            for r in &runs {
+                println!(
+                    "{:<28} {:<20} {:<16} {:<32} {:>6}  {}",
+                    r.workflow_id,
+                    r.workflow_type,
+                    r.status,
+                    r.run_id,
+                    r.events,
+                    r.status_line.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn show(g: &Global, a: RunArgs) -> anyhow::Result<()> {
+    let history = g
+        .client()
+        .await?
+        .history(&a.id, a.run_id.as_deref())
+        .await?;
+    match g.output {
+        output::Format::Json => output::json(&history),
+        output::Format::Text => {
+            let chain = if history.chain_verified {
+                "hash chain verified"
+            } else {
+                "HASH CHAIN BROKEN: the stored history was altered"
+            };
+            println!(
+                "run {}: {} events, {chain}",
+                history.run_id,
+                history.events.len()
+            );
+            for e in &history.events {
+                let mut detail = e.event.clone();
+                if let Some(o) = detail.as_object_mut() {
+                    o.remove("kind");
+                }
+                let detail = detail.to_string();
+                let detail = if detail.len() > 100 {
+                    format!("{}…", &detail[..detail.floor_char_boundary(100)])
+                } else {
+                    detail
+                };
+                println!("{:>5} {:<30} {detail}", e.seq, e.kind);
+            }
+        }
+    }
+    if !history.chain_verified {
+        anyhow::bail!(
+            "the hash chain of run {} does not verify: an event was altered, removed or reordered in the database",
+            history.run_id
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn wait(g: &Global, a: WaitArgs) -> anyhow::Result<()> {
+    let run = g
+        .client()
+        .await?
+        .await_result(
+            &a.run.id,
+            a.run.run_id.as_deref(),
+            Some(Duration::from_secs(a.timeout)),
+        )
+        .await?;
+    match g.output {
+        output::Format::Json => output::json(&run),
+        output::Format::Text => output::run(&run),
+    }
+    output::require_completed(&run)
+}
+
+pub(crate) async fn replay(g: &Global, a: RunArgs) -> anyhow::Result<()> {
+    let verdict = g.client().await?.replay(&a.id, a.run_id.as_deref()).await?;
+    match g.output {
+        output::Format::Json => output::json(&verdict),
+        output::Format::Text if verdict.identical => println!(
+            "run {} replays identically: {} events, the workflow ends {}",
+            verdict.run_id, verdict.events, verdict.status
+        ),
+        output::Format::Text => println!("run {}: {}", verdict.run_id, verdict.divergence),
+    }
+    if !verdict.identical {
+        anyhow::bail!(
+            "run {} does not replay against its module: {}",
+            verdict.run_id,
+            verdict.divergence
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! `weft dev` and `weft server`: a host with its API on one port.
+
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::time::Duration;
+use weft::api::Tokens;
+use weft::{Activities, Host, HostConfig};
+
+#[derive(clap::Args)]
+pub(crate) struct DevArgs {
+    /// Where the API listens (loopback unless tokens are given).
+    #[arg(long, default_value = "127.0.0.1:7233")]
+    listen: SocketAddr,
+    /// The SQLite file that holds everything (created if missing).
+    #[arg(long, default_value = "weft-dev.db")]
+    database: String,
+    #[command(flatten)]
+    tokens: TokenArgs,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ServerArgs {
+    /// `postgres://…` (several servers may share it) or a SQLite file.
+    #[arg(long, env = "WEFT_DATABASE")]
+    database: String,
+    /// Where the API listens.
+    #[arg(long, env = "WEFT_LISTEN", default_value = "0.0.0.0:7233")]
+    listen: SocketAddr,
+    /// Names this host in leases; every host on one database needs its own,
+    /// stable across restarts. Default: the machine's hostname and the port.
+    #[arg(long, env = "WEFT_HOST_ID")]
+    host_id: Option<String>,
+    /// How long a run stays this host's after it goes silent: other hosts
+    /// take its work over after that.
+    #[arg(long, default_value = "30", value_name = "SECONDS")]
+    run_lease: u64,
+    #[command(flatten)]
+    tokens: TokenArgs,
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// Tokens that may do everything, deploys included (comma-separated).
+    #[arg(
+        long = "admin-token",
+        env = "WEFT_ADMIN_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    admin: Vec<String>,
+    /// Tokens for clients and activity workers: everything but deploys (comma-separated).
+    #[arg(
+        long = "user-token",
+        env = "WEFT_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    user: Vec<String>,
+}
+
+impl TokenArgs {
+    fn tokens(self) -> Tokens {
+        Tokens::new(self.admin, self.user)
+    }
+}
+
+pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let mut tokens = args.tokens.tokens();
+    if tokens.is_empty() {
+        if !args.listen.ip().is_loopback() {
+            bail!(
+                "`weft dev` without tokens listens on loopback only, and {} is not; give --admin-token/--user-token (or WEFT_ADMIN_TOKENS/WEFT_TOKENS), or listen on 127.0.0.1",
+                args.listen
+            );
+        }
+        tokens = Tokens::open();
+    }
+    let config = HostConfig {
+        host_id: "dev".into(),
+        ..HostConfig::default()
+    };
+    run(&args.database, args.listen, tokens, config).await
+}
+
+pub(crate) async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let tokens = args.tokens.tokens();
+    if tokens.is_empty() {
+        bail!(
+            "`weft server` denies every request without tokens; set WEFT_ADMIN_TOKENS and WEFT_TOKENS (or --admin-token/--user-token), or use `weft dev` on loopback"
+        );
+    }
+    let mut config = HostConfig::default();
+    config.host_id = args
+        .host_id
+        .unwrap_or_else(|| format!("{}-{}", config.host_id, args.listen.port()));
+    config.run_lease = Duration::from_secs(args.run_lease.max(1));
+    run(&args.database, args.listen, tokens, config).await
+}
+
+async fn run(
+    database: &str,
+    listen: SocketAddr,
+    tokens: Tokens,
+    config: HostConfig,
+) -> anyhow::Result<()> {
+    let store = weft::store::open(database)
+        .await
+        .with_context(|| format!("cannot open the database {database}"))?;
+    let host_id = config.host_id.clone();
+    let host = Host::new(store, Activities::new(), config)?;
+    let running = host.run().await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {listen}; is another host using the port? pick one with --listen"
+            )
+        })?;
+    let local = listener.local_addr()?;
+    let auth = if tokens.is_open() {
+        "open (loopback)"
+    } else {
+        "bearer tokens"
+    };
+    eprintln!("weft host {host_id} on {database}: listening on http://{local} ({auth})");
+    tracing::info!(%local, %host_id, "listening");
+    weft::api::serve(host, listener, tokens, shutdown_signal()).await?;
+    eprintln!("weft host {host_id}: stopping");
+    tokio::time::timeout(Duration::from_secs(30), running.shutdown())
+        .await
+        .ok();
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,629 @@
+//! A client of a Weft server over gRPC: what the `weft` command line uses,
+//! and what a Rust program uses to start and talk to workflows on a remote host.
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), weft::client::ClientError> {
+//! use weft::client::{Client, StartSpec};
+//! let client = Client::connect("http://127.0.0.1:7233", None).await?;
+//! let started = client
+//!     .start(StartSpec::new("hello", "hello-1", serde_json::json!("Ada")))
+//!     .await?;
+//! let run = client.await_result(&started.workflow_id, None, None).await?;
+//! println!("{} {:?}", run.status, run.output);
+//! # Ok(()) }
+//! ```
+
+use crate::api::proto::{
+    self, module_service_client::ModuleServiceClient,
+    workflow_service_client::WorkflowServiceClient,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// Where a client connects when told nothing else.
+pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:7233";
+
+/// The largest message a client sends or accepts (module uploads).
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// A failed call: the gRPC code (it says whether to retry) and the server's message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ClientError {
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+impl ClientError {
+    /// The host or its database is unreachable for now: the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        self.code == tonic::Code::Unavailable
+    }
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        let message = match s.code() {
+            tonic::Code::Unavailable
+                if s.message().is_empty() || s.message().contains("transport") =>
+            {
+                format!(
+                    "the Weft host is unreachable ({}); it is retryable: check that it runs and that --address / WEFT_ADDRESS points at it",
+                    s.message()
+                )
+            }
+            _ => s.message().to_owned(),
+        };
+        Self {
+            code: s.code(),
+            message,
+        }
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub(crate) struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    pub(crate) fn new(token: Option<&str>) -> Result<Self, ClientError> {
+        token
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                format!("Bearer {t}").parse().map_err(|_| ClientError {
+                    code: tonic::Code::InvalidArgument,
+                    message: "the token holds characters a header cannot carry; use the token exactly as the server's operator gave it".into(),
+                })
+            })
+            .transpose()
+            .map(Self)
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// Opens a channel to a Weft host, failing fast with advice when it is not there.
+pub(crate) async fn channel(address: &str) -> Result<Channel, ClientError> {
+    let endpoint = Channel::from_shared(address.to_owned()).map_err(|e| ClientError {
+        code: tonic::Code::InvalidArgument,
+        message: format!(
+            "{address:?} is not a valid address ({e}); use a URL such as {DEFAULT_ADDRESS}"
+        ),
+    })?;
+    endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| ClientError {
+            code: tonic::Code::Unavailable,
+            message: format!(
+                "cannot reach a Weft host at {address} ({e}); start one with `weft dev`, or point --address / WEFT_ADDRESS at yours"
+            ),
+        })
+}
+
+type Authed = InterceptedService<Channel, Bearer>;
+
+/// A connection to one Weft host.
+#[derive(Clone)]
+pub struct Client {
+    workflows: WorkflowServiceClient<Authed>,
+    modules: ModuleServiceClient<Authed>,
+}
+
+/// What to start: the workflow function, its id and input, and where it runs.
+#[derive(Clone, Debug, Default)]
+pub struct StartSpec {
+    pub workflow_type: String,
+    pub workflow_id: String,
+    pub input: Value,
+    /// The module's name (default: the workflow type); its newest version unless `module_version`.
+    pub module: Option<String>,
+    pub module_version: Option<String>,
+    /// allow_duplicate, allow_duplicate_failed_only or reject_duplicate.
+    pub id_reuse_policy: Option<String>,
+    /// fail or use_existing.
+    pub id_conflict_policy: Option<String>,
+    pub execution_timeout: Option<Duration>,
+    pub run_timeout: Option<Duration>,
+    pub memo: Option<Value>,
+    pub search_attributes: Option<Value>,
+}
+
+impl StartSpec {
+    pub fn new(
+        workflow_type: impl Into<String>,
+        workflow_id: impl Into<String>,
+        input: Value,
+    ) -> Self {
+        Self {
+            workflow_type: workflow_type.into(),
+            workflow_id: workflow_id.into(),
+            input,
+            ..Self::default()
+        }
+    }
+
+    fn to_proto(&self) -> proto::StartRequest {
+        proto::StartRequest {
+            workflow_type: self.workflow_type.clone(),
+            workflow_id: self.workflow_id.clone(),
+            input_json: self.input.to_string(),
+            module_name: self.module.clone().unwrap_or_default(),
+            module_version: self.module_version.clone().unwrap_or_default(),
+            module_sha256: String::new(),
+            options: Some(proto::StartOptions {
+                id_reuse_policy: self.id_reuse_policy.clone().unwrap_or_default(),
+                id_conflict_policy: self.id_conflict_policy.clone().unwrap_or_default(),
+                execution_timeout_ms: self.execution_timeout.map(|d| d.as_millis() as u64),
+                run_timeout_ms: self.run_timeout.map(|d| d.as_millis() as u64),
+                memo_json: self.memo.as_ref().map(Value::to_string),
+                search_attributes_json: self.search_attributes.as_ref().map(Value::to_string),
+            }),
+        }
+    }
+}
+
+/// A started run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Started {
+    pub run_id: String,
+    pub workflow_id: String,
+    pub module_sha256: String,
+}
+
+/// Why a run failed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FailureView {
+    pub error_type: String,
+    pub message: String,
+}
+
+/// A run as `describe` shows it; the JSON of `weft describe --output json` and of the HTTP API.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunView {
+    pub run_id: String,
+    pub workflow_id: String,
+    pub workflow_type: String,
+    pub module_sha256: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck: Option<Value>,
+    /// Events in the history.
+    pub events: u64,
+    pub created_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_workflow_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_line: Option<String>,
+    #[serde(default)]
+    pub search_attributes: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memo: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continued_to: Option<String>,
+}
+
+fn parse_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+impl From<proto::RunInfo> for RunView {
+    fn from(r: proto::RunInfo) -> Self {
+        Self {
+            run_id: r.run_id,
+            workflow_id: r.workflow_id,
+            workflow_type: r.workflow_type,
+            module_sha256: r.module_sha256,
+            status: r.status,
+            output: r.output_json.as_deref().map(parse_json),
+            failure: r.failure.map(|f| FailureView {
+                error_type: f.error_type,
+                message: f.message,
+            }),
+            stuck: r.stuck_json.as_deref().map(parse_json),
+            events: r.last_seq,
+            created_at_ms: r.created_at_ms,
+            closed_at_ms: r.closed_at_ms,
+            parent_workflow_id: r.parent_workflow_id,
+            parent_run_id: r.parent_run_id,
+            status_line: r.status_line,
+            search_attributes: parse_json(&r.search_attributes_json),
+            memo: r.memo_json.as_deref().map(parse_json),
+            cancel_requested: r.cancel_requested,
+            continued_to: r.continued_to,
+        }
+    }
+}
+
+/// One event of a history.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EventView {
+    pub seq: u64,
+    pub kind: String,
+    pub recorded_at_ms: u64,
+    pub hash: String,
+    /// The whole event: `kind` and its fields.
+    pub event: Value,
+}
+
+/// A run's history.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HistoryView {
+    pub run_id: String,
+    pub chain_verified: bool,
+    pub events: Vec<EventView>,
+}
+
+impl From<proto::HistoryResponse> for HistoryView {
+    fn from(h: proto::HistoryResponse) -> Self {
+        Self {
+            run_id: h.run_id,
+            chain_verified: h.chain_verified,
+            events: h
+                .events
+                .into_iter()
+                .map(|e| EventView {
+                    seq: e.seq,
+                    kind: e.kind,
+                    recorded_at_ms: e.recorded_at_ms,
+                    hash: e.hash,
+                    event: parse_json(&e.event_json),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A deployed module.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ModuleView {
+    pub sha256: String,
+    pub name: String,
+    pub version: String,
+    pub size: u64,
+    pub created_at_ms: u64,
+}
+
+impl From<proto::ModuleInfo> for ModuleView {
+    fn from(m: proto::ModuleInfo) -> Self {
+        Self {
+            sha256: m.sha256,
+            name: m.name,
+            version: m.version,
+            size: m.size,
+            created_at_ms: m.created_at_ms,
+        }
+    }
+}
+
+/// The verdict of replaying a run against its module.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReplayView {
+    pub run_id: String,
+    pub identical: bool,
+    pub events: u64,
+    /// When identical: the status the guest ends in.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverged_at_seq: Option<u64>,
+    /// When diverged: the first divergence, for people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub divergence: String,
+    /// When diverged: the recorded and the issued event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
+}
+
+impl From<proto::ReplayResponse> for ReplayView {
+    fn from(r: proto::ReplayResponse) -> Self {
+        Self {
+            run_id: r.run_id,
+            identical: r.identical,
+            events: r.events,
+            status: r.status,
+            diverged_at_seq: r.diverged_at_seq,
+            divergence: r.divergence,
+            detail: Some(r.divergence_json)
+                .filter(|d| !d.is_empty())
+                .map(|d| parse_json(&d)),
+        }
+    }
+}
+
+fn run_ref(workflow_id: &str, run_id: Option<&str>) -> Option<proto::RunRef> {
+    Some(proto::RunRef {
+        workflow_id: workflow_id.to_owned(),
+        run_id: run_id.unwrap_or_default().to_owned(),
+    })
+}
+
+impl Client {
+    /// Connects to a host, e.g. `http://127.0.0.1:7233`, with a bearer token if it needs one.
+    pub async fn connect(address: &str, token: Option<&str>) -> Result<Self, ClientError> {
+        let channel = channel(address).await?;
+        let bearer = Bearer::new(token)?;
+        Ok(Self {
+            workflows: WorkflowServiceClient::with_interceptor(channel.clone(), bearer.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            modules: ModuleServiceClient::with_interceptor(channel, bearer)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        })
+    }
+
+    /// Deploys a component; the version defaults to the start of its sha256.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        wasm: Vec<u8>,
+    ) -> Result<ModuleView, ClientError> {
+        let r = self
+            .modules
+            .clone()
+            .deploy(proto::DeployRequest {
+                name: name.into(),
+                version: version.unwrap_or_default().into(),
+                wasm,
+            })
+            .await?;
+        Ok(r.into_inner().into())
+    }
+
+    pub async fn modules(&self) -> Result<Vec<ModuleView>, ClientError> {
+        let r = self
+            .modules
+            .clone()
+            .list_modules(proto::ListModulesRequest {})
+            .await?;
+        Ok(r.into_inner().modules.into_iter().map(Into::into).collect())
+    }
+
+    pub async fn start(&self, spec: StartSpec) -> Result<Started, ClientError> {
+        let r = self
+            .workflows
+            .clone()
+            .start(spec.to_proto())
+            .await?
+            .into_inner();
+        Ok(Started {
+            run_id: r.run_id,
+            workflow_id: r.workflow_id,
+            module_sha256: r.module_sha256,
+        })
+    }
+
+    pub async fn signal_with_start(
+        &self,
+        spec: StartSpec,
+        signal: &str,
+        input: Value,
+    ) -> Result<Started, ClientError> {
+        let r = self
+            .workflows
+            .clone()
+            .signal_with_start(proto::SignalWithStartRequest {
+                start: Some(spec.to_proto()),
+                signal_name: signal.into(),
+                signal_input_json: input.to_string(),
+            })
+            .await?
+            .into_inner();
+        Ok(Started {
+            run_id: r.run_id,
+            workflow_id: r.workflow_id,
+            module_sha256: r.module_sha256,
+        })
+    }
+
+    /// Signals the workflow id's open run (or `run_id`); returns the run it went to.
+    pub async fn signal(
+        &self,
+        workflow_id: &str,
+        run_id: Option<&str>,
+        name: &str,
+        input: Value,
+    ) -> Result<String, ClientError> {
+        let r = self
+            .workflows
+            .clone()
+            .signal(proto::SignalRequest {
+                run: run_ref(workflow_id, run_id),
+                name: name.into(),
+                input_json: input.to_string(),
+            })
+            .await?;
+        Ok(r.into_inner().run_id)
+    }
+
+    pub async fn query(
+        &self,
+        workflow_id: &str,
+        run_id: Option<&str>,
+        name: &str,
+        input: Value,
+    ) -> Result<Value, ClientError> {
+        let r = self
+            .workflows
+            .clone()
+            .query(proto::QueryRequest {
+                run: run_ref(workflow_id, run_id),
+                name: name.into(),
+                input_json: input.to_string(),
+            })
+            .await?;
+        Ok(parse_json(&r.into_inner().output_json))
+    }
+
+    pub async fn update(
+        &self,
+        workflow_id: &str,
+        run_id: Option<&str>,
+        name: &str,
+        input: Value,
+    ) -> Result<Value, ClientError> {
+        let r = self
+            .workflows
+            .clone()
+            .update(proto::UpdateRequest {
+                run: run_ref(workflow_id, run_id),
+                name: name.into(),
+                input_json: input.to_string(),
+                update_id: String::new(),
+            })
+            .await?;
+        Ok(parse_json(&r.into_inner().output_json))
+    }
+
+    pub async fn cancel(
+        &self,
+        workflow_id: &str,
+        run_id: Option<&str>,
+        reason: &str,
+    ) -> Result<String, ClientError> {
+        let r = self
+            .workflows
+            .clone()
+            .cancel(proto::CancelRequest {
+                run: run_ref(workflow_id, run_id),
+                reason: reason.into(),
+            })
+            .await?;
+        Ok(r.into_inner().run_id)
+    }
+
+    pub async fn terminate(
+        &self,
+        workflow_id: &str,
+        run_id: Option<&str>,
+        reason: &str,
+    ) -> Result<String, ClientError> {
+        let r = self
+            .workflows
+            .clone()
+            .terminate(proto::TerminateRequest {
+                run: run_ref(workflow_id, run_id),
+                reason: reason.into(),
+            })
+            .await?;
+        Ok(r.into_inner().run_id)
+    }
+
+    pub async fn describe(
+        &self,
+        workflow_id: &str,
+        run_id: Option<&str>,
+    ) -> Result<RunView, ClientError> {
+        let r = self
+            .workflows
+            .clone()
+            .describe(proto::DescribeRequest {
+                run: run_ref(workflow_id, run_id),
+            })
+            .await?;
+        Ok(r.into_inner().into())
+    }
+
+    /// Runs, newest first, by status (e.g. `running`) and workflow type.
+    pub async fn list(
+        &self,
+        status: Option<&str>,
+        workflow_type: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RunView>, ClientError> {
+        let r = self
+            .workflows
+            .clone()
+            .list(proto::ListRequest {
+                workflow_type: workflow_type.unwrap_or_default().into(),
+                status: status.unwrap_or_default().into(),
+                workflow_id: String::new(),
+                search_attributes_json: String::new(),
+                limit,
+            })
+            .await?;
+        Ok(r.into_inner().runs.into_iter().map(Into::into).collect())
+    }
+
+    pub async fn history(
+        &self,
+        workflow_id: &str,
+        run_id: Option<&str>,
+    ) -> Result<HistoryView, ClientError> {
+        let r = self
+            .workflows
+            .clone()
+            .history(proto::HistoryRequest {
+                run: run_ref(workflow_id, run_id),
+            })
+            .await?;
+        Ok(r.into_inner().into())
+    }
+
+    /// Waits for the run to close (following continue-as-new), at most
+    /// `timeout` (default 60 s); then returns it as it is.
+    pub async fn await_result(
+        &self,
+        workflow_id: &str,
+        run_id: Option<&str>,
+        timeout: Option<Duration>,
+    ) -> Result<RunView, ClientError> {
+        let r = self
+            .workflows
+            .clone()
+            .await_result(proto::AwaitResultRequest {
+                run: run_ref(workflow_id, run_id),
+                timeout_ms: timeout.map(|d| d.as_millis() as u64).unwrap_or_default(),
+            })
+            .await?
+            .into_inner();
+        r.run.map(Into::into).ok_or_else(|| ClientError {
+            code: tonic::Code::Internal,
+            message: "the host answered without the run".into(),
+        })
+    }
+
+    pub async fn replay(
+        &self,
+        workflow_id: &str,
+        run_id: Option<&str>,
+    ) -> Result<ReplayView, ClientError> {
+        let r = self
+            .workflows
+            .clone()
+            .replay(proto::ReplayRequest {
+                run: run_ref(workflow_id, run_id),
+            })
+            .await?;
+        Ok(r.into_inner().into())
+    }
+}

@@ -1,0 +1,293 @@
+//! The service end to end: the real `weft` binary as a host process, driven
+//! through its CLI and through HTTP, as a user would from a terminal and `curl`.
+
+mod process;
+
+use process::{HostProcess, eventually, guest_path, http, weft, weft_env};
+use serde_json::{Value, json};
+
+fn scenarios() -> String {
+    guest_path("test-scenarios").to_str().unwrap().to_owned()
+}
+
+#[test]
+fn dev_host_through_the_cli_and_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("weft.db");
+    let host = HostProcess::start(&["dev", "--database", db.to_str().unwrap()], &[]);
+    let addr = host.address.as_str();
+    let socket = host.socket();
+
+    // Deploy over the CLI: text, then the same bytes again as JSON (a no-op).
+    let out = weft(
+        addr,
+        &[
+            "deploy",
+            &scenarios(),
+            "--name",
+            "scenarios",
+            "--version",
+            "1",
+        ],
+    );
+    assert!(
+        out.ok().starts_with("deployed module scenarios 1 (sha256 "),
+        "{out:?}"
+    );
+    let module = weft(
+        addr,
+        &[
+            "deploy",
+            &scenarios(),
+            "--name",
+            "scenarios",
+            "--version",
+            "1",
+            "--output",
+            "json",
+        ],
+    )
+    .json();
+    let sha = module["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(sha.len(), 64);
+    let listed = weft(addr, &["modules", "--output", "json"]).json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+
+    // Start a counter that sums two `add` signals.
+    let started = weft(
+        addr,
+        &[
+            "start",
+            "counter",
+            "--id",
+            "count-1",
+            "--module",
+            "scenarios",
+            "--input",
+            r#"{"signals": 2}"#,
+            "--output",
+            "json",
+        ],
+    )
+    .json();
+    let run_id = started["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(started["module_sha256"], json!(sha));
+
+    // Signal through the CLI, query through the CLI.
+    weft(addr, &["signal", "count-1", "add", "--input", "5"]).ok();
+    let total = eventually("the first signal to be counted", || {
+        let out = weft(addr, &["query", "count-1", "total", "--output", "json"]).json();
+        (out == json!(5)).then_some(out)
+    });
+    assert_eq!(total, json!(5));
+
+    // The same run over HTTP: describe, signal, wait for the result.
+    let (status, run) = http(&socket, "GET", "/v1/workflows/count-1", None, b"");
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["status"], "running");
+    assert_eq!(run["run_id"], json!(run_id));
+    let (status, body) = http(
+        &socket,
+        "POST",
+        "/v1/workflows/count-1/queries/total",
+        None,
+        b"",
+    );
+    assert_eq!((status, &body["output"]), (200, &json!(5)));
+    let (status, body) = http(
+        &socket,
+        "POST",
+        "/v1/workflows/count-1/signals/add",
+        None,
+        b"7",
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, done) = http(
+        &socket,
+        "GET",
+        "/v1/workflows/count-1/result?timeout_ms=60000",
+        None,
+        b"",
+    );
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["closed"], true);
+    assert_eq!(done["run"]["status"], "completed");
+    assert_eq!(done["run"]["output"], json!(12));
+
+    // The history, over HTTP and the CLI, with the chain verified.
+    let (status, history) = http(&socket, "GET", "/v1/workflows/count-1/history", None, b"");
+    assert_eq!(status, 200);
+    assert_eq!(history["chain_verified"], true);
+    let kinds: Vec<&str> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"workflow_started"));
+    assert_eq!(kinds.last(), Some(&"workflow_completed"));
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "signal_received").count(),
+        2,
+        "{kinds:?}"
+    );
+    let shown = weft(addr, &["show", "count-1"]);
+    assert!(shown.ok().contains("hash chain verified"), "{shown:?}");
+    assert!(shown.ok().contains("workflow_completed"), "{shown:?}");
+    let replay = weft(addr, &["replay", "count-1"]);
+    assert!(replay.ok().contains("replays identically"), "{replay:?}");
+    assert!(replay.ok().contains("ends completed"), "{replay:?}");
+
+    // Start over HTTP, then cancel and terminate through the CLI.
+    let (status, body) = http(
+        &socket,
+        "POST",
+        "/v1/workflows",
+        None,
+        br#"{"workflow_type": "counter", "workflow_id": "count-2", "module": "scenarios", "input": {"signals": 3}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let out = weft(addr, &["cancel", "count-2", "--reason", "customer left"]);
+    assert!(out.ok().contains("asked run"), "{out:?}");
+    let described = eventually("the cancel request to show", || {
+        let d = weft(addr, &["describe", "count-2", "--output", "json"]).json();
+        (d["cancel_requested"] == json!("customer left") || d["status"] != json!("running"))
+            .then_some(d)
+    });
+    assert!(described["run_id"].is_string());
+    weft(addr, &["terminate", "count-2", "--reason", "test over"]).ok();
+    let ended = weft(addr, &["wait", "count-2", "--output", "json"]);
+    assert_ne!(
+        ended.code, 0,
+        "waiting on a terminated run fails the command: {ended:?}"
+    );
+    let ended: Value = serde_json::from_str(&ended.stdout).unwrap();
+    assert_eq!(ended["status"], "terminated");
+
+    // Listing, by status.
+    let completed = weft(addr, &["list", "--status", "completed", "--output", "json"]).json();
+    assert_eq!(completed.as_array().unwrap().len(), 1);
+    assert_eq!(completed[0]["workflow_id"], "count-1");
+    let table = weft(addr, &["list"]);
+    assert!(
+        table.ok().contains("count-2") && table.ok().contains("terminated"),
+        "{table:?}"
+    );
+    let (status, body) = http(&socket, "GET", "/v1/workflows?status=terminated", None, b"");
+    assert_eq!((status, body["runs"].as_array().unwrap().len()), (200, 1));
+
+    // Bad input: clear errors, non-zero exits, nothing lost.
+    let e = weft(addr, &["signal", "no-such-id", "add", "--input", "1"]);
+    assert!(e.failed().contains("no-such-id"), "{e:?}");
+    let e = weft(addr, &["start", "counter", "--id", "x", "--module", "nope"]);
+    assert!(e.failed().contains("no module named \"nope\""), "{e:?}");
+    let e = weft(
+        addr,
+        &[
+            "start",
+            "counter",
+            "--id",
+            "x",
+            "--module",
+            "scenarios",
+            "--input",
+            "{oops",
+        ],
+    );
+    assert!(e.failed().contains("--input is not JSON"), "{e:?}");
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not a component").unwrap();
+    let e = weft(addr, &["deploy", junk.to_str().unwrap(), "--name", "junk"]);
+    assert!(e.failed().contains("junk"), "{e:?}");
+    let (status, body) = http(
+        &socket,
+        "POST",
+        "/v1/workflows/count-1/signals/add",
+        None,
+        b"{oops",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_argument");
+    let (status, body) = http(&socket, "GET", "/v1/workflows/nobody", None, b"");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let e = weft("http://127.0.0.1:1", &["list"]);
+    assert_eq!(
+        e.code, 75,
+        "an unreachable host is a retryable failure: {e:?}"
+    );
+    assert!(e.stderr.contains("cannot reach a Weft host"), "{e:?}");
+}
+
+#[test]
+fn server_requires_tokens_and_admin_for_deploys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("weft.db");
+    let db = db.to_str().unwrap();
+    // No tokens: the server refuses to start.
+    let refused = weft(
+        "http://127.0.0.1:1",
+        &["server", "--database", db, "--listen", "127.0.0.1:0"],
+    );
+    assert!(
+        refused.failed().contains("WEFT_ADMIN_TOKENS"),
+        "{refused:?}"
+    );
+
+    let host = HostProcess::start(
+        &["server", "--database", db, "--host-id", "tokens-test"],
+        &[
+            ("WEFT_ADMIN_TOKENS", "admin-secret"),
+            ("WEFT_TOKENS", "user-secret"),
+        ],
+    );
+    let addr = host.address.as_str();
+    let socket = host.socket();
+
+    let e = weft(addr, &["list"]);
+    assert!(e.failed().contains("bearer token"), "{e:?}");
+    let e = weft_env(addr, &["list"], &[("WEFT_TOKEN", "wrong")]);
+    assert!(e.failed().contains("not one this host accepts"), "{e:?}");
+    let e = weft_env(
+        addr,
+        &["deploy", &scenarios(), "--name", "scenarios"],
+        &[("WEFT_TOKEN", "user-secret")],
+    );
+    assert!(e.failed().contains("admin token"), "{e:?}");
+    weft_env(
+        addr,
+        &["deploy", &scenarios(), "--name", "scenarios"],
+        &[("WEFT_TOKEN", "admin-secret")],
+    )
+    .ok();
+    let runs = weft_env(
+        addr,
+        &["list", "--output", "json"],
+        &[("WEFT_TOKEN", "user-secret")],
+    )
+    .json();
+    assert_eq!(runs, json!([]));
+
+    let (status, body) = http(&socket, "GET", "/v1/workflows", None, b"");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+    let (status, _) = http(&socket, "GET", "/v1/workflows", Some("user-secret"), b"");
+    assert_eq!(status, 200);
+    let (status, body) = http(
+        &socket,
+        "PUT",
+        "/v1/modules/other",
+        Some("user-secret"),
+        b"\0asm",
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("permission_denied"))
+    );
+    let (status, _) = http(&socket, "GET", "/healthz", None, b"");
+    assert_eq!(status, 200);
+}
