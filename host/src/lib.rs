@@ -28,6 +28,8 @@
 //! - [`activity`]: the registry of native activities, retries and timeouts.
 //! - [`scheduler`]: the loops that claim work, and the [`Clock`].
 //! - [`Host`]: the front door that ties them together.
+//! - [`api`]: the service: gRPC and HTTP/JSON on one port, bearer tokens.
+//! - [`client`]: a Rust client of a Weft server (what the `weft` CLI uses).
 //! - [`testing`]: a test kit for workflow authors: virtual time that skips
 //!   ahead, and replay checks at every activation boundary.
 
