@@ -283,6 +283,11 @@ impl Host {
         &self.inner.store
     }
 
+    /// The host's internals, for the API's services.
+    pub(crate) fn inner(&self) -> &Arc<HostInner> {
+        &self.inner
+    }
+
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
     }

@@ -30,6 +30,7 @@
 //! - [`Host`]: the front door that ties them together.
 //! - [`api`]: the service: gRPC and HTTP/JSON on one port, bearer tokens.
 //! - [`client`]: a Rust client of a Weft server (what the `weft` CLI uses).
+//! - [`worker`]: a remote activity worker: the same activities, in a process of their own.
 //! - [`testing`]: a test kit for workflow authors: virtual time that skips
 //!   ahead, and replay checks at every activation boundary.
 
@@ -42,6 +43,7 @@ pub mod scheduler;
 pub mod store;
 pub mod testing;
 pub mod wasm;
+pub mod worker;
 pub mod workflow;
 
 pub use activity::{Activities, ActivityContext, ActivityError};

@@ -1,50 +1,70 @@
+use super::registry::HeartbeatSink;
 use super::{Activities, ActivityContext, ActivityError};
 use crate::model::{Failure, RetryPolicy};
 use crate::scheduler::Clock;
-use crate::store::{ActivityStore, ActivityTask, AttemptOutcome, FailedAttempt};
+use crate::store::{ActivityTask, AttemptOutcome, FailedAttempt};
 use futures::FutureExt;
+use serde_json::Value;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-/// What running an attempt needs from its host.
+/// What running an attempt needs from its host (or remote worker).
 pub(crate) struct AttemptRunner<'a> {
     pub(crate) activities: &'a Activities,
     /// Where heartbeats go.
-    pub(crate) store: Arc<dyn ActivityStore>,
+    pub(crate) sink: Arc<dyn HeartbeatSink>,
     pub(crate) clock: Arc<dyn Clock>,
     /// The start-to-close timeout of tasks that set none.
     pub(crate) default_timeout_ms: u64,
+}
+
+/// How calling the activity ended, before any retry decision.
+pub(crate) enum Called {
+    /// It returned (or panicked, or ran past its start-to-close timeout: an error).
+    Returned(Result<Value, ActivityError>),
+    /// The schedule-to-close deadline passed while it ran.
+    TooLate,
 }
 
 impl AttemptRunner<'_> {
     /// Runs one attempt of a claimed task and decides its outcome by the
     /// retry policy, the error's own wishes and the schedule-to-close deadline.
     pub(crate) async fn run(&self, task: &ActivityTask) -> AttemptOutcome {
-        let policy = task.options.retry.clone().unwrap_or_default();
-        if policy.maximum_attempts != 0 && task.attempt > policy.maximum_attempts {
-            // The previous attempt was lost with its host after using the last try.
-            return AttemptOutcome::Failed {
-                failure: Failure::new(
-                    "AttemptsExhausted",
-                    format!(
-                        "activity {:?} used all {} attempts (the last one was lost with its host)",
-                        task.name, policy.maximum_attempts
-                    ),
-                ),
-            };
+        if let Some(exhausted) = exhausted(task) {
+            return exhausted;
         }
-        let Some(f) = self.activities.get(&task.name) else {
-            return AttemptOutcome::Failed {
+        match self.call(task).await {
+            Called::Returned(Ok(output)) => AttemptOutcome::Completed { output },
+            Called::Returned(Err(e)) => {
+                let policy = task.options.retry.clone().unwrap_or_default();
+                outcome_of_failure(&policy, task, e, self.clock.now_ms())
+            }
+            Called::TooLate => AttemptOutcome::Failed {
                 failure: Failure::new(
-                    "ActivityNotRegistered",
+                    "ScheduleToCloseTimeout",
                     format!(
-                        "no activity named {:?} is registered on this host",
-                        task.name
+                        "activity {:?} did not resolve within its schedule-to-close timeout (attempt {})",
+                        task.name, task.attempt
                     ),
                 ),
-            };
+            },
+        }
+    }
+
+    /// Calls the activity for one attempt under its start-to-close timeout,
+    /// turning a panic into a retryable error. A remote worker uses this
+    /// directly and leaves the retry decision to the host.
+    pub(crate) async fn call(&self, task: &ActivityTask) -> Called {
+        let Some(f) = self.activities.get(&task.name) else {
+            return Called::Returned(Err(ActivityError::non_retryable(
+                "ActivityNotRegistered",
+                format!(
+                    "no activity named {:?} is registered here; register it, or run a worker that serves it",
+                    task.name
+                ),
+            )));
         };
-        let ctx = ActivityContext::new(task, self.store.clone(), self.clock.clone());
+        let ctx = ActivityContext::new(task, self.sink.clone(), self.clock.clone());
         let timeout_ms = match task.options.start_to_close_timeout_ms {
             0 => self.default_timeout_ms,
             t => t,
@@ -75,24 +95,33 @@ impl AttemptRunner<'_> {
                 format!("attempt {} of activity {:?} ran longer than its start-to-close timeout of {timeout_ms} ms", task.attempt, task.name),
             )),
             // The timeout sweep fails the activity too; this only stops waiting for it.
-            () = too_late => return AttemptOutcome::Failed {
-                failure: Failure::new(
-                    "ScheduleToCloseTimeout",
-                    format!("activity {:?} did not resolve within its schedule-to-close timeout (attempt {})", task.name, task.attempt),
-                ),
-            },
+            () = too_late => return Called::TooLate,
         };
-        match result {
-            Ok(output) => AttemptOutcome::Completed { output },
-            Err(e) => {
-                ctx.flush_heartbeat().await;
-                outcome_of_failure(&policy, task, e, clock.now_ms())
-            }
+        if result.is_err() {
+            ctx.flush_heartbeat().await;
         }
+        Called::Returned(result)
     }
 }
 
-fn outcome_of_failure(
+/// An attempt past the policy's maximum: the one before was lost with its
+/// host (or worker) after using the last try. Fails the activity for good.
+pub(crate) fn exhausted(task: &ActivityTask) -> Option<AttemptOutcome> {
+    let policy = task.options.retry.clone().unwrap_or_default();
+    (policy.maximum_attempts != 0 && task.attempt > policy.maximum_attempts).then(|| {
+        AttemptOutcome::Failed {
+            failure: Failure::new(
+                "AttemptsExhausted",
+                format!(
+                    "activity {:?} used all {} attempts (the last one was lost with its host)",
+                    task.name, policy.maximum_attempts
+                ),
+            ),
+        }
+    })
+}
+
+pub(crate) fn outcome_of_failure(
     policy: &RetryPolicy,
     task: &ActivityTask,
     e: ActivityError,

@@ -29,5 +29,6 @@
 mod executor;
 mod registry;
 
-pub(crate) use executor::AttemptRunner;
+pub(crate) use executor::{AttemptRunner, Called, exhausted, outcome_of_failure};
 pub use registry::{Activities, ActivityContext, ActivityError};
+pub(crate) use registry::{HeartbeatSink, StoreSink};

@@ -29,9 +29,27 @@ pub struct ActivityContext {
     line: Arc<HostLine>,
 }
 
-/// The attempt's connection to the store, shared by the context's clones.
+/// Where an attempt's heartbeats go: the store for an attempt run by a host,
+/// the host over gRPC for one run by a remote worker.
+#[async_trait::async_trait]
+pub(crate) trait HeartbeatSink: Send + Sync {
+    /// Records a heartbeat; [`StoreError::Conflict`] when the attempt should stop.
+    async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<(), StoreError>;
+}
+
+/// Heartbeats straight into the store.
+pub(crate) struct StoreSink(pub(crate) Arc<dyn ActivityStore>);
+
+#[async_trait::async_trait]
+impl HeartbeatSink for StoreSink {
+    async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<(), StoreError> {
+        self.0.heartbeat(heartbeat).await
+    }
+}
+
+/// The attempt's line to the host, shared by the context's clones.
 struct HostLine {
-    store: Arc<dyn ActivityStore>,
+    sink: Arc<dyn HeartbeatSink>,
     clock: Arc<dyn Clock>,
     lease_token: i64,
     /// Writes closer together than this are held back (the newest details are kept).
@@ -67,7 +85,7 @@ impl fmt::Debug for ActivityContext {
 impl ActivityContext {
     pub(crate) fn new(
         task: &ActivityTask,
-        store: Arc<dyn ActivityStore>,
+        sink: Arc<dyn HeartbeatSink>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let interval_ms = match task.options.heartbeat_timeout_ms {
@@ -80,7 +98,7 @@ impl ActivityContext {
             attempt: task.attempt,
             activity: task.name.clone(),
             line: Arc::new(HostLine {
-                store,
+                sink,
                 clock,
                 lease_token: task.lease_token,
                 interval_ms,
@@ -186,7 +204,7 @@ impl ActivityContext {
             details,
             now_ms,
         };
-        match self.line.store.heartbeat(heartbeat.clone()).await {
+        match self.line.sink.heartbeat(heartbeat.clone()).await {
             Ok(()) => Ok(()),
             Err(StoreError::Conflict { reason, .. }) => {
                 let error = self.stop_error(&reason);

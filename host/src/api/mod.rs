@@ -20,6 +20,7 @@ mod http;
 mod mapping;
 mod module_service;
 pub(crate) mod proto;
+mod worker_service;
 mod workflow_service;
 
 pub use auth::Tokens;
@@ -57,6 +58,7 @@ pub fn router(host: Host, tokens: Tokens) -> axum::Router {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
+        .add_service(worker_service::server(&host))
         .clone()
         .routes()
         .into_axum_router();

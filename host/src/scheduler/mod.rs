@@ -15,7 +15,7 @@ mod clock;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 
-use crate::activity::AttemptRunner;
+use crate::activity::{AttemptRunner, StoreSink};
 use crate::host::HostInner;
 use crate::model::RunId;
 use crate::store::{
@@ -39,6 +39,9 @@ pub(crate) struct Wakeups {
     /// An activity deadline appeared that may come before the one the timeout
     /// sweep sleeps until (a task scheduled, claimed or retried with one).
     pub(crate) timeouts: Notify,
+    /// Remote workers' long polls, every one woken when tasks may have
+    /// appeared (each asks the store for the names it serves).
+    pub(crate) pollers: Notify,
     /// Per run with someone waiting for it to stop running: wakes only them.
     closed: Mutex<HashMap<RunId, Arc<Notify>>>,
     /// Per run with someone waiting for an update's answer: woken by every
@@ -47,6 +50,13 @@ pub(crate) struct Wakeups {
 }
 
 impl Wakeups {
+    /// Activity tasks may be claimable: wakes this host's claim loop and
+    /// every remote worker's poll.
+    pub(crate) fn activities_ready(&self) {
+        self.activities.notify_one();
+        self.pollers.notify_waiters();
+    }
+
     /// The notification that fires when `run` stops running on this host.
     pub(crate) fn on_close(&self, run: &RunId) -> Arc<Notify> {
         self.closed
@@ -152,7 +162,7 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
                     Ok(report) => {
                         host.wakeups.run_activated(&claim.run_id);
                         if report.new_activities > 0 {
-                            host.wakeups.activities.notify_one();
+                            host.wakeups.activities_ready();
                         }
                         if report.new_deadlines {
                             host.wakeups.timeouts.notify_one();
@@ -270,7 +280,7 @@ fn spawn_attempt(host: Arc<HostInner>, task: ActivityTask, permit: Option<OwnedS
         let store: Arc<dyn ActivityStore> = host.store.clone();
         let runner = AttemptRunner {
             activities: &host.activities,
-            store,
+            sink: Arc::new(StoreSink(store)),
             clock: host.clock.clone(),
             default_timeout_ms: host.config.default_start_to_close.as_millis() as u64,
         };
@@ -344,7 +354,7 @@ async fn timeout_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>)
                 tracing::debug!(changed, "activity timeouts enforced");
                 // Final failures woke runs; retries made tasks visible later.
                 host.wakeups.activations.notify_one();
-                host.wakeups.activities.notify_one();
+                host.wakeups.activities_ready();
                 if changed >= TIMEOUT_BATCH {
                     tokio::task::yield_now().await;
                     continue;

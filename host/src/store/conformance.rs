@@ -178,6 +178,7 @@ macro_rules! conformance_tests {
             heartbeat_timeout_of_the_last_attempt_fails_the_activity,
             heartbeat_timeout_retry_respects_schedule_to_close,
             heartbeat_details_reach_the_next_attempt,
+            current_attempt_names_only_the_running_attempt,
             heartbeat_is_fenced_by_the_lease,
             cancel_resolves_a_scheduled_activity_and_wakes_the_run,
             cancel_reaches_a_running_attempt_at_its_heartbeat,

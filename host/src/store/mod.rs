@@ -665,6 +665,16 @@ pub trait ActivityStore: Send + Sync {
     async fn time_out_activities(&self, now_ms: u64) -> StoreResult<u64>;
     /// The earliest deadline [`time_out_activities`](Self::time_out_activities) acts on.
     async fn next_activity_timeout_at(&self) -> StoreResult<Option<u64>>;
+    /// The attempt `lease_token` names, while it is the task's current
+    /// attempt and running; `None` once it finished, timed out, was
+    /// cancelled or another attempt took over. A remote worker's report is
+    /// judged against it: its retry policy and deadline are the stored ones.
+    async fn current_attempt(
+        &self,
+        run_id: &RunId,
+        seq: u32,
+        lease_token: i64,
+    ) -> StoreResult<Option<ActivityTask>>;
 }
 
 /// Tasks [`ActivityStore::time_out_activities`] handles in one call.

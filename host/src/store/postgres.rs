@@ -840,6 +840,21 @@ impl ActivityStore for PostgresStore {
         at.map(|v| uint(v, "an activity task's deadline"))
             .transpose()
     }
+
+    async fn current_attempt(
+        &self,
+        run_id: &RunId,
+        seq: u32,
+        lease_token: i64,
+    ) -> StoreResult<Option<ActivityTask>> {
+        let row: Option<ClaimedTaskRow> = sqlx::query_as(rows::CURRENT_ATTEMPT_SQL)
+            .bind(run_id.as_str())
+            .bind(i64::from(seq))
+            .bind(lease_token)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(ClaimedTaskRow::into_task).transpose()
+    }
 }
 
 #[async_trait]

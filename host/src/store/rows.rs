@@ -434,6 +434,12 @@ pub(super) struct TaskStateRow {
 }
 
 /// Reads a [`TaskStateRow`]: `$1` is the run id, `$2` the seq.
+/// The attempt a lease token names, while it is the task's current one and runs.
+pub(super) const CURRENT_ATTEMPT_SQL: &str =
+    "SELECT run_id, seq, name, input, options, attempt, lease_token, heartbeat_details, close_deadline_ms
+       FROM activity_tasks
+      WHERE run_id = $1 AND seq = $2 AND lease_token = $3 AND status = 'running'";
+
 pub(super) const TASK_STATE_SQL: &str =
     "SELECT status, lease_token, attempt, cancelled_at_ms, failure
        FROM activity_tasks WHERE run_id = $1 AND seq = $2";

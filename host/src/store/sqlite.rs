@@ -833,6 +833,21 @@ impl ActivityStore for SqliteStore {
         at.map(|v| uint(v, "an activity task's deadline"))
             .transpose()
     }
+
+    async fn current_attempt(
+        &self,
+        run_id: &RunId,
+        seq: u32,
+        lease_token: i64,
+    ) -> StoreResult<Option<ActivityTask>> {
+        let row: Option<ClaimedTaskRow> = sqlx::query_as(rows::CURRENT_ATTEMPT_SQL)
+            .bind(run_id.as_str())
+            .bind(i64::from(seq))
+            .bind(lease_token)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(ClaimedTaskRow::into_task).transpose()
+    }
 }
 
 /// What an activity task's row says now, read inside the failed write's transaction.

@@ -434,3 +434,76 @@ pub async fn claim_activity_waits_for_a_retry_to_be_due(store: &dyn Store) {
     assert_eq!(second.attempt, 2);
     assert!(second.lease_token > first.lease_token);
 }
+
+pub async fn current_attempt_names_only_the_running_attempt(store: &dyn Store) {
+    let mut run = Run::start(store, "wf-current", T0).await;
+    let options = ActivityOptions {
+        retry: Some(RetryPolicy {
+            maximum_attempts: 7,
+            ..RetryPolicy::default()
+        }),
+        ..ActivityOptions::default()
+    };
+    run.schedule(store, T0, 1, "count", options.clone()).await;
+    let first = store
+        .claim_activities("w1", &names(&["count"]), T0, 1_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    let found = store
+        .current_attempt(&run.id, 1, first.lease_token)
+        .await
+        .expect("current_attempt")
+        .expect("the claimed attempt is current");
+    assert_eq!(found, first, "the stored attempt, options and all");
+    assert_eq!(found.options.retry, options.retry);
+    assert_eq!(
+        store
+            .current_attempt(&run.id, 1, first.lease_token + 1)
+            .await
+            .expect("current_attempt"),
+        None,
+        "another token names no attempt"
+    );
+    assert_eq!(
+        store
+            .current_attempt(&run.id, 2, first.lease_token)
+            .await
+            .expect("current_attempt"),
+        None,
+        "nor does another seq"
+    );
+    // Lost with its worker: the lease expires and another claim takes over.
+    let second = store
+        .claim_activities("w2", &names(&["count"]), T0 + 1_000, 1_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    assert_eq!(second.attempt, 2);
+    assert_eq!(
+        store
+            .current_attempt(&run.id, 1, first.lease_token)
+            .await
+            .expect("current_attempt"),
+        None,
+        "the first attempt is no longer current"
+    );
+    store
+        .finish_attempt(
+            &run.id,
+            1,
+            second.lease_token,
+            AttemptOutcome::Completed { output: json!(1) },
+            T0 + 1_100,
+        )
+        .await
+        .expect("finish_attempt");
+    assert_eq!(
+        store
+            .current_attempt(&run.id, 1, second.lease_token)
+            .await
+            .expect("current_attempt"),
+        None,
+        "a finished attempt is not running"
+    );
+}

@@ -1,0 +1,357 @@
+//! `weft.v1.WorkerService`: remote activity workers long-poll for attempts,
+//! run them, and report back.
+//!
+//! An attempt is claimed for a worker exactly as for a host's own activity
+//! loop (`claim_activities` by name, under a lease as long as its
+//! start-to-close timeout), so the in-process and remote paths share every
+//! rule: retries, timeouts, heartbeats, cancellation. The worker is trusted
+//! with the attempt's outcome only; whether a failure is retried is decided
+//! here by the retry policy and deadline stored with the task.
+//!
+//! A poll whose caller goes away between the claim and the answer leaves
+//! the attempt claimed for nobody: it is retried once its lease expires
+//! (at least once, as every attempt).
+
+use super::mapping::status;
+use super::proto::{self, worker_service_server::WorkerService};
+use crate::activity::{ActivityError, exhausted, outcome_of_failure};
+use crate::host::{Host, HostInner};
+use crate::model::{Failure, RunId};
+use crate::store::{ActivityTask, AttemptOutcome, Heartbeat, StoreError};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// How long a poll waits for a task when the worker names no limit.
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+pub(crate) struct Workers {
+    host: Arc<HostInner>,
+}
+
+pub(crate) fn server(host: &Host) -> proto::worker_service_server::WorkerServiceServer<Workers> {
+    proto::worker_service_server::WorkerServiceServer::new(Workers {
+        host: host.inner().clone(),
+    })
+    .max_decoding_message_size(crate::client::MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(crate::client::MAX_MESSAGE_BYTES)
+}
+
+/// Names one attempt: run, seq and the attempt's lease token.
+struct TaskToken {
+    run_id: RunId,
+    seq: u32,
+    lease_token: i64,
+}
+
+impl TaskToken {
+    fn encode(task: &ActivityTask) -> String {
+        format!("{}/{}/{}", task.run_id, task.seq, task.lease_token)
+    }
+
+    fn parse(token: &str) -> Result<Self, Status> {
+        let bad = || {
+            Status::invalid_argument(format!(
+                "task_token {token:?} is not one this host handed out; send the task_token of the polled task unchanged"
+            ))
+        };
+        let mut parts = token.rsplitn(3, '/');
+        let lease_token = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let seq = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let run_id = parts.next().filter(|r| !r.is_empty()).ok_or_else(bad)?;
+        Ok(Self {
+            run_id: RunId(run_id.to_owned()),
+            seq,
+            lease_token,
+        })
+    }
+
+    /// The refusal of a report for an attempt that is no longer current.
+    fn stale(&self, reason: &str) -> Status {
+        Status::failed_precondition(format!(
+            "activity {} of run {} is no longer this attempt's ({reason}); drop the attempt, its result is not recorded",
+            self.seq, self.run_id
+        ))
+    }
+}
+
+impl Workers {
+    fn now(&self) -> u64 {
+        self.host.clock.now_ms()
+    }
+
+    fn default_lease_ms(&self) -> u64 {
+        self.host.config.default_start_to_close.as_millis() as u64
+    }
+
+    /// Parses a JSON payload from a worker and holds it to the payload limit.
+    fn payload(
+        &self,
+        field: &str,
+        text: &str,
+        what: impl FnOnce() -> String,
+    ) -> Result<Value, PayloadError> {
+        let value: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(text)
+                .map_err(|e| PayloadError::Invalid(format!("{field} is not valid JSON: {e}")))?
+        };
+        let limit = self.host.config.engine.max_payload_bytes;
+        if text.len() > limit {
+            return Err(PayloadError::TooLarge(format!(
+                "{} is {} bytes, over the limit of {limit} bytes; return a reference (an id, a URL) instead of the data",
+                what(),
+                text.len()
+            )));
+        }
+        Ok(value)
+    }
+
+    /// Records how an attempt ended; a stale attempt is refused.
+    async fn finish(&self, token: &TaskToken, outcome: AttemptOutcome) -> Result<(), Status> {
+        let retry = matches!(outcome, AttemptOutcome::Retry { .. });
+        match self
+            .host
+            .store
+            .finish_attempt(
+                &token.run_id,
+                token.seq,
+                token.lease_token,
+                outcome,
+                self.now(),
+            )
+            .await
+        {
+            Ok(()) => {
+                self.host.wakeups.activations.notify_one();
+                if retry {
+                    // The retry becomes visible later; pollers and the sweep look again.
+                    self.host.wakeups.activities_ready();
+                    self.host.wakeups.timeouts.notify_one();
+                }
+                Ok(())
+            }
+            Err(StoreError::Conflict { reason, .. }) => Err(token.stale(&reason)),
+            Err(e) => Err(status(e.into())),
+        }
+    }
+
+    fn task(&self, task: &ActivityTask) -> proto::ActivityTask {
+        proto::ActivityTask {
+            task_token: TaskToken::encode(task),
+            activity_name: task.name.clone(),
+            input_json: task.input.to_string(),
+            attempt: task.attempt,
+            idempotency_key: format!("{}-{}", task.run_id, task.seq),
+            heartbeat_details_json: task.heartbeat_details.as_ref().map(Value::to_string),
+            start_to_close_timeout_ms: match task.options.start_to_close_timeout_ms {
+                0 => self.default_lease_ms(),
+                t => t,
+            },
+            heartbeat_timeout_ms: task.options.heartbeat_timeout_ms,
+            run_id: task.run_id.to_string(),
+            seq: task.seq,
+        }
+    }
+}
+
+enum PayloadError {
+    Invalid(String),
+    TooLarge(String),
+}
+
+#[tonic::async_trait]
+impl WorkerService for Workers {
+    async fn poll_activity_task(
+        &self,
+        request: Request<proto::PollActivityTaskRequest>,
+    ) -> Result<Response<proto::PollActivityTaskResponse>, Status> {
+        let r = request.into_inner();
+        if r.activity_names.is_empty() {
+            return Err(Status::invalid_argument(
+                "activity_names is empty; list the activities this worker serves",
+            ));
+        }
+        let worker_id = if r.worker_id.is_empty() {
+            "worker"
+        } else {
+            &r.worker_id
+        };
+        let wait = match r.wait_ms {
+            0 => DEFAULT_WAIT,
+            ms => Duration::from_millis(ms).min(MAX_WAIT),
+        };
+        let give_up = tokio::time::Instant::now() + wait;
+        let host = &self.host;
+        loop {
+            let woken = host.wakeups.pollers.notified();
+            tokio::pin!(woken);
+            // Registered before the store is asked, so tasks made in between wake it.
+            woken.as_mut().enable();
+            let now = self.now();
+            let mut claimed = host
+                .store
+                .claim_activities(
+                    worker_id,
+                    &r.activity_names,
+                    now,
+                    self.default_lease_ms(),
+                    1,
+                )
+                .await
+                .map_err(|e| status(e.into()))?;
+            if let Some(task) = claimed.pop() {
+                if let Some(outcome) = exhausted(&task) {
+                    let token = TaskToken::parse(&TaskToken::encode(&task))?;
+                    let _ = self.finish(&token, outcome).await;
+                    continue;
+                }
+                if task.options.heartbeat_timeout_ms > 0 {
+                    host.wakeups.timeouts.notify_one();
+                }
+                tracing::debug!(run_id = %task.run_id, seq = task.seq, activity = %task.name, attempt = task.attempt, worker_id, "an activity attempt went to a remote worker");
+                return Ok(Response::new(proto::PollActivityTaskResponse {
+                    task: Some(self.task(&task)),
+                }));
+            }
+            let next = host
+                .store
+                .next_activity_at(&r.activity_names)
+                .await
+                .ok()
+                .flatten()
+                .filter(|&at| at > now);
+            let due = async {
+                match next {
+                    Some(at) => host.clock.sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = woken => {}
+                () = due => {}
+                // Tasks other hosts made: look again now and then.
+                () = tokio::time::sleep(host.config.poll_interval) => {}
+                () = tokio::time::sleep_until(give_up) => {
+                    return Ok(Response::new(proto::PollActivityTaskResponse { task: None }));
+                }
+            }
+        }
+    }
+
+    async fn complete_activity_task(
+        &self,
+        request: Request<proto::CompleteActivityTaskRequest>,
+    ) -> Result<Response<proto::CompleteActivityTaskResponse>, Status> {
+        let r = request.into_inner();
+        let token = TaskToken::parse(&r.task_token)?;
+        let outcome = match self.payload("output_json", &r.output_json, || {
+            format!(
+                "the output of activity {} of run {}",
+                token.seq, token.run_id
+            )
+        }) {
+            Ok(output) => AttemptOutcome::Completed { output },
+            Err(PayloadError::Invalid(message)) => return Err(Status::invalid_argument(message)),
+            Err(PayloadError::TooLarge(message)) => {
+                // Failed for good, so the workflow learns why instead of waiting.
+                self.finish(
+                    &token,
+                    AttemptOutcome::Failed {
+                        failure: Failure::new("PayloadTooLarge", message.clone()),
+                    },
+                )
+                .await?;
+                return Err(Status::invalid_argument(format!(
+                    "{message}; the activity failed with PayloadTooLarge"
+                )));
+            }
+        };
+        self.finish(&token, outcome).await?;
+        Ok(Response::new(proto::CompleteActivityTaskResponse {}))
+    }
+
+    async fn fail_activity_task(
+        &self,
+        request: Request<proto::FailActivityTaskRequest>,
+    ) -> Result<Response<proto::FailActivityTaskResponse>, Status> {
+        let r = request.into_inner();
+        let token = TaskToken::parse(&r.task_token)?;
+        let Some(task) = self
+            .host
+            .store
+            .current_attempt(&token.run_id, token.seq, token.lease_token)
+            .await
+            .map_err(|e| status(e.into()))?
+        else {
+            return Err(token.stale("it finished, timed out, was cancelled or was taken over"));
+        };
+        let error_type = if r.error_type.is_empty() {
+            "ActivityFailed".to_owned()
+        } else {
+            r.error_type
+        };
+        let mut error = if r.non_retryable {
+            ActivityError::non_retryable(error_type, r.message)
+        } else {
+            ActivityError::retryable(error_type, r.message)
+        };
+        if let Some(ms) = r.retry_after_ms {
+            error = error.retry_after(Duration::from_millis(ms));
+        }
+        let policy = task.options.retry.clone().unwrap_or_default();
+        let outcome = outcome_of_failure(&policy, &task, error, self.now());
+        let will_retry = matches!(outcome, AttemptOutcome::Retry { .. });
+        self.finish(&token, outcome).await?;
+        Ok(Response::new(proto::FailActivityTaskResponse {
+            will_retry,
+        }))
+    }
+
+    async fn heartbeat_activity_task(
+        &self,
+        request: Request<proto::HeartbeatActivityTaskRequest>,
+    ) -> Result<Response<proto::HeartbeatActivityTaskResponse>, Status> {
+        let r = request.into_inner();
+        let token = TaskToken::parse(&r.task_token)?;
+        let details = match r.details_json.as_deref() {
+            None => None,
+            Some(text) => Some(
+                self.payload("details_json", text, || {
+                    format!(
+                        "the heartbeat details of activity {} of run {}",
+                        token.seq, token.run_id
+                    )
+                })
+                .map_err(|e| match e {
+                    PayloadError::Invalid(m) | PayloadError::TooLarge(m) => {
+                        Status::invalid_argument(m)
+                    }
+                })?,
+            ),
+        };
+        let heartbeat = Heartbeat {
+            run_id: token.run_id.clone(),
+            seq: token.seq,
+            lease_token: token.lease_token,
+            details,
+            now_ms: self.now(),
+        };
+        match self.host.store.heartbeat(heartbeat).await {
+            Ok(()) => Ok(Response::new(proto::HeartbeatActivityTaskResponse {
+                cancel_requested: false,
+                reason: String::new(),
+            })),
+            Err(StoreError::Conflict { reason, .. }) => {
+                Ok(Response::new(proto::HeartbeatActivityTaskResponse {
+                    cancel_requested: true,
+                    reason,
+                }))
+            }
+            Err(e) => Err(status(e.into())),
+        }
+    }
+}
