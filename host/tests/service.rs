@@ -291,3 +291,137 @@ fn server_requires_tokens_and_admin_for_deploys() {
     let (status, _) = http(&socket, "GET", "/healthz", None, b"");
     assert_eq!(status, 200);
 }
+
+/// The worker process `remote_worker_process_serves_the_activities` starts:
+/// this test binary again, running only this function. It serves the
+/// approval example's activities to the host at `WEFT_TEST_WORKER_ADDRESS`
+/// until it is killed; the first credit check of each run fails, to be
+/// retried by the workflow's policy.
+#[test]
+#[ignore = "the worker process of another test; it runs only when that test starts it"]
+fn worker_process() {
+    let Ok(address) = std::env::var("WEFT_TEST_WORKER_ADDRESS") else {
+        return;
+    };
+    use weft::worker::{Worker, WorkerOptions};
+    use weft::{Activities, ActivityContext, ActivityError};
+    let mut activities = Activities::new();
+    activities.register(
+        "check_credit",
+        |ctx: ActivityContext, req: Value| async move {
+            println!(
+                "check_credit {} attempt {}",
+                req["applicant"],
+                ctx.attempt()
+            );
+            if ctx.attempt() == 1 {
+                return Err(ActivityError::retryable(
+                    "BureauTimeout",
+                    "the bureau did not answer",
+                ));
+            }
+            Ok(json!({ "score": 712 }))
+        },
+    );
+    activities.register("notify", |_: ActivityContext, req: Value| async move {
+        println!("notify {} {}", req["applicant"], req["outcome"]);
+        Ok::<_, ActivityError>(json!({ "sent": true }))
+    });
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let worker = Worker::connect(&address, WorkerOptions::default()).unwrap();
+        worker
+            .run(activities, std::future::pending())
+            .await
+            .unwrap();
+    });
+}
+
+/// A workflow whose activities a separate worker process serves, driven
+/// through the CLI and HTTP: deploy, start, query, signal, wait, show.
+#[test]
+fn remote_worker_process_serves_the_activities() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("weft.db");
+    let host = HostProcess::start(&["dev", "--database", db.to_str().unwrap()], &[]);
+    let addr = host.address.as_str();
+    let socket = host.socket();
+    let worker_log = dir.path().join("worker.log");
+    let worker = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "worker_process", "--ignored", "--nocapture"])
+        .env("WEFT_TEST_WORKER_ADDRESS", addr)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&worker_log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _worker = Kill(worker);
+
+    let approval = guest_path("approval-workflow");
+    weft(
+        addr,
+        &["deploy", approval.to_str().unwrap(), "--name", "approval"],
+    )
+    .ok();
+    let input = r#"{"applicant": "Ada", "amount": 5000, "cooling_off_ms": 100, "decision_timeout_ms": 600000}"#;
+    weft(
+        addr,
+        &["start", "approval", "--id", "loan-1", "--input", input],
+    )
+    .ok();
+    // The first credit check fails in the worker and is retried a second later.
+    let status = eventually("the run to wait for a decision", || {
+        let s = weft(addr, &["query", "loan-1", "status", "--output", "json"]).json();
+        (s["stage"] == "awaiting decision").then_some(s)
+    });
+    assert_eq!(status["score"], 712);
+    let (code, body) = http(
+        &socket,
+        "POST",
+        "/v1/workflows/loan-1/signals/decision",
+        None,
+        br#"{"approved": true, "by": "Grace"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let run = weft(addr, &["wait", "loan-1", "--output", "json"]).json();
+    assert_eq!(run["status"], "completed");
+    assert_eq!(
+        run["output"],
+        json!({ "applicant": "Ada", "score": 712, "outcome": "approved", "decided_by": "Grace" })
+    );
+    let (code, history) = http(&socket, "GET", "/v1/workflows/loan-1/history", None, b"");
+    assert_eq!(code, 200);
+    assert_eq!(history["chain_verified"], true);
+    let events = history["events"].as_array().unwrap();
+    let attempts: Vec<(u64, u64)> = events
+        .iter()
+        .filter(|e| e["kind"] == "activity_completed")
+        .map(|e| {
+            (
+                e["event"]["seq"].as_u64().unwrap(),
+                e["event"]["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attempts.len(),
+        2,
+        "check_credit and notify, once each: {attempts:?}"
+    );
+    assert_eq!(
+        attempts[0].1, 2,
+        "the credit check completed on its second attempt"
+    );
+    let log = std::fs::read_to_string(&worker_log).unwrap();
+    assert!(log.contains("check_credit \"Ada\" attempt 2"), "{log}");
+    assert!(log.contains("notify \"Ada\" \"approved\""), "{log}");
+    let shown = weft(addr, &["show", "loan-1"]);
+    assert!(shown.ok().contains("activity_completed"), "{shown:?}");
+}
