@@ -4,9 +4,7 @@
 
 use crate::activity::Activities;
 use crate::model::{Event, EventHash, Failure, History, RunId, Sha256Hex};
-use crate::scheduler::{
-    Clock, SystemClock, Wakeups, activation_loop, activity_loop, change_loop,
-};
+use crate::scheduler::{Clock, SystemClock, Wakeups, activation_loop, activity_loop, change_loop};
 use crate::store::{
     CreateRun, Created, IdConflictPolicy, IdReusePolicy, ListFilter, ModuleRecord, RunOptions,
     RunRecord, RunStatus, Store, StoreError,

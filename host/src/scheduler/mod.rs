@@ -71,7 +71,11 @@ impl Outage {
                 tracing::warn!("{} failed: {e}", self.what);
             }
         } else {
-            tracing::debug!(failures = self.failures + 1, "{} failed again: {e}", self.what);
+            tracing::debug!(
+                failures = self.failures + 1,
+                "{} failed again: {e}",
+                self.what
+            );
         }
         let delay = FIRST_RETRY.saturating_mul(1 << self.failures.min(16));
         self.failures += 1;
@@ -93,10 +97,16 @@ impl Outage {
     }
 }
 
-/// Sleeps for `delay` (real time: a backoff, not workflow time) or until shutdown.
-async fn back_off(delay: Duration, shutdown: &mut watch::Receiver<bool>) {
+/// Sleeps for `delay` (real time: a backoff, not workflow time), until
+/// woken (the change feed reconnected: the database is back), or until shutdown.
+async fn back_off(
+    delay: Duration,
+    woken: tokio::sync::futures::Notified<'_>,
+    shutdown: &mut watch::Receiver<bool>,
+) {
     tokio::select! {
         () = tokio::time::sleep(delay) => {}
+        () = woken => {}
         _ = shutdown.changed() => {}
     }
 }
@@ -224,7 +234,7 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
                     c
                 }
                 Err(e) => {
-                    back_off(outage.failed(&e), &mut shutdown).await;
+                    back_off(outage.failed(&e), woken, &mut shutdown).await;
                     continue;
                 }
             }
@@ -306,7 +316,7 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
         let next_timer = match host.store.next_timer_at().await {
             Ok(at) => at,
             Err(e) => {
-                back_off(outage.failed(&e), &mut shutdown).await;
+                back_off(outage.failed(&e), woken, &mut shutdown).await;
                 continue;
             }
         };
@@ -349,7 +359,7 @@ async fn claim_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
                     t
                 }
                 Err(e) => {
-                    back_off(outage.failed(&e), &mut shutdown).await;
+                    back_off(outage.failed(&e), woken, &mut shutdown).await;
                     continue;
                 }
             }
@@ -376,7 +386,7 @@ async fn claim_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
         let next = match host.store.next_activity_at(&names).await {
             Ok(at) => at,
             Err(e) => {
-                back_off(outage.failed(&e), &mut shutdown).await;
+                back_off(outage.failed(&e), woken, &mut shutdown).await;
                 continue;
             }
         };
@@ -438,7 +448,13 @@ async fn finish_attempt(
         let now = host.clock.now_ms();
         match host
             .store
-            .finish_attempt(&task.run_id, task.seq, task.lease_token, outcome.clone(), now)
+            .finish_attempt(
+                &task.run_id,
+                task.seq,
+                task.lease_token,
+                outcome.clone(),
+                now,
+            )
             .await
         {
             Err(e) if e.is_retryable() && Instant::now() + delay < give_up => {
@@ -518,14 +534,14 @@ async fn timeout_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>)
                 }
             }
             Err(e) => {
-                back_off(outage.failed(&e), &mut shutdown).await;
+                back_off(outage.failed(&e), woken, &mut shutdown).await;
                 continue;
             }
         }
         let next = match host.store.next_activity_timeout_at().await {
             Ok(at) => at,
             Err(e) => {
-                back_off(outage.failed(&e), &mut shutdown).await;
+                back_off(outage.failed(&e), woken, &mut shutdown).await;
                 continue;
             }
         };
@@ -560,5 +576,51 @@ async fn wait(
         () = due => {}
         () = tokio::time::sleep(host.config.poll_interval) => {}
         _ = shutdown.changed() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `notify` holds a wake-up (without waiting for one).
+    fn woken(notify: &Notify) -> bool {
+        use std::future::Future;
+        let mut notified = std::pin::pin!(notify.notified());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        notified.as_mut().poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn each_change_wakes_its_loop_and_a_reconnection_wakes_them_all() {
+        let cases = [
+            (Change::Runs, [true, false, false]),
+            (Change::Timers, [true, false, false]),
+            (Change::Activities, [false, true, false]),
+            (Change::Timeouts, [false, false, true]),
+            (Change::Resumed, [true, true, true]),
+        ];
+        for (change, expected) in cases {
+            let wakeups = Wakeups::default();
+            wake(&wakeups, change);
+            let got = [
+                woken(&wakeups.activations),
+                woken(&wakeups.activities),
+                woken(&wakeups.timeouts),
+            ];
+            assert_eq!(got, expected, "{change:?}");
+        }
+    }
+
+    #[test]
+    fn an_outage_backs_off_up_to_a_limit_and_resets() {
+        let mut outage = Outage::new("testing");
+        let e = StoreError::Unavailable("gone".into());
+        let delays: Vec<_> = (0..8).map(|_| outage.failed(&e)).collect();
+        assert_eq!(delays[0], FIRST_RETRY);
+        assert_eq!(delays[1], FIRST_RETRY * 2);
+        assert_eq!(*delays.last().unwrap(), LAST_RETRY);
+        outage.recovered();
+        assert_eq!(outage.failed(&e), FIRST_RETRY);
     }
 }

@@ -25,9 +25,9 @@ use super::rows::{
     NewRunColumns, PendingRow, Placed, RunRow, RunStateRow, TaskStateRow, int, select_run, uint,
 };
 use super::{
-    ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, Changes, ClaimActivity, CreateRun,
-    Created, Heartbeat, HistoryStore, IdConflictPolicy, ListFilter, ModuleRecord, ModuleStore,
-    PendingJobs, RunClaim, RunRecord, RunStore, SignalStore, StoreError, StoreResult,
+    ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, Changes, ClaimActivity,
+    CreateRun, Created, Heartbeat, HistoryStore, IdConflictPolicy, ListFilter, ModuleRecord,
+    ModuleStore, PendingJobs, RunClaim, RunRecord, RunStore, SignalStore, StoreError, StoreResult,
     TIMEOUT_BATCH,
 };
 use crate::model::{Failure, History, RecordedEvent, RunId, Sha256Hex};

@@ -76,9 +76,7 @@ async fn feed(connect: PgConnectOptions, schema: &str, tx: &UnboundedSender<Chan
                     }
                 }
                 Ok(None) => {
-                    tracing::warn!(
-                        "the connection listening for work was lost; reconnecting"
-                    );
+                    tracing::warn!("the connection listening for work was lost; reconnecting");
                     break;
                 }
                 Err(e) => {
