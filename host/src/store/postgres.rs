@@ -18,6 +18,14 @@
 //! and a commit that reaches other runs (its parent, its children) locks them
 //! all in `run_id` order before anything else, so they cannot deadlock with
 //! one another.
+//!
+//! Idle hosts are woken by `LISTEN/NOTIFY`: triggers (migration 0004) notify
+//! when a run becomes runnable, a timer starts or an activity task becomes
+//! claimable, never on a claim; the change feed ([`RunStore::changes`],
+//! in `notify`) listens on a connection of its own and reconnects by itself.
+//! The pool tests each connection before handing it out, so after the
+//! database went away it reconnects on the next call; a call that gets no
+//! connection within [`ACQUIRE_TIMEOUT`] fails with [`StoreError::Unavailable`].
 
 use super::expiry;
 use super::rows::{
