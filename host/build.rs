@@ -3,8 +3,8 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
-    let files =
-        ["common", "workflow", "module", "worker"].map(|f| root.join(format!("weft/v1/{f}.proto")));
+    let files = ["common", "workflow", "module", "worker"]
+        .map(|f| root.join(format!("weft/v1/{f}.proto")));
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }
