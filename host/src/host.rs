@@ -4,7 +4,7 @@
 
 use crate::activity::Activities;
 use crate::model::{Event, EventHash, Failure, History, RunId, Sha256Hex};
-use crate::scheduler::{Clock, SystemClock, Wakeups, activation_loop, activity_loop};
+use crate::scheduler::{Clock, SystemClock, Wakeups, activation_loop, activity_loop, change_loop};
 use crate::store::{
     CreateRun, Created, IdConflictPolicy, IdReusePolicy, ListFilter, ModuleRecord, RunOptions,
     RunRecord, RunStatus, Store, StoreError,
@@ -33,7 +33,10 @@ pub struct HostConfig {
     pub default_start_to_close: Duration,
     pub max_concurrent_activations: usize,
     pub max_concurrent_activities: usize,
-    /// How often idle loops look for work made ready by other hosts.
+    /// How often idle loops look for work made ready by other hosts: a
+    /// safety net, since a store with a change feed (Postgres `LISTEN/NOTIFY`)
+    /// wakes them at once and SQLite's one host wakes its own. Those waiting
+    /// for a run another host drives look at least every half second.
     pub poll_interval: Duration,
     /// Instances kept warm between activations (each holds its memory). 0
     /// keeps none: every activation replays the run from its history, as
@@ -52,7 +55,7 @@ impl Default for HostConfig {
             default_start_to_close: Duration::from_secs(60),
             max_concurrent_activations: 32,
             max_concurrent_activities: 64,
-            poll_interval: Duration::from_millis(500),
+            poll_interval: Duration::from_secs(5),
             warm_instances: 256,
             seed: None,
         }
@@ -116,6 +119,19 @@ pub enum HostError {
     #[error("{0}")]
     Other(String),
 }
+
+impl HostError {
+    /// Whether the same request may succeed if made again later: the
+    /// database was unavailable (the error says so, and that it is retryable).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, HostError::Store(e) if e.is_retryable())
+    }
+}
+
+/// How often a caller waiting on a run (its close, an update's answer) looks
+/// again, at most: the run may be driven by another host, whose commit wakes
+/// nobody here.
+const WAITER_POLL: Duration = Duration::from_millis(500);
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -308,10 +324,14 @@ impl Host {
             tracing::info!(host_id = %self.inner.config.host_id, reclaimed, "took back leases from an earlier process of this host");
         }
         let (stop, rx) = watch::channel(false);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(activation_loop(self.inner.clone(), rx.clone())),
-            tokio::spawn(activity_loop(self.inner.clone(), rx)),
+            tokio::spawn(activity_loop(self.inner.clone(), rx.clone())),
         ];
+        // Other hosts' work wakes this one's loops (Postgres: LISTEN/NOTIFY).
+        if let Some(changes) = self.inner.store.changes() {
+            tasks.push(tokio::spawn(change_loop(self.inner.clone(), changes, rx)));
+        }
         Ok(Running { stop, tasks })
     }
 
@@ -556,7 +576,7 @@ impl Host {
             // Another host may run the workflow: look again now and then.
             tokio::select! {
                 () = woken => {}
-                () = tokio::time::sleep(self.inner.config.poll_interval) => {}
+                () = tokio::time::sleep(self.inner.config.poll_interval.min(WAITER_POLL)) => {}
             }
         };
         self.inner.wakeups.forget_update(run_id, notify);
@@ -624,7 +644,7 @@ impl Host {
             // Another host may close it: look again now and then.
             tokio::select! {
                 () = closed => {}
-                () = tokio::time::sleep(self.inner.config.poll_interval) => {}
+                () = tokio::time::sleep(self.inner.config.poll_interval.min(WAITER_POLL)) => {}
             }
         };
         self.inner.wakeups.forget_close(run_id, notify);

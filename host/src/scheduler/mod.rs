@@ -5,8 +5,12 @@
 //! Work is found by claiming it in the store under a lease, never by holding
 //! it in memory, so any number of hosts can share one database. Within a
 //! process, a [`Wakeups`] notification wakes a loop at once; a due timer (or
-//! activity deadline) wakes it at that time on the [`Clock`]; a slow poll
-//! catches work that other hosts made ready.
+//! activity deadline) wakes it at that time on the [`Clock`]; across hosts,
+//! the store's change feed ([`change_loop`]) wakes it, and a slow poll is the
+//! safety net.
+//!
+//! A loop rides out the database going away: it logs once per outage, backs
+//! off ([`Outage`]) and carries on when the database answers again.
 //!
 //! Local activities skip the queue: the activation loop claims each one its
 //! activation scheduled, by key, and runs it at once in this process.
@@ -19,10 +23,11 @@ use crate::activity::{AttemptRunner, StoreSink};
 use crate::host::HostInner;
 use crate::model::RunId;
 use crate::store::{
-    ActivityStore, ActivityTask, AttemptOutcome, ClaimActivity, StoreError, TIMEOUT_BATCH,
+    ActivityStore, ActivityTask, AttemptOutcome, Change, Changes, ClaimActivity, StoreError,
+    TIMEOUT_BATCH,
 };
 use crate::workflow::{DriverError, LocalActivity};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -30,6 +35,113 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 /// How long a run that found every instance slot in use waits before it is handed back.
 const BUSY_PAUSE: Duration = Duration::from_millis(20);
+
+/// The pause after a loop's first failed call to the store; it doubles up to [`LAST_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LAST_RETRY: Duration = Duration::from_secs(5);
+
+/// A loop's view of the database being away: logs once when an outage
+/// starts and once when it ends (not once per poll), and says how long to
+/// back off after each failure.
+pub(crate) struct Outage {
+    what: &'static str,
+    failures: u32,
+    since: Option<Instant>,
+}
+
+impl Outage {
+    pub(crate) fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            failures: 0,
+            since: None,
+        }
+    }
+
+    /// Records a failed call; returns how long to wait before the next one.
+    pub(crate) fn failed(&mut self, e: &StoreError) -> Duration {
+        if self.failures == 0 {
+            self.since = Some(Instant::now());
+            if e.is_retryable() {
+                tracing::warn!(
+                    "{} failed: {e}; retrying with backoff until the database answers",
+                    self.what
+                );
+            } else {
+                tracing::warn!("{} failed: {e}", self.what);
+            }
+        } else {
+            tracing::debug!(
+                failures = self.failures + 1,
+                "{} failed again: {e}",
+                self.what
+            );
+        }
+        let delay = FIRST_RETRY.saturating_mul(1 << self.failures.min(16));
+        self.failures += 1;
+        delay.min(LAST_RETRY)
+    }
+
+    /// Records a call that worked, ending the outage if there was one.
+    pub(crate) fn recovered(&mut self) {
+        if self.failures > 0 {
+            let for_ms = self.since.map_or(0, |t| t.elapsed().as_millis());
+            tracing::info!(
+                failures = self.failures,
+                "{} works again after {for_ms} ms",
+                self.what
+            );
+            self.failures = 0;
+            self.since = None;
+        }
+    }
+}
+
+/// Sleeps for `delay` (real time: a backoff, not workflow time), until
+/// woken (the change feed reconnected: the database is back), or until shutdown.
+async fn back_off(
+    delay: Duration,
+    woken: tokio::sync::futures::Notified<'_>,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        () = woken => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// Wakes this host's loops when the store reports work made ready elsewhere
+/// (another host, or this one through the database); after the feed
+/// reconnects, wakes every loop once, since notifications may have been missed.
+pub(crate) async fn change_loop(
+    host: Arc<HostInner>,
+    mut changes: Changes,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        tokio::select! {
+            change = changes.recv() => match change {
+                Some(change) => wake(&host.wakeups, change),
+                None => return,
+            },
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+fn wake(wakeups: &Wakeups, change: Change) {
+    match change {
+        Change::Runs | Change::Timers => wakeups.activations.notify_one(),
+        Change::Activities => wakeups.activities.notify_one(),
+        Change::Timeouts => wakeups.timeouts.notify_one(),
+        Change::Resumed => {
+            wakeups.activations.notify_one();
+            wakeups.activities.notify_one();
+            wakeups.timeouts.notify_one();
+        }
+    }
+}
 
 /// In-process wake-ups between the API and the loops.
 #[derive(Default)]
@@ -113,6 +225,7 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
         host.config.max_concurrent_activations.max(1),
     ));
     let in_flight: Arc<Mutex<HashSet<RunId>>> = Arc::default();
+    let mut outage = Outage::new("claiming runs");
     while !*shutdown.borrow() {
         let woken = host.wakeups.activations.notified();
         let free = permits.available_permits() as u32;
@@ -126,10 +239,13 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
                 .claim_runs(&host.config.host_id, now, lease_ms, free)
                 .await
             {
-                Ok(c) => c,
+                Ok(c) => {
+                    outage.recovered();
+                    c
+                }
                 Err(e) => {
-                    tracing::warn!("claiming runs failed: {e}");
-                    Vec::new()
+                    back_off(outage.failed(&e), woken, &mut shutdown).await;
+                    continue;
                 }
             }
         };
@@ -196,10 +312,7 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
                     .remove(&claim.run_id);
                 if release {
                     // Hand the run back now rather than when the lease expires.
-                    let _ = host
-                        .store
-                        .release_run(&claim.run_id, claim.lease_token)
-                        .await;
+                    release_run(&host, &claim.run_id, claim.lease_token).await;
                 }
                 drop(permit);
                 // A finished activation may have left the run (or others) runnable.
@@ -210,7 +323,14 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
             tokio::task::yield_now().await;
             continue;
         }
-        let next_timer = host.store.next_timer_at().await.ok().flatten();
+        let next_timer = match host.store.next_timer_at().await {
+            Ok(at) => at,
+            Err(e) => {
+                back_off(outage.failed(&e), woken, &mut shutdown).await;
+                continue;
+            }
+        };
+        outage.recovered();
         wait(&host, woken, next_timer, &mut shutdown).await;
     }
 }
@@ -231,6 +351,7 @@ async fn claim_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
     }
     let permits = Arc::new(Semaphore::new(host.config.max_concurrent_activities.max(1)));
     let default_timeout_ms = host.config.default_start_to_close.as_millis() as u64;
+    let mut outage = Outage::new("claiming activity tasks");
     while !*shutdown.borrow() {
         let woken = host.wakeups.activities.notified();
         let free = permits.available_permits() as u32;
@@ -243,10 +364,13 @@ async fn claim_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
                 .claim_activities(&host.config.host_id, &names, now, default_timeout_ms, free)
                 .await
             {
-                Ok(t) => t,
+                Ok(t) => {
+                    outage.recovered();
+                    t
+                }
                 Err(e) => {
-                    tracing::warn!("claiming activity tasks failed: {e}");
-                    Vec::new()
+                    back_off(outage.failed(&e), woken, &mut shutdown).await;
+                    continue;
                 }
             }
         };
@@ -269,7 +393,14 @@ async fn claim_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
             tokio::task::yield_now().await;
             continue;
         }
-        let next = host.store.next_activity_at(&names).await.ok().flatten();
+        let next = match host.store.next_activity_at(&names).await {
+            Ok(at) => at,
+            Err(e) => {
+                back_off(outage.failed(&e), woken, &mut shutdown).await;
+                continue;
+            }
+        };
+        outage.recovered();
         wait(&host, woken, still_ahead(next, now), &mut shutdown).await;
     }
 }
@@ -288,12 +419,7 @@ fn spawn_attempt(host: Arc<HostInner>, task: ActivityTask, permit: Option<OwnedS
         // A retry that must start in time has a deadline.
         let deadline = matches!(outcome, AttemptOutcome::Retry { .. })
             && task.options.schedule_to_start_timeout_ms > 0;
-        let now = host.clock.now_ms();
-        match host
-            .store
-            .finish_attempt(&task.run_id, task.seq, task.lease_token, outcome, now)
-            .await
-        {
+        match finish_attempt(&host, &task, outcome).await {
             Ok(()) => {
                 host.wakeups.activations.notify_one();
                 if deadline {
@@ -304,12 +430,68 @@ fn spawn_attempt(host: Arc<HostInner>, task: ActivityTask, permit: Option<OwnedS
                 tracing::debug!(run_id = %task.run_id, seq = task.seq, "an activity attempt's result is discarded: {reason}")
             }
             Err(e) => {
-                tracing::warn!(run_id = %task.run_id, seq = task.seq, "recording an activity attempt failed: {e}")
+                tracing::warn!(run_id = %task.run_id, seq = task.seq, "recording an activity attempt failed, the attempt runs again when its lease expires: {e}")
             }
         }
         drop(permit);
         host.wakeups.activities.notify_one();
     });
+}
+
+/// Records how an attempt ended. While the database is away the result is
+/// kept and the write retried with backoff, for as long as the attempt's lease
+/// could still hold: a result is not thrown away (and the activity run again)
+/// for an outage of a few seconds. A retry of a write that did apply before
+/// its connection died is a harmless conflict: the token fences it.
+async fn finish_attempt(
+    host: &HostInner,
+    task: &ActivityTask,
+    outcome: AttemptOutcome,
+) -> Result<(), StoreError> {
+    let lease = match task.options.start_to_close_timeout_ms {
+        0 => host.config.default_start_to_close,
+        ms => Duration::from_millis(ms),
+    };
+    let give_up = Instant::now() + lease;
+    let mut delay = FIRST_RETRY;
+    loop {
+        let now = host.clock.now_ms();
+        match host
+            .store
+            .finish_attempt(
+                &task.run_id,
+                task.seq,
+                task.lease_token,
+                outcome.clone(),
+                now,
+            )
+            .await
+        {
+            Err(e) if e.is_retryable() && Instant::now() + delay < give_up => {
+                tracing::debug!(run_id = %task.run_id, seq = task.seq, "recording an activity attempt failed, retrying: {e}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(LAST_RETRY);
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Hands a run back without writing. While the database is away, retried
+/// with backoff until the lease would have expired anyway.
+async fn release_run(host: &HostInner, run_id: &RunId, lease_token: i64) {
+    let give_up = Instant::now() + host.config.run_lease;
+    let mut delay = FIRST_RETRY;
+    loop {
+        match host.store.release_run(run_id, lease_token).await {
+            Err(e) if e.is_retryable() && Instant::now() + delay < give_up => {
+                tracing::debug!(%run_id, "handing a run back failed, retrying: {e}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(LAST_RETRY);
+            }
+            _ => return,
+        }
+    }
 }
 
 /// Claims a local activity the activation just scheduled and runs it here,
@@ -345,6 +527,7 @@ async fn run_local(host: &Arc<HostInner>, run_id: &RunId, local: &LocalActivity)
 /// Enforces activity timeouts: sweeps the tasks whose deadlines passed,
 /// then sleeps until the next deadline.
 async fn timeout_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
+    let mut outage = Outage::new("enforcing activity timeouts");
     while !*shutdown.borrow() {
         let woken = host.wakeups.timeouts.notified();
         let now = host.clock.now_ms();
@@ -360,9 +543,19 @@ async fn timeout_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>)
                     continue;
                 }
             }
-            Err(e) => tracing::warn!("enforcing activity timeouts failed: {e}"),
+            Err(e) => {
+                back_off(outage.failed(&e), woken, &mut shutdown).await;
+                continue;
+            }
         }
-        let next = host.store.next_activity_timeout_at().await.ok().flatten();
+        let next = match host.store.next_activity_timeout_at().await {
+            Ok(at) => at,
+            Err(e) => {
+                back_off(outage.failed(&e), woken, &mut shutdown).await;
+                continue;
+            }
+        };
+        outage.recovered();
         wait(&host, woken, still_ahead(next, now), &mut shutdown).await;
     }
 }
@@ -393,5 +586,51 @@ async fn wait(
         () = due => {}
         () = tokio::time::sleep(host.config.poll_interval) => {}
         _ = shutdown.changed() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `notify` holds a wake-up (without waiting for one).
+    fn woken(notify: &Notify) -> bool {
+        use std::future::Future;
+        let mut notified = std::pin::pin!(notify.notified());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        notified.as_mut().poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn each_change_wakes_its_loop_and_a_reconnection_wakes_them_all() {
+        let cases = [
+            (Change::Runs, [true, false, false]),
+            (Change::Timers, [true, false, false]),
+            (Change::Activities, [false, true, false]),
+            (Change::Timeouts, [false, false, true]),
+            (Change::Resumed, [true, true, true]),
+        ];
+        for (change, expected) in cases {
+            let wakeups = Wakeups::default();
+            wake(&wakeups, change);
+            let got = [
+                woken(&wakeups.activations),
+                woken(&wakeups.activities),
+                woken(&wakeups.timeouts),
+            ];
+            assert_eq!(got, expected, "{change:?}");
+        }
+    }
+
+    #[test]
+    fn an_outage_backs_off_up_to_a_limit_and_resets() {
+        let mut outage = Outage::new("testing");
+        let e = StoreError::Unavailable("gone".into());
+        let delays: Vec<_> = (0..8).map(|_| outage.failed(&e)).collect();
+        assert_eq!(delays[0], FIRST_RETRY);
+        assert_eq!(delays[1], FIRST_RETRY * 2);
+        assert_eq!(*delays.last().unwrap(), LAST_RETRY);
+        outage.recovered();
+        assert_eq!(outage.failed(&e), FIRST_RETRY);
     }
 }

@@ -14,6 +14,9 @@
 //! appends only if the lease token and the expected next event number still
 //! hold. A host whose lease expired can therefore never extend a history.
 //!
+//! Hosts sharing a database hear of work the others made ready through
+//! [`RunStore::changes`] (Postgres `LISTEN/NOTIFY`); a slow poll is the safety net.
+//!
 //! No ambient time: every call that needs "now" takes it as `now_ms`.
 //!
 //! ```no_run
@@ -30,7 +33,7 @@ mod postgres;
 mod rows;
 mod sqlite;
 
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
 use crate::model::{
@@ -44,8 +47,11 @@ use std::sync::Arc;
 /// What can go wrong in storage, grouped by what the caller must do.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database could not be reached or failed; retry later.
-    #[error("database unavailable: {0}; it is retried, check that the database is up")]
+    /// The database could not be reached or failed; retry later. Nothing
+    /// was written, or the write is fenced so that a retry cannot double it.
+    #[error(
+        "database unavailable: {0}; this is retryable: try again once the database answers (check that it is up)"
+    )]
     Unavailable(String),
     /// The history moved on or the lease was lost: another host owns the run now.
     #[error("run {run_id}: {reason}; this host's work on it is discarded and the owner carries on")]
@@ -606,7 +612,35 @@ pub trait RunStore: Send + Sync {
     /// everything waits for time or for the outside world. The test kit's
     /// notion of "settled".
     async fn pending_work(&self, now_ms: u64) -> StoreResult<Option<String>>;
+    /// A feed of work that other processes made ready, so that idle loops
+    /// wake without polling fast. It starts with [`Change::Resumed`] once
+    /// listening and repeats it after every reconnection (changes may have been
+    /// missed in between); it ends when the receiver is dropped. `None` (the
+    /// default, and SQLite's answer): the store has no such feed, its one host
+    /// wakes its own loops.
+    fn changes(&self) -> Option<Changes> {
+        None
+    }
 }
+
+/// What a store's change feed ([`RunStore::changes`]) reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A run became runnable: created, or woken by a signal, an activity's
+    /// result, a child or a cancel request.
+    Runs,
+    /// A timer started: the earliest due timer may have moved earlier.
+    Timers,
+    /// An activity task became claimable: scheduled, or a retry scheduled.
+    Activities,
+    /// An activity deadline was set: the earliest timeout may have moved earlier.
+    Timeouts,
+    /// The feed (re)connected: anything may have changed meanwhile.
+    Resumed,
+}
+
+/// The receiving end of a change feed.
+pub type Changes = tokio::sync::mpsc::UnboundedReceiver<Change>;
 
 /// Activity tasks: claiming attempts and recording how they ended.
 #[async_trait]

@@ -18,6 +18,14 @@
 //! and a commit that reaches other runs (its parent, its children) locks them
 //! all in `run_id` order before anything else, so they cannot deadlock with
 //! one another.
+//!
+//! Idle hosts are woken by `LISTEN/NOTIFY`: triggers (migration 0004) notify
+//! when a run becomes runnable, a timer starts or an activity task becomes
+//! claimable, never on a claim; the change feed ([`RunStore::changes`],
+//! in `notify`) listens on a connection of its own and reconnects by itself.
+//! The pool tests each connection before handing it out, so after the
+//! database went away it reconnects on the next call; a call that gets no
+//! connection within [`ACQUIRE_TIMEOUT`] fails with [`StoreError::Unavailable`].
 
 use super::expiry;
 use super::rows::{
@@ -25,9 +33,9 @@ use super::rows::{
     NewRunColumns, PendingRow, Placed, RunRow, RunStateRow, TaskStateRow, int, select_run, uint,
 };
 use super::{
-    ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, ClaimActivity, CreateRun,
-    Created, Heartbeat, HistoryStore, IdConflictPolicy, ListFilter, ModuleRecord, ModuleStore,
-    PendingJobs, RunClaim, RunRecord, RunStore, SignalStore, StoreError, StoreResult,
+    ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, Changes, ClaimActivity,
+    CreateRun, Created, Heartbeat, HistoryStore, IdConflictPolicy, ListFilter, ModuleRecord,
+    ModuleStore, PendingJobs, RunClaim, RunRecord, RunStore, SignalStore, StoreError, StoreResult,
     TIMEOUT_BATCH,
 };
 use crate::model::{Failure, History, RecordedEvent, RunId, Sha256Hex};
@@ -38,6 +46,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 mod lifecycle;
+mod notify;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -47,6 +56,11 @@ const POOL_SIZE: u32 = 8;
 /// Candidates read per run to claim, so that concurrent claims find runs past each other's.
 const CLAIM_OVERFETCH: i64 = 4;
 
+/// How long a call waits for a pooled connection before it fails as
+/// [`StoreError::Unavailable`]: a request made while the database is away
+/// fails fast and says so, instead of hanging.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How often `create_run` retries when the open run that blocked it closes before it could be named.
 const CREATE_ATTEMPTS: usize = 3;
 
@@ -54,53 +68,88 @@ const CREATE_ATTEMPTS: usize = 3;
 ///
 /// Almost every operation is one statement (one round trip, one transaction);
 /// work is claimed with `FOR UPDATE SKIP LOCKED` and fenced by lease tokens.
-/// The pool holds up to eight connections.
+/// The pool holds up to eight connections, tests each before handing it out
+/// and reconnects by itself after the database went away; a call that finds
+/// no connection within a few seconds fails with [`StoreError::Unavailable`].
+/// Idle hosts are woken by [`changes`](RunStore::changes), a `LISTEN` on a
+/// connection of its own.
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// How the change feed connects: the pool's options, and the schema whose
+    /// notifications it keeps.
+    connect: PgConnectOptions,
+    schema: String,
+}
+
+/// How [`PostgresStore::connect_with`] connects, beyond the URL.
+#[derive(Clone, Debug, Default)]
+pub struct PostgresOptions {
+    /// Every table in this schema, created if missing: each pooled connection
+    /// gets it as its `search_path`. Lets several stores (tests running in
+    /// parallel, say) share one database. A plain identifier: ASCII letters,
+    /// digits and `_`, not starting with a digit.
+    pub schema: Option<String>,
+    /// The `application_name` of every connection, as `pg_stat_activity`
+    /// shows it (say `weft-<host id>`), so that an operator can find a host's
+    /// connections. Default: the URL's `application_name`, else `weft`.
+    pub application_name: Option<String>,
 }
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://user@host:port/db`) and brings the schema up to date.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        Self::start(url, None).await
+        Self::connect_with(url, PostgresOptions::default()).await
     }
 
-    /// Like [`PostgresStore::connect`], with every table in `schema`, created if
-    /// missing: each pooled connection gets it as its `search_path`. Lets several
-    /// stores (tests running in parallel, say) share one database. `schema` is
-    /// a plain identifier: ASCII letters, digits and `_`, not starting with a digit.
+    /// Like [`PostgresStore::connect`], with every table in `schema` (see
+    /// [`PostgresOptions::schema`]).
     pub async fn connect_in_schema(url: &str, schema: &str) -> StoreResult<Self> {
-        let plain = schema.len() <= 63
-            && schema
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && schema
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !plain {
-            return Err(StoreError::Unavailable(format!(
-                "schema name {schema:?} is not a plain identifier; use ASCII letters, digits and _ (at most 63)"
-            )));
-        }
-        Self::start(url, Some(schema)).await
+        let options = PostgresOptions {
+            schema: Some(schema.to_owned()),
+            ..PostgresOptions::default()
+        };
+        Self::connect_with(url, options).await
     }
 
-    async fn start(url: &str, schema: Option<&str>) -> StoreResult<Self> {
+    /// Like [`PostgresStore::connect`], with [`PostgresOptions`].
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> StoreResult<Self> {
+        let schema = options.schema.as_deref();
+        if let Some(schema) = schema {
+            let plain = schema.len() <= 63
+                && schema
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && schema
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !plain {
+                return Err(StoreError::Unavailable(format!(
+                    "schema name {schema:?} is not a plain identifier; use ASCII letters, digits and _ (at most 63)"
+                )));
+            }
+        }
         let where_ = || match schema {
             Some(schema) => format!("the Postgres database {} (schema {schema})", redact(url)),
             None => format!("the Postgres database {}", redact(url)),
         };
-        let mut options: PgConnectOptions = url.parse().map_err(|e| {
+        let mut connect: PgConnectOptions = url.parse().map_err(|e| {
             StoreError::Unavailable(format!("{} is not a valid Postgres URL: {e}", redact(url)))
         })?;
         if let Some(schema) = schema {
-            options = options.options([("search_path", schema)]);
+            connect = connect.options([("search_path", schema)]);
+        }
+        match (&options.application_name, connect.get_application_name()) {
+            (Some(name), _) => connect = connect.application_name(name),
+            (None, None) => connect = connect.application_name("weft"),
+            (None, Some(_)) => {}
         }
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
-            .connect_with(options)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(true)
+            .connect_with(connect.clone())
             .await
             .map_err(|e| {
                 StoreError::Unavailable(format!(
@@ -120,7 +169,15 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| rows::migrate_error(&where_(), e))?;
-        Ok(Self { pool })
+        // Where the tables are, as the notification triggers name it.
+        let schema: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&pool)
+            .await?;
+        Ok(Self {
+            pool,
+            connect,
+            schema,
+        })
     }
 
     /// Waits for running statements and closes every connection.
@@ -532,6 +589,10 @@ impl RunStore for PostgresStore {
             .bind(int(now_ms))
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    fn changes(&self) -> Option<Changes> {
+        Some(notify::spawn(self.connect.clone(), self.schema.clone()))
     }
 
     async fn reclaim_leases(&self, host_id: &str) -> StoreResult<u64> {
