@@ -133,11 +133,11 @@ pub(crate) async fn change_loop(
 fn wake(wakeups: &Wakeups, change: Change) {
     match change {
         Change::Runs | Change::Timers => wakeups.activations.notify_one(),
-        Change::Activities => wakeups.activities.notify_one(),
+        Change::Activities => wakeups.activities_ready(),
         Change::Timeouts => wakeups.timeouts.notify_one(),
         Change::Resumed => {
             wakeups.activations.notify_one();
-            wakeups.activities.notify_one();
+            wakeups.activities_ready();
             wakeups.timeouts.notify_one();
         }
     }
