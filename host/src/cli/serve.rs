@@ -2,8 +2,10 @@
 
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use weft::api::Tokens;
+use weft::store::{PostgresOptions, PostgresStore, Store};
 use weft::{Activities, Host, HostConfig};
 
 #[derive(clap::Args)]
@@ -103,10 +105,18 @@ async fn run(
     tokens: Tokens,
     config: HostConfig,
 ) -> anyhow::Result<()> {
-    let store = weft::store::open(database)
-        .await
-        .with_context(|| format!("cannot open the database {database}"))?;
     let host_id = config.host_id.clone();
+    let store: Arc<dyn Store> =
+        if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+            // Named after the host, so an operator finds its connections in pg_stat_activity.
+            let options = PostgresOptions {
+                application_name: Some(format!("weft-{host_id}")),
+                ..PostgresOptions::default()
+            };
+            Arc::new(PostgresStore::connect_with(database, options).await?)
+        } else {
+            weft::store::open(database).await?
+        };
     let host = Host::new(store, Activities::new(), config)?;
     let running = host.run().await?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -118,11 +128,12 @@ async fn run(
         })?;
     let local = listener.local_addr()?;
     let auth = if tokens.is_open() {
-        "open (loopback)"
+        "open: no token needed on loopback"
     } else {
-        "bearer tokens"
+        "bearer tokens required"
     };
-    eprintln!("weft host {host_id} on {database}: listening on http://{local} ({auth})");
+    let shown = weft::store::redact_url(database);
+    eprintln!("weft host {host_id} on {shown}: listening on http://{local} ({auth})");
     tracing::info!(%local, %host_id, "listening");
     weft::api::serve(host, listener, tokens, shutdown_signal()).await?;
     eprintln!("weft host {host_id}: stopping");

@@ -33,7 +33,7 @@ mod postgres;
 mod rows;
 mod sqlite;
 
-pub use postgres::{PostgresOptions, PostgresStore};
+pub use postgres::{PostgresOptions, PostgresStore, redact_url};
 pub use sqlite::SqliteStore;
 
 use crate::model::{

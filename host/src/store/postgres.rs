@@ -131,11 +131,17 @@ impl PostgresStore {
             }
         }
         let where_ = || match schema {
-            Some(schema) => format!("the Postgres database {} (schema {schema})", redact(url)),
-            None => format!("the Postgres database {}", redact(url)),
+            Some(schema) => format!(
+                "the Postgres database {} (schema {schema})",
+                redact_url(url)
+            ),
+            None => format!("the Postgres database {}", redact_url(url)),
         };
         let mut connect: PgConnectOptions = url.parse().map_err(|e| {
-            StoreError::Unavailable(format!("{} is not a valid Postgres URL: {e}", redact(url)))
+            StoreError::Unavailable(format!(
+                "{} is not a valid Postgres URL: {e}",
+                redact_url(url)
+            ))
         })?;
         if let Some(schema) = schema {
             connect = connect.options([("search_path", schema)]);
@@ -196,7 +202,8 @@ impl PostgresStore {
 }
 
 /// The URL without its password, for messages.
-fn redact(url: &str) -> String {
+/// A database URL fit for logs: the password, if any, replaced by `***`.
+pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
