@@ -8,6 +8,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }
+    // `sqlx::migrate!` embeds the migrations: a new one must rebuild the crate.
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    println!("cargo:rerun-if-changed={}", migrations.display());
     let descriptors = protox::compile(&files, [&root])?;
     tonic_prost_build::configure()
         .build_server(true)

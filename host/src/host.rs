@@ -299,6 +299,13 @@ impl Host {
         &self.inner.store
     }
 
+    /// A fresh run id from the host's seeded randomness.
+    pub(crate) fn new_run_id(&self) -> RunId {
+        RunId::from_random(
+            (u128::from(self.inner.rng.next_u64()) << 64) | u128::from(self.inner.rng.next_u64()),
+        )
+    }
+
     /// The host's internals, for the API's services.
     pub(crate) fn inner(&self) -> &Arc<HostInner> {
         &self.inner
@@ -335,25 +342,20 @@ impl Host {
         Ok(Running { stop, tasks })
     }
 
-    /// Validates, compiles and stores a module. The same bytes twice is a no-op.
+    /// Validates, compiles and stores a module, and makes it the default of
+    /// its name: new runs started by name take it, open runs stay on theirs.
+    /// The same bytes twice is a no-op. See
+    /// [`deploy_module`](Self::deploy_module) for a checked deploy.
     pub async fn deploy(
         &self,
         name: &str,
         version: &str,
         bytes: &[u8],
     ) -> Result<ModuleRecord, HostError> {
-        let engine = self.engine().clone();
-        let owned = bytes.to_vec();
-        tokio::task::spawn_blocking(move || engine.load(&owned))
-            .await
-            .map_err(|e| {
-                HostError::Other(format!("compiling module {name} {version} panicked: {e}"))
-            })??;
         Ok(self
-            .inner
-            .store
-            .put_module(name, version, bytes, self.inner.clock.now_ms())
-            .await?)
+            .deploy_module(name, version, bytes, Default::default())
+            .await?
+            .module)
     }
 
     fn check_payload(&self, what: impl FnOnce() -> String, value: &Value) -> Result<(), HostError> {
@@ -434,9 +436,7 @@ impl Host {
                 Err(e) => return Err(e.into()),
             }
         }
-        let run_id = RunId::from_random(
-            (u128::from(self.inner.rng.next_u64()) << 64) | u128::from(self.inner.rng.next_u64()),
-        );
+        let run_id = self.new_run_id();
         let now = self.inner.clock.now_ms();
         let first = Event::WorkflowStarted {
             workflow_type: request.workflow_type.clone(),

@@ -11,7 +11,8 @@
 //! |---|---|
 //! | module | one deployed component, identified by name + version and by the sha256 of its bytes |
 //! | workflow | a named long-running process; the *workflow id* is chosen by the caller and unique among open runs |
-//! | run | one execution of a workflow, pinned to one module sha256 |
+//! | run | one execution of a workflow, pinned to one module sha256 (until an upgrade moves it, recorded as `module_changed`) |
+//! | default module | the module new runs of a name take; each open run stays on its own |
 //! | history | the run's append-only list of events, numbered from 1, hash-chained ([`model::History`]) |
 //! | command | something the guest asks of the host through an import, recorded before it has any effect |
 //! | job | something the host delivers to the guest: an activity result, a fired timer, a signal |
@@ -31,17 +32,23 @@
 //! - [`api`]: the service: gRPC and HTTP/JSON on one port, bearer tokens.
 //! - [`client`]: a Rust client of a Weft server (what the `weft` CLI uses).
 //! - [`worker`]: a remote activity worker: the same activities, in a process of their own.
+//! - [`versions`]: what operators do: checked deploys and default modules,
+//!   the compatibility check, upgrades, resuming stuck runs, resets, retention.
+//! - [`audit`]: what auditors do: a run's export, its verification, and its
+//!   replay offline.
 //! - [`testing`]: a test kit for workflow authors: virtual time that skips
 //!   ahead, and replay checks at every activation boundary.
 
 pub mod activity;
 pub mod api;
+pub mod audit;
 pub mod client;
 mod host;
 pub mod model;
 pub mod scheduler;
 pub mod store;
 pub mod testing;
+pub mod versions;
 pub mod wasm;
 pub mod worker;
 pub mod workflow;

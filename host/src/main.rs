@@ -14,6 +14,9 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(refused) = e.downcast_ref::<cli::Refused>() {
+                return std::process::ExitCode::from(refused.code);
+            }
             // EX_TEMPFAIL: the host or its database is down for now; the same command may succeed later.
             match e.downcast_ref::<weft::client::ClientError>() {
                 Some(c) if c.is_retryable() => std::process::ExitCode::from(75),

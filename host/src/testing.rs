@@ -232,9 +232,10 @@ impl TestEnv {
         self.clock.now_ms()
     }
 
-    /// Deploys a module (version `test`) and returns its sha256.
+    /// Deploys a module (its version: the first 12 hex digits of its sha256) and returns its sha256.
     pub async fn deploy(&self, name: &str, wasm: &[u8]) -> Result<Sha256Hex, TestError> {
-        Ok(self.host.deploy(name, "test", wasm).await?.sha256)
+        // The version is the sha256 prefix: each build of a module is its own version.
+        Ok(self.host.deploy(name, "", wasm).await?.sha256)
     }
 
     /// Starts a run and lets it run until it waits.

@@ -48,7 +48,8 @@ fn dev_host_through_the_cli_and_http() {
         ],
     )
     .json();
-    let sha = module["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(module["is_default"], json!(true), "{module}");
+    let sha = module["module"]["sha256"].as_str().unwrap().to_owned();
     assert_eq!(sha.len(), 64);
     let listed = weft(addr, &["modules", "--output", "json"]).json();
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");

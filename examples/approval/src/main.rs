@@ -101,7 +101,9 @@ async fn main() -> anyhow::Result<()> {
     let host = Host::new(store, activities, config)?;
     let running = host.run().await?;
     let module = host
-        .deploy("approval", env!("CARGO_PKG_VERSION"), &wasm)
+        // Versioned by its sha256: a rebuilt workflow is a new version, and
+        // runs already in the database stay on the one they started on.
+        .deploy("approval", "", &wasm)
         .await?;
 
     let workflow_id = format!("approval-{}", args.applicant);

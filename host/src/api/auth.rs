@@ -1,8 +1,9 @@
 //! Bearer tokens: who may call the API, and who may deploy modules.
 //!
 //! A request carries `authorization: Bearer <token>`. An admin token may do
-//! everything; a user token everything but deploying modules (clients and
-//! activity workers). Without tokens a server refuses to start unless it is
+//! everything; a user token everything but changing which code runs run on
+//! (deploys, defaults, upgrades, resumes, resets, garbage collection): clients and
+//! activity workers. Without tokens a server refuses to start unless it is
 //! told to be open ([`Tokens::open`], what `weft dev` on loopback uses).
 
 use axum::extract::{Request, State};
@@ -83,11 +84,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Deploying a module changes what runs: admin only.
+/// What changes the code runs run on is admin only: deploying a module,
+/// changing a default, moving runs between modules, resuming a stuck run,
+/// deleting what retention let go.
+const ADMIN_METHODS: &[&str] = &[
+    "/weft.v1.ModuleService/Deploy",
+    "/weft.v1.ModuleService/SetDefault",
+    "/weft.v1.ModuleService/Upgrade",
+    "/weft.v1.ModuleService/CollectGarbage",
+    "/weft.v1.WorkflowService/Resume",
+    "/weft.v1.WorkflowService/Reset",
+];
+
 fn needs_admin(request: &Request) -> bool {
     let path = request.uri().path();
-    path == "/weft.v1.ModuleService/Deploy"
-        || (path.starts_with("/v1/modules/") && request.method() != axum::http::Method::GET)
+    ADMIN_METHODS.contains(&path)
+        || (path.starts_with("/v1/modules") && request.method() != axum::http::Method::GET)
+        || (path.starts_with("/v1/workflows/")
+            && (path.ends_with("/resume") || path.ends_with("/reset")))
 }
 
 /// Refuses a request without an acceptable token before it reaches a service.
@@ -121,7 +135,7 @@ pub(crate) async fn check(
         )),
         Some(Some(Role::User)) if needs_admin(&request) => Some((
             tonic::Code::PermissionDenied,
-            "deploying a module needs an admin token (the server's --admin-token / WEFT_ADMIN_TOKENS)",
+            "deploying modules, changing defaults, upgrading, resuming, resetting and collecting garbage need an admin token (the server's --admin-token / WEFT_ADMIN_TOKENS)",
         )),
         Some(Some(_)) => None,
     };

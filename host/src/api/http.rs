@@ -14,8 +14,9 @@
 //! | `POST /v1/workflows/{id}/updates/{name}` | update; the body is the input |
 //! | `POST /v1/workflows/{id}/cancel`, `/terminate` | `{"reason"}` (optional) |
 //! | `POST /v1/workflows/{id}/replay` | replay against its module |
-//! | `PUT /v1/modules/{name}?version=` | deploy; the body is the `.wasm` (admin) |
-//! | `GET /v1/modules` | deployed modules |
+//! | `POST /v1/workflows/{id}/resume` | resume a stuck run: `{"module_sha256"}` (optional; admin) |
+//! | `PUT /v1/modules/{name}?version=&check=&keep_default=` | deploy; the body is the `.wasm` (admin) |
+//! | `GET /v1/modules` | deployed modules, defaults and run counts |
 //! | `GET /healthz` | 200 when the host is up |
 //!
 //! Every `{id}` route takes `?run_id=` to address an earlier run.
@@ -23,7 +24,7 @@
 
 use super::ApiState;
 use super::proto::{self, workflow_service_server::WorkflowService};
-use crate::client::{HistoryView, ModuleView, ReplayView, RunView, Started};
+use crate::client::{DeployedView, HistoryView, ModuleView, ReplayView, RunView, Started};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -48,6 +49,7 @@ pub(crate) fn routes(state: Arc<ApiState>) -> axum::Router {
         .route("/v1/workflows/{id}/cancel", post(cancel))
         .route("/v1/workflows/{id}/terminate", post(terminate))
         .route("/v1/workflows/{id}/replay", post(replay))
+        .route("/v1/workflows/{id}/resume", post(resume))
         .route("/v1/modules", get(modules))
         .route("/v1/modules/{name}", put(deploy))
         .with_state(state)
@@ -424,6 +426,12 @@ async fn modules(State(api): State<Arc<ApiState>>) -> Answer<Value> {
 struct DeployQuery {
     #[serde(default)]
     version: String,
+    /// Store it without making it the default.
+    #[serde(default)]
+    keep_default: bool,
+    /// Make it the default only if no open run would diverge on it.
+    #[serde(default)]
+    check: bool,
 }
 
 async fn deploy(
@@ -431,7 +439,40 @@ async fn deploy(
     Path(name): Path<String>,
     Query(q): Query<DeployQuery>,
     body: Bytes,
-) -> Answer<ModuleView> {
-    let m = api.modules.deploy(&name, &q.version, &body).await?;
-    Ok(Json(m.into()))
+) -> Answer<DeployedView> {
+    let request = proto::DeployRequest {
+        name,
+        version: q.version,
+        wasm: body.to_vec(),
+        keep_default: q.keep_default,
+        check: q.check,
+    };
+    Ok(Json(api.modules.deploy(&request).await?.into()))
+}
+
+#[derive(Deserialize, Default)]
+struct ResumeBody {
+    /// Resume on this deployed module (else on the run's own).
+    #[serde(default)]
+    module_sha256: String,
+}
+
+async fn resume(
+    State(api): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(q): Query<RunQuery>,
+    body: Option<Json<ResumeBody>>,
+) -> Answer<RunView> {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let r = api
+        .workflows
+        .resume(Request::new(proto::ResumeRequest {
+            run: run_ref(id, q),
+            module: Some(proto::ModuleRef {
+                sha256: body.module_sha256,
+                ..Default::default()
+            }),
+        }))
+        .await?;
+    Ok(Json(r.into_inner().into()))
 }

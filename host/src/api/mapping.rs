@@ -7,9 +7,11 @@ use crate::host::HostError;
 use crate::model::GuestStatus;
 use crate::model::{Failure, RecordedEvent, RunId};
 use crate::store::{
-    IdConflictPolicy, IdReusePolicy, ListFilter, ModuleRecord, RunRecord, RunStatus, StoreError,
+    Garbage, IdConflictPolicy, IdReusePolicy, ListFilter, ModuleRecord, ModuleUsage, RunRecord,
+    RunStatus, StoreError,
 };
-use crate::workflow::ReplayVerdict;
+use crate::versions::{Deployed, RunCheck, RunUpgrade, UpgradeResult, Verdict};
+use crate::workflow::{Divergence, ReplayVerdict};
 use serde_json::Value;
 use std::time::Duration;
 use tonic::{Code, Status};
@@ -61,6 +63,101 @@ pub(crate) fn module_info(m: &ModuleRecord) -> proto::ModuleInfo {
         version: m.version.clone(),
         size: m.size,
         created_at_ms: m.created_at_ms,
+        ..Default::default()
+    }
+}
+
+pub(crate) fn module_usage(u: &ModuleUsage) -> proto::ModuleInfo {
+    proto::ModuleInfo {
+        is_default: u.is_default,
+        open_runs: u.open_runs,
+        closed_runs: u.closed_runs,
+        ..module_info(&u.module)
+    }
+}
+
+pub(crate) fn deployed(d: &Deployed) -> proto::DeployResponse {
+    proto::DeployResponse {
+        module: Some(module_info(&d.module)),
+        is_default: d.is_default,
+        diverging: d.diverging.iter().map(run_check).collect(),
+    }
+}
+
+pub(crate) fn run_check(c: &RunCheck) -> proto::RunCheck {
+    let mut out = proto::RunCheck {
+        run_id: c.run_id.to_string(),
+        workflow_id: c.workflow_id.clone(),
+        workflow_type: c.workflow_type.clone(),
+        open: c.open,
+        module_sha256: c.module_sha256.to_string(),
+        ..Default::default()
+    };
+    match &c.verdict {
+        Verdict::Identical { events } => {
+            out.verdict = "identical".into();
+            out.events = *events;
+        }
+        Verdict::Diverged(d) => {
+            out.verdict = "diverged".into();
+            out.divergence = Some(divergence(d));
+        }
+        Verdict::Failed { message } => {
+            out.verdict = "failed".into();
+            out.message = message.clone();
+        }
+    }
+    out
+}
+
+fn divergence(d: &Divergence) -> proto::Divergence {
+    let text = |e: &Option<crate::model::Event>| {
+        e.as_ref()
+            .map(|e| serde_json::to_string(e).unwrap_or_default())
+            .unwrap_or_default()
+    };
+    proto::Divergence {
+        event_seq: d.event_seq,
+        recorded_json: text(&d.recorded),
+        issued_json: text(&d.issued),
+        location: d.location.clone().unwrap_or_default(),
+    }
+}
+
+pub(crate) fn run_upgrade(u: &RunUpgrade) -> proto::RunUpgrade {
+    let mut out = proto::RunUpgrade {
+        run_id: u.run_id.to_string(),
+        workflow_id: u.workflow_id.clone(),
+        from_sha256: u.from.to_string(),
+        ..Default::default()
+    };
+    match &u.result {
+        UpgradeResult::Upgraded => out.result = "upgraded".into(),
+        UpgradeResult::WouldUpgrade => out.result = "would_upgrade".into(),
+        UpgradeResult::Stays(verdict) => {
+            out.result = "stays".into();
+            out.check = Some(run_check(&RunCheck {
+                run_id: u.run_id.clone(),
+                workflow_id: u.workflow_id.clone(),
+                workflow_type: String::new(),
+                open: true,
+                module_sha256: u.from.clone(),
+                verdict: verdict.clone(),
+            }));
+        }
+        UpgradeResult::Skipped(why) => {
+            out.result = "skipped".into();
+            out.message = why.clone();
+        }
+    }
+    out
+}
+
+pub(crate) fn garbage(g: &Garbage) -> proto::CollectGarbageResponse {
+    proto::CollectGarbageResponse {
+        runs: g.runs,
+        events: g.events,
+        modules: g.modules.iter().map(module_info).collect(),
     }
 }
 
@@ -183,9 +280,9 @@ pub(crate) fn status(e: HostError) -> Status {
         HostError::Store(s) => match s {
             StoreError::Unavailable(_) => Code::Unavailable,
             StoreError::Conflict { .. } => Code::Aborted,
-            StoreError::WorkflowIdInUse { .. } | StoreError::WorkflowIdReused { .. } => {
-                Code::AlreadyExists
-            }
+            StoreError::WorkflowIdInUse { .. }
+            | StoreError::WorkflowIdReused { .. }
+            | StoreError::VersionTaken { .. } => Code::AlreadyExists,
             StoreError::NotFound { .. } => Code::NotFound,
             StoreError::Corrupt(_) => Code::DataLoss,
         },

@@ -5,6 +5,7 @@ use super::proto::{self, workflow_service_server::WorkflowService};
 use crate::host::{Host, StartRequest};
 use crate::model::{RunId, Sha256Hex};
 use crate::store::RunStatus;
+use crate::versions::ResetRequest;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
@@ -42,8 +43,9 @@ impl Workflows {
         }
     }
 
-    /// The module a start runs on: by sha256, else the newest module with
-    /// the given name (and version), the name defaulting to the workflow type.
+    /// The module a start runs on: by sha256; else by name and version;
+    /// else the default module of the name (the name defaulting to the
+    /// workflow type): the one the last deploy, or `weft modules default`, chose.
     async fn module(&self, r: &proto::StartRequest) -> Result<Sha256Hex, Status> {
         if !r.module_sha256.is_empty() {
             return Ok(Sha256Hex(r.module_sha256.clone()));
@@ -53,27 +55,41 @@ impl Workflows {
         } else {
             &r.module_name
         };
-        let modules = self
-            .host
-            .store()
-            .modules()
-            .await
-            .map_err(|e| status(e.into()))?;
-        modules
-            .into_iter()
-            .filter(|m| &m.name == name && (r.module_version.is_empty() || m.version == r.module_version))
-            .max_by_key(|m| m.created_at_ms)
-            .map(|m| m.sha256)
-            .ok_or_else(|| {
-                let version = if r.module_version.is_empty() {
-                    String::new()
-                } else {
-                    format!(" version {:?}", r.module_version)
-                };
-                Status::not_found(format!(
-                    "no module named {name:?}{version} is deployed; deploy it with `weft deploy FILE.wasm --name {name}` or name another with --module"
-                ))
-            })
+        if !r.module_version.is_empty() {
+            return self
+                .host
+                .module_by_version(name, &r.module_version)
+                .await
+                .map(|m| m.sha256)
+                .map_err(|e| match e {
+                    crate::HostError::Other(message) => Status::not_found(message),
+                    e => status(e),
+                });
+        }
+        match self.host.store().default_module(name).await {
+            Ok(Some(m)) => Ok(m.sha256),
+            Ok(None) => Err(Status::not_found(format!(
+                "no module named {name:?} is deployed; deploy it with `weft deploy FILE.wasm --name {name}` or name another with --module"
+            ))),
+            Err(e) => Err(status(e.into())),
+        }
+    }
+
+    /// An optional module reference: `None` when absent or empty.
+    async fn module_ref(
+        &self,
+        module: Option<&proto::ModuleRef>,
+    ) -> Result<Option<Sha256Hex>, Status> {
+        match module {
+            Some(m) if !(m.sha256.is_empty() && m.name.is_empty()) => Ok(Some(
+                super::module_service::Modules {
+                    host: self.host.clone(),
+                }
+                .resolve(Some(m))
+                .await?,
+            )),
+            _ => Ok(None),
+        }
     }
 
     async fn start_request(&self, r: &proto::StartRequest) -> Result<StartRequest, Status> {
@@ -296,5 +312,51 @@ impl WorkflowService for Workflows {
         let run_id = self.resolve(request.get_ref().run.as_ref()).await?;
         let verdict = self.host.replay(&run_id).await.map_err(status)?;
         Ok(Response::new(mapping::replay(&run_id, &verdict)))
+    }
+
+    async fn resume(
+        &self,
+        request: Request<proto::ResumeRequest>,
+    ) -> Result<Response<proto::RunInfo>, Status> {
+        let r = request.into_inner();
+        let run_id = self.resolve(r.run.as_ref()).await?;
+        let module = self.module_ref(r.module.as_ref()).await?;
+        let record = self
+            .host
+            .resume(&run_id, module.as_ref())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(mapping::run_info(&record)))
+    }
+
+    async fn reset(
+        &self,
+        request: Request<proto::ResetRequest>,
+    ) -> Result<Response<proto::ResetResponse>, Status> {
+        let r = request.into_inner();
+        let run_id = self.resolve(r.run.as_ref()).await?;
+        let module = self.module_ref(r.module.as_ref()).await?;
+        let reset = self
+            .host
+            .reset(ResetRequest {
+                run_id,
+                to_event: r.to_event,
+                module,
+                reason: if r.reason.is_empty() {
+                    "reset by an operator".into()
+                } else {
+                    r.reason
+                },
+            })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::ResetResponse {
+            run_id: reset.run_id.to_string(),
+            workflow_id: reset.workflow_id,
+            module_sha256: reset.module_sha256.to_string(),
+            kept_events: reset.kept_events,
+            signals: reset.signals as u32,
+            terminated_old: reset.terminated_old,
+        }))
     }
 }

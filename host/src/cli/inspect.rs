@@ -1,4 +1,4 @@
-//! `weft describe`, `list`, `show`, `wait` and `replay`: reading runs.
+//! `weft describe`, `list`, `show`, `wait` and `replay ID`: reading runs.
 
 use super::{Global, output};
 use std::time::Duration;
@@ -136,8 +136,9 @@ pub(crate) async fn wait(g: &Global, a: WaitArgs) -> anyhow::Result<()> {
     output::require_completed(&run)
 }
 
-pub(crate) async fn replay(g: &Global, a: RunArgs) -> anyhow::Result<()> {
-    let verdict = g.client().await?.replay(&a.id, a.run_id.as_deref()).await?;
+/// Replays a run on the host, against the module it is on.
+pub(crate) async fn replay(g: &Global, id: &str, run_id: Option<&str>) -> anyhow::Result<()> {
+    let verdict = g.client().await?.replay(id, run_id).await?;
     match g.output {
         output::Format::Json => output::json(&verdict),
         output::Format::Text if verdict.identical => println!(

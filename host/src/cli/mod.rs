@@ -4,6 +4,7 @@
 //! (`--address`, `WEFT_ADDRESS`; `--token`, `WEFT_TOKEN`), printing readable
 //! text or, with `--output json`, JSON for scripts.
 
+mod audit;
 mod bench;
 mod deploy;
 mod inspect;
@@ -11,6 +12,7 @@ mod messages;
 mod output;
 mod serve;
 mod start;
+mod versions;
 
 use clap::{Parser, Subcommand};
 use weft::client::{Client, DEFAULT_ADDRESS};
@@ -56,8 +58,24 @@ enum Command {
     Server(serve::ServerArgs),
     /// Deploys a workflow module (a .wasm component) under a name and version.
     Deploy(deploy::DeployArgs),
-    /// Lists deployed modules.
-    Modules(deploy::ModulesArgs),
+    /// Deployed modules: list (the default), set a name's default, download one, collect garbage.
+    Modules {
+        #[command(subcommand)]
+        command: Option<versions::ModulesCommand>,
+    },
+    /// Replays the open (and recently closed) runs of a module name against a
+    /// candidate and reports each: identical, or the first divergence. Exit code 3
+    /// when an open run would not replay.
+    Check(versions::CheckArgs),
+    /// Moves the open runs of a name that replay identically on a deployed
+    /// version to it; the others stay where they are.
+    Upgrade(versions::UpgradeArgs),
+    /// Puts a stuck run back to work, on its module or on a fixed version.
+    Resume(versions::ResumeArgs),
+    /// Starts a workflow over from the end of an activation of a run: a new
+    /// run keeps the history up to there and receives again the signals that
+    /// came after; an open old run is terminated.
+    Reset(versions::ResetArgs),
     /// Starts a workflow run (optionally waiting for its result).
     Start(start::StartArgs),
     /// Sends a signal to a workflow.
@@ -78,8 +96,14 @@ enum Command {
     Show(inspect::RunArgs),
     /// Waits for a run to close and shows it.
     Wait(inspect::WaitArgs),
-    /// Replays a run against its module: identical, or the first divergence.
-    Replay(inspect::RunArgs),
+    /// Replays a run against its module on the host, or an export offline
+    /// (--history FILE --module FILE): identical, or the first divergence.
+    Replay(audit::ReplayArgs),
+    /// Writes a run's complete record (history, hash chain, module) as JSON.
+    Export(audit::ExportArgs),
+    /// Checks an export's (or a run's) hash chain and names the first
+    /// altered, missing or reordered event.
+    Verify(audit::VerifyArgs),
     /// Measures throughput, start-to-result latency and replay speed on each backend.
     Bench(bench::BenchArgs),
 }
@@ -91,7 +115,11 @@ impl Cli {
             Command::Dev(args) => serve::dev(args).await,
             Command::Server(args) => serve::server(args).await,
             Command::Deploy(args) => deploy::run(&g, args).await,
-            Command::Modules(args) => deploy::modules(&g, args).await,
+            Command::Modules { command } => versions::modules(&g, command).await,
+            Command::Check(args) => versions::check(&g, args).await,
+            Command::Upgrade(args) => versions::upgrade(&g, args).await,
+            Command::Resume(args) => versions::resume(&g, args).await,
+            Command::Reset(args) => versions::reset(&g, args).await,
             Command::Start(args) => start::run(&g, args).await,
             Command::Signal(args) => messages::signal(&g, args).await,
             Command::Query(args) => messages::query(&g, args).await,
@@ -102,9 +130,26 @@ impl Cli {
             Command::List(args) => inspect::list(&g, args).await,
             Command::Show(args) => inspect::show(&g, args).await,
             Command::Wait(args) => inspect::wait(&g, args).await,
-            Command::Replay(args) => inspect::replay(&g, args).await,
+            Command::Replay(args) => audit::replay(&g, args).await,
+            Command::Export(args) => audit::export(&g, args).await,
+            Command::Verify(args) => audit::verify(&g, args).await,
             Command::Bench(args) => bench::run(args).await,
         }
+    }
+}
+
+/// A command that ran but whose answer is "no": the process exits with
+/// `code` (documented with the command) after printing `message`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct Refused {
+    pub(crate) code: u8,
+    message: String,
+}
+
+impl Refused {
+    pub(crate) fn new(code: u8, message: String) -> Self {
+        Self { code, message }
     }
 }
 

@@ -221,6 +221,22 @@ pub enum Event {
     WorkflowTerminated { reason: String },
     /// Written by the host: the run or execution timeout passed. Ends the history.
     WorkflowTimedOut { timeout: String },
+    /// Written by the host between activations: an operator moved the run to
+    /// module `to` (an upgrade, or the resume of a stuck run on a fixed
+    /// module) after `to` replayed the history so far identically. From here
+    /// on the run, and any replay of its whole history, uses `to`.
+    ModuleChanged {
+        from: Sha256Hex,
+        to: Sha256Hex,
+        reason: String,
+    },
+    /// Written by the host after the kept prefix of a reset run: this run
+    /// continues `from_run_id`'s history as it stood at event `at_event`.
+    WorkflowReset {
+        from_run_id: super::RunId,
+        at_event: u64,
+        reason: String,
+    },
 }
 
 impl Event {
@@ -254,6 +270,8 @@ impl Event {
             Event::WorkflowContinuedAsNew { .. } => "workflow_continued_as_new",
             Event::WorkflowTerminated { .. } => "workflow_terminated",
             Event::WorkflowTimedOut { .. } => "workflow_timed_out",
+            Event::ModuleChanged { .. } => "module_changed",
+            Event::WorkflowReset { .. } => "workflow_reset",
         }
     }
 

@@ -21,9 +21,9 @@
 //! timers and retries expire exactly when a test says.
 
 use super::{
-    ActivationCommit, AttemptOutcome, CreateRun, Heartbeat, NewActivityTask, NewTimer,
-    PostgresStore, ResolvedActivity, RunClaim, RunOptions, RunOutcome, RunStatus, SqliteStore,
-    Store, StoreError,
+    ActivationCommit, AttemptOutcome, CreateRun, Heartbeat, ModuleRecord, NewActivityTask,
+    NewTimer, PostgresStore, ResolvedActivity, RunClaim, RunOptions, RunOutcome, RunRecord,
+    RunStatus, SqliteStore, Store, StoreError,
 };
 use crate::model::{
     ActivityOptions, Event, Failure, History, RecordedEvent, RetryPolicy, RunId, Sha256Hex,
@@ -44,6 +44,7 @@ mod lifecycle;
 mod modules;
 mod requests;
 mod signals;
+mod versions;
 mod workflow_ids;
 
 pub use activities::*;
@@ -57,6 +58,7 @@ pub use lifecycle::*;
 pub use modules::*;
 pub use requests::*;
 pub use signals::*;
+pub use versions::*;
 pub use workflow_ids::*;
 
 /// What the suite runs against: a store, and how to clean up after it.
@@ -185,6 +187,15 @@ macro_rules! conformance_tests {
             cancel_leaves_resolved_and_unknown_activities_alone,
             claim_activity_takes_one_local_task_by_key,
             claim_activity_waits_for_a_retry_to_be_due,
+            a_name_has_one_default_module,
+            a_version_names_one_module,
+            module_usage_counts_runs_and_runs_of_module_samples_them,
+            change_module_appends_to_the_chain_and_moves_the_run,
+            change_module_waits_for_the_activating_host,
+            resume_makes_a_stuck_run_runnable_on_a_fixed_module,
+            resume_on_the_same_module_appends_nothing,
+            garbage_collection_keeps_open_runs_and_the_modules_they_need,
+            a_reset_run_is_placed_whole_with_its_inheritance,
         );
     };
 }

@@ -2,8 +2,10 @@
 //!
 //! The log ([`HistoryStore`]) is the truth; the other tables are indexes that let
 //! work be found quickly: runs that need an activation ([`RunStore`]), activity
-//! tasks ([`ActivityStore`]), the signal inbox ([`SignalStore`]) and deployed
-//! modules ([`ModuleStore`]). [`Store`] is all of them together.
+//! tasks ([`ActivityStore`]), the signal inbox ([`SignalStore`]), deployed
+//! modules ([`ModuleStore`]) and what operators change about them: default
+//! versions, upgrades, retention ([`VersionStore`]). [`Store`] is all of
+//! them together.
 //!
 //! Two implementations behave the same: [`SqliteStore`] (the embedded default)
 //! and [`PostgresStore`] (many hosts on one database). The contract is pinned
@@ -32,9 +34,11 @@ mod expiry;
 mod postgres;
 mod rows;
 mod sqlite;
+mod versions;
 
 pub use postgres::{PostgresOptions, PostgresStore, redact_url};
 pub use sqlite::SqliteStore;
+pub use versions::{ChangeModule, Garbage, GarbageRequest, ModuleUsage, VersionStore};
 
 use crate::model::{
     ActivityOptions, EventHash, Failure, History, ParentClosePolicy, ParentLink, RecordedEvent,
@@ -73,6 +77,15 @@ pub enum StoreError {
     },
     #[error("{what} not found")]
     NotFound { what: String },
+    /// A deploy reused a name and version for other bytes.
+    #[error(
+        "module {name} version {version} is already deployed with other bytes (sha256 {sha256}); deploy these under a new version"
+    )]
+    VersionTaken {
+        name: String,
+        version: String,
+        sha256: String,
+    },
     /// Stored data that cannot be read back (a corrupted row, a bad migration).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -794,8 +807,14 @@ pub trait ModuleStore: Send + Sync {
 }
 
 /// Every storage trait at once: what a host needs.
-pub trait Store: HistoryStore + RunStore + ActivityStore + SignalStore + ModuleStore {}
-impl<T: HistoryStore + RunStore + ActivityStore + SignalStore + ModuleStore> Store for T {}
+pub trait Store:
+    HistoryStore + RunStore + ActivityStore + SignalStore + ModuleStore + VersionStore
+{
+}
+impl<T: HistoryStore + RunStore + ActivityStore + SignalStore + ModuleStore + VersionStore> Store
+    for T
+{
+}
 
 /// Opens a store from a URL: `postgres://…`, `sqlite://PATH` or a bare file path (SQLite).
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {

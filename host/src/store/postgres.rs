@@ -47,6 +47,7 @@ use sqlx::{Postgres, Transaction};
 
 mod lifecycle;
 mod notify;
+mod versions;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -97,6 +98,10 @@ pub struct PostgresOptions {
 }
 
 impl PostgresStore {
+    /// A transaction for a write of several statements.
+    async fn begin_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
     /// Connects to `url` (`postgres://user@host:port/db`) and brings the schema up to date.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         Self::connect_with(url, PostgresOptions::default()).await
@@ -999,6 +1004,15 @@ impl ModuleStore for PostgresStore {
         now_ms: u64,
     ) -> StoreResult<ModuleRecord> {
         let sha256 = Sha256Hex::of(bytes);
+        let taken: Option<String> = sqlx::query_scalar(rows::VERSION_TAKEN)
+            .bind(name)
+            .bind(version)
+            .bind(sha256.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(existing) = taken {
+            return Err(rows::version_taken(name, version, existing));
+        }
         sqlx::query(
             "INSERT INTO modules (sha256, name, version, bytes, size, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (sha256) DO NOTHING",

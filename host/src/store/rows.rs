@@ -16,8 +16,10 @@ use serde::de::DeserializeOwned;
 use std::fmt::Display;
 
 mod lifecycle;
+mod versions;
 
 pub(super) use lifecycle::*;
+pub(super) use versions::*;
 
 /// A `u64` as stored in a signed 64-bit column. Values past `i64::MAX` (about
 /// 292 million years of milliseconds) saturate rather than wrap.
@@ -45,7 +47,7 @@ pub(super) fn from_json<T: DeserializeOwned>(text: &str, what: impl Display) -> 
         .map_err(|e| StoreError::Corrupt(format!("{what} is not valid JSON: {e}")))
 }
 
-fn hash(hex: &str, what: impl Display) -> StoreResult<EventHash> {
+pub(super) fn hash(hex: &str, what: impl Display) -> StoreResult<EventHash> {
     EventHash::from_hex(hex).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 

@@ -34,6 +34,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use std::time::Duration;
 
 mod lifecycle;
+mod versions;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -956,6 +957,15 @@ impl ModuleStore for SqliteStore {
     ) -> StoreResult<ModuleRecord> {
         let sha256 = Sha256Hex::of(bytes);
         let mut tx = self.begin_write().await?;
+        let taken: Option<String> = sqlx::query_scalar(rows::VERSION_TAKEN)
+            .bind(name)
+            .bind(version)
+            .bind(sha256.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(existing) = taken {
+            return Err(rows::version_taken(name, version, existing));
+        }
         sqlx::query(
             "INSERT INTO modules (sha256, name, version, bytes, size, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (sha256) DO NOTHING",

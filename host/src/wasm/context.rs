@@ -2,13 +2,33 @@
 //! run's recorded state or records a command. Calls are quick and never block.
 
 use super::bindings::{context, wit};
-use super::state::GuestState;
+use super::state::{Diverging, GuestState};
 use crate::model::{ActivityOptions, ChildRequest, Command, Failure};
 use serde_json::Value;
 
 impl wit::Host for GuestState {}
 
 impl GuestState {
+    /// Records a command the guest issued. While a replay locates
+    /// divergences ([`GuestState::expected`]), a command other than the one
+    /// the history records at this point traps the guest here, so that the
+    /// trap's backtrace names the guest code that issued it.
+    fn issue(&mut self, command: Command) -> wasmtime::Result<()> {
+        let now_ms = self.clock.now_ms();
+        if let Some(expected) = &mut self.expected {
+            let issued = command.to_event(now_ms);
+            if expected.events.get(expected.next) != Some(&issued) {
+                return Err(wasmtime::Error::new(Diverging {
+                    index: expected.next,
+                    issued: Box::new(issued),
+                }));
+            }
+            expected.next += 1;
+        }
+        self.commands.push(command);
+        Ok(())
+    }
+
     fn take_seq(&mut self) -> u32 {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -48,17 +68,17 @@ impl context::Host for GuestState {
         let input = self.payload(&format!("the input of activity {name:?}"), &input)?;
         let options: ActivityOptions = options.into();
         let seq = self.take_seq();
-        self.commands.push(Command::ScheduleActivity {
+        self.issue(Command::ScheduleActivity {
             seq,
             name,
             input,
             options,
-        });
+        })?;
         Ok(seq)
     }
 
     fn request_cancel_activity(&mut self, seq: u32) -> wasmtime::Result<()> {
-        self.commands.push(Command::RequestCancelActivity { seq });
+        self.issue(Command::RequestCancelActivity { seq })?;
         Ok(())
     }
 
@@ -73,7 +93,7 @@ impl context::Host for GuestState {
         } else {
             options.workflow_id
         };
-        self.commands.push(Command::StartChild {
+        self.issue(Command::StartChild {
             seq,
             request: ChildRequest {
                 workflow_type: options.workflow_type,
@@ -82,12 +102,12 @@ impl context::Host for GuestState {
                 parent_close_policy: options.parent_close_policy.into(),
                 execution_timeout_ms: options.execution_timeout_ms,
             },
-        });
+        })?;
         Ok(seq)
     }
 
     fn request_cancel_child(&mut self, seq: u32) -> wasmtime::Result<()> {
-        self.commands.push(Command::RequestCancelChild { seq });
+        self.issue(Command::RequestCancelChild { seq })?;
         Ok(())
     }
 
@@ -100,10 +120,10 @@ impl context::Host for GuestState {
             Ok(text) => Ok(self.payload(&format!("the answer to update {id:?}"), &text)?),
             Err(failure) => Err(Failure::from(failure)),
         };
-        self.commands.push(Command::CompleteUpdate {
+        self.issue(Command::CompleteUpdate {
             update_id: id,
             outcome,
-        });
+        })?;
         Ok(())
     }
 
@@ -114,9 +134,9 @@ impl context::Host for GuestState {
         // Replaying, the history decides; live, the new path is taken and marked.
         let answer = !self.clock.replaying() || self.recorded_patches.contains(&change_id);
         if answer {
-            self.commands.push(Command::PatchMarker {
+            self.issue(Command::PatchMarker {
                 change_id: change_id.clone(),
-            });
+            })?;
         }
         self.patch_answers.insert(change_id, answer);
         Ok(answer)
@@ -130,7 +150,7 @@ impl context::Host for GuestState {
                 text.len()
             )));
         }
-        self.commands.push(Command::SetStatusLine { text });
+        self.issue(Command::SetStatusLine { text })?;
         Ok(())
     }
 
@@ -149,9 +169,7 @@ impl context::Host for GuestState {
                 "search attribute {key:?} is a list or an object; values must be strings, numbers, booleans or null"
             )));
         }
-        self.commands
-            .push(Command::UpsertSearchAttributes { attributes });
-        Ok(())
+        self.issue(Command::UpsertSearchAttributes { attributes })
     }
 
     fn info(&mut self) -> wasmtime::Result<wit::WorkflowInfo> {
@@ -164,12 +182,12 @@ impl context::Host for GuestState {
 
     fn start_timer(&mut self, duration_ms: u64) -> wasmtime::Result<u32> {
         let seq = self.take_seq();
-        self.commands.push(Command::StartTimer { seq, duration_ms });
+        self.issue(Command::StartTimer { seq, duration_ms })?;
         Ok(seq)
     }
 
     fn cancel_timer(&mut self, seq: u32) -> wasmtime::Result<()> {
-        self.commands.push(Command::CancelTimer { seq });
+        self.issue(Command::CancelTimer { seq })?;
         Ok(())
     }
 

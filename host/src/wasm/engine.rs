@@ -104,7 +104,10 @@ impl WasmEngine {
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
-            .cranelift_nan_canonicalization(true);
+            .cranelift_nan_canonicalization(true)
+            // A divergence found by a check names the guest's file and line
+            // when the module carries DWARF (build it with debug info).
+            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
         if config.pooled_instances > 0 {
             let n = config.pooled_instances;
             let mut pool = PoolingAllocationConfig::default();

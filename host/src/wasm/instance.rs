@@ -2,7 +2,7 @@
 
 use super::bindings::{self, Workflow};
 use super::engine::{EPOCH_TICK, LoadedModule, WasmEngine};
-use super::state::{GuestState, RunInfo};
+use super::state::{Diverging, Expected, GuestState, RunInfo};
 use crate::model::{Command, GuestStatus, Job, RunId};
 use std::sync::atomic::Ordering;
 use wasmtime::{Store, UpdateDeadline};
@@ -25,6 +25,16 @@ pub enum GuestError {
     Contract { message: String },
     #[error("the instance cannot be created: {message}")]
     Instantiate { message: String },
+    /// Replaying with [`Instance::expect`]: the guest issued `issued` as the
+    /// activation's command number `index` (from 0), which the history does
+    /// not record there. `location` is the guest function that issued it
+    /// (with file and line when the module carries debug info).
+    #[error("the guest issued {} where the history records another command{}", issued.kind(), location.as_ref().map(|l| format!(" (in {l})")).unwrap_or_default())]
+    Diverged {
+        index: usize,
+        issued: Box<crate::model::Event>,
+        location: Option<String>,
+    },
     /// Not the guest's fault: every instance slot is in use. Retry later.
     #[error(
         "every instance slot is in use ({message}); the activation is retried when one frees up, raise `pooled_instances` if this persists"
@@ -117,6 +127,14 @@ impl Instance {
     }
 
     /// Sets the workflow time and whether the next calls replay recorded history.
+    /// While replaying to locate divergences: the events the next
+    /// activation recorded for its commands (`None`: stop checking). A
+    /// different command then ends the call with [`GuestError::Diverged`],
+    /// which names the guest code that issued it.
+    pub(crate) fn expect(&mut self, events: Option<Vec<crate::model::Event>>) {
+        self.store.data_mut().expected = events.map(|events| Expected { events, next: 0 });
+    }
+
     pub fn set_time(&mut self, time_ms: u64, replaying: bool) {
         let clock = &self.store.data().clock;
         clock.time_ms.store(time_ms, Ordering::Relaxed);
@@ -135,6 +153,15 @@ impl Instance {
 
     fn classify(&mut self, err: wasmtime::Error) -> GuestError {
         self.poisoned = true;
+        if let Some(d) = err.downcast_ref::<Diverging>() {
+            return GuestError::Diverged {
+                index: d.index,
+                issued: d.issued.clone(),
+                location: err
+                    .downcast_ref::<wasmtime::WasmBacktrace>()
+                    .and_then(guest_location),
+            };
+        }
         if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
             return GuestError::Deadline {
                 limit_ms: self.limit_ms,
@@ -251,4 +278,56 @@ impl Instance {
             Err(message) => Err(message),
         })
     }
+}
+
+/// Where in the guest's own code a backtrace was taken: the innermost source
+/// line outside the SDK, its bindings and the standard library, when the
+/// module carries DWARF line tables; else the innermost such function by
+/// name. Release builds inline the workflow into the SDK's executor, so
+/// without debug info there is often nothing to name (`None`).
+fn guest_location(bt: &wasmtime::WasmBacktrace) -> Option<String> {
+    const PLUMBING_FILES: &[&str] = &[
+        "/guest-sdk/",
+        "/weft-sdk",
+        "/wit-bindgen",
+        "/rustc/",
+        "/.cargo/registry/",
+        "/library/core/",
+        "/library/alloc/",
+        "/library/std/",
+    ];
+    const PLUMBING_NAMES: &[&str] = &[
+        "weft_sdk::",
+        "<weft_sdk::",
+        "wit_bindgen",
+        "<wit_bindgen",
+        "core::",
+        "<core::",
+        "alloc::",
+        "<alloc::",
+        "std::",
+        "<std::",
+    ];
+    const EXPORTS: &[&str] = &["start", "deliver", "query", "validate-update"];
+    let line = bt.frames().iter().find_map(|frame| {
+        frame.symbols().iter().find_map(|symbol| {
+            let file = symbol.file()?;
+            if PLUMBING_FILES.iter().any(|p| file.contains(p)) {
+                return None;
+            }
+            Some(match symbol.line() {
+                Some(line) => format!("{file}:{line}"),
+                None => file.to_owned(),
+            })
+        })
+    });
+    line.or_else(|| {
+        bt.frames().iter().find_map(|frame| {
+            let name = format!("{:#}", rustc_demangle::demangle(frame.func_name()?));
+            let plumbing = PLUMBING_NAMES.iter().any(|p| name.starts_with(p))
+                || EXPORTS.contains(&name.as_str())
+                || name.starts_with("wasm-function");
+            (!plumbing).then_some(name)
+        })
+    })
 }

@@ -6,7 +6,7 @@
 //! one [`RunRng`] seeded from the history, and stdout/stderr are
 //! [`GuestOutput`]s that turn lines into log records except while replaying.
 
-use crate::model::{Command, RunId};
+use crate::model::{Command, Event, RunId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -216,6 +216,9 @@ pub(crate) struct GuestState {
     pub(crate) next_seq: u32,
     /// Commands issued during the current activation.
     pub(crate) commands: Vec<Command>,
+    /// While a replay locates divergences: what the activation being replayed
+    /// recorded for its commands. `None` in live runs.
+    pub(crate) expected: Option<Expected>,
     pub(crate) max_payload_bytes: usize,
     /// Epoch ticks left in the current guest call.
     pub(crate) ticks_left: u64,
@@ -271,6 +274,7 @@ impl GuestState {
             rng,
             next_seq: 1,
             commands: Vec::new(),
+            expected: None,
             max_payload_bytes,
             ticks_left: 0,
             info: RunInfo::default(),
@@ -323,4 +327,22 @@ pub(crate) fn add_to_linker(l: &mut Linker<GuestState>) -> wasmtime::Result<()> 
     filesystem::types::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
     filesystem::preopens::add_to_linker::<T, WasiFilesystem>(l, T::filesystem)?;
     Ok(())
+}
+
+/// The error a guest call ends with when, replaying with
+/// [`GuestState::expected`] set, the guest issues a command the history does
+/// not record at that point. Its backtrace says where in the guest.
+#[derive(Debug, thiserror::Error)]
+#[error("the guest issued {} as its command {index} of this activation, where the history records another", issued.kind())]
+pub(crate) struct Diverging {
+    pub(crate) index: usize,
+    pub(crate) issued: Box<Event>,
+}
+
+/// The commands an activation recorded, and how many the guest has issued
+/// again so far (its `start` and `deliver` calls count together).
+#[derive(Debug, Default)]
+pub(crate) struct Expected {
+    pub(crate) events: Vec<Event>,
+    pub(crate) next: usize,
 }

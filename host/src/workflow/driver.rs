@@ -206,7 +206,7 @@ impl Driver {
             Err(error) => return Ok(Err(ReplayError::Guest { at_event: 1, error })),
         };
         Ok(
-            match replay_into(&mut instance, &start, &activations).await {
+            match replay_into(&mut instance, &start, &activations, false).await {
                 Ok(Replayed { last_time_ms, .. }) => Ok(Warm {
                     instance,
                     start,

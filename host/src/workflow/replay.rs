@@ -12,6 +12,8 @@ pub struct StartInfo {
     pub workflow_type: String,
     pub workflow_id: String,
     pub input: Value,
+    /// The module the run is on now: the one event 1 names, or the last
+    /// `module_changed` moved it to. It replays the whole history.
     pub module_sha256: Sha256Hex,
     pub seed: u64,
     pub parent: Option<ParentLink>,
@@ -72,6 +74,10 @@ pub struct Divergence {
     pub recorded: Option<Event>,
     /// What the guest issues now (`None`: the guest no longer issues the recorded command).
     pub issued: Option<Event>,
+    /// The guest function that issued it, with file and line when the module
+    /// has debug info; found by the compatibility check and offline replays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 impl std::fmt::Display for Divergence {
@@ -86,7 +92,11 @@ impl std::fmt::Display for Divergence {
             self.event_seq,
             show(&self.recorded),
             show(&self.issued)
-        )
+        )?;
+        match &self.location {
+            Some(location) => write!(f, " (issued in {location})"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -122,7 +132,7 @@ pub(crate) fn parse_history(
     history: &History,
 ) -> Result<(StartInfo, Vec<RecordedActivation<'_>>), HistoryError> {
     let events = history.events();
-    let start = match events.first() {
+    let mut start = match events.first() {
         Some(RecordedEvent {
             event:
                 Event::WorkflowStarted {
@@ -189,6 +199,20 @@ pub(crate) fn parse_history(
                     reason: "workflow_started is allowed only as event 1".into(),
                 });
             }
+            Event::ModuleChanged { from, to, .. } => {
+                if from != &start.module_sha256 {
+                    return Err(HistoryError {
+                        seq: e.seq,
+                        reason: format!(
+                            "module_changed from {from}, but the run was on {}",
+                            start.module_sha256
+                        ),
+                    });
+                }
+                start.module_sha256 = to.clone();
+            }
+            // Where a reset run's kept prefix ends: nothing for the guest.
+            Event::WorkflowReset { .. } => {}
             // Termination and timeouts are the host's verdict, outside any activation.
             event if event.is_host_verdict() => ended = true,
             event => {
@@ -268,6 +292,7 @@ fn compare(activation: &RecordedActivation<'_>, issued: &[Event]) -> Result<(), 
                 event_seq,
                 recorded: recorded.map(|r| r.event.clone()),
                 issued: now.cloned(),
+                location: None,
             }));
         }
     }
@@ -283,17 +308,30 @@ pub(crate) struct Replayed {
 }
 
 /// Replays `activations` into a fresh `instance`, checking every command.
+/// With `locate`, a command that differs traps the guest where it was issued,
+/// so that the divergence names the guest code (checks and audits use it; a
+/// live rebuild does not pay for it).
 pub(crate) async fn replay_into(
     instance: &mut Instance,
     start: &StartInfo,
     activations: &[RecordedActivation<'_>],
+    locate: bool,
 ) -> Result<Replayed, ReplayError> {
     let mut replayed = Replayed {
         status: GuestStatus::Pending,
         last_time_ms: 0,
     };
     for (i, activation) in activations.iter().enumerate() {
-        let (commands, status) = run_guest(
+        if locate {
+            instance.expect(Some(
+                activation
+                    .commands
+                    .iter()
+                    .map(|e| e.event.clone())
+                    .collect(),
+            ));
+        }
+        let ran = run_guest(
             instance,
             start,
             i == 0,
@@ -301,11 +339,29 @@ pub(crate) async fn replay_into(
             activation.time_ms,
             true,
         )
-        .await
-        .map_err(|error| ReplayError::Guest {
-            at_event: activation.opened_at,
-            error,
-        })?;
+        .await;
+        let (commands, status) = match ran {
+            Ok(ran) => ran,
+            Err(GuestError::Diverged {
+                index,
+                issued,
+                location,
+            }) => {
+                let recorded = activation.commands.get(index);
+                return Err(ReplayError::Diverged(Box::new(Divergence {
+                    event_seq: recorded.map(|r| r.seq).unwrap_or(activation.last_seq() + 1),
+                    recorded: recorded.map(|r| r.event.clone()),
+                    issued: Some(*issued),
+                    location,
+                })));
+            }
+            Err(error) => {
+                return Err(ReplayError::Guest {
+                    at_event: activation.opened_at,
+                    error,
+                });
+            }
+        };
         let issued = command_events(&commands, &status, activation.time_ms);
         compare(activation, &issued).map_err(ReplayError::Diverged)?;
         replayed.status = status;
@@ -357,7 +413,7 @@ async fn replay_unpinned(
     let mut instance = Instance::new(engine, module, start.instance_options(run_id))
         .await
         .map_err(|error| ReplayError::Guest { at_event: 1, error })?;
-    match replay_into(&mut instance, start, activations).await {
+    match replay_into(&mut instance, start, activations, true).await {
         Ok(r) => Ok(ReplayVerdict::Identical {
             status: r.status,
             events,

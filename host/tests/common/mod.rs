@@ -245,7 +245,7 @@ impl TestHost {
 
     pub async fn deploy(&self, crate_name: &str) -> Sha256Hex {
         self.host
-            .deploy(crate_name, "test", &guest(crate_name))
+            .deploy(crate_name, "", &guest(crate_name))
             .await
             .unwrap()
             .sha256

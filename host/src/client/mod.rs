@@ -13,6 +13,14 @@
 //! # Ok(()) }
 //! ```
 
+mod audit;
+mod versions;
+
+pub use versions::{
+    DeploySpec, DeployedView, DivergenceView, GarbageView, ModuleSpec, ResetView, RunCheckView,
+    RunResults, RunUpgradeView,
+};
+
 use crate::api::proto::{
     self, module_service_client::ModuleServiceClient,
     workflow_service_client::WorkflowServiceClient,
@@ -301,14 +309,23 @@ impl From<proto::HistoryResponse> for HistoryView {
     }
 }
 
-/// A deployed module.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// A deployed module; in a listing, with its default flag and run counts.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ModuleView {
     pub sha256: String,
     pub name: String,
     pub version: String,
     pub size: u64,
     pub created_at_ms: u64,
+    /// New runs of its name take it.
+    #[serde(default)]
+    pub is_default: bool,
+    /// Running or stuck runs pinned to it.
+    #[serde(default)]
+    pub open_runs: u64,
+    /// Closed runs pinned to it whose histories are kept.
+    #[serde(default)]
+    pub closed_runs: u64,
 }
 
 impl From<proto::ModuleInfo> for ModuleView {
@@ -319,6 +336,9 @@ impl From<proto::ModuleInfo> for ModuleView {
             version: m.version,
             size: m.size,
             created_at_ms: m.created_at_ms,
+            is_default: m.is_default,
+            open_runs: m.open_runs,
+            closed_runs: m.closed_runs,
         }
     }
 }
@@ -380,23 +400,24 @@ impl Client {
         })
     }
 
-    /// Deploys a component; the version defaults to the start of its sha256.
+    /// Deploys a component and makes it the default of its name; the
+    /// version defaults to the start of its sha256. See
+    /// [`deploy_module`](Self::deploy_module) for a checked deploy.
     pub async fn deploy(
         &self,
         name: &str,
         version: Option<&str>,
         wasm: Vec<u8>,
     ) -> Result<ModuleView, ClientError> {
-        let r = self
-            .modules
-            .clone()
-            .deploy(proto::DeployRequest {
+        let deployed = self
+            .deploy_module(DeploySpec {
                 name: name.into(),
-                version: version.unwrap_or_default().into(),
+                version: version.map(Into::into),
                 wasm,
+                ..Default::default()
             })
             .await?;
-        Ok(r.into_inner().into())
+        Ok(deployed.module)
     }
 
     pub async fn modules(&self) -> Result<Vec<ModuleView>, ClientError> {

@@ -1,0 +1,413 @@
+//! Auditing a run without the database: its complete record ([`Export`]),
+//! the proof that the record was not altered ([`verify`]), and the replay of
+//! the record against the module it names ([`replay_offline`]).
+//!
+//! An export is one JSON document: the run (ids, status, result), the module
+//! it is pinned to (sha256, name, version), every event exactly as stored —
+//! number, time, kind, fields and chain hash — and the count and head hash of
+//! the chain. [`verify`] works on the raw text, so that a field added,
+//! removed or edited anywhere is caught even where the model would ignore or
+//! drop it; it names the first event out of place. Verifying proves the
+//! record is internally consistent; comparing its head hash with one kept
+//! elsewhere (the host's, or one published when the run closed) proves no
+//! event was cut off the end.
+//!
+//! ```no_run
+//! # fn f(export_json: &str, module: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+//! let verified = weft::audit::verify(export_json)?;
+//! println!("{} events, head {}", verified.events, verified.head);
+//! let rt = tokio::runtime::Runtime::new()?;
+//! let replayed = rt.block_on(weft::audit::replay_offline(module, export_json))?;
+//! println!("{}", replayed.verdict_text());
+//! # Ok(()) }
+//! ```
+
+use crate::model::{Event, EventHash, Failure, History, RecordedEvent, Sha256Hex};
+use crate::wasm::{EngineConfig, WasmEngine};
+use crate::workflow::{ReplayError, ReplayVerdict, replay_history};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+impl crate::Host {
+    /// A run's complete record, from this host's store.
+    pub async fn export(&self, run_id: &crate::model::RunId) -> Result<Export, crate::HostError> {
+        let run = self.describe(run_id).await?;
+        let history = self.history(run_id).await?;
+        let module = self.module_record(&run.module_sha256).await.ok();
+        Ok(Export::new(
+            ExportedRun {
+                run_id: run.run_id.to_string(),
+                workflow_id: run.workflow_id.clone(),
+                workflow_type: run.workflow_type.clone(),
+                status: run.status.as_str().into(),
+                output: run.output.clone(),
+                failure: run.failure.clone(),
+            },
+            ExportedModule {
+                sha256: run.module_sha256.clone(),
+                name: module.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+                version: module.map(|m| m.version).unwrap_or_default(),
+            },
+            history.into_events(),
+            self.clock().now_ms(),
+        ))
+    }
+}
+
+/// The `format` of an export this version writes and reads.
+pub const FORMAT: &str = "weft-history/1";
+
+/// A run's complete, self-checking record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Export {
+    /// [`FORMAT`].
+    pub format: String,
+    pub exported_at_ms: u64,
+    pub run: ExportedRun,
+    /// The module the run is on (the one that replays its whole history).
+    pub module: ExportedModule,
+    pub event_count: u64,
+    /// The hash of the last event: the chain's head.
+    pub head: EventHash,
+    pub events: Vec<ExportedEvent>,
+}
+
+/// One event as stored: its number, time, kind, fields (the payload the
+/// hash covers) and chain hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportedEvent {
+    pub seq: u64,
+    pub recorded_at_ms: u64,
+    pub kind: String,
+    pub payload: Value,
+    pub hash: EventHash,
+}
+
+impl From<&RecordedEvent> for ExportedEvent {
+    fn from(e: &RecordedEvent) -> Self {
+        Self {
+            seq: e.seq,
+            recorded_at_ms: e.recorded_at_ms,
+            kind: e.event.kind().to_owned(),
+            payload: serde_json::from_str(&e.event.payload_json())
+                .expect("an event's payload is JSON"),
+            hash: e.hash,
+        }
+    }
+}
+
+/// The run an export records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportedRun {
+    pub run_id: String,
+    pub workflow_id: String,
+    pub workflow_type: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+/// The module an export's run is on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportedModule {
+    pub sha256: Sha256Hex,
+    pub name: String,
+    pub version: String,
+}
+
+impl Export {
+    /// An export of `events`, with its count and head.
+    pub fn new(
+        run: ExportedRun,
+        module: ExportedModule,
+        events: Vec<RecordedEvent>,
+        exported_at_ms: u64,
+    ) -> Self {
+        let head = events.last().map(|e| e.hash).unwrap_or(EventHash::GENESIS);
+        Self {
+            format: FORMAT.into(),
+            exported_at_ms,
+            run,
+            module,
+            event_count: events.len() as u64,
+            head,
+            events: events.iter().map(ExportedEvent::from).collect(),
+        }
+    }
+
+    /// The history the export records, as the host's model reads it.
+    pub fn history(&self) -> Result<History, AuditError> {
+        let mut events = Vec::with_capacity(self.events.len());
+        for e in &self.events {
+            let event = Event::from_parts(&e.kind, &e.payload.to_string()).map_err(|err| {
+                AuditError::Altered {
+                    seq: e.seq,
+                    kind: e.kind.clone(),
+                    how: format!("it is not an event Weft writes ({err})"),
+                }
+            })?;
+            events.push(RecordedEvent {
+                seq: e.seq,
+                recorded_at_ms: e.recorded_at_ms,
+                event,
+                hash: e.hash,
+            });
+        }
+        Ok(History::from_recorded(events))
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("exports serialise")
+    }
+}
+
+/// What a successful [`verify`] established.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Verified {
+    pub run_id: String,
+    pub workflow_id: String,
+    pub module_sha256: Sha256Hex,
+    pub events: u64,
+    /// The chain's head: compare it with one kept elsewhere to prove nothing was cut off.
+    pub head: String,
+}
+
+/// Why an export does not verify: the first thing out of place, and what it means.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AuditError {
+    #[error("the export cannot be read: {0}; give the JSON `weft export` wrote")]
+    Malformed(String),
+    #[error("event {seq} ({kind}) was altered: {how}; the record is not the one the host wrote")]
+    Altered { seq: u64, kind: String, how: String },
+    #[error("event {expected} is missing: event {found} stands in its place; events were deleted")]
+    Missing { expected: u64, found: u64 },
+    #[error(
+        "event {found} appears where event {expected} should: events were reordered or duplicated"
+    )]
+    Reordered { expected: u64, found: u64 },
+    #[error(
+        "the export says it holds {stated} events but holds {held}: events were removed or added"
+    )]
+    Count { stated: u64, held: u64 },
+    #[error(
+        "the head hash {stated} is not the last event's hash {computed}: the end of the history was cut off or the head was edited"
+    )]
+    Head { stated: String, computed: String },
+    #[error(
+        "the module's sha256 is {given}, but the run is on module {recorded}; replay with the module the export names (weft modules get NAME VERSION -o FILE)"
+    )]
+    WrongModule {
+        recorded: Sha256Hex,
+        given: Sha256Hex,
+    },
+    #[error("the module cannot be loaded: {0}")]
+    Module(String),
+    #[error("the history cannot be replayed: {0}")]
+    Replay(String),
+}
+
+fn malformed(what: impl std::fmt::Display) -> AuditError {
+    AuditError::Malformed(what.to_string())
+}
+
+/// Checks an export's text: every event where it belongs, each exactly as
+/// written (nothing added, dropped or changed), each hash chained to the one
+/// before, the count and the head. Returns the parsed export with what was
+/// established, or the first thing out of place.
+pub fn verify_export(text: &str) -> Result<(Export, Verified), AuditError> {
+    let raw: Value = serde_json::from_str(text).map_err(malformed)?;
+    let format = raw.get("format").and_then(Value::as_str).unwrap_or("");
+    if format != FORMAT {
+        return Err(malformed(format!(
+            "its format is {format:?}, not {FORMAT:?}"
+        )));
+    }
+    let raw_events = raw
+        .get("events")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed("it has no `events` list"))?;
+    let mut prev = EventHash::GENESIS;
+    for (i, raw_event) in raw_events.iter().enumerate() {
+        let expected = i as u64 + 1;
+        let seq = raw_event.get("seq").and_then(Value::as_u64);
+        let kind = raw_event
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned();
+        match seq {
+            Some(seq) if seq > expected => {
+                // Further on: moved. Nowhere: deleted.
+                let later = raw_events[i..]
+                    .iter()
+                    .any(|e| e.get("seq").and_then(Value::as_u64) == Some(expected));
+                return Err(if later {
+                    AuditError::Reordered {
+                        expected,
+                        found: seq,
+                    }
+                } else {
+                    AuditError::Missing {
+                        expected,
+                        found: seq,
+                    }
+                });
+            }
+            Some(seq) if seq < expected => {
+                return Err(AuditError::Reordered {
+                    expected,
+                    found: seq,
+                });
+            }
+            Some(_) => {}
+            None => {
+                return Err(AuditError::Altered {
+                    seq: expected,
+                    kind,
+                    how: "it has no event number".into(),
+                });
+            }
+        }
+        let altered = |how: String| AuditError::Altered {
+            seq: expected,
+            kind: kind.clone(),
+            how,
+        };
+        let stored: ExportedEvent = serde_json::from_value(raw_event.clone())
+            .map_err(|e| altered(format!("it is not an event as Weft exports them ({e})")))?;
+        if serde_json::to_value(&stored).ok().as_ref() != Some(raw_event) {
+            return Err(altered("it carries fields that events do not have".into()));
+        }
+        let event = Event::from_parts(&stored.kind, &stored.payload.to_string())
+            .map_err(|e| altered(format!("it is not an event Weft writes ({e})")))?;
+        let payload = event.payload_json();
+        if serde_json::from_str::<Value>(&payload).ok().as_ref() != Some(&stored.payload) {
+            return Err(altered(
+                "its payload carries fields or values that are not the event's own".into(),
+            ));
+        }
+        let hash = EventHash::chain(
+            &prev,
+            stored.seq,
+            event.kind(),
+            stored.recorded_at_ms,
+            &payload,
+        );
+        if hash != stored.hash {
+            return Err(altered(if i == 0 {
+                "its content does not match its hash".into()
+            } else {
+                format!(
+                    "its content does not match its hash chained to event {}",
+                    expected - 1
+                )
+            }));
+        }
+        prev = hash;
+    }
+    let export: Export = serde_json::from_value(raw).map_err(malformed)?;
+    let held = export.events.len() as u64;
+    if export.event_count != held {
+        return Err(AuditError::Count {
+            stated: export.event_count,
+            held,
+        });
+    }
+    if export.head != prev {
+        return Err(AuditError::Head {
+            stated: export.head.to_hex(),
+            computed: prev.to_hex(),
+        });
+    }
+    let verified = Verified {
+        run_id: export.run.run_id.clone(),
+        workflow_id: export.run.workflow_id.clone(),
+        module_sha256: export.module.sha256.clone(),
+        events: held,
+        head: prev.to_hex(),
+    };
+    Ok((export, verified))
+}
+
+/// [`verify_export`], keeping only what it established.
+pub fn verify(text: &str) -> Result<Verified, AuditError> {
+    verify_export(text).map(|(_, verified)| verified)
+}
+
+/// An offline replay's outcome: the verified record and the verdict.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OfflineReplay {
+    pub verified: Verified,
+    pub verdict: ReplayVerdict,
+    /// The run's recorded result, for comparison with the replayed status.
+    pub output: Option<Value>,
+}
+
+impl OfflineReplay {
+    /// "replays identically …" or the divergence, for people.
+    pub fn verdict_text(&self) -> String {
+        match &self.verdict {
+            ReplayVerdict::Identical { status, events } => format!(
+                "run {} replays identically: {events} events, the workflow ends {}{}",
+                self.verified.run_id,
+                status_word(status),
+                self.output
+                    .as_ref()
+                    .map(|o| format!(" with {o}"))
+                    .unwrap_or_default()
+            ),
+            ReplayVerdict::Diverged(d) => {
+                format!("run {} does not replay: {d}", self.verified.run_id)
+            }
+        }
+    }
+}
+
+fn status_word(status: &crate::model::GuestStatus) -> &'static str {
+    use crate::model::GuestStatus;
+    match status {
+        GuestStatus::Pending => "still running (it waits for more)",
+        GuestStatus::Completed(_) => "completed",
+        GuestStatus::Failed(_) => "failed",
+        GuestStatus::Cancelled(_) => "cancelled",
+        GuestStatus::ContinuedAsNew(_) => "continued as new",
+    }
+}
+
+/// Verifies an export and replays it against `module` (its bytes), with no
+/// database and no network: the module's sha256 must be the one the export
+/// names. The same check `weft replay --history FILE --module FILE` runs.
+pub async fn replay_offline(module: &[u8], export_json: &str) -> Result<OfflineReplay, AuditError> {
+    let (export, verified) = verify_export(export_json)?;
+    let given = Sha256Hex::of(module);
+    if given != export.module.sha256 {
+        return Err(AuditError::WrongModule {
+            recorded: export.module.sha256,
+            given,
+        });
+    }
+    let engine = WasmEngine::new(EngineConfig {
+        pooled_instances: 0,
+        ..EngineConfig::default()
+    })
+    .map_err(|e| AuditError::Module(format!("{e:#}")))?;
+    let loaded = engine
+        .load(module)
+        .map_err(|e| AuditError::Module(e.to_string()))?;
+    let history = export.history()?;
+    let verdict = replay_history(&engine, &loaded, &history)
+        .await
+        .map_err(|e| match e {
+            ReplayError::WrongModule { recorded, given } => {
+                AuditError::WrongModule { recorded, given }
+            }
+            e => AuditError::Replay(e.to_string()),
+        })?;
+    Ok(OfflineReplay {
+        verified,
+        verdict,
+        output: export.run.output,
+    })
+}

@@ -1,0 +1,181 @@
+//! `weft export`, `weft verify` and `weft replay`: what auditors run.
+
+use super::versions::DIVERGES;
+use super::{Global, Refused, output};
+use anyhow::Context;
+use std::path::PathBuf;
+use weft::audit::{self, Export};
+
+/// The exit code of a record that does not verify.
+pub(crate) const ALTERED: u8 = 4;
+
+#[derive(clap::Args)]
+pub(crate) struct ExportArgs {
+    /// The workflow id (its open run, else its latest).
+    id: String,
+    /// An earlier run of the workflow id.
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Write it here instead of to standard output.
+    #[arg(short = 'o', long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct VerifyArgs {
+    /// An export (`weft export ID > run.json`), or a workflow id whose
+    /// history the host holds. Exit code 4 when it does not verify.
+    target: String,
+    /// With a file: also compare its head hash with the host's record of
+    /// the run, proving no event was cut off the end.
+    #[arg(long)]
+    against_host: bool,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ReplayArgs {
+    /// The workflow id whose run the host replays (omit with --history).
+    id: Option<String>,
+    /// An earlier run of the workflow id.
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Replay this export offline: no host, no database, no network. Exit
+    /// code 3 when it diverges, 4 when the export does not verify.
+    #[arg(long, requires = "module", conflicts_with = "id")]
+    history: Option<PathBuf>,
+    /// The module the export names (`weft modules get NAME VERSION -o FILE`).
+    #[arg(long, requires = "history")]
+    module: Option<PathBuf>,
+}
+
+pub(crate) async fn export(g: &Global, a: ExportArgs) -> anyhow::Result<()> {
+    let export = g.client().await?.export(&a.id, a.run_id.as_deref()).await?;
+    let json = export.to_json();
+    match &a.out {
+        Some(path) => {
+            std::fs::write(path, json + "\n")
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "exported run {} of {} ({} events, head {}) to {}",
+                export.run.run_id,
+                export.run.workflow_id,
+                export.event_count,
+                output::short(&export.head.to_hex()),
+                path.display()
+            );
+        }
+        None => println!("{json}"),
+    }
+    Ok(())
+}
+
+fn altered(e: audit::AuditError) -> anyhow::Error {
+    Refused::new(ALTERED, e.to_string()).into()
+}
+
+pub(crate) async fn verify(g: &Global, a: VerifyArgs) -> anyhow::Result<()> {
+    let path = PathBuf::from(&a.target);
+    let (text, from_host) = if path.is_file() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        (text, false)
+    } else {
+        let export: Export = g.client().await?.export(&a.target, None).await?;
+        (export.to_json(), true)
+    };
+    let verified = audit::verify(&text).map_err(altered)?;
+    if a.against_host && !from_host {
+        let history = g
+            .client()
+            .await?
+            .history(&verified.workflow_id, Some(&verified.run_id))
+            .await?;
+        let host_head = history
+            .events
+            .last()
+            .map(|e| e.hash.clone())
+            .unwrap_or_default();
+        let host_count = history.events.len() as u64;
+        if host_count < verified.events
+            || history
+                .events
+                .get(verified.events as usize - 1)
+                .map(|e| &e.hash)
+                != Some(&verified.head)
+        {
+            return Err(Refused::new(
+                ALTERED,
+                format!(
+                    "the export's head {} is not the host's event {} (the host's head is {host_head}, after {host_count} events): the export was altered and re-chained",
+                    verified.head, verified.events
+                ),
+            )
+            .into());
+        }
+    }
+    match g.output {
+        output::Format::Json => output::json(&verified),
+        output::Format::Text => println!(
+            "run {} of {}: {} events, hash chain verified, head {}{}",
+            verified.run_id,
+            verified.workflow_id,
+            verified.events,
+            verified.head,
+            if a.against_host && !from_host {
+                " (the host's record has the same event there)"
+            } else {
+                ""
+            }
+        ),
+    }
+    Ok(())
+}
+
+pub(crate) async fn replay(g: &Global, a: ReplayArgs) -> anyhow::Result<()> {
+    let (Some(history), Some(module)) = (&a.history, &a.module) else {
+        let Some(id) = &a.id else {
+            anyhow::bail!(
+                "name the run (weft replay ID), or replay an export offline (--history FILE --module FILE)"
+            );
+        };
+        return super::inspect::replay(g, id, a.run_id.as_deref()).await;
+    };
+    let text = std::fs::read_to_string(history)
+        .with_context(|| format!("cannot read {}", history.display()))?;
+    let wasm =
+        std::fs::read(module).with_context(|| format!("cannot read {}", module.display()))?;
+    let replayed = audit::replay_offline(&wasm, &text)
+        .await
+        .map_err(|e| match e {
+            audit::AuditError::WrongModule { .. } | audit::AuditError::Module(_) => {
+                anyhow::Error::new(e)
+            }
+            audit::AuditError::Replay(_) => anyhow::Error::new(e),
+            e => altered(e),
+        })?;
+    let identical = matches!(
+        replayed.verdict,
+        weft::workflow::ReplayVerdict::Identical { .. }
+    );
+    match g.output {
+        output::Format::Json => output::json(&serde_json::json!({
+            "run_id": replayed.verified.run_id,
+            "identical": identical,
+            "events": replayed.verified.events,
+            "head": replayed.verified.head,
+            "verdict": replayed.verdict_text(),
+        })),
+        output::Format::Text => println!("{}", replayed.verdict_text()),
+    }
+    if !identical {
+        return Err(Refused::new(
+            DIVERGES,
+            format!(
+                "run {} does not replay against this module",
+                replayed.verified.run_id
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}

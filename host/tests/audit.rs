@@ -1,0 +1,247 @@
+//! Auditing: a real run's export verifies, and every way of tampering with
+//! it is caught at the right event; offline replay proves what it did; and
+//! the same through the `weft` binary.
+
+mod common;
+mod process;
+
+use common::{Backend, Calls, fresh_db, guest};
+use serde_json::{Value, json};
+use weft::audit::{self, AuditError};
+use weft::model::{Event, EventHash};
+use weft::testing::TestEnv;
+use weft::workflow::ReplayVerdict;
+use weft::{Activities, ActivityContext, ActivityError};
+
+/// `order` v1 run to completion: 12 events. Returns the export's JSON.
+async fn completed_order_export() -> String {
+    let calls = Calls::default();
+    let mut activities = Activities::new();
+    for name in ["reserve", "ship"] {
+        let c = calls.clone();
+        activities.register(name, move |_: ActivityContext, input: String| {
+            let c = c.clone();
+            async move {
+                c.record(format!("{name}:{input}"));
+                Ok::<_, ActivityError>(format!("{name}d {input}"))
+            }
+        });
+    }
+    let db = fresh_db(Backend::Sqlite).await;
+    let env = TestEnv::builder(activities)
+        .store(db.store.clone())
+        .engine(common::engine())
+        .build()
+        .await
+        .unwrap();
+    let module = env
+        .deploy("order", &guest("test-versions-v1"))
+        .await
+        .unwrap();
+    let run = env
+        .start(&module, "order", "order-7", "book")
+        .await
+        .unwrap();
+    let out: String = env.output(&run).await.unwrap();
+    assert_eq!(out, "shipd reserved book");
+    let export = env.host().export(&run).await.unwrap();
+    assert_eq!(export.module.name, "order");
+    env.shutdown().await;
+    db.drop().await;
+    export.to_json()
+}
+
+fn edit(text: &str, change: impl FnOnce(&mut Value)) -> String {
+    let mut v: Value = serde_json::from_str(text).unwrap();
+    change(&mut v);
+    serde_json::to_string_pretty(&v).unwrap()
+}
+
+fn events(v: &mut Value) -> &mut Vec<Value> {
+    v["events"].as_array_mut().unwrap()
+}
+
+/// Recomputes every hash and the head after an edit: a forger's export.
+fn rechain(v: &mut Value) {
+    let mut prev = EventHash::GENESIS;
+    for e in events(v).iter_mut() {
+        let seq = e["seq"].as_u64().unwrap();
+        let at = e["recorded_at_ms"].as_u64().unwrap();
+        let event =
+            Event::from_parts(e["kind"].as_str().unwrap(), &e["payload"].to_string()).unwrap();
+        prev = EventHash::chain(&prev, seq, event.kind(), at, &event.payload_json());
+        e["hash"] = json!(prev.to_hex());
+    }
+    v["head"] = json!(prev.to_hex());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_is_caught_at_the_event_it_touched() {
+    let text = completed_order_export().await;
+    let verified = audit::verify(&text).unwrap();
+    assert_eq!(verified.events, 12);
+
+    // An edited payload: the activity's output (event 5).
+    let edited = edit(&text, |v| {
+        events(v)[4]["payload"]["output"] = json!("forged")
+    });
+    assert!(
+        matches!(audit::verify(&edited), Err(AuditError::Altered { seq: 5, ref kind, .. }) if kind == "activity_completed"),
+        "{:?}",
+        audit::verify(&edited)
+    );
+    // A field the event does not have.
+    let added = edit(&text, |v| {
+        events(v)[2]["payload"]["approved_by"] = json!("mallory");
+    });
+    assert!(matches!(
+        audit::verify(&added),
+        Err(AuditError::Altered { seq: 3, .. })
+    ));
+    // A deleted event.
+    let deleted = edit(&text, |v| {
+        events(v).remove(3);
+    });
+    assert_eq!(
+        audit::verify(&deleted),
+        Err(AuditError::Missing {
+            expected: 4,
+            found: 5
+        })
+    );
+    // Two swapped events.
+    let swapped = edit(&text, |v| events(v).swap(2, 3));
+    assert_eq!(
+        audit::verify(&swapped),
+        Err(AuditError::Reordered {
+            expected: 3,
+            found: 4
+        })
+    );
+    // An edited hash.
+    let hash = edit(&text, |v| {
+        events(v)[6]["hash"] = json!(EventHash([7; 32]).to_hex());
+    });
+    assert!(matches!(
+        audit::verify(&hash),
+        Err(AuditError::Altered { seq: 7, .. })
+    ));
+    // The end cut off: the count says so; with the count fixed, the head does.
+    let cut = edit(&text, |v| {
+        events(v).pop();
+    });
+    assert!(matches!(
+        audit::verify(&cut),
+        Err(AuditError::Count {
+            stated: 12,
+            held: 11
+        })
+    ));
+    let cut_and_counted = edit(&cut, |v| v["event_count"] = json!(11));
+    assert!(matches!(
+        audit::verify(&cut_and_counted),
+        Err(AuditError::Head { .. })
+    ));
+    // Not an export at all.
+    assert!(matches!(
+        audit::verify("{\"events\": []}"),
+        Err(AuditError::Malformed(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_replay_proves_what_the_run_did() {
+    let text = completed_order_export().await;
+    let v1 = guest("test-versions-v1");
+    let replayed = audit::replay_offline(&v1, &text).await.unwrap();
+    assert!(
+        matches!(
+            replayed.verdict,
+            ReplayVerdict::Identical { events: 12, .. }
+        ),
+        "{replayed:?}"
+    );
+    let said = replayed.verdict_text();
+    assert!(
+        said.contains("replays identically: 12 events, the workflow ends completed with \"shipd reserved book\""),
+        "{said}"
+    );
+
+    // Another module is refused, naming both hashes.
+    let wrong = audit::replay_offline(&guest("test-versions-v3"), &text)
+        .await
+        .unwrap_err();
+    assert!(matches!(wrong, AuditError::WrongModule { .. }), "{wrong}");
+
+    // A forger who re-chains every hash gets past `verify`, not past replay:
+    // the module never scheduled that activity.
+    let forged = edit(&text, |v| {
+        events(v)[2]["payload"]["name"] = json!("refund");
+        rechain(v);
+    });
+    audit::verify(&forged).expect("a re-chained export is self-consistent");
+    let caught = audit::replay_offline(&v1, &forged).await.unwrap();
+    let ReplayVerdict::Diverged(d) = &caught.verdict else {
+        panic!("{caught:?}")
+    };
+    assert_eq!(d.event_seq, 3, "{d}");
+}
+
+#[test]
+fn auditors_export_verify_and_replay_through_the_cli() {
+    use process::{HostProcess, eventually, guest_path, weft};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("weft.db");
+    let host = HostProcess::start(&["dev", "--database", db.to_str().unwrap()], &[]);
+    let addr = host.address.as_str();
+    let v1 = guest_path("test-versions-v1");
+    let v1 = v1.to_str().unwrap();
+    weft(addr, &["deploy", v1, "--name", "order", "--version", "1"]).ok();
+    weft(
+        addr,
+        &["start", "order", "--id", "audit-1", "--input", "\"book\""],
+    )
+    .ok();
+    // No activity is registered: the run waits, having scheduled `reserve`.
+    eventually("reserve to be scheduled", || {
+        let shown = weft(addr, &["show", "audit-1", "--output", "json"]).json();
+        (shown["events"].as_array()?.len() >= 3).then_some(())
+    });
+
+    let file = dir.path().join("run.json");
+    let file = file.to_str().unwrap();
+    let out = weft(addr, &["export", "audit-1", "-o", file]);
+    assert!(out.stderr.contains("exported run"), "{out:?}");
+    let ok = weft(addr, &["verify", file, "--against-host"]);
+    assert!(ok.ok().contains("3 events, hash chain verified"), "{ok:?}");
+    weft(addr, &["verify", "audit-1"]).ok();
+
+    // Offline: no address needed, nothing contacted.
+    let offline = weft(
+        "http://127.0.0.1:9",
+        &["replay", "--history", file, "--module", v1],
+    );
+    assert!(
+        offline
+            .ok()
+            .contains("replays identically: 3 events, the workflow ends still running"),
+        "{offline:?}"
+    );
+
+    // Tampered: the input in event 1.
+    let text = std::fs::read_to_string(file).unwrap();
+    std::fs::write(file, text.replacen("\"book\"", "\"yacht\"", 1)).unwrap();
+    let broken = weft(addr, &["verify", file]);
+    assert_eq!(broken.code, 4, "{broken:?}");
+    assert!(
+        broken
+            .stderr
+            .contains("event 1 (workflow_started) was altered"),
+        "{broken:?}"
+    );
+    let refused = weft(
+        "http://127.0.0.1:9",
+        &["replay", "--history", file, "--module", v1],
+    );
+    assert_eq!(refused.code, 4, "{refused:?}");
+}

@@ -1,0 +1,174 @@
+//! Golden histories: real histories of the examples, kept under
+//! `host/tests/histories/` as `weft export` writes them, replayed against
+//! the modules built from today's source. A change to the SDK, the host or an
+//! example that would break the replay of runs recorded before it fails here,
+//! naming the file and the first divergence.
+//!
+//! The replay is unpinned (`replay_against`): module bytes change with every
+//! toolchain, what must not change is how today's code replays old runs.
+//!
+//! To re-record them after an intended, compatible change (say a new event
+//! field with a default), run `WEFT_BLESS=1 cargo test -p weft --test golden`
+//! and review the diff: a normal run never rewrites them. Recording uses a
+//! fixed seed and a manual clock, so ids and times come out the same each time.
+
+mod common;
+
+use common::{Backend, fresh_db, guest};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::Duration;
+use weft::audit::{self, Export};
+use weft::testing::TestEnv;
+use weft::workflow::{ReplayVerdict, replay_against};
+use weft::{Activities, ActivityContext, ActivityError};
+
+fn histories() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/histories")
+}
+
+/// One recorded example: its file, the guest crate it runs on (also the
+/// module's name in the export), and how to drive it to its end.
+struct Golden {
+    file: &'static str,
+    guest: &'static str,
+}
+
+const GOLDEN: &[Golden] = &[
+    Golden {
+        file: "hello.json",
+        guest: "hello-workflow",
+    },
+    Golden {
+        file: "approval-approved.json",
+        guest: "approval-workflow",
+    },
+    Golden {
+        file: "approval-timed-out.json",
+        guest: "approval-workflow",
+    },
+    Golden {
+        file: "order-v1.json",
+        guest: "test-versions-v1",
+    },
+    Golden {
+        file: "counter.json",
+        guest: "test-scenarios",
+    },
+];
+
+fn activities() -> Activities {
+    let mut a = Activities::new();
+    a.register("greet", |_: ActivityContext, name: String| async move {
+        Ok::<_, ActivityError>(format!("Hello, {name}!"))
+    });
+    a.register("check_credit", |_: ActivityContext, _: Value| async move {
+        Ok::<_, ActivityError>(json!({"score": 720}))
+    });
+    a.register("notify", |_: ActivityContext, _: Value| async move {
+        Ok::<_, ActivityError>(json!(null))
+    });
+    for name in ["reserve", "ship"] {
+        a.register(name, move |_: ActivityContext, input: String| async move {
+            Ok::<_, ActivityError>(format!("{name}d {input}"))
+        });
+    }
+    a
+}
+
+/// Runs one example to its end on a fresh host and exports the run.
+async fn record(golden: &Golden) -> Export {
+    let db = fresh_db(Backend::Sqlite).await;
+    let env = TestEnv::builder(activities())
+        .store(db.store.clone())
+        .engine(common::engine())
+        .config(|c| c.seed = Some(20_261_122))
+        .build()
+        .await
+        .unwrap();
+    let module = env
+        .deploy(golden.guest, &guest(golden.guest))
+        .await
+        .unwrap();
+    let application = |decision_timeout_ms: u64| {
+        json!({
+            "applicant": "Ada",
+            "amount": 5000,
+            "cooling_off_ms": 3_600_000,
+            "decision_timeout_ms": decision_timeout_ms,
+        })
+    };
+    let run = match golden.file {
+        "hello.json" => env.start(&module, "hello", "hello-Ada", "Ada").await,
+        "approval-approved.json" => {
+            let run = env
+                .start(&module, "approval", "loan-1", application(86_400_000))
+                .await
+                .unwrap();
+            env.sleep(Duration::from_secs(2 * 3600)).await.unwrap();
+            env.signal(&run, "decision", json!({"approved": true, "by": "grace"}))
+                .await
+                .unwrap();
+            Ok(run)
+        }
+        "approval-timed-out.json" => {
+            env.start(&module, "approval", "loan-2", application(3_600_000))
+                .await
+        }
+        "order-v1.json" => env.start(&module, "order", "order-1", "book").await,
+        "counter.json" => {
+            let run = env
+                .start(&module, "counter", "count-1", json!({"signals": 2}))
+                .await
+                .unwrap();
+            env.signal(&run, "add", 5).await.unwrap();
+            env.signal(&run, "add", 7).await.unwrap();
+            Ok(run)
+        }
+        other => panic!("no recipe for {other}"),
+    }
+    .unwrap();
+    let record = env.result(&run).await.unwrap();
+    assert!(!record.status.is_open(), "{record:?}");
+    let mut export = env.host().export(&run).await.unwrap();
+    export.exported_at_ms = 0;
+    env.shutdown().await;
+    db.drop().await;
+    export
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_histories_replay_on_todays_code() {
+    let bless = std::env::var_os("WEFT_BLESS").is_some();
+    let engine = common::engine();
+    let mut failures = Vec::new();
+    for golden in GOLDEN {
+        let path = histories().join(golden.file);
+        if bless {
+            let export = record(golden).await;
+            std::fs::create_dir_all(histories()).unwrap();
+            std::fs::write(&path, export.to_json() + "\n").unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "cannot read {}: {e}; record it with WEFT_BLESS=1 cargo test -p weft --test golden",
+                path.display()
+            )
+        });
+        let (export, _) = audit::verify_export(&text)
+            .unwrap_or_else(|e| panic!("{} does not verify: {e}", golden.file));
+        assert_eq!(export.module.name, golden.guest, "{}", golden.file);
+        let module = engine.load(&guest(golden.guest)).unwrap();
+        let history = export.history().unwrap();
+        match replay_against(&engine, &module, &history).await {
+            Ok(ReplayVerdict::Identical { .. }) => {}
+            Ok(ReplayVerdict::Diverged(d)) => failures.push(format!("{}: {d}", golden.file)),
+            Err(e) => failures.push(format!("{}: {e}", golden.file)),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "today's code no longer replays these recorded runs:\n{}",
+        failures.join("\n")
+    );
+}
