@@ -4,6 +4,9 @@
 //! number in flight and reports workflows per second and the start-to-result
 //! latency percentiles, then the same latency one at a time, then replays a
 //! ~1,000-event history of the `chain` workflow and reports events per second.
+//! Last, the operators' tools: it starts runs of the `order` test guest v1 and
+//! reports how many runs per second `weft check` classifies against a
+//! compatible v3 and an incompatible v2, and how many `weft upgrade` moves.
 
 use anyhow::{Context, bail};
 use serde_json::json;
@@ -11,7 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use weft::model::Sha256Hex;
 use weft::store::{PostgresStore, SqliteStore, Store};
+use weft::versions::{DeployOptions, UpgradeResult, Verdict};
 use weft::workflow::{ReplayVerdict, replay_history};
 use weft::{Activities, ActivityContext, ActivityError, Host, HostConfig, StartRequest};
 
@@ -46,6 +51,22 @@ pub(crate) struct BenchArgs {
     hello_module: PathBuf,
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/wasm32-wasip2/guest/test_scenarios.wasm"))]
     chain_module: PathBuf,
+    /// Open runs of `order` v1 that are checked against v3 and v2, then upgraded.
+    #[arg(long, default_value = "500")]
+    check_runs: usize,
+    /// The `order` test guests: v1, the incompatible v2, the compatible v3.
+    #[arg(long, value_delimiter = ',', default_value = concat!(
+        env!("CARGO_MANIFEST_DIR"), "/../target/wasm32-wasip2/guest/test_versions_v1.wasm,",
+        env!("CARGO_MANIFEST_DIR"), "/../target/wasm32-wasip2/guest/test_versions_v2.wasm,",
+        env!("CARGO_MANIFEST_DIR"), "/../target/wasm32-wasip2/guest/test_versions_v3.wasm"))]
+    order_modules: Vec<PathBuf>,
+}
+
+/// The `order` guests' bytes, oldest first.
+struct Orders {
+    v1: Vec<u8>,
+    v2: Vec<u8>,
+    v3: Vec<u8>,
 }
 
 struct Figures {
@@ -57,6 +78,9 @@ struct Figures {
     seq_p99_ms: f64,
     replay_events: u64,
     replay_events_per_second: f64,
+    check_identical_per_second: f64,
+    check_diverged_per_second: f64,
+    upgrade_per_second: f64,
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -65,6 +89,14 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let hello = read(&args.hello_module, "hello-workflow")?;
     let chain = read(&args.chain_module, "test-scenarios")?;
+    let [v1, v2, v3] = args.order_modules.as_slice() else {
+        bail!("--order-modules takes three files: v1,v2,v3");
+    };
+    let orders = Orders {
+        v1: read(v1, "test-versions-v1")?,
+        v2: read(v2, "test-versions-v2")?,
+        v3: read(v3, "test-versions-v3")?,
+    };
     let mut all = Vec::new();
     for backend in &args.backends {
         let dir = tempfile::tempdir()?;
@@ -85,7 +117,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             other => bail!("unknown backend {other:?}; use sqlite or postgres"),
         };
         eprintln!("{backend}: running…");
-        let figures = measure(backend, store, &hello, &chain, &args).await;
+        let figures = measure(backend, store, &hello, &chain, &orders, &args).await;
         if backend == "postgres" {
             drop_schema(&args.postgres_url, &schema).await;
         }
@@ -115,6 +147,24 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         all.first().map(|f| f.replay_events).unwrap_or(0),
         args.replays
     );
+    println!();
+    println!(
+        "{:<9} {:>24} {:>24} {:>16}",
+        "backend", "check identical runs/s", "check diverging runs/s", "upgrade runs/s"
+    );
+    for f in &all {
+        println!(
+            "{:<9} {:>24.0} {:>24.0} {:>16.0}",
+            f.backend,
+            f.check_identical_per_second,
+            f.check_diverged_per_second,
+            f.upgrade_per_second
+        );
+    }
+    println!(
+        "({} open runs of order v1, checked against v3 and v2 (with line tables), then upgraded to v3)",
+        args.check_runs
+    );
     Ok(())
 }
 
@@ -139,6 +189,7 @@ async fn measure(
     store: Arc<dyn Store>,
     hello: &[u8],
     chain: &[u8],
+    orders: &Orders,
     args: &BenchArgs,
 ) -> anyhow::Result<Figures> {
     let mut activities = Activities::new();
@@ -235,6 +286,9 @@ async fn measure(
         }
     }
     let replay_elapsed = began.elapsed();
+
+    let [check_identical, check_diverged, upgrade] =
+        measure_versions(&host, orders, args.check_runs).await?;
     running.shutdown().await;
 
     Ok(Figures {
@@ -247,5 +301,94 @@ async fn measure(
         replay_events: history.len() as u64,
         replay_events_per_second: (history.len() as f64 * f64::from(args.replays))
             / replay_elapsed.as_secs_f64(),
+        check_identical_per_second: check_identical,
+        check_diverged_per_second: check_diverged,
+        upgrade_per_second: upgrade,
     })
+}
+
+/// Runs per second for a compatibility check that finds every run identical,
+/// one that finds every run diverging, and an upgrade that moves them all.
+async fn measure_versions(host: &Host, orders: &Orders, runs: usize) -> anyhow::Result<[f64; 3]> {
+    let v1 = host.deploy("order", "1", &orders.v1).await?.sha256;
+    let v2 = host
+        .deploy_module(
+            "order",
+            "2",
+            &orders.v2,
+            DeployOptions {
+                make_default: false,
+                check: false,
+            },
+        )
+        .await?
+        .module
+        .sha256;
+    let v3 = host
+        .deploy_module(
+            "order",
+            "3",
+            &orders.v3,
+            DeployOptions {
+                make_default: false,
+                check: false,
+            },
+        )
+        .await?
+        .module
+        .sha256;
+    let mut ids = Vec::with_capacity(runs);
+    for i in 0..runs {
+        ids.push(
+            host.start(StartRequest {
+                workflow_id: format!("order-{i}"),
+                workflow_type: "order".into(),
+                // Nothing serves `reserve`, so every run waits on it, open.
+                input: json!("book"),
+                module: v1.clone(),
+                options: Default::default(),
+            })
+            .await?,
+        );
+    }
+    // Each run's first activation schedules `reserve` (3 events).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for id in &ids {
+        while host.history(id).await?.len() < 3 {
+            if Instant::now() > deadline {
+                bail!("run {id} did not schedule its first activity within 2 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    let check = |module: Sha256Hex, want_identical: bool| async move {
+        let module = host.module(&module).await?;
+        let records = host.check_runs("order", 0).await?;
+        if records.len() != runs {
+            bail!("{} open runs of order, expected {runs}", records.len());
+        }
+        let began = Instant::now();
+        for record in &records {
+            let checked = host.check_run(&module, record).await;
+            match (&checked.verdict, want_identical) {
+                (Verdict::Identical { .. }, true) | (Verdict::Diverged(_), false) => {}
+                (other, _) => bail!("run {} checked as {other:?}", record.run_id),
+            }
+        }
+        Ok::<_, anyhow::Error>(runs as f64 / began.elapsed().as_secs_f64())
+    };
+    let identical = check(v3.clone(), true).await?;
+    let diverged = check(v2, false).await?;
+
+    let module = host.module(&v3).await?;
+    let began = Instant::now();
+    for id in &ids {
+        let moved = host.upgrade_run(&module, id, false).await?;
+        if moved.result != UpgradeResult::Upgraded {
+            bail!("run {id} was not upgraded: {:?}", moved.result);
+        }
+    }
+    let upgraded = runs as f64 / began.elapsed().as_secs_f64();
+    Ok([identical, diverged, upgraded])
 }
