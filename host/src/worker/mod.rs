@@ -198,7 +198,9 @@ fn fatal(s: &Status) -> bool {
     )
 }
 
-/// Pauses between failed polls: 100 ms doubling to 5 s; one log line per outage.
+/// Pauses between failed polls: 100 ms doubling to 5 s, each drawn at random
+/// from its upper half, so that workers cut off together (a host restart) do
+/// not come back in lockstep. One log line per outage.
 #[derive(Default)]
 struct Backoff {
     failures: u32,
@@ -210,8 +212,9 @@ impl Backoff {
             tracing::warn!(%address, "the host is unreachable or failing ({}: {}); retrying with backoff", s.code(), s.message());
         }
         self.failures = self.failures.saturating_add(1);
-        Duration::from_millis(100u64.saturating_mul(1 << self.failures.min(6)))
-            .min(Duration::from_secs(5))
+        let ceiling = Duration::from_millis(100u64.saturating_mul(1 << self.failures.min(6)))
+            .min(Duration::from_secs(5));
+        jittered(ceiling, random_fraction())
     }
 
     fn reset(&mut self, address: &str) {
@@ -219,6 +222,21 @@ impl Backoff {
             tracing::info!(%address, "the host answers again");
         }
         self.failures = 0;
+    }
+}
+
+/// A pause between half of `ceiling` and all of it; `fraction` is in [0, 1).
+fn jittered(ceiling: Duration, fraction: f64) -> Duration {
+    ceiling.mul_f64(0.5 + fraction.clamp(0.0, 1.0) / 2.0)
+}
+
+/// A fraction in [0, 1) from the operating system's randomness (0 without it:
+/// the pause is then half the ceiling, which is still a pause).
+fn random_fraction() -> f64 {
+    let mut b = [0u8; 8];
+    match getrandom::fill(&mut b) {
+        Ok(()) => (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64,
+        Err(_) => 0.0,
     }
 }
 
@@ -370,5 +388,38 @@ impl HeartbeatSink for GrpcSink {
                 s.message()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_in_the_upper_half_of_the_ceiling() {
+        let ceiling = Duration::from_millis(800);
+        assert_eq!(jittered(ceiling, 0.0), Duration::from_millis(400));
+        assert_eq!(jittered(ceiling, 0.5), Duration::from_millis(600));
+        assert!(jittered(ceiling, 0.999_999) < ceiling);
+        // Out-of-range fractions are clamped, never beyond the ceiling.
+        assert_eq!(jittered(ceiling, 7.0), ceiling);
+        for _ in 0..1000 {
+            let f = random_fraction();
+            assert!((0.0..1.0).contains(&f), "{f}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_five_seconds_and_resets() {
+        let status = Status::unavailable("down");
+        let mut b = Backoff::default();
+        let pauses: Vec<Duration> = (0..10).map(|_| b.next("a", &status)).collect();
+        for (i, p) in pauses.iter().enumerate() {
+            let ceiling = Duration::from_millis(100 << (i + 1).min(6)).min(Duration::from_secs(5));
+            assert!(*p >= ceiling / 2 && *p <= ceiling, "pause {i}: {p:?}");
+        }
+        assert!(pauses[9] >= Duration::from_millis(2500));
+        b.reset("a");
+        assert!(b.next("a", &status) <= Duration::from_millis(200));
     }
 }
