@@ -167,11 +167,14 @@ async fn offline_replay_proves_what_the_run_did() {
         "{said}"
     );
 
-    // Another module is refused, naming both hashes.
+    // Another module is refused, naming both hashes and the one to fetch.
     let wrong = audit::replay_offline(&guest("test-versions-v3"), &text)
         .await
         .unwrap_err();
     assert!(matches!(wrong, AuditError::WrongModule { .. }), "{wrong}");
+    let said = wrong.to_string();
+    assert!(said.contains(weft::model::Sha256Hex::of(&v1).as_str()), "{said}");
+    assert!(said.contains("weft modules get order "), "{said}");
 
     // A forger who re-chains every hash gets past `verify`, not past replay:
     // the module never scheduled that activity.

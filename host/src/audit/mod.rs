@@ -196,11 +196,13 @@ pub enum AuditError {
     )]
     Head { stated: String, computed: String },
     #[error(
-        "the module's sha256 is {given}, but the run is on module {recorded}; replay with the module the export names (weft modules get NAME VERSION -o FILE)"
+        "the module's sha256 is {given}, but the run is on module {recorded} ({named}); replay with that one: weft modules get {named} -o FILE"
     )]
     WrongModule {
         recorded: Sha256Hex,
         given: Sha256Hex,
+        /// The run's module as `NAME VERSION`, as the export names it.
+        named: String,
     },
     #[error("the module cannot be loaded: {0}")]
     Module(String),
@@ -382,10 +384,12 @@ fn status_word(status: &crate::model::GuestStatus) -> &'static str {
 pub async fn replay_offline(module: &[u8], export_json: &str) -> Result<OfflineReplay, AuditError> {
     let (export, verified) = verify_export(export_json)?;
     let given = Sha256Hex::of(module);
+    let named = format!("{} {}", export.module.name, export.module.version);
     if given != export.module.sha256 {
         return Err(AuditError::WrongModule {
             recorded: export.module.sha256,
             given,
+            named,
         });
     }
     let engine = WasmEngine::new(EngineConfig {
@@ -400,9 +404,11 @@ pub async fn replay_offline(module: &[u8], export_json: &str) -> Result<OfflineR
     let verdict = replay_history(&engine, &loaded, &history)
         .await
         .map_err(|e| match e {
-            ReplayError::WrongModule { recorded, given } => {
-                AuditError::WrongModule { recorded, given }
-            }
+            ReplayError::WrongModule { recorded, given } => AuditError::WrongModule {
+                recorded,
+                given,
+                named,
+            },
             e => AuditError::Replay(e.to_string()),
         })?;
     Ok(OfflineReplay {
