@@ -173,7 +173,10 @@ async fn offline_replay_proves_what_the_run_did() {
         .unwrap_err();
     assert!(matches!(wrong, AuditError::WrongModule { .. }), "{wrong}");
     let said = wrong.to_string();
-    assert!(said.contains(weft::model::Sha256Hex::of(&v1).as_str()), "{said}");
+    assert!(
+        said.contains(weft::model::Sha256Hex::of(&v1).as_str()),
+        "{said}"
+    );
     assert!(said.contains("weft modules get order "), "{said}");
 
     // A forger who re-chains every hash gets past `verify`, not past replay:
@@ -188,6 +191,18 @@ async fn offline_replay_proves_what_the_run_did() {
         panic!("{caught:?}")
     };
     assert_eq!(d.event_seq, 3, "{d}");
+
+    // ...nor past a head kept outside the host: the original's event 3 hash
+    // is nowhere in the forgery, while event 2 (before the edit) still is.
+    let (original, _) = audit::verify_export(&text).unwrap();
+    let (forgery, _) = audit::verify_export(&forged).unwrap();
+    let kept = |seq: usize| original.events[seq - 1].hash;
+    assert_eq!(audit::anchored(&original, &kept(3)), Ok(3));
+    assert_eq!(audit::anchored(&forgery, &kept(2)), Ok(2));
+    assert!(matches!(
+        audit::anchored(&forgery, &kept(3)),
+        Err(AuditError::Unanchored { .. })
+    ));
 }
 
 #[test]
@@ -218,6 +233,22 @@ fn auditors_export_verify_and_replay_through_the_cli() {
     let ok = weft(addr, &["verify", file, "--against-host"]);
     assert!(ok.ok().contains("3 events, hash chain verified"), "{ok:?}");
     weft(addr, &["verify", "audit-1"]).ok();
+    // A head kept elsewhere: the export must contain it.
+    let head = weft(addr, &["verify", file, "--output", "json"]).json()["head"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let anchored = weft(addr, &["verify", file, "--head", &head]);
+    assert!(
+        anchored.ok().contains("the given head is event 3's hash"),
+        "{anchored:?}"
+    );
+    let elsewhere = weft(addr, &["verify", file, "--head", &"ab".repeat(32)]);
+    assert_eq!(elsewhere.code, 4, "{elsewhere:?}");
+    assert!(
+        elsewhere.stderr.contains("no event has the hash"),
+        "{elsewhere:?}"
+    );
 
     // Offline: no address needed, nothing contacted.
     let offline = weft(

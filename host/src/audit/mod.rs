@@ -163,6 +163,22 @@ impl Export {
     }
 }
 
+/// Where a head hash kept outside the host (in a report, a ticket, a
+/// transparency log) stands in a verified export: the number of the event
+/// whose hash it is. Since each hash covers every event before it, the export
+/// then proves that the history up to that event is the one the head was
+/// taken from, however the rest was re-chained.
+pub fn anchored(export: &Export, head: &EventHash) -> Result<u64, AuditError> {
+    export
+        .events
+        .iter()
+        .find(|e| &e.hash == head)
+        .map(|e| e.seq)
+        .ok_or_else(|| AuditError::Unanchored {
+            head: head.to_hex(),
+        })
+}
+
 /// What a successful [`verify`] established.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Verified {
@@ -204,6 +220,10 @@ pub enum AuditError {
         /// The run's module as `NAME VERSION`, as the export names it.
         named: String,
     },
+    #[error(
+        "no event has the hash {head}: the history up to that head was altered and re-chained, or the head belongs to another run"
+    )]
+    Unanchored { head: String },
     #[error("the module cannot be loaded: {0}")]
     Module(String),
     #[error("the history cannot be replayed: {0}")]

@@ -5,6 +5,7 @@ use super::{Global, Refused, output};
 use anyhow::Context;
 use std::path::PathBuf;
 use weft::audit::{self, Export};
+use weft::model::EventHash;
 
 /// The exit code of a record that does not verify.
 pub(crate) const ALTERED: u8 = 4;
@@ -30,6 +31,11 @@ pub(crate) struct VerifyArgs {
     /// the run, proving no event was cut off the end.
     #[arg(long)]
     against_host: bool,
+    /// A head hash kept elsewhere (printed by an earlier `weft verify` or
+    /// `weft export -o`): the export must contain that event, proving the
+    /// history up to it unaltered without asking the host.
+    #[arg(long, value_name = "HASH")]
+    head: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -83,7 +89,18 @@ pub(crate) async fn verify(g: &Global, a: VerifyArgs) -> anyhow::Result<()> {
         let export: Export = g.client().await?.export(&a.target, None).await?;
         (export.to_json(), true)
     };
-    let verified = audit::verify(&text).map_err(altered)?;
+    let (export, verified) = audit::verify_export(&text).map_err(altered)?;
+    let anchor = match &a.head {
+        None => None,
+        Some(hex) => {
+            let head = EventHash::from_hex(hex.trim()).map_err(|e| {
+                anyhow::anyhow!(
+                    "--head {hex:?} is not a hash: {e}; give the 64 hex digits a verify printed"
+                )
+            })?;
+            Some(audit::anchored(&export, &head).map_err(altered)?)
+        }
+    };
     if a.against_host && !from_host {
         let history = g
             .client()
@@ -114,19 +131,32 @@ pub(crate) async fn verify(g: &Global, a: VerifyArgs) -> anyhow::Result<()> {
         }
     }
     match g.output {
-        output::Format::Json => output::json(&verified),
-        output::Format::Text => println!(
-            "run {} of {}: {} events, hash chain verified, head {}{}",
-            verified.run_id,
-            verified.workflow_id,
-            verified.events,
-            verified.head,
-            if a.against_host && !from_host {
-                " (the host's record has the same event there)"
-            } else {
-                ""
+        output::Format::Json => {
+            let mut v = serde_json::to_value(&verified)?;
+            if let Some(seq) = anchor {
+                v["anchored_at_event"] = seq.into();
             }
-        ),
+            output::json(&v)
+        }
+        output::Format::Text => {
+            println!(
+                "run {} of {}: {} events, hash chain verified, head {}{}",
+                verified.run_id,
+                verified.workflow_id,
+                verified.events,
+                verified.head,
+                if a.against_host && !from_host {
+                    " (the host's record has the same event there)"
+                } else {
+                    ""
+                }
+            );
+            if let Some(seq) = anchor {
+                println!(
+                    "the given head is event {seq}'s hash: events 1 to {seq} are the ones it was taken from"
+                );
+            }
+        }
     }
     Ok(())
 }
