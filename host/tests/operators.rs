@@ -159,6 +159,27 @@ fn deploy_check_upgrade_and_collect_through_the_cli() {
     assert_eq!(by_version("1")["open_runs"], json!(0), "{modules}");
     assert_eq!(by_version("3")["open_runs"], json!(3), "{modules}");
     assert_eq!(by_version("3")["is_default"], json!(true));
+    // Which runs use a module: by name and version, and by sha256.
+    let on_v3 = weft(
+        addr,
+        &[
+            "list",
+            "--module",
+            "order",
+            "--version",
+            "3",
+            "--output",
+            "json",
+        ],
+    )
+    .json();
+    assert_eq!(on_v3.as_array().unwrap().len(), 3, "{on_v3}");
+    let sha = by_version("1")["sha256"].as_str().unwrap().to_owned();
+    let on_v1 = weft(addr, &["list", "--module", &sha, "--output", "json"]).json();
+    assert_eq!(on_v1.as_array().unwrap().len(), 0, "{on_v1}");
+    let vague = weft(addr, &["list", "--module", "order"]);
+    assert_ne!(vague.code, 0);
+    assert!(vague.stderr.contains("needs --version"), "{vague:?}");
     let shown = weft(addr, &["show", "o-1", "--output", "json"]).json();
     assert!(
         shown["events"]

@@ -222,6 +222,13 @@ struct ListQuery {
     workflow_id: String,
     #[serde(default)]
     limit: u32,
+    /// Runs pinned to a module: `module_sha256`, or `module` and `version`.
+    #[serde(default)]
+    module_sha256: String,
+    #[serde(default)]
+    module: String,
+    #[serde(default)]
+    version: String,
 }
 
 async fn list(State(api): State<Arc<ApiState>>, Query(q): Query<ListQuery>) -> Answer<Value> {
@@ -233,6 +240,11 @@ async fn list(State(api): State<Arc<ApiState>>, Query(q): Query<ListQuery>) -> A
             workflow_id: q.workflow_id,
             search_attributes_json: String::new(),
             limit: q.limit,
+            module: Some(proto::ModuleRef {
+                sha256: q.module_sha256,
+                name: q.module,
+                version: q.version,
+            }),
         }))
         .await?
         .into_inner();

@@ -268,6 +268,8 @@ pub(crate) fn list_filter(r: &proto::ListRequest) -> Result<ListFilter, Status> 
         workflow_type: Some(r.workflow_type.clone()).filter(|s| !s.is_empty()),
         status,
         workflow_id: Some(r.workflow_id.clone()).filter(|s| !s.is_empty()),
+        // Resolved by the service: a name and version needs the store.
+        module_sha256: None,
         search_attributes,
         limit: r.limit,
     })

@@ -260,7 +260,8 @@ impl WorkflowService for Workflows {
         &self,
         request: Request<proto::ListRequest>,
     ) -> Result<Response<proto::ListResponse>, Status> {
-        let filter = mapping::list_filter(request.get_ref())?;
+        let mut filter = mapping::list_filter(request.get_ref())?;
+        filter.module_sha256 = self.module_ref(request.get_ref().module.as_ref()).await?;
         let runs = self.host.list(&filter).await.map_err(status)?;
         Ok(Response::new(proto::ListResponse {
             runs: runs.iter().map(mapping::run_info).collect(),

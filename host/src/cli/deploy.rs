@@ -116,6 +116,9 @@ pub(crate) async fn list(g: &Global) -> anyhow::Result<()> {
                     m.closed_runs
                 );
             }
+            if modules.iter().any(|m| m.open_runs + m.closed_runs > 0) {
+                println!("(the runs on a module: weft list --module NAME --version VERSION)");
+            }
         }
     }
     Ok(())

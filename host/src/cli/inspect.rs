@@ -2,6 +2,7 @@
 
 use super::{Global, output};
 use std::time::Duration;
+use weft::client::ModuleSpec;
 
 #[derive(clap::Args)]
 pub(crate) struct RunArgs {
@@ -20,9 +21,33 @@ pub(crate) struct ListArgs {
     /// Only runs of this workflow type.
     #[arg(long = "type")]
     workflow_type: Option<String>,
+    /// Only runs pinned to this module: its name (with --version) or its
+    /// sha256 (`weft modules list` shows both).
+    #[arg(long, value_name = "NAME|SHA256")]
+    module: Option<String>,
+    /// The version of --module NAME.
+    #[arg(long, requires = "module")]
+    version: Option<String>,
     /// At most this many, newest first.
     #[arg(long, default_value = "100")]
     limit: u32,
+}
+
+/// `--module` and `--version` as a module reference.
+fn module_spec(
+    module: Option<String>,
+    version: Option<String>,
+) -> anyhow::Result<Option<ModuleSpec>> {
+    Ok(match (module, version) {
+        (None, _) => None,
+        (Some(name), Some(version)) => Some(ModuleSpec::Version { name, version }),
+        (Some(sha), None) if sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some(ModuleSpec::Sha256(sha.to_ascii_lowercase()))
+        }
+        (Some(name), None) => anyhow::bail!(
+            "--module {name:?} needs --version (or give the module's full sha256); `weft modules list` shows both"
+        ),
+    })
 }
 
 #[derive(clap::Args)]
@@ -48,10 +73,16 @@ pub(crate) async fn describe(g: &Global, a: RunArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn list(g: &Global, a: ListArgs) -> anyhow::Result<()> {
+    let module = module_spec(a.module, a.version)?;
     let runs = g
         .client()
         .await?
-        .list(a.status.as_deref(), a.workflow_type.as_deref(), a.limit)
+        .list(
+            a.status.as_deref(),
+            a.workflow_type.as_deref(),
+            module.as_ref(),
+            a.limit,
+        )
         .await?;
     match g.output {
         output::Format::Json => output::json(&runs),

@@ -575,10 +575,12 @@ impl Client {
     }
 
     /// Runs, newest first, by status (e.g. `running`) and workflow type.
+    /// Runs, newest first: of a status, a workflow type, pinned to a module.
     pub async fn list(
         &self,
         status: Option<&str>,
         workflow_type: Option<&str>,
+        module: Option<&ModuleSpec>,
         limit: u32,
     ) -> Result<Vec<RunView>, ClientError> {
         let r = self
@@ -590,6 +592,7 @@ impl Client {
                 workflow_id: String::new(),
                 search_attributes_json: String::new(),
                 limit,
+                module: module.map(ModuleSpec::to_proto),
             })
             .await?;
         Ok(r.into_inner().runs.into_iter().map(Into::into).collect())

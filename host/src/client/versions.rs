@@ -18,7 +18,7 @@ pub enum ModuleSpec {
 }
 
 impl ModuleSpec {
-    fn to_proto(&self) -> proto::ModuleRef {
+    pub(super) fn to_proto(&self) -> proto::ModuleRef {
         match self {
             ModuleSpec::Sha256(sha256) => proto::ModuleRef {
                 sha256: sha256.clone(),

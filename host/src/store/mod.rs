@@ -733,6 +733,8 @@ pub struct ListFilter {
     pub workflow_type: Option<String>,
     pub status: Option<RunStatus>,
     pub workflow_id: Option<String>,
+    /// Only runs pinned to this module (which runs use a deployed module).
+    pub module_sha256: Option<Sha256Hex>,
     /// Every key must be present with an equal JSON value.
     pub search_attributes: Vec<(String, Value)>,
     /// Newest first; at most this many (0 means 100).

@@ -1,7 +1,7 @@
 //! Default versions, module changes and garbage collection.
 
 use super::*;
-use crate::store::{ChangeModule, GarbageRequest};
+use crate::store::{ChangeModule, GarbageRequest, ListFilter};
 
 /// Deploys the module every test run is pinned to, as `order` version 1.
 async fn deploy_v1(store: &dyn Store) -> ModuleRecord {
@@ -171,6 +171,24 @@ pub async fn change_module_appends_to_the_chain_and_moves_the_run(store: &dyn St
     let usage = store.module_usage().await.expect("module_usage");
     let open: Vec<u64> = usage.iter().map(|u| u.open_runs).collect();
     assert_eq!(open, vec![0, 1], "the run counts under its new module");
+    let on = |sha: &Sha256Hex| ListFilter {
+        module_sha256: Some(sha.clone()),
+        ..ListFilter::default()
+    };
+    let listed = store.list_runs(&on(&v2.sha256)).await.expect("list_runs");
+    assert_eq!(
+        listed.iter().map(|r| &r.run_id).collect::<Vec<_>>(),
+        vec![&run.id],
+        "listed under its new module"
+    );
+    assert!(
+        store
+            .list_runs(&on(&module_sha()))
+            .await
+            .expect("list_runs")
+            .is_empty(),
+        "and no longer under its old one"
+    );
     assert!(
         is_conflict(&store.change_module(change(&run, &v2.sha256, T0 + 6)).await),
         "the run is no longer on the old module"

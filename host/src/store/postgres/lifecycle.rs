@@ -498,6 +498,9 @@ pub(super) async fn list_runs(pool: &PgPool, filter: &ListFilter) -> StoreResult
         q.push(" AND workflow_id = ")
             .push_bind(workflow_id.as_str());
     }
+    if let Some(module) = &filter.module_sha256 {
+        q.push(" AND module_sha256 = ").push_bind(module.as_str());
+    }
     for (key, value) in &filter.search_attributes {
         // jsonb equality is typed: the string "1" never equals the number 1.
         q.push(" AND (search_attributes::jsonb -> ")

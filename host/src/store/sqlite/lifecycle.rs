@@ -491,6 +491,9 @@ pub(super) async fn list_runs(
         q.push(" AND workflow_id = ")
             .push_bind(workflow_id.as_str());
     }
+    if let Some(module) = &filter.module_sha256 {
+        q.push(" AND module_sha256 = ").push_bind(module.as_str());
+    }
     for (key, value) in &filter.search_attributes {
         // `json_each` types each value, so a string "1" never equals the number 1
         // (nor `true`, which SQLite would otherwise compare as 1).
