@@ -360,7 +360,37 @@ pub struct RecordedEvent {
     pub seq: u64,
     /// Host time at which the event was written, ms since the Unix epoch.
     pub recorded_at_ms: u64,
-    #[serde(flatten)]
+    /// Nested, not flattened: several events have a `seq` field of their own.
     pub event: Event,
     pub hash: super::EventHash,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_event_serialises_each_field_once() {
+        let recorded = RecordedEvent {
+            seq: 7,
+            recorded_at_ms: 1_000,
+            event: Event::ActivityScheduled {
+                seq: 2,
+                name: "charge".into(),
+                input: serde_json::json!({"cents": 100}),
+                options: ActivityOptions::default(),
+            },
+            hash: super::super::EventHash::GENESIS,
+        };
+        let text = serde_json::to_string(&recorded).unwrap();
+        // The event's own `seq` (its activity) no longer collides with the
+        // event number: one `seq` at the top, one inside `event`.
+        assert_eq!(text.matches("\"seq\":").count(), 2, "{text}");
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["seq"], 7);
+        assert_eq!(value["event"]["seq"], 2);
+        assert_eq!(value["event"]["kind"], "activity_scheduled");
+        let back: RecordedEvent = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, recorded);
+    }
 }
