@@ -241,9 +241,9 @@ fn deploy_check_upgrade_and_collect_through_the_cli() {
     assert!(wrong.failed().contains("events 3, 4"), "{wrong:?}");
     let reset = weft(addr, &["reset", "o-2", "--to-event", "4"]);
     assert!(
-        reset
-            .ok()
-            .contains("4 events kept, 0 signal(s) queued again; the old run was terminated"),
+        reset.ok().contains(
+            "4 events kept, 0 signal(s) and 0 update(s) queued again; the old run was terminated"
+        ),
         "{reset:?}"
     );
     let runs = weft(addr, &["list", "--output", "json"]).json();

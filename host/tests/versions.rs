@@ -25,6 +25,7 @@ fn activities(calls: &Calls) -> Activities {
         ("ship", "S-"),
         ("notify", "N-"),
         ("check_stock", ""),
+        ("echo", ""),
     ] {
         let c = calls.clone();
         a.register(name, move |_: ActivityContext, input: String| {
@@ -453,6 +454,51 @@ async fn a_reset_receives_later_signals_again(backend: Backend) {
     done(env, db).await;
 }
 
+async fn a_reset_applies_later_updates_again(backend: Backend) {
+    let calls = Calls::default();
+    let (env, db) = kit(backend, &calls).await;
+    let module = env
+        .deploy("primitives", &guest("test-primitives"))
+        .await
+        .unwrap();
+    let run = env
+        .start(&module, "updatable", "acct-reset", 10)
+        .await
+        .unwrap();
+    env.settle().await.unwrap();
+    // The end of the first activation, before any update.
+    let point = env.history(&run).await.unwrap().len() as u64;
+    assert_eq!(env.update(&run, "add", 5).await.unwrap(), json!(15));
+    assert_eq!(env.update(&run, "add", 7).await.unwrap(), json!(22));
+    let reset = env
+        .host()
+        .reset(ResetRequest {
+            run_id: run.clone(),
+            to_event: point,
+            module: None,
+            reason: "test".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!((reset.signals, reset.updates), (0, 2));
+    env.settle().await.unwrap();
+    let value: i64 = env.query(&reset.run_id, "value", ()).await.unwrap();
+    assert_eq!(value, 22, "both updates were applied again, in order");
+    assert_eq!(calls.count("echo:5"), 2, "once per run");
+    let history = env.history(&reset.run_id).await.unwrap();
+    let completed = history
+        .events()
+        .iter()
+        .filter(|e| matches!(e.event, Event::UpdateCompleted { .. }))
+        .count();
+    assert_eq!(completed, 2);
+    env.signal(&reset.run_id, "done", ()).await.unwrap();
+    let out: i64 = env.output(&reset.run_id).await.unwrap();
+    assert_eq!(out, 22);
+    env.assert_replays(&reset.run_id).await.unwrap();
+    done(env, db).await;
+}
+
 async fn done(env: TestEnv, db: Db) {
     env.shutdown().await;
     db.drop().await;
@@ -464,6 +510,7 @@ both_backends!(
     a_version_is_deployed_once,
     a_reset_run_keeps_the_prefix_and_inherits_pending_work,
     a_reset_receives_later_signals_again,
+    a_reset_applies_later_updates_again,
 );
 
 /// Two hosts on one Postgres, each with its API: a deploy through one is the

@@ -357,6 +357,7 @@ impl WorkflowService for Workflows {
             module_sha256: reset.module_sha256.to_string(),
             kept_events: reset.kept_events,
             signals: reset.signals as u32,
+            updates: reset.updates as u32,
             terminated_old: reset.terminated_old,
         }))
     }

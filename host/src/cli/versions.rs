@@ -297,12 +297,13 @@ pub(crate) async fn reset(g: &Global, a: ResetArgs) -> anyhow::Result<()> {
     match g.output {
         output::Format::Json => output::json(&reset),
         output::Format::Text => println!(
-            "{} continues as run {} on module {}: {} events kept, {} signal(s) queued again{}",
+            "{} continues as run {} on module {}: {} events kept, {} signal(s) and {} update(s) queued again{}",
             reset.workflow_id,
             reset.run_id,
             output::short(&reset.module_sha256),
             reset.kept_events,
             reset.signals,
+            reset.updates,
             if reset.terminated_old {
                 "; the old run was terminated"
             } else {

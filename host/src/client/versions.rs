@@ -219,6 +219,8 @@ pub struct ResetView {
     pub kept_events: u64,
     /// Signals the old run received after the kept events, queued again.
     pub signals: u32,
+    /// Updates the old run accepted after the kept events, applied again.
+    pub updates: u32,
     /// The old run was open and was terminated.
     pub terminated_old: bool,
 }
@@ -430,6 +432,7 @@ impl Client {
             module_sha256: r.module_sha256,
             kept_events: r.kept_events,
             signals: r.signals,
+            updates: r.updates,
             terminated_old: r.terminated_old,
         })
     }

@@ -38,7 +38,9 @@ mod versions;
 
 pub use postgres::{PostgresOptions, PostgresStore, redact_url};
 pub use sqlite::SqliteStore;
-pub use versions::{ChangeModule, Garbage, GarbageRequest, ModuleUsage, VersionStore};
+pub use versions::{
+    ChangeModule, Garbage, GarbageRequest, ModuleUsage, Reapplied, ReappliedUpdate, VersionStore,
+};
 
 use crate::model::{
     ActivityOptions, EventHash, Failure, History, ParentClosePolicy, ParentLink, RecordedEvent,

@@ -969,7 +969,8 @@ impl SignalStore for PostgresStore {
         input: Value,
         now_ms: u64,
     ) -> StoreResult<()> {
-        lifecycle::send_update(&self.pool, run_id, update_id, name, &input, int(now_ms)).await
+        let mut conn = self.pool.acquire().await?;
+        lifecycle::send_update(&mut conn, run_id, update_id, name, &input, int(now_ms)).await
     }
 
     async fn update_outcome(

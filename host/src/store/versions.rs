@@ -8,6 +8,25 @@ use crate::model::{RunId, Sha256Hex};
 use async_trait::async_trait;
 use serde_json::Value;
 
+/// What a reset run receives again: what the old run received after the
+/// reset point, in order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reapplied {
+    /// Name and input of each signal.
+    pub signals: Vec<(String, Value)>,
+    /// Each update, with its id: a caller who retries it with that id gets
+    /// the reset run's answer.
+    pub updates: Vec<ReappliedUpdate>,
+}
+
+/// An update a reset run receives again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReappliedUpdate {
+    pub update_id: String,
+    pub name: String,
+    pub input: Value,
+}
+
 /// A deployed module and what uses it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModuleUsage {
@@ -89,12 +108,12 @@ pub trait VersionStore: Send + Sync {
     /// it: `run` with its event 1, then `rest` — the events that follow event 1
     /// and the activities and timers the kept prefix left pending, laid out as
     /// an activation commit (its lease token and outcome are ignored) — and
-    /// `signals` queued in order. Fails like [`RunStore::create_run`](super::RunStore::create_run)
+    /// the signals and updates it receives again, queued in order. Fails like [`RunStore::create_run`](super::RunStore::create_run)
     /// when the workflow id has an open run.
     async fn create_reset_run(
         &self,
         run: CreateRun,
         rest: ActivationCommit,
-        signals: Vec<(String, Value)>,
+        reapplied: Reapplied,
     ) -> StoreResult<()>;
 }

@@ -1,16 +1,16 @@
 //! Reset: a new run of the workflow that keeps a prefix of an old run's
 //! history (up to the end of one of its activations), inherits the
 //! activities and timers that prefix left pending, and receives again the
-//! signals the old run got after it. The old run, if open, is terminated.
+//! signals and updates the old run got after it. The old run, if open, is
+//! terminated.
 
 use crate::host::{Host, HostError};
 use crate::model::{Event, History, RecordedEvent, RunId, Sha256Hex, seal};
 use crate::store::{
     ActivationCommit, CreateRun, IdConflictPolicy, IdReusePolicy, NewActivityTask, NewTimer,
-    RunOptions, RunOutcome, RunRecord, RunStatus,
+    Reapplied, ReappliedUpdate, RunOptions, RunOutcome, RunRecord, RunStatus,
 };
 use crate::workflow::{ReplayVerdict, replay_against};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -37,6 +37,8 @@ pub struct Reset {
     pub kept_events: u64,
     /// Signals the old run received after the kept prefix, queued again.
     pub signals: usize,
+    /// Updates the old run accepted after the kept prefix, applied again.
+    pub updates: usize,
     /// The old run was open and has been terminated.
     pub terminated_old: bool,
 }
@@ -158,8 +160,8 @@ fn reset_points(history: &History) -> Vec<u64> {
 impl Host {
     /// Resets a run: a new run of its workflow id keeps its history up to
     /// `to_event` (the end of an activation), inherits the activities and
-    /// timers pending there, and gets again the signals the old run received
-    /// after it. An open old run is terminated first. With `module`, the new
+    /// timers pending there, and gets again the signals and updates the old
+    /// run received after it. An open old run is terminated first. With `module`, the new
     /// run goes on on that module, which must replay the kept prefix identically.
     pub async fn reset(&self, request: ResetRequest) -> Result<Reset, HostError> {
         let old = self.store().run(&request.run_id).await?;
@@ -201,19 +203,37 @@ impl Host {
                 });
             }
         }
-        // Signals after the prefix: in the history, then any still in the inbox.
-        let mut signals: Vec<(String, Value)> = history.events()[prefix.len()..]
-            .iter()
-            .filter_map(|e| match &e.event {
-                Event::SignalReceived { name, input } => Some((name.clone(), input.clone())),
-                _ => None,
-            })
-            .collect();
+        // Signals after the prefix: in the history, then any still in the
+        // inbox. Updates the old run accepted after the prefix: their callers
+        // have the old run's answers; the new run applies them again (the same
+        // ids, so a retry gets its answer). Updates still in the old run's
+        // inbox are not moved: terminating the old run fails them, and their
+        // callers hear so.
+        let mut reapplied = Reapplied::default();
+        for e in &history.events()[prefix.len()..] {
+            match &e.event {
+                Event::SignalReceived { name, input } => {
+                    reapplied.signals.push((name.clone(), input.clone()))
+                }
+                Event::UpdateReceived {
+                    update_id,
+                    name,
+                    input,
+                } => reapplied.updates.push(ReappliedUpdate {
+                    update_id: update_id.clone(),
+                    name: name.clone(),
+                    input: input.clone(),
+                }),
+                _ => {}
+            }
+        }
         let run_id = self.new_run_id();
         let terminated_old = old.status.is_open();
         if terminated_old {
             let inbox = self.store().pending_jobs(&old.run_id, now).await?;
-            signals.extend(inbox.signals.into_iter().map(|s| (s.name, s.input)));
+            reapplied
+                .signals
+                .extend(inbox.signals.into_iter().map(|s| (s.name, s.input)));
             self.terminate(
                 &old.run_id,
                 &format!(
@@ -257,7 +277,8 @@ impl Host {
             now_ms: now,
             ..ActivationCommit::default()
         };
-        let signal_count = signals.len();
+        let signal_count = reapplied.signals.len();
+        let update_count = reapplied.updates.len();
         self.store()
             .create_reset_run(
                 CreateRun {
@@ -277,7 +298,7 @@ impl Host {
                     },
                 },
                 rest,
-                signals,
+                reapplied,
             )
             .await?;
         self.inner().wakeups.activations.notify_one();
@@ -289,6 +310,7 @@ impl Host {
             module_sha256: to,
             kept_events: request.to_event,
             signals: signal_count,
+            updates: update_count,
             terminated_old,
         })
     }

@@ -1,7 +1,7 @@
 //! Default versions, module changes and garbage collection.
 
 use super::*;
-use crate::store::{ChangeModule, GarbageRequest, ListFilter};
+use crate::store::{ChangeModule, GarbageRequest, ListFilter, Reapplied, ReappliedUpdate};
 
 /// Deploys the module every test run is pinned to, as `order` version 1.
 async fn deploy_v1(store: &dyn Store) -> ModuleRecord {
@@ -395,10 +395,17 @@ pub async fn a_reset_run_is_placed_whole_with_its_inheritance(store: &dyn Store)
         now_ms: T0 + 5,
         ..ActivationCommit::default()
     };
-    let signals = vec![("add".to_owned(), json!(1)), ("add".to_owned(), json!(2))];
+    let reapplied = Reapplied {
+        signals: vec![("add".to_owned(), json!(1)), ("add".to_owned(), json!(2))],
+        updates: vec![ReappliedUpdate {
+            update_id: "u-1".into(),
+            name: "rename".into(),
+            input: json!("bob"),
+        }],
+    };
 
     let refused = store
-        .create_reset_run(create(&new_id), rest(&new_id), signals.clone())
+        .create_reset_run(create(&new_id), rest(&new_id), reapplied.clone())
         .await;
     assert!(
         matches!(refused, Err(StoreError::WorkflowIdInUse { .. })),
@@ -427,7 +434,7 @@ pub async fn a_reset_run_is_placed_whole_with_its_inheritance(store: &dyn Store)
     store.commit_activation(closing).await.expect("terminate");
 
     store
-        .create_reset_run(create(&new_id), rest(&new_id), signals)
+        .create_reset_run(create(&new_id), rest(&new_id), reapplied)
         .await
         .expect("create_reset_run");
     let history = store.history(&new_id).await.expect("history");
@@ -443,6 +450,17 @@ pub async fn a_reset_run_is_placed_whole_with_its_inheritance(store: &dyn Store)
         .expect("pending_jobs");
     let inputs: Vec<Value> = jobs.signals.iter().map(|s| s.input.clone()).collect();
     assert_eq!(inputs, vec![json!(1), json!(2)]);
+    let updates: Vec<(&str, &str)> = jobs
+        .updates
+        .iter()
+        .map(|u| (u.update_id.as_str(), u.name.as_str()))
+        .collect();
+    assert_eq!(updates, vec![("u-1", "rename")]);
+    assert_eq!(
+        store.update_outcome(&new_id, "u-1").await.expect("outcome"),
+        None,
+        "received, not yet answered"
+    );
     assert_eq!(jobs.due_timers.len(), 1, "{jobs:?}");
     let task = store
         .claim_activities("worker", &names(&["charge"]), T0 + 6, LEASE, 1)

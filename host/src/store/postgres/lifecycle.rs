@@ -371,7 +371,7 @@ pub(super) async fn apply_lifecycle(
 }
 
 pub(super) async fn send_update(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     run_id: &RunId,
     update_id: &str,
     name: &str,
@@ -400,7 +400,7 @@ pub(super) async fn send_update(
     .bind(name)
     .bind(input.to_string())
     .bind(now_ms)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     if open != 1 {
         return Err(rows::not_open(run_id, status, "updates"));

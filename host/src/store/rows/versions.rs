@@ -282,10 +282,9 @@ macro_rules! version_store {
         };
         use crate::store::{
             ActivationCommit, ChangeModule, CreateRun, Garbage, GarbageRequest, ModuleRecord, ModuleUsage,
-            RunRecord, StoreError, StoreResult, VersionStore,
+            Reapplied, RunRecord, StoreError, StoreResult, VersionStore,
         };
         use async_trait::async_trait;
-        use serde_json::Value;
 
         #[async_trait]
         impl VersionStore for $store {
@@ -408,7 +407,7 @@ macro_rules! version_store {
                 &self,
                 run: CreateRun,
                 rest: ActivationCommit,
-                signals: Vec<(String, Value)>,
+                reapplied: Reapplied,
             ) -> StoreResult<()> {
                 let columns = NewRunColumns::new(&run)?;
                 let c = CommitColumns::new(&rest)?;
@@ -418,12 +417,23 @@ macro_rules! version_store {
                     refused => return Err(rows::reset_refused(refused, &columns)),
                 }
                 inherit(&mut tx, &run.run_id, &c).await?;
-                for (name, input) in &signals {
+                for (name, input) in &reapplied.signals {
                     lifecycle::queue_signal(
                         &mut tx,
                         &run.run_id,
                         name,
                         &input.to_string(),
+                        columns.now_ms,
+                    )
+                    .await?;
+                }
+                for u in &reapplied.updates {
+                    lifecycle::send_update(
+                        &mut tx,
+                        &run.run_id,
+                        &u.update_id,
+                        &u.name,
+                        &u.input,
                         columns.now_ms,
                     )
                     .await?;
