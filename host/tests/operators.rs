@@ -239,7 +239,17 @@ fn deploy_check_upgrade_and_collect_through_the_cli() {
     // Reset: o-2 starts over after its upgrade; the old run is terminated.
     let wrong = weft(addr, &["reset", "o-2", "--to-event", "1"]);
     assert!(wrong.failed().contains("events 3, 4"), "{wrong:?}");
-    let reset = weft(addr, &["reset", "o-2", "--to-event", "4"]);
+    let reset = weft(
+        addr,
+        &[
+            "reset",
+            "o-2",
+            "--to-event",
+            "4",
+            "--reapply-exclude",
+            "signals,updates",
+        ],
+    );
     assert!(
         reset.ok().contains(
             "4 events kept, 0 signal(s) and 0 update(s) queued again; the old run was terminated"

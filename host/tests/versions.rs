@@ -12,7 +12,7 @@ use std::time::Duration;
 use weft::model::{Event, RunId, Sha256Hex};
 use weft::store::RunStatus;
 use weft::testing::TestEnv;
-use weft::versions::{DeployOptions, ResetRequest, UpgradeResult, Verdict};
+use weft::versions::{DeployOptions, Reapply, ResetRequest, UpgradeResult, Verdict};
 use weft::workflow::ReplayVerdict;
 use weft::{Activities, ActivityContext, ActivityError};
 
@@ -364,6 +364,7 @@ async fn a_reset_run_keeps_the_prefix_and_inherits_pending_work(backend: Backend
         to_event,
         module,
         reason: "test".into(),
+        reapply: Reapply::default(),
     };
     let inside = env
         .host()
@@ -441,6 +442,7 @@ async fn a_reset_receives_later_signals_again(backend: Backend) {
             to_event: 2,
             module: None,
             reason: "test".into(),
+            reapply: Reapply::default(),
         })
         .await
         .unwrap();
@@ -451,6 +453,26 @@ async fn a_reset_receives_later_signals_again(backend: Backend) {
     env.signal(&reset.run_id, "add", 4).await.unwrap();
     let out: u64 = env.output(&reset.run_id).await.unwrap();
     assert_eq!(out, 7);
+
+    // The same point again, leaving the signals out: the count starts over.
+    let bare = env
+        .host()
+        .reset(ResetRequest {
+            run_id: reset.run_id.clone(),
+            to_event: 2,
+            module: None,
+            reason: "test".into(),
+            reapply: Reapply {
+                signals: false,
+                updates: true,
+            },
+        })
+        .await
+        .unwrap();
+    assert_eq!((bare.signals, bare.terminated_old), (0, false));
+    env.settle().await.unwrap();
+    let total: u64 = env.query(&bare.run_id, "total", ()).await.unwrap();
+    assert_eq!(total, 0, "no signal came again");
     done(env, db).await;
 }
 
@@ -477,6 +499,7 @@ async fn a_reset_applies_later_updates_again(backend: Backend) {
             to_event: point,
             module: None,
             reason: "test".into(),
+            reapply: Reapply::default(),
         })
         .await
         .unwrap();

@@ -5,7 +5,7 @@ use super::proto::{self, workflow_service_server::WorkflowService};
 use crate::host::{Host, StartRequest};
 use crate::model::{RunId, Sha256Hex};
 use crate::store::RunStatus;
-use crate::versions::ResetRequest;
+use crate::versions::{Reapply, ResetRequest};
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
@@ -337,6 +337,18 @@ impl WorkflowService for Workflows {
         let r = request.into_inner();
         let run_id = self.resolve(r.run.as_ref()).await?;
         let module = self.module_ref(r.module.as_ref()).await?;
+        let mut reapply = Reapply::default();
+        for kind in &r.reapply_exclude {
+            match kind.as_str() {
+                "signals" => reapply.signals = false,
+                "updates" => reapply.updates = false,
+                other => {
+                    return Err(Status::invalid_argument(format!(
+                        "reapply_exclude {other:?} is not a kind of message; use \"signals\" or \"updates\""
+                    )));
+                }
+            }
+        }
         let reset = self
             .host
             .reset(ResetRequest {
@@ -348,6 +360,7 @@ impl WorkflowService for Workflows {
                 } else {
                     r.reason
                 },
+                reapply,
             })
             .await
             .map_err(status)?;

@@ -73,6 +73,26 @@ pub(crate) struct ResetArgs {
     /// Recorded in the new run's history and in the old run's termination.
     #[arg(long, default_value = "reset by an operator")]
     reason: String,
+    /// What the new run does not receive again of what the old run got after
+    /// the event (default: it receives signals and updates).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    reapply_exclude: Vec<Reapplied>,
+}
+
+/// Messages a reset run can receive again.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Reapplied {
+    Signals,
+    Updates,
+}
+
+impl Reapplied {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reapplied::Signals => "signals",
+            Reapplied::Updates => "updates",
+        }
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -292,6 +312,10 @@ pub(crate) async fn reset(g: &Global, a: ResetArgs) -> anyhow::Result<()> {
             a.to_event,
             module.as_ref(),
             &a.reason,
+            &a.reapply_exclude
+                .iter()
+                .map(|k| k.as_str().to_owned())
+                .collect::<Vec<_>>(),
         )
         .await?;
     match g.output {

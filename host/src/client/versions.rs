@@ -414,6 +414,7 @@ impl Client {
         to_event: u64,
         module: Option<&ModuleSpec>,
         reason: &str,
+        reapply_exclude: &[String],
     ) -> Result<ResetView, ClientError> {
         let r = self
             .workflows
@@ -423,6 +424,7 @@ impl Client {
                 to_event,
                 module: module.map(ModuleSpec::to_proto),
                 reason: reason.into(),
+                reapply_exclude: reapply_exclude.to_vec(),
             })
             .await?
             .into_inner();

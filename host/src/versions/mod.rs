@@ -33,7 +33,7 @@
 
 mod reset;
 
-pub use reset::{Reset, ResetRequest};
+pub use reset::{Reapply, Reset, ResetRequest};
 
 use crate::host::{Host, HostError};
 use crate::model::{RunId, Sha256Hex};

@@ -24,6 +24,24 @@ pub struct ResetRequest {
     /// `to_event` (it must replay the kept prefix identically).
     pub module: Option<Sha256Hex>,
     pub reason: String,
+    /// What the new run receives again of what the old one got after `to_event`.
+    pub reapply: Reapply,
+}
+
+/// What a reset run receives again. The default: signals and updates both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reapply {
+    pub signals: bool,
+    pub updates: bool,
+}
+
+impl Default for Reapply {
+    fn default() -> Self {
+        Self {
+            signals: true,
+            updates: true,
+        }
+    }
 }
 
 /// What a reset did.
@@ -277,6 +295,12 @@ impl Host {
             now_ms: now,
             ..ActivationCommit::default()
         };
+        if !request.reapply.signals {
+            reapplied.signals.clear();
+        }
+        if !request.reapply.updates {
+            reapplied.updates.clear();
+        }
         let signal_count = reapplied.signals.len();
         let update_count = reapplied.updates.len();
         self.store()
