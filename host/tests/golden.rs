@@ -1,4 +1,5 @@
-//! Golden histories: real histories of the examples, kept under
+//! Golden histories: real histories of the examples and of the primitives'
+//! test workflows (sagas, updates, children, patches, visibility), kept under
 //! `host/tests/histories/` as `weft export` writes them, replayed against
 //! the modules built from today's source. A change to the SDK, the host or an
 //! example that would break the replay of runs recorded before it fails here,
@@ -55,6 +56,29 @@ const GOLDEN: &[Golden] = &[
         file: "counter.json",
         guest: "test-scenarios",
     },
+    // The primitives' event kinds, one workflow each: a saga compensated on
+    // a cancel request, validated updates, children, a patch marker, the
+    // status line and search attributes.
+    Golden {
+        file: "saga-cancelled.json",
+        guest: "test-primitives",
+    },
+    Golden {
+        file: "updatable.json",
+        guest: "test-primitives",
+    },
+    Golden {
+        file: "parent.json",
+        guest: "test-primitives",
+    },
+    Golden {
+        file: "patched.json",
+        guest: "test-primitives",
+    },
+    Golden {
+        file: "status.json",
+        guest: "test-primitives",
+    },
 ];
 
 fn activities() -> Activities {
@@ -71,6 +95,13 @@ fn activities() -> Activities {
     for name in ["reserve", "ship"] {
         a.register(name, move |_: ActivityContext, input: String| async move {
             Ok::<_, ActivityError>(format!("{name}d {input}"))
+        });
+    }
+    for name in [
+        "echo", "release", "charge", "refund", "old_path", "new_path",
+    ] {
+        a.register(name, |_: ActivityContext, input: String| async move {
+            Ok::<_, ActivityError>(input)
         });
     }
     a
@@ -123,6 +154,35 @@ async fn record(golden: &Golden) -> Export {
                 .unwrap();
             env.signal(&run, "add", 5).await.unwrap();
             env.signal(&run, "add", 7).await.unwrap();
+            Ok(run)
+        }
+        "saga-cancelled.json" => {
+            let run = env
+                .start(&module, "cancellable_order", "order-7", json!(null))
+                .await
+                .unwrap();
+            env.settle().await.unwrap();
+            env.cancel(&run, "the customer changed their mind")
+                .await
+                .unwrap();
+            Ok(run)
+        }
+        "updatable.json" => {
+            let run = env.start(&module, "updatable", "acct-1", 10).await.unwrap();
+            env.update(&run, "add", 5).await.unwrap();
+            env.update(&run, "add", 7).await.unwrap();
+            env.signal(&run, "done", ()).await.unwrap();
+            Ok(run)
+        }
+        "parent.json" => env.start(&module, "parent", "fan-out", 2).await,
+        "patched.json" => env.start(&module, "patched_flow", "patched-1", ()).await,
+        "status.json" => {
+            let run = env
+                .start(&module, "status_flow", "status-1", ())
+                .await
+                .unwrap();
+            env.settle().await.unwrap();
+            env.signal(&run, "go", ()).await.unwrap();
             Ok(run)
         }
         other => panic!("no recipe for {other}"),
