@@ -1,5 +1,6 @@
 //! Golden histories: real histories of the examples and of the primitives'
-//! test workflows (sagas, updates, children, patches, visibility), kept under
+//! test workflows (sagas, updates, children, patches, visibility,
+//! continue-as-new, retries, failures, local activities), kept under
 //! `host/tests/histories/` as `weft export` writes them, replayed against
 //! the modules built from today's source. A change to the SDK, the host or an
 //! example that would break the replay of runs recorded before it fails here,
@@ -79,6 +80,15 @@ const GOLDEN: &[Golden] = &[
         file: "status.json",
         guest: "test-primitives",
     },
+    Golden {
+        file: "continue-as-new.json",
+        guest: "test-primitives",
+    },
+    // A retried activity, a non-retryable failure and a local activity.
+    Golden {
+        file: "activities.json",
+        guest: "test-activities",
+    },
 ];
 
 fn activities() -> Activities {
@@ -97,6 +107,19 @@ fn activities() -> Activities {
             Ok::<_, ActivityError>(format!("{name}d {input}"))
         });
     }
+    // Fails its first attempt (retryably), then answers its input.
+    a.register("flaky", |ctx: ActivityContext, input: String| async move {
+        if ctx.attempt() == 1 {
+            return Err(ActivityError::retryable("Busy", "try again later"));
+        }
+        Ok(input)
+    });
+    a.register("refuse", |_: ActivityContext, _: String| async move {
+        Err::<String, _>(ActivityError::non_retryable(
+            "Refused",
+            "not for this input",
+        ))
+    });
     for name in [
         "echo", "release", "charge", "refund", "old_path", "new_path",
     ] {
@@ -174,7 +197,9 @@ async fn record(golden: &Golden) -> Export {
             env.signal(&run, "done", ()).await.unwrap();
             Ok(run)
         }
-        "parent.json" => env.start(&module, "parent", "fan-out", 2).await,
+        // One child: two would complete in either order, and re-recording
+        // would churn the file.
+        "parent.json" => env.start(&module, "parent", "fan-out", 1).await,
         "patched.json" => env.start(&module, "patched_flow", "patched-1", ()).await,
         "status.json" => {
             let run = env
@@ -184,6 +209,16 @@ async fn record(golden: &Golden) -> Export {
             env.settle().await.unwrap();
             env.signal(&run, "go", ()).await.unwrap();
             Ok(run)
+        }
+        "continue-as-new.json" => env.start(&module, "loop_can", "loop-1", 2).await,
+        "activities.json" => {
+            let retry = json!({"initial_interval_ms": 1000, "maximum_attempts": 3});
+            let calls = json!([
+                {"activity": "flaky", "input": "a", "retry": retry},
+                {"activity": "refuse", "input": "b"},
+                {"activity": "echo", "input": "c", "local": true},
+            ]);
+            env.start(&module, "sequence", "activities-1", calls).await
         }
         other => panic!("no recipe for {other}"),
     }
