@@ -307,36 +307,25 @@ async fn measure(
     })
 }
 
+/// Deploys a version of `order` beside the default, which stays as it is.
+async fn store_beside(host: &Host, version: &str, bytes: &[u8]) -> anyhow::Result<Sha256Hex> {
+    let options = DeployOptions {
+        make_default: false,
+        check: false,
+    };
+    Ok(host
+        .deploy_module("order", version, bytes, options)
+        .await?
+        .module
+        .sha256)
+}
+
 /// Runs per second for a compatibility check that finds every run identical,
 /// one that finds every run diverging, and an upgrade that moves them all.
 async fn measure_versions(host: &Host, orders: &Orders, runs: usize) -> anyhow::Result<[f64; 3]> {
     let v1 = host.deploy("order", "1", &orders.v1).await?.sha256;
-    let v2 = host
-        .deploy_module(
-            "order",
-            "2",
-            &orders.v2,
-            DeployOptions {
-                make_default: false,
-                check: false,
-            },
-        )
-        .await?
-        .module
-        .sha256;
-    let v3 = host
-        .deploy_module(
-            "order",
-            "3",
-            &orders.v3,
-            DeployOptions {
-                make_default: false,
-                check: false,
-            },
-        )
-        .await?
-        .module
-        .sha256;
+    let v2 = store_beside(host, "2", &orders.v2).await?;
+    let v3 = store_beside(host, "3", &orders.v3).await?;
     let mut ids = Vec::with_capacity(runs);
     for i in 0..runs {
         ids.push(

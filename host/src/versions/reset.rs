@@ -10,7 +10,7 @@ use crate::store::{
     ActivationCommit, CreateRun, IdConflictPolicy, IdReusePolicy, NewActivityTask, NewTimer,
     Reapplied, ReappliedUpdate, RunOptions, RunOutcome, RunRecord, RunStatus,
 };
-use crate::workflow::{ReplayVerdict, replay_against};
+use crate::workflow::{ReplayVerdict, parse_history, replay_against};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -203,7 +203,14 @@ impl Host {
             )));
         }
         let kept = History::from_recorded(prefix.clone());
-        let on_module = module_at(&prefix);
+        // The module the run was on at `to_event`, as replay reads it.
+        let on_module = parse_history(&kept)
+            .map_err(|e| HostError::Replay {
+                run_id: old.run_id.clone(),
+                error: Box::new(e.into()),
+            })?
+            .0
+            .module_sha256;
         let to = request.module.clone().unwrap_or(on_module.clone());
         let module = self.module(&to).await?;
         match replay_against(self.engine(), &module, &kept).await {
@@ -360,20 +367,6 @@ impl Host {
             }
         }
     }
-}
-
-/// The module a history is on at its end.
-fn module_at(events: &[RecordedEvent]) -> Sha256Hex {
-    let mut module = match events.first().map(|e| &e.event) {
-        Some(Event::WorkflowStarted { module_sha256, .. }) => module_sha256.clone(),
-        _ => Sha256Hex(String::new()),
-    };
-    for e in events {
-        if let Event::ModuleChanged { to, .. } = &e.event {
-            module = to.clone();
-        }
-    }
-    module
 }
 
 fn describe_points(points: &[u64]) -> String {
