@@ -592,20 +592,28 @@ async fn id_policies_and_signal_with_start(backend: Backend) {
         .unwrap();
     let request = |id: &str| StartRequest::new(id, "child_waits", json!(null), module.clone());
 
-    // Signal-with-start twice: one run, and it sees the first signal.
+    // Signal-with-start twice: one run, and it sees the first signal. The
+    // counter waits for both signals, so the run is still open when the
+    // second arrives (a workflow that ended on the first signal could close
+    // before it, and the second would rightly start a new run).
+    let scenarios = env
+        .deploy("scenarios", &guest("test-scenarios"))
+        .await
+        .unwrap();
+    let counter = || StartRequest::new("sws", "counter", json!({"signals": 2}), scenarios.clone());
     let a = env
         .host()
-        .signal_with_start(request("sws"), "finish", json!("first"))
+        .signal_with_start(counter(), "add", json!(1))
         .await
         .unwrap();
     let b = env
         .host()
-        .signal_with_start(request("sws"), "finish", json!("second"))
+        .signal_with_start(counter(), "add", json!(2))
         .await
         .unwrap();
     assert_eq!(a, b);
-    let out: String = env.output(&a).await.unwrap();
-    assert_eq!(out, "first");
+    let out: u64 = env.output(&a).await.unwrap();
+    assert_eq!(out, 3, "the first signal and the second, in one run");
 
     // Use-existing returns the open run.
     let open = env.start(&module, "child_waits", "dup", ()).await.unwrap();
