@@ -225,7 +225,9 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops claiming new work and waits for the loops to end.
+    /// Stops claiming new work and waits for the loops, and the activations
+    /// in flight, to end. Activity attempts still running are not waited for:
+    /// if the process exits, they are retried once their timeouts expire.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for t in self.tasks {

@@ -333,6 +333,11 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
         outage.recovered();
         wait(&host, woken, next_timer, &mut shutdown).await;
     }
+    // Let the activations in flight finish (each is bounded by the activation
+    // timeout), so that a stopped host leaves no statement running and hands
+    // its runs back rather than holding them until their leases expire.
+    let all = host.config.max_concurrent_activations.max(1) as u32;
+    let _ = permits.acquire_many(all).await;
 }
 
 /// Claims activity tasks this host can run and runs them, a bounded number

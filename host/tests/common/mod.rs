@@ -108,12 +108,24 @@ impl Db {
         let pool = sqlx::PgPool::connect(&self.url)
             .await
             .expect("connect to drop the schema");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA \"{schema}\" CASCADE"
-        )))
-        .execute(&pool)
-        .await
-        .expect("drop the test schema");
+        // A statement of a server task still winding down can deadlock with
+        // the drop (40P01); Postgres aborts one of the two, so try again.
+        for attempt in 1.. {
+            let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA \"{schema}\" CASCADE"
+            )))
+            .execute(&pool)
+            .await;
+            match dropped {
+                Ok(_) => break,
+                Err(sqlx::Error::Database(e))
+                    if e.code().as_deref() == Some("40P01") && attempt < 10 =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("drop the test schema {schema}: {e}"),
+            }
+        }
         pool.close().await;
     }
 }
