@@ -1,6 +1,7 @@
 //! Golden histories: real histories of the examples and of the primitives'
 //! test workflows (sagas, updates, children, patches, visibility,
-//! continue-as-new, retries, failures, local activities), kept under
+//! continue-as-new, retries, failures, local activities, terminations,
+//! resets), kept under
 //! `host/tests/histories/` as `weft export` writes them, replayed against
 //! the modules built from today's source. A change to the SDK, the host or an
 //! example that would break the replay of runs recorded before it fails here,
@@ -89,9 +90,31 @@ const GOLDEN: &[Golden] = &[
         file: "activities.json",
         guest: "test-activities",
     },
+    // How runs end otherwise: a failed child failing its parent, an update
+    // whose handler fails, a termination, and a reset run.
+    Golden {
+        file: "child-failed.json",
+        guest: "test-primitives",
+    },
+    Golden {
+        file: "update-failed.json",
+        guest: "test-primitives",
+    },
+    Golden {
+        file: "terminated.json",
+        guest: "test-scenarios",
+    },
+    Golden {
+        file: "reset.json",
+        guest: "test-scenarios",
+    },
 ];
 
-fn activities() -> Activities {
+/// The recordings whose activity `echo` fails (non-retryably) instead of
+/// answering its input.
+const ECHO_FAILS: &[&str] = &["child-failed.json", "update-failed.json"];
+
+fn activities(echo_fails: bool) -> Activities {
     let mut a = Activities::new();
     a.register("greet", |_: ActivityContext, name: String| async move {
         Ok::<_, ActivityError>(format!("Hello, {name}!"))
@@ -120,9 +143,16 @@ fn activities() -> Activities {
             "not for this input",
         ))
     });
-    for name in [
-        "echo", "release", "charge", "refund", "old_path", "new_path",
-    ] {
+    if echo_fails {
+        a.register("echo", |_: ActivityContext, _: String| async move {
+            Err::<String, _>(ActivityError::non_retryable("EchoDown", "no echo today"))
+        });
+    } else {
+        a.register("echo", |_: ActivityContext, input: String| async move {
+            Ok::<_, ActivityError>(input)
+        });
+    }
+    for name in ["release", "charge", "refund", "old_path", "new_path"] {
         a.register(name, |_: ActivityContext, input: String| async move {
             Ok::<_, ActivityError>(input)
         });
@@ -133,7 +163,7 @@ fn activities() -> Activities {
 /// Runs one example to its end on a fresh host and exports the run.
 async fn record(golden: &Golden) -> Export {
     let db = fresh_db(Backend::Sqlite).await;
-    let env = TestEnv::builder(activities())
+    let env = TestEnv::builder(activities(ECHO_FAILS.contains(&golden.file)))
         .store(db.store.clone())
         .engine(common::engine())
         .config(|c| c.seed = Some(20_261_122))
@@ -219,6 +249,52 @@ async fn record(golden: &Golden) -> Export {
                 {"activity": "echo", "input": "c", "local": true},
             ]);
             env.start(&module, "sequence", "activities-1", calls).await
+        }
+        // The child's activity fails, so the child fails, and the parent with it.
+        "child-failed.json" => env.start(&module, "parent", "fan-out-2", 1).await,
+        "update-failed.json" => {
+            let run = env.start(&module, "updatable", "acct-2", 10).await.unwrap();
+            let refused = env.update(&run, "add", 5).await;
+            assert!(refused.is_err(), "the update's activity fails: {refused:?}");
+            env.signal(&run, "done", ()).await.unwrap();
+            Ok(run)
+        }
+        "terminated.json" => {
+            let run = env
+                .start(&module, "counter", "count-2", json!({"signals": 2}))
+                .await
+                .unwrap();
+            env.signal(&run, "add", 5).await.unwrap();
+            env.host()
+                .terminate(&run, "opened by mistake")
+                .await
+                .unwrap();
+            Ok(run)
+        }
+        // A completed run reset to the end of its first activation: the new
+        // run keeps that prefix and receives both signals again.
+        "reset.json" => {
+            let run = env
+                .start(&module, "counter", "count-3", json!({"signals": 2}))
+                .await
+                .unwrap();
+            env.signal(&run, "add", 5).await.unwrap();
+            env.signal(&run, "add", 7).await.unwrap();
+            env.result(&run).await.unwrap();
+            let reset = env
+                .host()
+                .reset(weft::versions::ResetRequest {
+                    run_id: run,
+                    to_event: 2,
+                    module: None,
+                    reason: "recount".to_owned(),
+                    reapply: Default::default(),
+                })
+                .await
+                .unwrap();
+            assert_eq!(reset.signals, 2, "{reset:?}");
+            env.settle().await.unwrap();
+            Ok(reset.run_id)
         }
         other => panic!("no recipe for {other}"),
     }

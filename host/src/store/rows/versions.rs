@@ -237,18 +237,6 @@ pub(in crate::store) fn version_taken(name: &str, version: &str, existing: Strin
     }
 }
 
-/// `$1` run id, `$2` seq, `$3` name, `$4` input, `$5` options, `$6` lease,
-/// `$7` visible at, `$8` schedule-to-start, `$9` heartbeat timeout, `$10`
-/// close deadline, `$11` start deadline: one activity a reset run inherits.
-pub(in crate::store) const INSERT_TASK: &str = "INSERT INTO activity_tasks
-    (run_id, seq, name, input, options, lease_ms, status, visible_at_ms, schedule_to_start_ms,
-     heartbeat_timeout_ms, close_deadline_ms, start_deadline_ms)
-    VALUES ($1, $2, $3, $4, $5, $6, 'scheduled', $7, $8, $9, $10, $11)";
-
-/// `$1` run id, `$2` seq, `$3` fire at.
-pub(in crate::store) const INSERT_TIMER: &str =
-    "INSERT INTO timers (run_id, seq, fire_at_ms) VALUES ($1, $2, $3)";
-
 /// `$1` run id, `$2` last seq, `$3` last hash.
 pub(in crate::store) const CONTINUE_RUN: &str =
     "UPDATE runs SET last_seq = $2, last_hash = $3 WHERE run_id = $1";
@@ -265,7 +253,8 @@ pub(in crate::store) fn reset_refused(placed: Placed, run: &NewRunColumns) -> St
 /// statements on both, written once. The store has a `begin_write` method
 /// that opens a write transaction; `$reader` names the pool reads use;
 /// `$change_state` reads a run before a module change (locking its row where
-/// the backend needs that).
+/// the backend needs that). The module that invokes it defines `inherit`,
+/// which writes what a reset run inherits in bulk, as the backend does it.
 macro_rules! version_store {
     (
         store: $store:ty,
@@ -456,57 +445,6 @@ macro_rules! version_store {
                 .execute(conn)
                 .await?
                 .rows_affected())
-        }
-
-        /// Writes what a reset run inherits after its event 1: the rest of the kept
-        /// history, the activities and timers it left pending.
-        async fn inherit(
-            conn: &mut $conn,
-            run_id: &RunId,
-            c: &CommitColumns,
-        ) -> StoreResult<()> {
-            for i in 0..c.event_seqs.len() {
-                sqlx::query(rows::INSERT_EVENT)
-                    .bind(run_id.as_str())
-                    .bind(c.event_seqs[i])
-                    .bind(c.event_kinds[i])
-                    .bind(c.event_payloads[i].as_str())
-                    .bind(c.event_times[i])
-                    .bind(c.event_hashes[i].as_str())
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            for i in 0..c.task_seqs.len() {
-                sqlx::query(rows::INSERT_TASK)
-                    .bind(run_id.as_str())
-                    .bind(c.task_seqs[i])
-                    .bind(c.task_names[i].as_str())
-                    .bind(c.task_inputs[i].as_str())
-                    .bind(c.task_options[i].as_str())
-                    .bind(c.task_lease_ms[i])
-                    .bind(c.task_visible_at[i])
-                    .bind(c.task_schedule_to_start_ms[i])
-                    .bind(c.task_heartbeat_timeout_ms[i])
-                    .bind(c.task_close_deadline[i])
-                    .bind(c.task_start_deadline[i])
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            for i in 0..c.timer_seqs.len() {
-                sqlx::query(rows::INSERT_TIMER)
-                    .bind(run_id.as_str())
-                    .bind(c.timer_seqs[i])
-                    .bind(c.timer_fire_at[i])
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            sqlx::query(rows::CONTINUE_RUN)
-                .bind(run_id.as_str())
-                .bind(c.last_seq)
-                .bind(c.last_hash.as_str())
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
         }
     };
 }
