@@ -402,6 +402,63 @@ async fn shutdown_lets_the_attempt_in_flight_finish(backend: Backend) {
     s.stop().await;
 }
 
+/// With a grace period, a shutdown abandons the attempt still running when
+/// it is over; the attempt runs again on another worker once its
+/// start-to-close timeout expires, and completes the workflow once.
+async fn shutdown_grace_abandons_an_attempt_that_does_not_finish(backend: Backend) {
+    let s = Served::new(backend).await;
+    let (tell, mut rx) = lines();
+    let mut stuck = Activities::new();
+    stuck.register("slow", move |_: ActivityContext, _: Value| {
+        let tell = tell.clone();
+        async move {
+            tell.send("started".into()).unwrap();
+            std::future::pending::<()>().await;
+            Ok::<_, ActivityError>("never")
+        }
+    });
+    let options = WorkerOptions {
+        worker_id: "w-stuck".into(),
+        max_concurrent: 1,
+        poll_wait: Duration::from_secs(5),
+        shutdown_grace: Some(Duration::from_millis(50)),
+        ..WorkerOptions::default()
+    };
+    let worker = Worker::connect(&s.address, options).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run(stuck, async {
+        let _ = stopped.await;
+    }));
+    let module = s.t.deploy("test-activities").await;
+    let run =
+        s.t.start(
+            &module,
+            "call",
+            "stuck-1",
+            json!({ "activity": "slow", "start_to_close_ms": 10_000,
+                    "retry": { "initial_interval_ms": 1_000 } }),
+        )
+        .await;
+    expect(&mut rx, "started").await;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the grace period ends the shutdown")
+        .expect("the worker task does not panic")
+        .expect("the worker stops cleanly");
+    let mut done = Activities::new();
+    done.register("slow", |_: ActivityContext, _: Value| async move {
+        Ok::<_, ActivityError>("done")
+    });
+    let rescuer = s.worker("w-rescuer", done, 1);
+    s.t.clock.advance(Duration::from_secs(11));
+    assert_eq!(s.finished_with(&run).await, json!({ "ok": "done" }));
+    let history = s.t.host.history(&run).await.unwrap();
+    assert_eq!(completions(&history), vec![(1, 2)]);
+    rescuer.shut_down().await;
+    s.stop().await;
+}
+
 /// Every idle worker's long poll is woken when tasks appear (not only one,
 /// and not by the host's hourly re-check or the end of a minute-long poll):
 /// one activation schedules two activities that can finish only together,
@@ -462,5 +519,6 @@ both_backends!(
     a_dropped_activity_stops_the_remote_attempt,
     a_killed_workers_attempt_runs_again_elsewhere,
     shutdown_lets_the_attempt_in_flight_finish,
+    shutdown_grace_abandons_an_attempt_that_does_not_finish,
     every_idle_poller_is_woken,
 );

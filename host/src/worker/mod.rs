@@ -13,7 +13,8 @@
 //!
 //! The worker rides out a host that is down or restarting: it logs, backs
 //! off and polls again. When `shutdown` resolves it stops polling and lets
-//! the attempts in flight finish (each bounded by its start-to-close timeout).
+//! the attempts in flight finish (each bounded by its start-to-close timeout),
+//! or abandons those still running after [`WorkerOptions::shutdown_grace`].
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), weft::worker::WorkerError> {
@@ -58,6 +59,10 @@ pub struct WorkerOptions {
     pub max_concurrent: usize,
     /// How long one poll waits on the host for a task.
     pub poll_wait: Duration,
+    /// How long a shutdown waits for the attempts in flight before it
+    /// abandons them (the host runs each again once its start-to-close or
+    /// heartbeat timeout expires). `None` waits for all of them.
+    pub shutdown_grace: Option<Duration>,
 }
 
 impl Default for WorkerOptions {
@@ -70,6 +75,7 @@ impl Default for WorkerOptions {
             worker_id: format!("{host}-{}", std::process::id()),
             max_concurrent: 16,
             poll_wait: Duration::from_secs(30),
+            shutdown_grace: None,
         }
     }
 }
@@ -119,7 +125,7 @@ impl Worker {
     }
 
     /// Serves `activities` until `shutdown` resolves, then waits for the
-    /// attempts in flight. Returns an error only when the host refuses the
+    /// attempts in flight (for at most [`WorkerOptions::shutdown_grace`]). Returns an error only when the host refuses the
     /// worker for good; an unreachable host is waited for.
     pub async fn run(
         self,
@@ -182,7 +188,20 @@ impl Worker {
                 "worker stopping: letting the attempts in flight finish"
             );
         }
-        while attempts.join_next().await.is_some() {}
+        let drain = async { while attempts.join_next().await.is_some() {} };
+        match self.options.shutdown_grace {
+            None => drain.await,
+            Some(grace) => {
+                if tokio::time::timeout(grace, drain).await.is_err() {
+                    tracing::warn!(
+                        abandoned = attempts.len(),
+                        ?grace,
+                        "worker stopping: the grace period is over, abandoning the attempts still running; the host runs them again after their timeouts"
+                    );
+                    attempts.shutdown().await;
+                }
+            }
+        }
         result
     }
 }

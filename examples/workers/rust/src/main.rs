@@ -45,6 +45,9 @@ async fn main() -> anyhow::Result<()> {
         token: args.token,
         max_concurrent: args.max_concurrent,
         poll_wait: Duration::from_secs(30),
+        // Ctrl-C waits this long for a greeting in flight, then leaves it
+        // to be retried.
+        shutdown_grace: Some(Duration::from_secs(10)),
         ..WorkerOptions::default()
     };
     let worker = Worker::connect(&args.address, options)?;
