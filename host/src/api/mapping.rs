@@ -288,6 +288,7 @@ pub(crate) fn status(e: HostError) -> Status {
             StoreError::NotFound { .. } => Code::NotFound,
             StoreError::Corrupt(_) => Code::DataLoss,
         },
+        HostError::Load(crate::wasm::LoadError::Compiler { .. }) => Code::Internal,
         HostError::Load(_) => Code::InvalidArgument,
         HostError::UnknownModule(_) => Code::NotFound,
         HostError::PayloadTooLarge { .. } => Code::InvalidArgument,

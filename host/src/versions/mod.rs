@@ -215,11 +215,7 @@ impl Host {
 
     /// Compiles module bytes (off the async threads) without storing them.
     pub async fn compile(&self, bytes: &[u8]) -> Result<Arc<LoadedModule>, HostError> {
-        let engine = self.engine().clone();
-        let owned = bytes.to_vec();
-        Ok(tokio::task::spawn_blocking(move || engine.load(&owned))
-            .await
-            .map_err(|e| HostError::Other(format!("compiling a module panicked: {e}")))??)
+        Ok(self.engine().load_off_thread(bytes.to_vec()).await?)
     }
 
     /// A deployed module, compiled.

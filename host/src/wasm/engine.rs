@@ -56,6 +56,10 @@ pub enum LoadError {
         "module {sha256} does not fit the weft:workflow world: {reason}; build it against weft-sdk (WIT weft:workflow@0.2.x)"
     )]
     WrongWorld { sha256: Sha256Hex, reason: String },
+    #[error(
+        "compiling module {sha256} stopped inside the compiler: {reason}; this is a bug in Weft or wasmtime, report it with the module"
+    )]
+    Compiler { sha256: Sha256Hex, reason: String },
 }
 
 /// Interfaces a workflow guest may import. Everything here is either Weft's
@@ -149,6 +153,27 @@ impl WasmEngine {
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// [`load`](Self::load) on a blocking thread, for async callers: a
+    /// compilation takes long enough to stall the async threads.
+    pub async fn load_off_thread(
+        self: &Arc<Self>,
+        bytes: Vec<u8>,
+    ) -> Result<Arc<LoadedModule>, LoadError> {
+        let sha256 = Sha256Hex::of(&bytes);
+        if let Some(m) = self.loaded(&sha256) {
+            return Ok(m);
+        }
+        let engine = Arc::clone(self);
+        tokio::task::spawn_blocking(move || engine.load(&bytes))
+            .await
+            .unwrap_or_else(|e| {
+                Err(LoadError::Compiler {
+                    sha256,
+                    reason: e.to_string(),
+                })
+            })
     }
 
     /// The module with these bytes: from memory, else from the on-disk cache,

@@ -123,19 +123,14 @@ impl Driver {
             return Ok(m);
         }
         let bytes = self.store.module_bytes(sha256).await?;
-        let engine = self.engine.clone();
-        let loaded = tokio::task::spawn_blocking(move || engine.load(&bytes))
+        self.engine
+            .load_off_thread(bytes)
             .await
             .map_err(|e| DriverError::Module {
                 run_id: run_id.clone(),
                 sha256: sha256.clone(),
                 reason: e.to_string(),
-            })?;
-        loaded.map_err(|e| DriverError::Module {
-            run_id: run_id.clone(),
-            sha256: sha256.clone(),
-            reason: e.to_string(),
-        })
+            })
     }
 
     fn take_warm(&self, run: &RunRecord) -> Option<Warm> {
