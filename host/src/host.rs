@@ -189,6 +189,7 @@ pub(crate) struct HostInner {
     pub(crate) activities: Activities,
     pub(crate) driver: Driver,
     pub(crate) wakeups: Wakeups,
+    pub(crate) metrics: crate::metrics::Metrics,
     rng: RunRng,
 }
 
@@ -292,6 +293,7 @@ impl Host {
                 activities,
                 driver,
                 wakeups: Wakeups::default(),
+                metrics: crate::metrics::Metrics::default(),
                 rng,
             }),
         }
@@ -486,9 +488,17 @@ impl Host {
             .await?;
         self.inner.wakeups.activations.notify_one();
         Ok(match created {
-            Created::New => run_id,
+            Created::New => {
+                self.inner.metrics.run_started();
+                run_id
+            }
             Created::Existing(existing) => existing,
         })
+    }
+
+    /// This host's metrics in the Prometheus text format (what `GET /metrics` serves).
+    pub fn metrics_text(&self) -> String {
+        self.inner.metrics.text()
     }
 
     /// Asks an open run to cancel. The workflow receives the request as a job

@@ -44,6 +44,7 @@ pub mod api;
 pub mod audit;
 pub mod client;
 mod host;
+mod metrics;
 pub mod model;
 pub mod scheduler;
 pub mod store;

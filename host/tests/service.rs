@@ -3,7 +3,7 @@
 
 mod process;
 
-use process::{HostProcess, eventually, guest_path, http, weft, weft_env};
+use process::{HostProcess, eventually, guest_path, http, http_as, weft, weft_env};
 use serde_json::{Value, json};
 
 fn scenarios() -> String {
@@ -139,15 +139,30 @@ fn dev_host_through_the_cli_and_http() {
     assert!(replay.ok().contains("replays identically"), "{replay:?}");
     assert!(replay.ok().contains("ends completed"), "{replay:?}");
 
-    // Start over HTTP, then cancel and terminate through the CLI.
-    let (status, body) = http(
+    // Start over HTTP as plain `curl -d` sends it (a form's content type),
+    // then cancel and terminate through the CLI.
+    let (status, body) = http_as(
         &socket,
         "POST",
         "/v1/workflows",
         None,
+        "application/x-www-form-urlencoded",
         br#"{"workflow_type": "counter", "workflow_id": "count-2", "module": "scenarios", "input": {"signals": 3}}"#,
     );
     assert_eq!(status, 200, "{body}");
+    let (status, body) = http(&socket, "POST", "/v1/workflows", None, br#"{"input": 1}"#);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("workflow_type"),
+        "{body}"
+    );
     let out = weft(addr, &["cancel", "count-2", "--reason", "customer left"]);
     assert!(out.ok().contains("asked run"), "{out:?}");
     let described = eventually("the cancel request to show", || {
@@ -176,6 +191,26 @@ fn dev_host_through_the_cli_and_http() {
     );
     let (status, body) = http(&socket, "GET", "/v1/workflows?status=terminated", None, b"");
     assert_eq!((status, body["runs"].as_array().unwrap().len()), (200, 1));
+
+    // What the host did, for Prometheus.
+    let (status, metrics) = http(&socket, "GET", "/metrics", None, b"");
+    assert_eq!(status, 200, "{metrics}");
+    let metrics = metrics.as_str().expect("the metrics are text");
+    for line in [
+        "weft_runs_started_total 2",
+        "weft_runs_closed_total{status=\"completed\"} 1",
+        "weft_runs_closed_total{status=\"terminated\"} 1",
+        "weft_activations_in_flight 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line:?} is missing from\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("weft_activations_total{result=\"committed\"} "),
+        "{metrics}"
+    );
 
     // Bad input: clear errors, non-zero exits, nothing lost.
     let e = weft(addr, &["signal", "no-such-id", "add", "--input", "1"]);
@@ -291,6 +326,17 @@ fn server_requires_tokens_and_admin_for_deploys() {
     );
     let (status, _) = http(&socket, "GET", "/healthz", None, b"");
     assert_eq!(status, 200);
+    let (status, _) = http(&socket, "GET", "/metrics", None, b"");
+    assert_eq!(status, 401, "metrics need a token like every read");
+    let (status, metrics) = http(&socket, "GET", "/metrics", Some("user-secret"), b"");
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("weft_runs_started_total 0"),
+        "{metrics}"
+    );
 }
 
 /// The worker process `remote_worker_process_serves_the_activities` starts:

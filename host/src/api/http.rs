@@ -17,7 +17,8 @@
 //! | `POST /v1/workflows/{id}/resume` | resume a stuck run: `{"module_sha256"}` (optional; admin) |
 //! | `PUT /v1/modules/{name}?version=&check=&keep_default=` | deploy; the body is the `.wasm` (admin) |
 //! | `GET /v1/modules` | deployed modules, defaults and run counts |
-//! | `GET /healthz` | 200 when the host is up |
+//! | `GET /healthz` | 200 when the host is up (no token) |
+//! | `GET /metrics` | this host's metrics, Prometheus text format |
 //!
 //! Every `{id}` route takes `?run_id=` to address an earlier run.
 //! Errors are `{"error": {"code", "message", "retryable"}}` with a fitting status.
@@ -39,6 +40,7 @@ use tonic::Request;
 pub(crate) fn routes(state: Arc<ApiState>) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .route("/v1/workflows", post(start).get(list))
         .route("/v1/workflows/{id}", get(describe))
         .route("/v1/workflows/{id}/history", get(history))
@@ -136,9 +138,11 @@ fn body_json(body: &Bytes) -> Result<String, ApiError> {
     Ok(value.to_string())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct StartBody {
+    #[serde(default)]
     workflow_type: String,
+    #[serde(default)]
     workflow_id: String,
     #[serde(default)]
     input: Value,
@@ -174,7 +178,32 @@ struct SignalBody {
     input: Value,
 }
 
-async fn start(State(api): State<Arc<ApiState>>, Json(b): Json<StartBody>) -> Answer<Started> {
+/// A request body that is a JSON object of type `T`, whatever its
+/// `Content-Type` says (`curl -d` sends a form's), with the error in the API's
+/// shape when it is not one.
+fn body_object<T: serde::de::DeserializeOwned + Default>(
+    body: &Bytes,
+    expected: &str,
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        tonic::Status::invalid_argument(format!("the body should be {expected} ({e})")).into()
+    })
+}
+
+async fn start(State(api): State<Arc<ApiState>>, body: Bytes) -> Answer<Started> {
+    let b: StartBody = body_object(
+        &body,
+        r#"{"workflow_type", "workflow_id", "input", "module"?, "options"?, "signal"?}"#,
+    )?;
+    if b.workflow_type.is_empty() || b.workflow_id.is_empty() {
+        return Err(tonic::Status::invalid_argument(
+            r#"name the workflow to start: {"workflow_type": "…", "workflow_id": "…", "input": …}"#,
+        )
+        .into());
+    }
     let o = b.options.unwrap_or_default();
     let start = proto::StartRequest {
         workflow_type: b.workflow_type,
@@ -366,14 +395,7 @@ struct ReasonBody {
 }
 
 fn reason(body: &Bytes) -> Result<String, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(String::new());
-    }
-    let b: ReasonBody = serde_json::from_slice(body).map_err(|e| {
-        tonic::Status::invalid_argument(format!(
-            "the body should be {{\"reason\": \"...\"}} or empty ({e})"
-        ))
-    })?;
+    let b: ReasonBody = body_object(body, r#"{"reason": "…"} or empty"#)?;
     Ok(b.reason)
 }
 
@@ -421,6 +443,17 @@ async fn replay(
         }))
         .await?;
     Ok(Json(r.into_inner().into()))
+}
+
+async fn metrics(State(api): State<Arc<ApiState>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        api.workflows.host.metrics_text(),
+    )
+        .into_response()
 }
 
 async fn modules(State(api): State<Arc<ApiState>>) -> Answer<Value> {
@@ -473,9 +506,9 @@ async fn resume(
     State(api): State<Arc<ApiState>>,
     Path(id): Path<String>,
     Query(q): Query<RunQuery>,
-    body: Option<Json<ResumeBody>>,
+    body: Bytes,
 ) -> Answer<RunView> {
-    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let body: ResumeBody = body_object(&body, r#"{"module_sha256": "…"} or empty"#)?;
     let r = api
         .workflows
         .resume(Request::new(proto::ResumeRequest {

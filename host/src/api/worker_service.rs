@@ -113,6 +113,7 @@ impl Workers {
     /// Records how an attempt ended; a stale attempt is refused.
     async fn finish(&self, token: &TaskToken, outcome: AttemptOutcome) -> Result<(), Status> {
         let retry = matches!(outcome, AttemptOutcome::Retry { .. });
+        let label = outcome.label();
         match self
             .host
             .store
@@ -126,6 +127,9 @@ impl Workers {
             .await
         {
             Ok(()) => {
+                self.host
+                    .metrics
+                    .attempt_recorded(crate::metrics::AttemptPlace::Worker, label);
                 self.host.wakeups.activations.notify_one();
                 if retry {
                     // The retry becomes visible later; pollers and the sweep look again.

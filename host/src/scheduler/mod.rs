@@ -21,6 +21,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 
 use crate::activity::{AttemptRunner, StoreSink};
 use crate::host::HostInner;
+use crate::metrics::{ActivationResult, AttemptPlace};
 use crate::model::RunId;
 use crate::store::{
     ActivityStore, ActivityTask, AttemptOutcome, Change, Changes, ClaimActivity, StoreError,
@@ -274,7 +275,20 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
                 .expect("semaphore never closes");
             let (host, in_flight) = (host.clone(), in_flight.clone());
             tokio::spawn(async move {
-                let release = match host.driver.activate(&claim).await {
+                host.metrics.activation_began();
+                let began = Instant::now();
+                let activated = host.driver.activate(&claim).await;
+                let result = match &activated {
+                    Ok(_) => ActivationResult::Committed,
+                    Err(DriverError::Store(StoreError::Conflict { .. })) => {
+                        ActivationResult::Conflict
+                    }
+                    Err(DriverError::Busy { .. }) => ActivationResult::Busy,
+                    Err(_) => ActivationResult::Failed,
+                };
+                host.metrics
+                    .activation_ended(result, began.elapsed().as_secs_f64());
+                let release = match activated {
                     Ok(report) => {
                         host.wakeups.run_activated(&claim.run_id);
                         if report.new_activities > 0 {
@@ -286,7 +300,8 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
                         for local in &report.local_activities {
                             run_local(&host, &claim.run_id, local).await;
                         }
-                        if report.closed {
+                        if let Some(status) = report.closed {
+                            host.metrics.run_closed(status);
                             host.wakeups.run_closed(&claim.run_id);
                         }
                         false
@@ -424,8 +439,10 @@ fn spawn_attempt(host: Arc<HostInner>, task: ActivityTask, permit: Option<OwnedS
         // A retry that must start in time has a deadline.
         let deadline = matches!(outcome, AttemptOutcome::Retry { .. })
             && task.options.schedule_to_start_timeout_ms > 0;
+        let label = outcome.label();
         match finish_attempt(&host, &task, outcome).await {
             Ok(()) => {
+                host.metrics.attempt_recorded(AttemptPlace::Host, label);
                 host.wakeups.activations.notify_one();
                 if deadline {
                     host.wakeups.timeouts.notify_one();

@@ -425,6 +425,21 @@ pub enum RunOutcome {
     },
 }
 
+impl RunOutcome {
+    /// The status a run has after a commit with this outcome.
+    pub fn status(&self) -> RunStatus {
+        match self {
+            RunOutcome::Running => RunStatus::Running,
+            RunOutcome::Completed { .. } => RunStatus::Completed,
+            RunOutcome::Failed { .. } => RunStatus::Failed,
+            RunOutcome::Cancelled { .. } => RunStatus::Cancelled,
+            RunOutcome::ContinuedAsNew { .. } => RunStatus::ContinuedAsNew,
+            RunOutcome::Terminated { .. } => RunStatus::Terminated,
+            RunOutcome::TimedOut { .. } => RunStatus::TimedOut,
+        }
+    }
+}
+
 /// Everything one activation writes, applied in one transaction.
 ///
 /// The commit succeeds only if `runs.lease_token == lease_token` and
@@ -570,6 +585,17 @@ pub enum AttemptOutcome {
     Retry { failure: Failure, retry_at_ms: u64 },
     /// Failed for good: the run is woken.
     Failed { failure: Failure },
+}
+
+impl AttemptOutcome {
+    /// `completed`, `retry` or `failed`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AttemptOutcome::Completed { .. } => "completed",
+            AttemptOutcome::Retry { .. } => "retry",
+            AttemptOutcome::Failed { .. } => "failed",
+        }
+    }
 }
 
 /// Appends and reads histories.

@@ -45,8 +45,8 @@ pub(crate) struct ActivationReport {
     pub(crate) new_deadlines: bool,
     /// The local activities it scheduled, for this host to claim and run now.
     pub(crate) local_activities: Vec<LocalActivity>,
-    /// The run stopped running: it completed, failed, or was parked.
-    pub(crate) closed: bool,
+    /// The run stopped running, with this status: it closed, or was parked (stuck).
+    pub(crate) closed: Option<RunStatus>,
 }
 
 /// A local activity an activation scheduled.
@@ -241,7 +241,7 @@ impl Driver {
                 Err(e) => {
                     self.park(claim, &e).await?;
                     return Ok(ActivationReport {
-                        closed: true,
+                        closed: Some(RunStatus::Stuck),
                         ..ActivationReport::default()
                     });
                 }
@@ -267,7 +267,7 @@ impl Driver {
                 self.park(claim, &ReplayError::Guest { at_event, error })
                     .await?;
                 return Ok(ActivationReport {
-                    closed: true,
+                    closed: Some(RunStatus::Stuck),
                     ..ActivationReport::default()
                 });
             }
@@ -402,7 +402,7 @@ impl Driver {
                 }
             }
         }
-        let closed = status != GuestStatus::Pending;
+        let closed = (status != GuestStatus::Pending).then(|| commit.outcome.status());
         let report = ActivationReport {
             new_activities: commit.new_activities.len(),
             new_deadlines: commit.new_activities.iter().any(|t| {
@@ -410,7 +410,11 @@ impl Driver {
                     || t.options.schedule_to_close_timeout_ms > 0
             }),
             // A closing run abandons its tasks: nothing to run.
-            local_activities: if closed { Vec::new() } else { local_activities },
+            local_activities: if closed.is_some() {
+                Vec::new()
+            } else {
+                local_activities
+            },
             closed,
         };
         // A timer started and cancelled in the same activation never reaches the table.
@@ -420,7 +424,7 @@ impl Driver {
         match self.store.commit_activation(commit).await {
             Ok(()) => {
                 tracing::debug!(run_id = %run.run_id, last_seq = new_last_seq, "activation committed");
-                if !report.closed {
+                if report.closed.is_none() {
                     warm.last_seq = new_last_seq;
                     warm.last_time_ms = time_ms;
                     self.put_warm(run.run_id.clone(), warm);
@@ -495,6 +499,7 @@ impl Driver {
             other => unreachable!("{} is not a host verdict", other.kind()),
         };
         tracing::info!(run_id = %run.run_id, "run closed by the host: {}", verdict.payload_json());
+        let status = outcome.status();
         let events = seal_all(run.last_seq, run.last_hash, vec![verdict], now);
         let commit = ActivationCommit {
             run_id: run.run_id.clone(),
@@ -511,7 +516,7 @@ impl Driver {
             .expect("warm cache poisoned")
             .pop(&run.run_id);
         Ok(ActivationReport {
-            closed: true,
+            closed: Some(status),
             ..ActivationReport::default()
         })
     }

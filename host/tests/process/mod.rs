@@ -180,6 +180,19 @@ pub fn http(
     token: Option<&str>,
     body: &[u8],
 ) -> (u16, Value) {
+    http_as(socket, method, path, token, "application/json", body)
+}
+
+/// Like [`http`], with the body sent as `content_type` (`curl -d` sends
+/// `application/x-www-form-urlencoded`).
+pub fn http_as(
+    socket: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, Value) {
     let mut stream = TcpStream::connect(socket).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(90)))
@@ -188,7 +201,7 @@ pub fn http(
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {socket}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {socket}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();
