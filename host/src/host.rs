@@ -44,6 +44,9 @@ pub struct HostConfig {
     pub warm_instances: usize,
     /// Seeds run ids and workflow seeds; `None` draws from the operating system.
     pub seed: Option<u64>,
+    /// Signs the head of every history this host exports or serves, so an
+    /// export proves its origin to anyone with the public key ([`crate::audit::Signer`]).
+    pub signer: Option<crate::audit::Signer>,
 }
 
 impl Default for HostConfig {
@@ -58,6 +61,7 @@ impl Default for HostConfig {
             poll_interval: Duration::from_secs(5),
             warm_instances: 256,
             seed: None,
+            signer: None,
         }
     }
 }
@@ -301,6 +305,10 @@ impl Host {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    pub fn config(&self) -> &HostConfig {
+        &self.inner.config
     }
 
     /// A fresh run id from the host's seeded randomness.

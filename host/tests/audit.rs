@@ -15,6 +15,11 @@ use weft::{Activities, ActivityContext, ActivityError};
 
 /// `order` v1 run to completion: 12 events. Returns the export's JSON.
 async fn completed_order_export() -> String {
+    completed_order_export_signed(None).await
+}
+
+/// The same, by a host that signs heads with `signer`.
+async fn completed_order_export_signed(signer: Option<audit::Signer>) -> String {
     let calls = Calls::default();
     let mut activities = Activities::new();
     for name in ["reserve", "ship"] {
@@ -31,6 +36,7 @@ async fn completed_order_export() -> String {
     let env = TestEnv::builder(activities)
         .store(db.store.clone())
         .engine(common::engine())
+        .config(|c| c.signer = signer)
         .build()
         .await
         .unwrap();
@@ -205,12 +211,86 @@ async fn offline_replay_proves_what_the_run_did() {
     ));
 }
 
+/// A signing host's export proves its origin with the public key alone: a
+/// forger who edits and re-chains it keeps a valid chain but breaks the
+/// signature; another host's key, or a stripped signature, is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_export_proves_which_host_wrote_it() {
+    let signer = audit::Signer::generate().unwrap();
+    let key = signer.public_key();
+    let text = completed_order_export_signed(Some(signer)).await;
+    let (export, _) = audit::verify_export(&text).unwrap();
+    assert_eq!(export.signature.as_ref().unwrap().public_key, key);
+    audit::check_signature(&export, &key).unwrap();
+    audit::check_signature(&export, &key.to_ascii_uppercase()).unwrap();
+
+    // Edited and re-chained: the chain verifies, the signature does not.
+    let forged = edit(&text, |v| {
+        events(v)[0]["payload"]["input"] = json!("yacht");
+        rechain(v);
+    });
+    let (forged, _) = audit::verify_export(&forged).expect("a re-chained export is consistent");
+    assert_eq!(
+        audit::check_signature(&forged, &key),
+        Err(AuditError::BadSignature)
+    );
+    // Cut short and re-headed: the count and head are signed too.
+    let cut = edit(&text, |v| {
+        events(v).pop();
+        let n = events(v).len();
+        v["event_count"] = json!(n);
+        rechain(v);
+    });
+    let (cut, _) = audit::verify_export(&cut).unwrap();
+    assert_eq!(
+        audit::check_signature(&cut, &key),
+        Err(AuditError::BadSignature)
+    );
+
+    let other = audit::Signer::generate().unwrap().public_key();
+    assert!(matches!(
+        audit::check_signature(&export, &other),
+        Err(AuditError::WrongSigner { .. })
+    ));
+    let stripped = edit(&text, |v| {
+        v.as_object_mut().unwrap().remove("signature");
+    });
+    let (stripped, _) = audit::verify_export(&stripped).unwrap();
+    assert_eq!(
+        audit::check_signature(&stripped, &key),
+        Err(AuditError::Unsigned)
+    );
+    assert!(matches!(
+        audit::check_signature(&export, "not-a-key"),
+        Err(AuditError::BadKey(_))
+    ));
+}
+
 #[test]
 fn auditors_export_verify_and_replay_through_the_cli() {
     use process::{HostProcess, eventually, guest_path, weft};
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("weft.db");
-    let host = HostProcess::start(&["dev", "--database", db.to_str().unwrap()], &[]);
+    let key_file = dir.path().join("host.key");
+    let key_file = key_file.to_str().unwrap();
+    let made = weft(
+        "http://127.0.0.1:9",
+        &["keygen", "-o", key_file, "--output", "json"],
+    )
+    .json();
+    let public_key = made["public_key"].as_str().unwrap().to_owned();
+    let again = weft("http://127.0.0.1:9", &["keygen", "-o", key_file]);
+    assert!(again.failed().contains("exists"), "{again:?}");
+    let host = HostProcess::start(
+        &[
+            "dev",
+            "--database",
+            db.to_str().unwrap(),
+            "--signing-key",
+            key_file,
+        ],
+        &[],
+    );
     let addr = host.address.as_str();
     let v1 = guest_path("test-versions-v1");
     let v1 = v1.to_str().unwrap();
@@ -243,6 +323,17 @@ fn auditors_export_verify_and_replay_through_the_cli() {
         anchored.ok().contains("the given head is event 3's hash"),
         "{anchored:?}"
     );
+    // Signed by the host: the public key alone proves where it came from.
+    let signed = weft(
+        "http://127.0.0.1:9",
+        &["verify", file, "--public-key", &public_key],
+    );
+    assert!(signed.ok().contains("the head is signed by"), "{signed:?}");
+    let other = weft(
+        "http://127.0.0.1:9",
+        &["verify", file, "--public-key", &"cd".repeat(32)],
+    );
+    assert_eq!(other.code, 4, "{other:?}");
     let elsewhere = weft(addr, &["verify", file, "--head", &"ab".repeat(32)]);
     assert_eq!(elsewhere.code, 4, "{elsewhere:?}");
     assert!(

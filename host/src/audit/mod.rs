@@ -10,7 +10,9 @@
 //! drop it; it names the first event out of place. Verifying proves the
 //! record is internally consistent; comparing its head hash with one kept
 //! elsewhere (the host's, or one published when the run closed) proves no
-//! event was cut off the end.
+//! event was cut off the end. A host with a signing key ([`Signer`]) signs
+//! the head of what it exports; [`check_signature`] proves, with its public
+//! key alone, that a file is the record that host exported.
 //!
 //! ```no_run
 //! # fn f(export_json: &str, module: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
@@ -21,6 +23,10 @@
 //! println!("{}", replayed.verdict_text());
 //! # Ok(()) }
 //! ```
+
+mod signing;
+
+pub use signing::{HeadSignature, Signer, check_signature, signed_message};
 
 use crate::model::{Event, EventHash, Failure, History, RecordedEvent, Sha256Hex};
 use crate::wasm::{EngineConfig, WasmEngine};
@@ -34,7 +40,7 @@ impl crate::Host {
         let run = self.describe(run_id).await?;
         let history = self.history(run_id).await?;
         let module = self.module_record(&run.module_sha256).await.ok();
-        Ok(Export::new(
+        let mut export = Export::new(
             ExportedRun {
                 run_id: run.run_id.to_string(),
                 workflow_id: run.workflow_id.clone(),
@@ -50,7 +56,22 @@ impl crate::Host {
             },
             history.into_events(),
             self.clock().now_ms(),
-        ))
+        );
+        export.signature = self.sign_head(&export.run.run_id, export.event_count, &export.head);
+        Ok(export)
+    }
+
+    /// The head's signature, when this host has a signing key ([`crate::HostConfig::signer`]).
+    pub fn sign_head(
+        &self,
+        run_id: &str,
+        event_count: u64,
+        head: &EventHash,
+    ) -> Option<HeadSignature> {
+        self.config()
+            .signer
+            .as_ref()
+            .map(|s| s.sign_head(run_id, event_count, head))
     }
 }
 
@@ -69,6 +90,9 @@ pub struct Export {
     pub event_count: u64,
     /// The hash of the last event: the chain's head.
     pub head: EventHash,
+    /// The exporting host's signature of the head, when it has a signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<HeadSignature>,
     pub events: Vec<ExportedEvent>,
 }
 
@@ -133,6 +157,7 @@ impl Export {
             module,
             event_count: events.len() as u64,
             head,
+            signature: None,
             events: events.iter().map(ExportedEvent::from).collect(),
         }
     }
@@ -224,6 +249,20 @@ pub enum AuditError {
         "no event has the hash {head}: the history up to that head was altered and re-chained, or the head belongs to another run"
     )]
     Unanchored { head: String },
+    #[error(
+        "the export is not signed: the host that wrote it has no signing key (start it with --signing-key FILE), or the signature was removed"
+    )]
+    Unsigned,
+    #[error(
+        "the export is signed by key {found}, not by {expected}: it comes from another host, or was re-signed"
+    )]
+    WrongSigner { expected: String, found: String },
+    #[error(
+        "the head's signature does not match the export: the run id, event count or head was altered after the host signed it"
+    )]
+    BadSignature,
+    #[error("{0:?} is not a public key: give the 64 hex digits `weft keygen` printed")]
+    BadKey(String),
     #[error("the module cannot be loaded: {0}")]
     Module(String),
     #[error("the history cannot be replayed: {0}")]

@@ -36,6 +36,18 @@ pub(crate) struct VerifyArgs {
     /// history up to it unaltered without asking the host.
     #[arg(long, value_name = "HASH")]
     head: Option<String>,
+    /// The exporting host's public key (`weft keygen` printed it): the
+    /// export's head must carry that host's signature, proving the file is
+    /// the one it exported, without asking any host.
+    #[arg(long, value_name = "KEY")]
+    public_key: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct KeygenArgs {
+    /// Where to write the secret key (readable by its owner only).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -62,11 +74,15 @@ pub(crate) async fn export(g: &Global, a: ExportArgs) -> anyhow::Result<()> {
             std::fs::write(path, json + "\n")
                 .with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!(
-                "exported run {} of {} ({} events, head {}) to {}",
+                "exported run {} of {} ({} events, head {}{}) to {}",
                 export.run.run_id,
                 export.run.workflow_id,
                 export.event_count,
                 output::short(&export.head.to_hex()),
+                match &export.signature {
+                    Some(s) => format!(", signed by {}", output::short(&s.public_key)),
+                    None => String::new(),
+                },
                 path.display()
             );
         }
@@ -101,6 +117,9 @@ pub(crate) async fn verify(g: &Global, a: VerifyArgs) -> anyhow::Result<()> {
             Some(audit::anchored(&export, &head).map_err(altered)?)
         }
     };
+    if let Some(key) = &a.public_key {
+        audit::check_signature(&export, key).map_err(altered)?;
+    }
     if a.against_host && !from_host {
         let history = g
             .client()
@@ -136,6 +155,9 @@ pub(crate) async fn verify(g: &Global, a: VerifyArgs) -> anyhow::Result<()> {
             if let Some(seq) = anchor {
                 v["anchored_at_event"] = seq.into();
             }
+            if let Some(key) = &a.public_key {
+                v["signed_by"] = key.trim().to_ascii_lowercase().into();
+            }
             output::json(&v)
         }
         output::Format::Text => {
@@ -156,9 +178,56 @@ pub(crate) async fn verify(g: &Global, a: VerifyArgs) -> anyhow::Result<()> {
                     "the given head is event {seq}'s hash: events 1 to {seq} are the ones it was taken from"
                 );
             }
+            if let Some(key) = &a.public_key {
+                println!(
+                    "the head is signed by {}: this is the record that host exported",
+                    key.trim().to_ascii_lowercase()
+                );
+            }
         }
     }
     Ok(())
+}
+
+/// `weft keygen -o FILE`.
+pub(crate) fn keygen(g: &Global, a: KeygenArgs) -> anyhow::Result<()> {
+    if a.out.exists() {
+        anyhow::bail!(
+            "{} exists; a new key would orphan the signatures made with it: pick another file",
+            a.out.display()
+        );
+    }
+    let signer = audit::Signer::generate().map_err(anyhow::Error::msg)?;
+    write_secret(&a.out, &(signer.secret_hex() + "\n"))
+        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    match g.output {
+        output::Format::Json => output::json(&serde_json::json!({
+            "key_file": a.out.display().to_string(),
+            "public_key": signer.public_key(),
+        })),
+        output::Format::Text => {
+            println!("wrote a signing key to {}", a.out.display());
+            println!("public key {}", signer.public_key());
+            println!(
+                "start the host with --signing-key {} and give auditors the public key",
+                a.out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Creates `path` readable and writable by its owner only, and writes `text`.
+fn write_secret(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(text.as_bytes())
 }
 
 pub(crate) async fn replay(g: &Global, a: ReplayArgs) -> anyhow::Result<()> {

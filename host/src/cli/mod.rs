@@ -104,6 +104,9 @@ enum Command {
     /// Checks an export's (or a run's) hash chain and names the first
     /// altered, missing or reordered event.
     Verify(audit::VerifyArgs),
+    /// Makes a signing key for `weft server --signing-key` and prints its
+    /// public key, which auditors give to `weft verify --public-key`.
+    Keygen(audit::KeygenArgs),
     /// Measures throughput, start-to-result latency and replay speed on each backend.
     Bench(bench::BenchArgs),
 }
@@ -133,6 +136,7 @@ impl Cli {
             Command::Replay(args) => audit::replay(&g, args).await,
             Command::Export(args) => audit::export(&g, args).await,
             Command::Verify(args) => audit::verify(&g, args).await,
+            Command::Keygen(args) => audit::keygen(&g, args),
             Command::Bench(args) => bench::run(args).await,
         }
     }

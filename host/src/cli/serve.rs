@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use weft::api::Tokens;
+use weft::audit::Signer;
 use weft::store::{PostgresOptions, PostgresStore, Store};
 use weft::{Activities, Host, HostConfig};
 
@@ -18,6 +19,8 @@ pub(crate) struct DevArgs {
     database: String,
     #[command(flatten)]
     tokens: TokenArgs,
+    #[command(flatten)]
+    signing: SigningArgs,
 }
 
 #[derive(clap::Args)]
@@ -38,6 +41,32 @@ pub(crate) struct ServerArgs {
     run_lease: u64,
     #[command(flatten)]
     tokens: TokenArgs,
+    #[command(flatten)]
+    signing: SigningArgs,
+}
+
+#[derive(clap::Args)]
+struct SigningArgs {
+    /// Sign the head of every history this host exports or serves with the
+    /// key in FILE (`weft keygen -o FILE`), so auditors can check an export
+    /// with the public key alone (`weft verify FILE --public-key KEY`).
+    #[arg(long, env = "WEFT_SIGNING_KEY_FILE", value_name = "FILE")]
+    signing_key: Option<std::path::PathBuf>,
+}
+
+impl SigningArgs {
+    fn signer(&self) -> anyhow::Result<Option<Signer>> {
+        let Some(path) = &self.signing_key else {
+            return Ok(None);
+        };
+        let signer = Signer::from_file(path).map_err(anyhow::Error::msg)?;
+        eprintln!(
+            "signing history heads with {}: public key {}",
+            path.display(),
+            signer.public_key()
+        );
+        Ok(Some(signer))
+    }
 }
 
 #[derive(clap::Args)]
@@ -79,6 +108,7 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
     }
     let config = HostConfig {
         host_id: "dev".into(),
+        signer: args.signing.signer()?,
         ..HostConfig::default()
     };
     run(&args.database, args.listen, tokens, config).await
@@ -96,6 +126,7 @@ pub(crate) async fn server(args: ServerArgs) -> anyhow::Result<()> {
         .host_id
         .unwrap_or_else(|| format!("{}-{}", config.host_id, args.listen.port()));
     config.run_lease = Duration::from_secs(args.run_lease.max(1));
+    config.signer = args.signing.signer()?;
     run(&args.database, args.listen, tokens, config).await
 }
 

@@ -14,6 +14,7 @@ impl Client {
     ) -> Result<Export, ClientError> {
         let run = self.describe(workflow_id, run_id).await?;
         let history = self.history(workflow_id, Some(&run.run_id)).await?;
+        let signature = history.signature.clone();
         let module = self
             .modules()
             .await?
@@ -38,7 +39,7 @@ impl Client {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        Ok(Export::new(
+        let mut export = Export::new(
             ExportedRun {
                 run_id: run.run_id.clone(),
                 workflow_id: run.workflow_id,
@@ -54,6 +55,8 @@ impl Client {
             },
             events,
             exported_at_ms,
-        ))
+        );
+        export.signature = signature;
+        Ok(export)
     }
 }

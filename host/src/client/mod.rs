@@ -286,6 +286,9 @@ pub struct EventView {
 pub struct HistoryView {
     pub run_id: String,
     pub chain_verified: bool,
+    /// The host's signature of the head, when it has a signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::audit::HeadSignature>,
     pub events: Vec<EventView>,
 }
 
@@ -294,6 +297,10 @@ impl From<proto::HistoryResponse> for HistoryView {
         Self {
             run_id: h.run_id,
             chain_verified: h.chain_verified,
+            signature: h.signature.map(|s| crate::audit::HeadSignature {
+                public_key: s.public_key,
+                signature: s.signature,
+            }),
             events: h
                 .events
                 .into_iter()
