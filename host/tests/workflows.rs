@@ -610,11 +610,13 @@ async fn a_full_instance_pool_evicts_idle_runs(backend: Backend) {
     for run in &runs {
         t.host.signal(run, "go", json!("ok")).await.unwrap();
     }
-    for _ in 0..3 {
-        t.clock.advance(Duration::from_secs(2));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Every first timer is due: all eight runs take their signal and run
+    // `b` and `c` at once, through four instances. Each then starts a second
+    // timer, which is made due only once it exists (a run that starts it
+    // after the clock moved would wait for it forever).
+    t.clock.advance(Duration::from_secs(2));
     for run in &runs {
+        t.until_event(run, "timer_started", 2).await;
         t.clock.advance(Duration::from_secs(2));
         let record = t.finished(run).await;
         assert_eq!(record.status, RunStatus::Completed, "{record:?}");
