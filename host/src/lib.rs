@@ -29,7 +29,7 @@
 //! - [`activity`]: the registry of native activities, retries and timeouts.
 //! - [`scheduler`]: the loops that claim work, and the [`Clock`].
 //! - [`Host`]: the front door that ties them together.
-//! - [`api`]: the service: gRPC and HTTP/JSON on one port, bearer tokens.
+//! - [`api`]: the service: gRPC and HTTP/JSON on one port, a read-only web UI, bearer tokens.
 //! - [`client`]: a Rust client of a Weft server (what the `weft` CLI uses).
 //! - [`worker`]: a remote activity worker: the same activities, in a process of their own.
 //! - [`versions`]: what operators do: checked deploys and default modules,

@@ -3,7 +3,7 @@
 
 mod process;
 
-use process::{HostProcess, eventually, guest_path, http, http_as, weft, weft_env};
+use process::{HostProcess, eventually, guest_path, http, http_as, http_raw, weft, weft_env};
 use serde_json::{Value, json};
 
 fn scenarios() -> String {
@@ -212,6 +212,42 @@ fn dev_host_through_the_cli_and_http() {
         "{metrics}"
     );
 
+    // The web UI: the runs, one run's history, the modules, as a browser sees them.
+    let page = |path: &str| {
+        let (status, _, body) = http_raw(&socket, "GET", path, &[], b"");
+        (status, body)
+    };
+    let (status, runs) = page("/ui");
+    assert_eq!(status, 200, "{runs}");
+    assert!(
+        runs.contains(r#"href="/ui/workflows/count-1?run_id="#)
+            && runs.contains("badge completed")
+            && runs.contains("badge terminated"),
+        "{runs}"
+    );
+    let (status, terminated) = page("/ui?status=terminated");
+    assert_eq!(status, 200);
+    assert!(
+        terminated.contains("count-2") && !terminated.contains("count-1"),
+        "{terminated}"
+    );
+    let (status, run) = page("/ui/workflows/count-1");
+    assert_eq!(status, 200, "{run}");
+    for part in [
+        "hash chain verified",
+        "<code>workflow_started</code>",
+        "<code>signal_received</code>",
+        "<code>workflow_completed</code>",
+    ] {
+        assert!(run.contains(part), "{part:?} is missing from\n{run}");
+    }
+    let (status, modules) = page("/ui/modules");
+    assert_eq!(status, 200);
+    assert!(modules.contains("scenarios"), "{modules}");
+    let (status, missing) = page("/ui/workflows/nobody");
+    assert_eq!(status, 404);
+    assert!(missing.contains("nobody"), "{missing}");
+
     // Bad input: clear errors, non-zero exits, nothing lost.
     let e = weft(addr, &["signal", "no-such-id", "add", "--input", "1"]);
     assert!(e.failed().contains("no-such-id"), "{e:?}");
@@ -337,6 +373,49 @@ fn server_requires_tokens_and_admin_for_deploys() {
             .contains("weft_runs_started_total 0"),
         "{metrics}"
     );
+
+    // The web UI: a browser signs in once; the cookie reads pages and nothing else.
+    let (status, head, _) = http_raw(&socket, "GET", "/ui", &[], b"");
+    assert_eq!(status, 303, "{head}");
+    assert!(head.contains("location: /ui/login"), "{head}");
+    let (status, _, form) = http_raw(&socket, "GET", "/ui/login", &[], b"");
+    assert_eq!(status, 200);
+    assert!(form.contains(r#"name="token""#), "{form}");
+    let (status, head, _) = http_raw(
+        &socket,
+        "POST",
+        "/ui/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"token=user-secret",
+    );
+    assert_eq!(status, 303, "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .expect("a cookie");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    let cookie = cookie.split(';').next().unwrap();
+    let (status, _, modules) = http_raw(&socket, "GET", "/ui/modules", &[("Cookie", cookie)], b"");
+    assert_eq!(status, 200);
+    assert!(modules.contains("scenarios"), "{modules}");
+    let (status, _, _) = http_raw(
+        &socket,
+        "GET",
+        "/ui",
+        &[("Cookie", "weft_token=wrong")],
+        b"",
+    );
+    assert_eq!(status, 303, "a wrong token is sent back to the login page");
+    let (status, _, _) = http_raw(&socket, "GET", "/v1/workflows", &[("Cookie", cookie)], b"");
+    assert_eq!(status, 401, "the cookie reads the UI's pages only");
+    let (status, _, _) = http_raw(
+        &socket,
+        "POST",
+        "/v1/workflows/x/terminate",
+        &[("Cookie", cookie)],
+        b"",
+    );
+    assert_eq!(status, 401, "the cookie changes nothing");
 }
 
 /// The worker process `remote_worker_process_serves_the_activities` starts:

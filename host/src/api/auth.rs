@@ -110,15 +110,27 @@ pub(crate) async fn check(
     request: Request,
     next: Next,
 ) -> Response {
-    if tokens.open || request.uri().path() == "/healthz" {
+    let path = request.uri().path();
+    if tokens.open || matches!(path, "/healthz" | "/" | "/ui/login") {
         return next.run(request).await;
     }
+    // The web UI's pages are read with the token its login page keeps in a cookie.
+    let ui_page =
+        request.method() == axum::http::Method::GET && (path == "/ui" || path.starts_with("/ui/"));
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(str::trim)
+        .or_else(|| {
+            ui_page
+                .then(|| super::ui::cookie_token(request.headers()))
+                .flatten()
+        });
+    if ui_page && presented.is_none_or(|t| tokens.role(t).is_none()) {
+        return axum::response::Redirect::to("/ui/login").into_response();
+    }
     let grpc = request
         .headers()
         .get(header::CONTENT_TYPE)

@@ -92,30 +92,35 @@ impl From<tonic::Status> for ApiError {
     }
 }
 
+/// The HTTP status a gRPC code means.
+pub(crate) fn http_status(code: tonic::Code) -> StatusCode {
+    use tonic::Code::*;
+    match code {
+        InvalidArgument => StatusCode::BAD_REQUEST,
+        NotFound => StatusCode::NOT_FOUND,
+        AlreadyExists | Aborted => StatusCode::CONFLICT,
+        PermissionDenied => StatusCode::FORBIDDEN,
+        Unauthenticated => StatusCode::UNAUTHORIZED,
+        FailedPrecondition => StatusCode::UNPROCESSABLE_ENTITY,
+        Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        use tonic::Code::*;
-        let status = match self.0.code() {
-            InvalidArgument => StatusCode::BAD_REQUEST,
-            NotFound => StatusCode::NOT_FOUND,
-            AlreadyExists | Aborted => StatusCode::CONFLICT,
-            PermissionDenied => StatusCode::FORBIDDEN,
-            Unauthenticated => StatusCode::UNAUTHORIZED,
-            FailedPrecondition => StatusCode::UNPROCESSABLE_ENTITY,
-            Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        error_body(status, self.0.code(), self.0.message())
+        error_body(http_status(self.0.code()), self.0.code(), self.0.message())
     }
 }
 
 type Answer<T> = Result<Json<T>, ApiError>;
 
+/// `?run_id=`: an earlier run of the workflow id.
 #[derive(Deserialize, Default)]
-struct RunQuery {
+pub(crate) struct RunQuery {
     #[serde(default)]
-    run_id: String,
+    pub(crate) run_id: String,
 }
 
 fn run_ref(id: String, q: RunQuery) -> Option<proto::RunRef> {

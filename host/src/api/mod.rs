@@ -6,6 +6,8 @@
 //!   the `.proto` files; Rust programs use [`crate::client::Client`].
 //! - HTTP/JSON ([`http`]): the same operations for `curl` and browsers; a
 //!   request is turned into the gRPC request and served by the same code.
+//! - The web UI ([`ui`]): read-only pages of runs, histories and modules
+//!   under `/ui`, built from the same service calls.
 //! - [`Tokens`]: `authorization: Bearer <token>`; deploys need an admin token.
 //!
 //! ```no_run
@@ -20,6 +22,7 @@ mod http;
 mod mapping;
 mod module_service;
 pub(crate) mod proto;
+mod ui;
 mod worker_service;
 mod workflow_service;
 
@@ -62,13 +65,14 @@ pub fn router(host: Host, tokens: Tokens) -> axum::Router {
         .clone()
         .routes()
         .into_axum_router();
-    http::routes(state)
+    http::routes(state.clone())
+        .merge(ui::routes(state))
         .merge(grpc)
         .fallback(|| async {
             http::error_body(
                 axum::http::StatusCode::NOT_FOUND,
                 tonic::Code::NotFound,
-                "no such route; the HTTP API lives under /v1/workflows and /v1/modules",
+                "no such route; the HTTP API lives under /v1/workflows and /v1/modules, the web UI under /ui",
             )
         })
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES))

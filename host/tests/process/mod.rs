@@ -193,15 +193,34 @@ pub fn http_as(
     content_type: &str,
     body: &[u8],
 ) -> (u16, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", content_type)];
+    if let Some(auth) = &auth {
+        headers.push(("Authorization", auth));
+    }
+    let (status, _, body) = http_raw(socket, method, path, &headers, body);
+    let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    (status, value)
+}
+
+/// One HTTP/1.1 request with these headers: (status, response headers, body).
+pub fn http_raw(
+    socket: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
     let mut stream = TcpStream::connect(socket).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(90)))
         .unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {socket}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {socket}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();
@@ -211,8 +230,7 @@ pub fn http_as(
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
     let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let value = serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()));
-    (status, value)
+    (status, head.to_owned(), body.to_owned())
 }
 
 /// A guest component built by `scripts/build-guests`, as a file path.

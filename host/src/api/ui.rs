@@ -1,0 +1,521 @@
+//! The web UI: read-only pages for a browser on the same port as the API —
+//! runs with filters, one run with its history as a timeline, the deployed
+//! modules. Every page is built from the same gRPC service calls as the
+//! HTTP/JSON routes, so what it shows is what `weft describe` and `weft show`
+//! say.
+//!
+//! | path | shows |
+//! |---|---|
+//! | `GET /ui?status=&workflow_type=&workflow_id=&module_sha256=` | runs, newest first |
+//! | `GET /ui/workflows/{id}?run_id=` | a run: its state, result and history |
+//! | `GET /ui/modules` | deployed modules, defaults and the runs on each |
+//! | `GET, POST /ui/login` | a host with tokens: the token, kept in a cookie |
+//!
+//! A browser cannot send a bearer header, so on a host with tokens the login
+//! page keeps the token in an `HttpOnly`, `SameSite=Strict` cookie that the
+//! token check accepts for `GET /ui…` only: the cookie can read pages, never
+//! change anything.
+
+use super::ApiState;
+use super::http::{RunQuery, http_status};
+use super::proto::{self, workflow_service_server::WorkflowService};
+use crate::client::{HistoryView, ModuleView, RunView};
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Deserialize;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+use tonic::Request;
+
+/// The cookie the login page sets.
+pub(crate) const TOKEN_COOKIE: &str = "weft_token";
+
+/// How many runs the list shows.
+const LIST_LIMIT: u32 = 200;
+
+/// A payload longer than this is shown cut, with the whole of it one click away.
+const SHORT_PAYLOAD: usize = 160;
+
+const STATUSES: &[&str] = &[
+    "running",
+    "stuck",
+    "completed",
+    "failed",
+    "cancelled",
+    "terminated",
+    "timed_out",
+    "continued_as_new",
+];
+
+const CSS: &str = r#"
+body { font: 14px/1.45 system-ui, sans-serif; margin: 0; color: #1d2330; background: #f6f7f9; }
+header { background: #1d2330; color: #fff; padding: .6em 1.5em; display: flex; gap: 1.5em; align-items: baseline; }
+header a { color: #cfd8ea; text-decoration: none; } header a:hover { color: #fff; }
+header .brand { font-weight: 700; color: #fff; font-size: 1.15em; }
+main { padding: 1em 1.5em; }
+h1 { font-size: 1.3em; margin: .3em 0 .8em; } h2 { font-size: 1.1em; margin: 1.5em 0 .5em; }
+table { border-collapse: collapse; width: 100%; background: #fff; }
+th, td { text-align: left; padding: .35em .6em; border-bottom: 1px solid #e3e6ec; vertical-align: top; }
+th { background: #eef0f4; font-weight: 600; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+code, pre, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12.5px; }
+pre { margin: 0; white-space: pre-wrap; word-break: break-all; }
+.badge { display: inline-block; padding: 0 .5em; border-radius: .7em; font-size: 12px; font-weight: 600; }
+.running { background: #dbeafe; color: #1e40af; } .completed { background: #dcfce7; color: #166534; }
+.failed, .stuck, .timed_out { background: #fee2e2; color: #991b1b; }
+.cancelled, .terminated { background: #fef3c7; color: #92400e; } .continued_as_new { background: #ede9fe; color: #5b21b6; }
+.ok { color: #166534; font-weight: 600; } .bad { color: #991b1b; font-weight: 600; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: .25em 1.2em; background: #fff; padding: .8em 1em; margin: 0; }
+dt { color: #5b6477; } dd { margin: 0; }
+form.filters { display: flex; gap: .6em; align-items: end; margin-bottom: 1em; flex-wrap: wrap; }
+form.filters label { display: flex; flex-direction: column; font-size: 12px; color: #5b6477; }
+input, select, button { font: inherit; padding: .2em .4em; }
+.muted { color: #5b6477; } .error { background: #fee2e2; padding: .8em 1em; }
+details summary { cursor: pointer; }
+"#;
+
+pub(crate) fn routes(state: Arc<ApiState>) -> axum::Router {
+    axum::Router::new()
+        .route("/", get(|| async { Redirect::to("/ui") }))
+        .route("/ui", get(runs))
+        .route("/ui/workflows/{id}", get(run))
+        .route("/ui/modules", get(modules))
+        .route("/ui/login", get(login_form).post(login))
+        .with_state(state)
+}
+
+/// A page that says what went wrong, with the status it means.
+struct PageError(StatusCode, String);
+
+impl From<tonic::Status> for PageError {
+    fn from(s: tonic::Status) -> Self {
+        Self(http_status(s.code()), s.message().to_owned())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let body = page(
+            "Error",
+            html! {
+                h1 { "Error" }
+                p.error { (self.1) }
+                p { a href="/ui" { "All runs" } }
+            },
+        );
+        (self.0, body).into_response()
+    }
+}
+
+fn page(title: &str, content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Weft" }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header {
+                    a.brand href="/ui" { "Weft" }
+                    a href="/ui" { "Runs" }
+                    a href="/ui/modules" { "Modules" }
+                }
+                main { (content) }
+            }
+        }
+    }
+}
+
+/// A time as the API gives it (milliseconds since the epoch), in UTC.
+fn when(ms: u64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(time)
+        .to_string()
+        .replacen('T', " ", 1)
+        .replace('Z', " UTC")
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
+}
+
+fn status_badge(status: &str) -> Markup {
+    html! { span class={ "badge " (status) } { (status.replace('_', " ")) } }
+}
+
+fn run_link(workflow_id: &str, run_id: &str) -> String {
+    format!(
+        "/ui/workflows/{}?run_id={}",
+        encode(workflow_id),
+        encode(run_id)
+    )
+}
+
+/// What a path segment or a query value keeps as it is: RFC 3986's unreserved characters.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes a path segment or a query value.
+fn encode(text: &str) -> String {
+    utf8_percent_encode(text, UNRESERVED).to_string()
+}
+
+/// A word as a shell reads it back: quoted unless it is plain.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// A JSON value, cut to a line when long, with the whole of it unfolded on a click.
+fn payload(value: &Value) -> Markup {
+    let line = value.to_string();
+    if line.chars().count() <= SHORT_PAYLOAD {
+        return html! { code { (line) } };
+    }
+    let cut: String = line.chars().take(SHORT_PAYLOAD).collect();
+    let pretty = serde_json::to_string_pretty(value).unwrap_or(line);
+    html! {
+        details {
+            summary { code { (cut) "…" } }
+            pre { (pretty) }
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct RunsQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    workflow_type: String,
+    #[serde(default)]
+    workflow_id: String,
+    #[serde(default)]
+    module_sha256: String,
+}
+
+async fn runs(
+    State(api): State<Arc<ApiState>>,
+    Query(q): Query<RunsQuery>,
+) -> Result<Markup, PageError> {
+    let listed = api
+        .workflows
+        .list(Request::new(proto::ListRequest {
+            workflow_type: q.workflow_type.trim().to_owned(),
+            status: q.status.clone(),
+            workflow_id: q.workflow_id.trim().to_owned(),
+            search_attributes_json: String::new(),
+            limit: LIST_LIMIT,
+            module: (!q.module_sha256.is_empty()).then(|| proto::ModuleRef {
+                sha256: q.module_sha256.clone(),
+                ..proto::ModuleRef::default()
+            }),
+        }))
+        .await?
+        .into_inner();
+    let runs: Vec<RunView> = listed.runs.into_iter().map(Into::into).collect();
+    let filtered = !(q.status.is_empty()
+        && q.workflow_type.is_empty()
+        && q.workflow_id.is_empty()
+        && q.module_sha256.is_empty());
+    Ok(page(
+        "Runs",
+        html! {
+            h1 { "Runs" }
+            form.filters method="get" action="/ui" {
+                label { "status"
+                    select name="status" {
+                        option value="" { "any" }
+                        @for s in STATUSES {
+                            option value=(s) selected[q.status == *s] { (s.replace('_', " ")) }
+                        }
+                    }
+                }
+                label { "workflow type" input name="workflow_type" value=(q.workflow_type); }
+                label { "workflow id" input name="workflow_id" value=(q.workflow_id); }
+                @if !q.module_sha256.is_empty() {
+                    input type="hidden" name="module_sha256" value=(q.module_sha256);
+                    span.muted { "on module " code { (short(&q.module_sha256)) } }
+                }
+                button type="submit" { "Filter" }
+                @if filtered { a href="/ui" { "clear" } }
+            }
+            @if runs.is_empty() {
+                p.muted { "No runs" @if filtered { " match these filters" } "." }
+            } @else {
+                table {
+                    thead { tr {
+                        th { "Workflow id" } th { "Type" } th { "Status" } th { "Status line" }
+                        th { "Module" } th.num { "Events" } th { "Started" } th { "Closed" }
+                    } }
+                    tbody {
+                        @for r in &runs {
+                            tr {
+                                td { a href=(run_link(&r.workflow_id, &r.run_id)) { (r.workflow_id) } }
+                                td { (r.workflow_type) }
+                                td { (status_badge(&r.status)) }
+                                td { (r.status_line.as_deref().unwrap_or("")) }
+                                td.mono { (short(&r.module_sha256)) }
+                                td.num { (r.events) }
+                                td { (when(r.created_at_ms)) }
+                                td { (r.closed_at_ms.map(when).unwrap_or_default()) }
+                            }
+                        }
+                    }
+                }
+                p.muted { (runs.len()) " run(s), newest first"
+                    @if runs.len() as u32 == LIST_LIMIT { " (the newest " (LIST_LIMIT) "; filter to see others)" }
+                    "." }
+            }
+        },
+    ))
+}
+
+async fn run(
+    State(api): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    Query(q): Query<RunQuery>,
+) -> Result<Markup, PageError> {
+    let reference = || {
+        Some(proto::RunRef {
+            workflow_id: id.clone(),
+            run_id: q.run_id.clone(),
+        })
+    };
+    let run: RunView = api
+        .workflows
+        .describe(Request::new(proto::DescribeRequest { run: reference() }))
+        .await?
+        .into_inner()
+        .into();
+    // The history of the run described, even if the workflow id moved on meanwhile.
+    let history: HistoryView = api
+        .workflows
+        .history(Request::new(proto::HistoryRequest {
+            run: Some(proto::RunRef {
+                workflow_id: id.clone(),
+                run_id: run.run_id.clone(),
+            }),
+        }))
+        .await?
+        .into_inner()
+        .into();
+    let start_ms = history.events.first().map_or(0, |e| e.recorded_at_ms);
+    let json_history = format!(
+        "/v1/workflows/{}/history?run_id={}",
+        encode(&run.workflow_id),
+        encode(&run.run_id)
+    );
+    Ok(page(
+        &run.workflow_id,
+        html! {
+            h1 { (run.workflow_id) " " (status_badge(&run.status)) }
+            dl {
+                dt { "Workflow type" } dd { (run.workflow_type) }
+                dt { "Run id" } dd.mono { (run.run_id) }
+                dt { "Module" } dd.mono {
+                    a href={ "/ui?module_sha256=" (encode(&run.module_sha256)) } { (run.module_sha256) }
+                }
+                dt { "Started" } dd { (when(run.created_at_ms)) }
+                @if let Some(closed) = run.closed_at_ms {
+                    dt { "Closed" } dd { (when(closed)) " (" (humantime::format_duration(Duration::from_millis(closed.saturating_sub(run.created_at_ms)))) ")" }
+                }
+                @if let Some(line) = &run.status_line { dt { "Status line" } dd { (line) } }
+                @if let (Some(parent), Some(parent_run)) = (&run.parent_workflow_id, &run.parent_run_id) {
+                    dt { "Parent" } dd { a href=(run_link(parent, parent_run)) { (parent) } }
+                }
+                @if let Some(next) = &run.continued_to {
+                    dt { "Continued as" } dd { a href=(run_link(&run.workflow_id, next)) { (next) } }
+                }
+                @if let Some(reason) = &run.cancel_requested { dt { "Cancel requested" } dd { (reason) } }
+                @if run.search_attributes.as_object().is_some_and(|o| !o.is_empty()) {
+                    dt { "Search attributes" } dd { (payload(&run.search_attributes)) }
+                }
+                @if let Some(memo) = &run.memo { dt { "Memo" } dd { (payload(memo)) } }
+                @if let Some(output) = &run.output { dt { "Result" } dd { (payload(output)) } }
+                @if let Some(failure) = &run.failure {
+                    dt { "Failure" } dd { code { (failure.error_type) } ": " (failure.message) }
+                }
+                @if let Some(stuck) = &run.stuck { dt { "Stuck" } dd { (payload(stuck)) } }
+            }
+            h2 {
+                "History: " (history.events.len()) " events, "
+                @if history.chain_verified {
+                    span.ok { "hash chain verified" }
+                } @else {
+                    span.bad { "hash chain BROKEN" }
+                }
+                @if let Some(signed) = &history.signature {
+                    span.muted { ", head signed by " code { (short(&signed.public_key)) } }
+                }
+            }
+            p.muted { a href=(json_history) { "as JSON" } " · " code { "weft export " (shell_word(&run.workflow_id)) } " for an auditor" }
+            table {
+                thead { tr { th.num { "#" } th { "Recorded" } th.num { "+ms" } th { "Event" } th { "Details" } th { "Hash" } } }
+                tbody {
+                    @for e in &history.events {
+                        tr {
+                            td.num { (e.seq) }
+                            td { (when(e.recorded_at_ms)) }
+                            td.num { (e.recorded_at_ms.saturating_sub(start_ms)) }
+                            td { code { (e.kind) } }
+                            td { (payload(&details(&e.event))) }
+                            td.mono title=(e.hash) { (short(&e.hash)) }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// An event's fields without its kind (the kind has a column of its own).
+fn details(event: &Value) -> Value {
+    match event {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .filter(|(k, _)| k.as_str() != "kind")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+async fn modules(State(api): State<Arc<ApiState>>) -> Result<Markup, PageError> {
+    let mut modules: Vec<ModuleView> = api
+        .modules
+        .list()
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    modules.sort_by(|a, b| {
+        (a.name.as_str(), a.created_at_ms).cmp(&(b.name.as_str(), b.created_at_ms))
+    });
+    Ok(page(
+        "Modules",
+        html! {
+            h1 { "Modules" }
+            @if modules.is_empty() {
+                p.muted { "No modules deployed: " code { "weft deploy FILE.wasm --name NAME" } "." }
+            } @else {
+                table {
+                    thead { tr {
+                        th { "Name" } th { "Version" } th { "sha256" } th.num { "KiB" } th { "Default" }
+                        th.num { "Open runs" } th.num { "Closed runs" } th { "Deployed" }
+                    } }
+                    tbody {
+                        @for m in &modules {
+                            tr {
+                                td { (m.name) }
+                                td { (m.version) }
+                                td.mono title=(m.sha256) { (short(&m.sha256)) }
+                                td.num { (m.size.div_ceil(1024)) }
+                                td { @if m.is_default { span.ok { "default" } } }
+                                td.num { a href={ "/ui?module_sha256=" (encode(&m.sha256)) } { (m.open_runs) } }
+                                td.num { a href={ "/ui?module_sha256=" (encode(&m.sha256)) } { (m.closed_runs) } }
+                                td { (when(m.created_at_ms)) }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+async fn login_form() -> Markup {
+    login_page(None)
+}
+
+fn login_page(problem: Option<&str>) -> Markup {
+    page(
+        "Sign in",
+        html! {
+            h1 { "Sign in" }
+            p { "This host needs a token. It is kept in a cookie that can only read these pages." }
+            @if let Some(problem) = problem { p.error { (problem) } }
+            form method="post" action="/ui/login" {
+                input type="password" name="token" placeholder="token" autofocus;
+                " "
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct Login {
+    token: String,
+}
+
+async fn login(Form(form): Form<Login>) -> Response {
+    let token = form.token.trim();
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return (
+            StatusCode::BAD_REQUEST,
+            login_page(Some("That is not a token: paste the value of WEFT_TOKEN.")),
+        )
+            .into_response();
+    }
+    // Whether the token is accepted is the token check's to say, on the next page.
+    let cookie = format!("{TOKEN_COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Strict");
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = cookie.parse() {
+        headers.insert(header::SET_COOKIE, value);
+    }
+    (headers, Redirect::to("/ui")).into_response()
+}
+
+/// The token in a request's `weft_token` cookie.
+pub(crate) fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == TOKEN_COOKIE)
+        .map(|(_, value)| value.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_payloads_read_well() {
+        assert_eq!(when(0), "1970-01-01 00:00:00.000 UTC");
+        let long = Value::String("x".repeat(500));
+        let shown = payload(&long).into_string();
+        assert!(shown.contains("<details>"), "{shown}");
+        assert_eq!(
+            payload(&serde_json::json!({"a": "<b>"})).into_string(),
+            "<code>{&quot;a&quot;:&quot;&lt;b&gt;&quot;}</code>"
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, "a=1; weft_token=t0k; b=2".parse().unwrap());
+        assert_eq!(cookie_token(&headers), Some("t0k"));
+    }
+}
