@@ -7,7 +7,7 @@ use crate::model::{Event, EventHash, Failure, History, RunId, Sha256Hex};
 use crate::scheduler::{Clock, SystemClock, Wakeups, activation_loop, activity_loop, change_loop};
 use crate::store::{
     CreateRun, Created, IdConflictPolicy, IdReusePolicy, ListFilter, ModuleRecord, RunOptions,
-    RunRecord, RunStatus, Store, StoreError,
+    RunRecord, RunStatus, Store, StoreError, WaitingOn,
 };
 use crate::wasm::{EngineConfig, LoadError, RunRng, WasmEngine};
 use crate::workflow::{Driver, DriverConfig, ReplayError, ReplayVerdict, replay_history};
@@ -639,6 +639,12 @@ impl Host {
 
     pub async fn describe(&self, run_id: &RunId) -> Result<RunRecord, HostError> {
         Ok(self.inner.store.run(run_id).await?)
+    }
+
+    /// What a run waits on: its unresolved activities (attempts, the last
+    /// failure, the last heartbeat), its timers and its unresolved children.
+    pub async fn waiting_on(&self, run_id: &RunId) -> Result<WaitingOn, HostError> {
+        Ok(self.inner.store.waiting_on(run_id).await?)
     }
 
     pub async fn history(&self, run_id: &RunId) -> Result<History, HostError> {

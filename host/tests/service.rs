@@ -241,6 +241,7 @@ fn dev_host_through_the_cli_and_http() {
     ] {
         assert!(run.contains(part), "{part:?} is missing from\n{run}");
     }
+    assert!(!run.contains("http-equiv"), "a closed run's page stays put");
     let (status, modules) = page("/ui/modules");
     assert_eq!(status, 200);
     assert!(modules.contains("scenarios"), "{modules}");
@@ -508,6 +509,30 @@ fn remote_worker_process_serves_the_activities() {
         (s["stage"] == "awaiting decision").then_some(s)
     });
     assert_eq!(status["score"], 712);
+    // It waits on the decision's deadline, a timer; the activities are done.
+    let described = weft(addr, &["describe", "loan-1", "--output", "json"]).json();
+    let timers = described["pending_timers"].as_array().expect("a timer");
+    assert_eq!(timers.len(), 1, "{described}");
+    assert!(
+        timers[0]["fire_at_ms"].as_u64().unwrap()
+            > described["created_at_ms"].as_u64().unwrap() + 500_000,
+        "{described}"
+    );
+    assert!(described.get("pending_activities").is_none(), "{described}");
+    let text = weft(addr, &["describe", "loan-1"]);
+    assert!(
+        text.ok().contains("waiting on") && text.ok().contains("fires at"),
+        "{text:?}"
+    );
+    let (_, _, page) = http_raw(&socket, "GET", "/ui/workflows/loan-1", &[], b"");
+    assert!(
+        page.contains("Waiting on") && page.contains("fires at"),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"http-equiv="refresh""#),
+        "an open run's page reloads itself"
+    );
     let (code, body) = http(
         &socket,
         "POST",

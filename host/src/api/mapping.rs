@@ -8,7 +8,7 @@ use crate::model::GuestStatus;
 use crate::model::{Failure, RecordedEvent, RunId};
 use crate::store::{
     Garbage, IdConflictPolicy, IdReusePolicy, ListFilter, ModuleRecord, ModuleUsage, RunRecord,
-    RunStatus, StoreError,
+    RunStatus, StoreError, WaitingOn,
 };
 use crate::versions::{Deployed, RunCheck, RunUpgrade, UpgradeResult, Verdict};
 use crate::workflow::{Divergence, ReplayVerdict};
@@ -36,6 +36,52 @@ pub(crate) fn run_info(r: &RunRecord) -> proto::RunInfo {
         memo_json: r.memo.as_ref().map(Value::to_string),
         cancel_requested: r.cancel_requested.clone(),
         continued_to: r.continued_to.as_ref().map(ToString::to_string),
+        pending_activities: Vec::new(),
+        pending_timers: Vec::new(),
+        pending_children: Vec::new(),
+    }
+}
+
+/// A run as `describe` shows it: with what it waits on.
+pub(crate) fn run_info_waiting(r: &RunRecord, waiting: &WaitingOn) -> proto::RunInfo {
+    proto::RunInfo {
+        pending_activities: waiting
+            .activities
+            .iter()
+            .map(|a| proto::PendingActivity {
+                seq: a.seq,
+                name: a.name.clone(),
+                state: if a.running { "running" } else { "scheduled" }.into(),
+                attempt: a.attempt,
+                next_at_ms: a.next_at_ms,
+                owner: a.owner.clone(),
+                last_failure: a.last_failure.as_ref().map(failure),
+                heartbeat_details_json: a.heartbeat_details.as_ref().map(Value::to_string),
+                heartbeat_at_ms: a.heartbeat_at_ms,
+            })
+            .collect(),
+        pending_timers: waiting
+            .timers
+            .iter()
+            .map(|t| proto::PendingTimer {
+                seq: t.seq,
+                fire_at_ms: t.fire_at_ms,
+            })
+            .collect(),
+        pending_children: waiting
+            .children
+            .iter()
+            .map(|c| proto::PendingChild {
+                seq: c.seq,
+                workflow_id: c.workflow_id.clone(),
+                run_id: c
+                    .run_id
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        ..run_info(r)
     }
 }
 

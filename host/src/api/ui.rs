@@ -19,7 +19,7 @@
 use super::ApiState;
 use super::http::{RunQuery, http_status};
 use super::proto::{self, workflow_service_server::WorkflowService};
-use crate::client::{HistoryView, ModuleView, RunView};
+use crate::client::{HistoryView, ModuleView, RunView, format_time as when};
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -30,7 +30,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 use tonic::Request;
 
 /// The cookie the login page sets.
@@ -38,6 +38,9 @@ pub(crate) const TOKEN_COOKIE: &str = "weft_token";
 
 /// How many runs the list shows.
 const LIST_LIMIT: u32 = 200;
+
+/// How often an open run's page reloads itself.
+const OPEN_RUN_REFRESH_SECONDS: u32 = 5;
 
 /// A payload longer than this is shown cut, with the whole of it one click away.
 const SHORT_PAYLOAD: usize = 160;
@@ -114,12 +117,18 @@ impl IntoResponse for PageError {
 }
 
 fn page(title: &str, content: Markup) -> Markup {
+    page_refreshed(title, None, content)
+}
+
+/// A page the browser loads again every `refresh` seconds.
+fn page_refreshed(title: &str, refresh: Option<u32>, content: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(seconds) = refresh { meta http-equiv="refresh" content=(seconds); }
                 title { (title) " · Weft" }
                 style { (PreEscaped(CSS)) }
             }
@@ -133,15 +142,6 @@ fn page(title: &str, content: Markup) -> Markup {
             }
         }
     }
-}
-
-/// A time as the API gives it (milliseconds since the epoch), in UTC.
-fn when(ms: u64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms);
-    humantime::format_rfc3339_millis(time)
-        .to_string()
-        .replacen('T', " ", 1)
-        .replace('Z', " UTC")
 }
 
 fn short(sha: &str) -> &str {
@@ -325,8 +325,10 @@ async fn run(
         encode(&run.workflow_id),
         encode(&run.run_id)
     );
-    Ok(page(
+    let open = run.status == "running";
+    Ok(page_refreshed(
         &run.workflow_id,
+        open.then_some(OPEN_RUN_REFRESH_SECONDS),
         html! {
             h1 { (run.workflow_id) " " (status_badge(&run.status)) }
             dl {
@@ -357,6 +359,7 @@ async fn run(
                 }
                 @if let Some(stuck) = &run.stuck { dt { "Stuck" } dd { (payload(stuck)) } }
             }
+            (waiting_on(&run))
             h2 {
                 "History: " (history.events.len()) " events, "
                 @if history.chain_verified {
@@ -368,7 +371,9 @@ async fn run(
                     span.muted { ", head signed by " code { (short(&signed.public_key)) } }
                 }
             }
-            p.muted { a href=(json_history) { "as JSON" } " · " code { "weft export " (shell_word(&run.workflow_id)) } " for an auditor" }
+            p.muted {
+                @if open { "This page reloads every " (OPEN_RUN_REFRESH_SECONDS) " s while the run is open. " }
+                a href=(json_history) { "as JSON" } " · " code { "weft export " (shell_word(&run.workflow_id)) } " for an auditor" }
             table {
                 thead { tr { th.num { "#" } th { "Recorded" } th.num { "+ms" } th { "Event" } th { "Details" } th { "Hash" } } }
                 tbody {
@@ -386,6 +391,66 @@ async fn run(
             }
         },
     ))
+}
+
+/// What an open run waits on: its activities, timers and children.
+fn waiting_on(run: &RunView) -> Markup {
+    if run.pending_activities.is_empty()
+        && run.pending_timers.is_empty()
+        && run.pending_children.is_empty()
+    {
+        return html! {};
+    }
+    html! {
+        h2 { "Waiting on" }
+        table {
+            thead { tr { th.num { "#" } th { "What" } th { "State" } th { "Details" } } }
+            tbody {
+                @for a in &run.pending_activities {
+                    tr {
+                        td.num { (a.seq) }
+                        td { "activity " code { (a.name) } }
+                        td {
+                            @if a.state == "running" {
+                                span.badge.running { "running" } " attempt " (a.attempt)
+                                @if let Some(owner) = &a.owner { " on " code { (owner) } }
+                                br; span.muted { "lease until " (when(a.next_at_ms)) }
+                            } @else if a.attempt == 0 {
+                                "scheduled, no attempt yet"
+                            } @else {
+                                "attempt " (a.attempt + 1) " at " (when(a.next_at_ms))
+                            }
+                        }
+                        td {
+                            @if let Some(f) = &a.last_failure {
+                                "last failure " code { (f.error_type) } ": " (f.message) br;
+                            }
+                            @if let Some(at) = a.heartbeat_at_ms {
+                                "last heartbeat at " (when(at))
+                                @if let Some(details) = &a.heartbeat_details { ": " (payload(details)) }
+                            }
+                        }
+                    }
+                }
+                @for t in &run.pending_timers {
+                    tr {
+                        td.num { (t.seq) }
+                        td { "timer" }
+                        td { "fires at " (when(t.fire_at_ms)) }
+                        td {}
+                    }
+                }
+                @for c in &run.pending_children {
+                    tr {
+                        td.num { (c.seq) }
+                        td { "child " a href=(run_link(&c.workflow_id, c.run_id.as_deref().unwrap_or(""))) { (c.workflow_id) } }
+                        td { @if c.run_id.is_none() { "not started" } @else { "running" } }
+                        td {}
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// An event's fields without its kind (the kind has a column of its own).

@@ -253,7 +253,8 @@ impl WorkflowService for Workflows {
     ) -> Result<Response<proto::RunInfo>, Status> {
         let run_id = self.resolve(request.get_ref().run.as_ref()).await?;
         let run = self.host.describe(&run_id).await.map_err(status)?;
-        Ok(Response::new(mapping::run_info(&run)))
+        let waiting = self.host.waiting_on(&run_id).await.map_err(status)?;
+        Ok(Response::new(mapping::run_info_waiting(&run, &waiting)))
     }
 
     async fn list(

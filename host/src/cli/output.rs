@@ -1,7 +1,7 @@
 //! Printing: readable text by default, JSON with `--output json`.
 
 use serde::Serialize;
-use weft::client::{FailureView, RunView};
+use weft::client::{FailureView, RunView, format_time};
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Format {
@@ -63,6 +63,67 @@ pub(crate) fn run(r: &RunView) {
         println!("memo          {memo}");
     }
     println!("events        {}", r.events);
+    waiting_on(r);
+}
+
+/// What an open run waits on, a line each.
+fn waiting_on(r: &RunView) {
+    if r.pending_activities.is_empty()
+        && r.pending_timers.is_empty()
+        && r.pending_children.is_empty()
+    {
+        return;
+    }
+    println!("waiting on");
+    for a in &r.pending_activities {
+        let what = format!("activity {} {}", a.seq, a.name);
+        let state = if a.state == "running" {
+            format!(
+                "attempt {} running on {} (lease until {})",
+                a.attempt,
+                a.owner.as_deref().unwrap_or("?"),
+                format_time(a.next_at_ms)
+            )
+        } else if a.attempt == 0 {
+            "scheduled, no attempt yet".to_owned()
+        } else {
+            format!(
+                "attempt {} next at {}",
+                a.attempt + 1,
+                format_time(a.next_at_ms)
+            )
+        };
+        println!("  {what:<30} {state}");
+        if let Some(f) = &a.last_failure {
+            println!("  {:<30} last failure {}: {}", "", f.error_type, f.message);
+        }
+        if let Some(at) = a.heartbeat_at_ms {
+            let details = a
+                .heartbeat_details
+                .as_ref()
+                .map(|d| format!(" {d}"))
+                .unwrap_or_default();
+            println!(
+                "  {:<30} last heartbeat{details} at {}",
+                "",
+                format_time(at)
+            );
+        }
+    }
+    for t in &r.pending_timers {
+        println!(
+            "  {:<30} fires at {}",
+            format!("timer {}", t.seq),
+            format_time(t.fire_at_ms)
+        );
+    }
+    for c in &r.pending_children {
+        let run = c.run_id.as_deref().unwrap_or("not started");
+        println!(
+            "  {:<30} run {run}",
+            format!("child {} {}", c.seq, c.workflow_id)
+        );
+    }
 }
 
 /// Fails the command when the run did not complete, so scripts see a non-zero exit.

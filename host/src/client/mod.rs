@@ -236,6 +236,71 @@ pub struct RunView {
     pub cancel_requested: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continued_to: Option<String>,
+    /// What the run waits on (`describe` only): activities without a result yet,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_activities: Vec<PendingActivityView>,
+    /// timers that have not fired into the workflow,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_timers: Vec<PendingTimerView>,
+    /// and children whose result it has not received.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_children: Vec<PendingChildView>,
+}
+
+/// An activity a run waits on.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PendingActivityView {
+    pub seq: u32,
+    pub name: String,
+    /// `scheduled` (waiting for an attempt, or a retry's backoff) or `running`.
+    pub state: String,
+    /// Attempts started so far.
+    pub attempt: u32,
+    /// Running: when the attempt's lease runs out. Scheduled: when the next attempt may start.
+    pub next_at_ms: u64,
+    /// Running: the host or worker holding the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<FailureView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_details: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_at_ms: Option<u64>,
+}
+
+/// A timer a run waits on.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PendingTimerView {
+    pub seq: u32,
+    pub fire_at_ms: u64,
+}
+
+/// A child workflow a run waits on.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PendingChildView {
+    pub seq: u32,
+    pub workflow_id: String,
+    /// `None` when the child could not be started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+}
+
+/// A time as the API gives it (milliseconds since the epoch), in UTC:
+/// `2026-12-06 19:45:30.132 UTC`.
+pub fn format_time(ms: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(time)
+        .to_string()
+        .replacen('T', " ", 1)
+        .replace('Z', " UTC")
+}
+
+fn failure_view(f: proto::Failure) -> FailureView {
+    FailureView {
+        error_type: f.error_type,
+        message: f.message,
+    }
 }
 
 fn parse_json(text: &str) -> Value {
@@ -251,10 +316,7 @@ impl From<proto::RunInfo> for RunView {
             module_sha256: r.module_sha256,
             status: r.status,
             output: r.output_json.as_deref().map(parse_json),
-            failure: r.failure.map(|f| FailureView {
-                error_type: f.error_type,
-                message: f.message,
-            }),
+            failure: r.failure.map(failure_view),
             stuck: r.stuck_json.as_deref().map(parse_json),
             events: r.last_seq,
             created_at_ms: r.created_at_ms,
@@ -266,6 +328,38 @@ impl From<proto::RunInfo> for RunView {
             memo: r.memo_json.as_deref().map(parse_json),
             cancel_requested: r.cancel_requested,
             continued_to: r.continued_to,
+            pending_activities: r
+                .pending_activities
+                .into_iter()
+                .map(|a| PendingActivityView {
+                    seq: a.seq,
+                    name: a.name,
+                    state: a.state,
+                    attempt: a.attempt,
+                    next_at_ms: a.next_at_ms,
+                    owner: a.owner,
+                    last_failure: a.last_failure.map(failure_view),
+                    heartbeat_details: a.heartbeat_details_json.as_deref().map(parse_json),
+                    heartbeat_at_ms: a.heartbeat_at_ms,
+                })
+                .collect(),
+            pending_timers: r
+                .pending_timers
+                .into_iter()
+                .map(|t| PendingTimerView {
+                    seq: t.seq,
+                    fire_at_ms: t.fire_at_ms,
+                })
+                .collect(),
+            pending_children: r
+                .pending_children
+                .into_iter()
+                .map(|c| PendingChildView {
+                    seq: c.seq,
+                    workflow_id: c.workflow_id,
+                    run_id: (!c.run_id.is_empty()).then_some(c.run_id),
+                })
+                .collect(),
         }
     }
 }

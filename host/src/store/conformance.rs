@@ -181,6 +181,7 @@ macro_rules! conformance_tests {
             heartbeat_timeout_retry_respects_schedule_to_close,
             heartbeat_details_reach_the_next_attempt,
             current_attempt_names_only_the_running_attempt,
+            waiting_on_shows_attempts_failures_heartbeats_and_timers,
             heartbeat_is_fenced_by_the_lease,
             cancel_resolves_a_scheduled_activity_and_wakes_the_run,
             cancel_reaches_a_running_attempt_at_its_heartbeat,

@@ -198,6 +198,50 @@ pub enum IdConflictPolicy {
     UseExisting,
 }
 
+/// What a run waits on ([`RunStore::waiting_on`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WaitingOn {
+    pub activities: Vec<PendingActivity>,
+    pub timers: Vec<PendingTimer>,
+    pub children: Vec<PendingChild>,
+}
+
+/// An activity the workflow scheduled and has no result of yet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingActivity {
+    pub seq: u32,
+    pub name: String,
+    /// An attempt is running now (else the next one waits to be picked up).
+    pub running: bool,
+    /// Attempts started so far (0: none yet).
+    pub attempt: u32,
+    /// Running: when the attempt's lease runs out. Waiting: when the next
+    /// attempt may start (a retry's backoff).
+    pub next_at_ms: u64,
+    /// Running: the host or worker that holds the attempt.
+    pub owner: Option<String>,
+    /// The last attempt's failure, when it was retried.
+    pub last_failure: Option<Failure>,
+    /// The last heartbeat's details, and when it came.
+    pub heartbeat_details: Option<Value>,
+    pub heartbeat_at_ms: Option<u64>,
+}
+
+/// A timer that has not fired into the workflow yet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingTimer {
+    pub seq: u32,
+    pub fire_at_ms: u64,
+}
+
+/// A child workflow whose result the parent has not received yet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingChild {
+    pub seq: u32,
+    pub workflow_id: String,
+    pub run_id: Option<RunId>,
+}
+
 /// One row of `runs`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunRecord {
@@ -634,6 +678,10 @@ pub trait RunStore: Send + Sync {
     ) -> StoreResult<Vec<RunClaim>>;
     /// The jobs waiting for a run at `now_ms`.
     async fn pending_jobs(&self, run_id: &RunId, now_ms: u64) -> StoreResult<PendingJobs>;
+    /// What a run waits on, for `describe`: its unresolved activities (with
+    /// their attempts, last failures and heartbeats), its timers and its
+    /// unresolved children, each in sequence order. Unknown run: empty.
+    async fn waiting_on(&self, run_id: &RunId) -> StoreResult<WaitingOn>;
     /// Applies an activation (see [`ActivationCommit`]); releases the lease and
     /// sets `handled_wakeups = observed_wakeups`.
     async fn commit_activation(&self, commit: ActivationCommit) -> StoreResult<()>;

@@ -36,7 +36,7 @@ use super::{
     ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, Changes, ClaimActivity,
     CreateRun, Created, Heartbeat, HistoryStore, IdConflictPolicy, ListFilter, ModuleRecord,
     ModuleStore, PendingJobs, RunClaim, RunRecord, RunStore, SignalStore, StoreError, StoreResult,
-    TIMEOUT_BATCH,
+    TIMEOUT_BATCH, WaitingOn,
 };
 use crate::model::{Failure, History, RecordedEvent, RunId, Sha256Hex};
 use async_trait::async_trait;
@@ -379,6 +379,14 @@ impl RunStore for PostgresStore {
                 observed_wakeups,
             })
             .collect())
+    }
+
+    async fn waiting_on(&self, run_id: &RunId) -> StoreResult<WaitingOn> {
+        let rows: Vec<rows::WaitingRow> = sqlx::query_as(rows::WAITING_ON_SQL)
+            .bind(run_id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows::waiting_on(run_id, rows)
     }
 
     async fn pending_jobs(&self, run_id: &RunId, now_ms: u64) -> StoreResult<PendingJobs> {

@@ -5,8 +5,8 @@
 
 use super::{
     ActivationCommit, ActivityTask, AttemptOutcome, CancelRequest, DueTimer, InboxSignal,
-    InboxUpdate, ModuleRecord, PendingJobs, ResolvedActivity, ResolvedChild, RunRecord, RunStatus,
-    StoreError, StoreResult,
+    InboxUpdate, ModuleRecord, PendingActivity, PendingChild, PendingJobs, PendingTimer,
+    ResolvedActivity, ResolvedChild, RunRecord, RunStatus, StoreError, StoreResult, WaitingOn,
 };
 use crate::model::{
     ActivityOptions, Event, EventHash, Failure, ParentLink, RecordedEvent, RunId, Sha256Hex,
@@ -437,6 +437,84 @@ pub(super) struct TaskStateRow {
 
 /// Reads a [`TaskStateRow`]: `$1` is the run id, `$2` the seq.
 /// The attempt a lease token names, while it is the task's current one and runs.
+/// What a run waits on, one row per activity, timer or child (both backends).
+pub(super) const WAITING_ON_SQL: &str =
+    "SELECT 'a' AS source, seq, name, status, attempt, visible_at_ms AS at_ms, lease_owner AS owner,
+            failure, heartbeat_details, heartbeat_at_ms
+       FROM activity_tasks WHERE run_id = $1 AND status IN ('scheduled', 'running')
+     UNION ALL
+     SELECT 't', seq, NULL, NULL, NULL, fire_at_ms, NULL, NULL, NULL, NULL
+       FROM timers WHERE run_id = $1
+     UNION ALL
+     SELECT 'c', seq, workflow_id, NULL, NULL, NULL, child_run_id, NULL, NULL, NULL
+       FROM children WHERE parent_run_id = $1 AND NOT resolved
+     ORDER BY seq";
+
+/// A row of [`WAITING_ON_SQL`].
+#[derive(sqlx::FromRow)]
+pub(super) struct WaitingRow {
+    source: String,
+    seq: i64,
+    name: Option<String>,
+    status: Option<String>,
+    attempt: Option<i64>,
+    at_ms: Option<i64>,
+    owner: Option<String>,
+    failure: Option<String>,
+    heartbeat_details: Option<String>,
+    heartbeat_at_ms: Option<i64>,
+}
+
+pub(super) fn waiting_on(run_id: &RunId, rows: Vec<WaitingRow>) -> StoreResult<WaitingOn> {
+    let mut waiting = WaitingOn::default();
+    for row in rows {
+        match row.source.as_str() {
+            "a" => {
+                let what = format!("run {run_id}: activity {}", row.seq);
+                let running = row.status.as_deref() == Some("running");
+                waiting.activities.push(PendingActivity {
+                    seq: seq32(row.seq, &what)?,
+                    name: row.name.unwrap_or_default(),
+                    running,
+                    attempt: seq32(row.attempt.unwrap_or(0), format_args!("{what} attempt"))?,
+                    next_at_ms: uint(row.at_ms.unwrap_or(0), format_args!("{what} visible_at_ms"))?,
+                    owner: row.owner.filter(|_| running),
+                    last_failure: row
+                        .failure
+                        .as_deref()
+                        .map(|t| from_json(t, format_args!("{what} failure")))
+                        .transpose()?,
+                    heartbeat_details: row
+                        .heartbeat_details
+                        .as_deref()
+                        .map(|t| from_json(t, format_args!("{what} heartbeat details")))
+                        .transpose()?,
+                    heartbeat_at_ms: row
+                        .heartbeat_at_ms
+                        .map(|v| uint(v, format_args!("{what} heartbeat_at_ms")))
+                        .transpose()?,
+                });
+            }
+            "t" => {
+                let what = format!("run {run_id}: timer {}", row.seq);
+                waiting.timers.push(PendingTimer {
+                    seq: seq32(row.seq, &what)?,
+                    fire_at_ms: uint(row.at_ms.unwrap_or(0), &what)?,
+                });
+            }
+            _ => {
+                let what = format!("run {run_id}: child {}", row.seq);
+                waiting.children.push(PendingChild {
+                    seq: seq32(row.seq, &what)?,
+                    workflow_id: row.name.unwrap_or_default(),
+                    run_id: row.owner.map(RunId),
+                });
+            }
+        }
+    }
+    Ok(waiting)
+}
+
 pub(super) const CURRENT_ATTEMPT_SQL: &str =
     "SELECT run_id, seq, name, input, options, attempt, lease_token, heartbeat_details, close_deadline_ms
        FROM activity_tasks

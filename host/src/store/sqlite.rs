@@ -22,7 +22,7 @@ use super::{
     ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, ClaimActivity, CreateRun,
     Created, Heartbeat, HistoryStore, IdConflictPolicy, ListFilter, ModuleRecord, ModuleStore,
     PendingJobs, RunClaim, RunRecord, RunStore, SignalStore, StoreError, StoreResult,
-    TIMEOUT_BATCH,
+    TIMEOUT_BATCH, WaitingOn,
 };
 use crate::model::{Failure, History, RecordedEvent, RunId, Sha256Hex};
 use async_trait::async_trait;
@@ -424,6 +424,14 @@ impl RunStore for SqliteStore {
                 observed_wakeups,
             })
             .collect())
+    }
+
+    async fn waiting_on(&self, run_id: &RunId) -> StoreResult<WaitingOn> {
+        let rows: Vec<rows::WaitingRow> = sqlx::query_as(rows::WAITING_ON_SQL)
+            .bind(run_id.as_str())
+            .fetch_all(&self.reader)
+            .await?;
+        rows::waiting_on(run_id, rows)
     }
 
     async fn pending_jobs(&self, run_id: &RunId, now_ms: u64) -> StoreResult<PendingJobs> {

@@ -507,3 +507,99 @@ pub async fn current_attempt_names_only_the_running_attempt(store: &dyn Store) {
         "a finished attempt is not running"
     );
 }
+
+pub async fn waiting_on_shows_attempts_failures_heartbeats_and_timers(store: &dyn Store) {
+    use crate::store::{PendingTimer, WaitingOn};
+    let mut run = Run::start(store, "wf-waiting", T0).await;
+    let waiting = || async { store.waiting_on(&run.id).await.expect("waiting_on") };
+    assert_eq!(
+        waiting().await,
+        WaitingOn::default(),
+        "a new run waits on nothing"
+    );
+    let id = run.id.clone();
+    run.activate(store, T0, |run, c| {
+        schedule_in(run, c, 1, "count", ActivityOptions::default());
+        start_timer_in(run, c, 2, T0 + 60_000);
+    })
+    .await;
+    let waiting = || async { store.waiting_on(&id).await.expect("waiting_on") };
+    let now = waiting().await;
+    assert_eq!(
+        now.timers,
+        vec![PendingTimer {
+            seq: 2,
+            fire_at_ms: T0 + 60_000
+        }]
+    );
+    let a = &now.activities[0];
+    assert_eq!(
+        (a.seq, a.name.as_str(), a.running, a.attempt, a.next_at_ms),
+        (1, "count", false, 0, T0),
+        "scheduled, no attempt yet: {a:?}"
+    );
+    assert_eq!((&a.owner, &a.last_failure), (&None, &None));
+
+    let first = store
+        .claim_activities("w1", &names(&["count"]), T0 + 10, 1_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    store
+        .heartbeat(beat(
+            &run,
+            first.lease_token,
+            Some(json!({"n": 4})),
+            T0 + 20,
+        ))
+        .await
+        .expect("heartbeat");
+    let a = waiting().await.activities.remove(0);
+    assert_eq!(
+        (a.running, a.attempt, a.next_at_ms, a.owner.as_deref()),
+        (true, 1, T0 + 10 + 1_000, Some("w1")),
+        "running until its lease runs out: {a:?}"
+    );
+    assert_eq!(
+        (a.heartbeat_details, a.heartbeat_at_ms),
+        (Some(json!({"n": 4})), Some(T0 + 20))
+    );
+
+    let retry = AttemptOutcome::Retry {
+        failure: Failure::new("Io", "connection reset"),
+        retry_at_ms: T0 + 500,
+    };
+    store
+        .finish_attempt(&run.id, 1, first.lease_token, retry, T0 + 40)
+        .await
+        .expect("finish_attempt");
+    let a = waiting().await.activities.remove(0);
+    assert_eq!(
+        (a.running, a.attempt, a.next_at_ms, a.owner.as_deref()),
+        (false, 1, T0 + 500, None),
+        "waiting for its retry: {a:?}"
+    );
+    assert_eq!(a.last_failure, Some(Failure::new("Io", "connection reset")));
+
+    let second = store
+        .claim_activities("w2", &names(&["count"]), T0 + 500, 1_000, 1)
+        .await
+        .expect("claim")
+        .remove(0);
+    store
+        .finish_attempt(
+            &run.id,
+            1,
+            second.lease_token,
+            AttemptOutcome::Completed { output: json!(5) },
+            T0 + 510,
+        )
+        .await
+        .expect("finish_attempt");
+    let now = waiting().await;
+    assert!(
+        now.activities.is_empty(),
+        "a resolved activity is no longer waited on: {now:?}"
+    );
+    assert_eq!(now.timers.len(), 1, "the timer still is");
+}

@@ -120,6 +120,22 @@ pub async fn children_start_with_the_parent_commit_and_resolve_it(store: &dyn St
             .is_empty(),
         "a running child has not resolved"
     );
+    let waiting: Vec<_> = store
+        .waiting_on(&parent.id)
+        .await
+        .expect("waiting_on")
+        .children
+        .into_iter()
+        .map(|c| (c.seq, c.workflow_id, c.run_id))
+        .collect();
+    assert_eq!(
+        waiting,
+        vec![
+            (1, "wf-child-1".to_owned(), Some(first_run.id.clone())),
+            (2, "wf-child-2".to_owned(), Some(second_run.id.clone())),
+        ],
+        "the parent waits on both children"
+    );
 
     let claims = claim_exactly(store, T0 + 2, &[&first_run, &second_run]).await;
     finish(
@@ -144,6 +160,15 @@ pub async fn children_start_with_the_parent_commit_and_resolve_it(store: &dyn St
     )
     .await;
 
+    assert!(
+        store
+            .waiting_on(&parent.id)
+            .await
+            .expect("waiting_on")
+            .children
+            .is_empty(),
+        "resolved children are no longer waited on"
+    );
     let claim = claim_only(store, "host-a", T0 + 4, &parent).await;
     assert_eq!(
         claim.observed_wakeups, 3,
