@@ -303,6 +303,10 @@ impl Host {
         }
     }
 
+    pub(crate) fn wakeups(&self) -> &Wakeups {
+        &self.inner.wakeups
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
@@ -347,6 +351,12 @@ impl Host {
             tokio::spawn(activation_loop(self.inner.clone(), rx.clone())),
             tokio::spawn(activity_loop(self.inner.clone(), rx.clone())),
         ];
+        if self.inner.config.signer.is_some() {
+            tasks.push(tokio::spawn(crate::audit::seal_loop(
+                self.clone(),
+                rx.clone(),
+            )));
+        }
         // Other hosts' work wakes this one's loops (Postgres: LISTEN/NOTIFY).
         if let Some(changes) = self.inner.store.changes() {
             tasks.push(tokio::spawn(change_loop(self.inner.clone(), changes, rx)));

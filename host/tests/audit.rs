@@ -50,6 +50,13 @@ async fn completed_order_export_signed(signer: Option<audit::Signer>) -> String 
         .unwrap();
     let out: String = env.output(&run).await.unwrap();
     assert_eq!(out, "shipd reserved book");
+    if env.host().config().signer.is_some() {
+        // The host's seal loop seals the run moments after the close; this
+        // does the same now (whichever comes first, the first seal stays).
+        env.host().seal_closed_runs(10).await.unwrap();
+        assert!(env.host().store().seal(&run).await.unwrap().is_some());
+        assert_eq!(env.host().seal_closed_runs(10).await.unwrap(), 0);
+    }
     let export = env.host().export(&run).await.unwrap();
     assert_eq!(export.module.name, "order");
     env.shutdown().await;
@@ -218,9 +225,14 @@ async fn offline_replay_proves_what_the_run_did() {
 async fn a_signed_export_proves_which_host_wrote_it() {
     let signer = audit::Signer::generate().unwrap();
     let key = signer.public_key();
-    let text = completed_order_export_signed(Some(signer)).await;
+    let text = completed_order_export_signed(Some(signer.clone())).await;
     let (export, _) = audit::verify_export(&text).unwrap();
     assert_eq!(export.signature.as_ref().unwrap().public_key, key);
+    let seal = export.seal.clone().expect("the closed run is sealed");
+    assert_eq!(
+        (seal.event_count, seal.head),
+        (export.event_count, export.head)
+    );
     audit::check_signature(&export, &key).unwrap();
     audit::check_signature(&export, &key.to_ascii_uppercase()).unwrap();
 
@@ -264,6 +276,42 @@ async fn a_signed_export_proves_which_host_wrote_it() {
         audit::check_signature(&export, "not-a-key"),
         Err(AuditError::BadKey(_))
     ));
+
+    // The database edited after the close and re-chained: the host signs what
+    // it is given at export, but the seal it made at the close does not match.
+    let resigned = edit(&text, |v| {
+        events(v)[0]["payload"]["input"] = json!("yacht");
+        rechain(v);
+        let count = v["event_count"].as_u64().unwrap();
+        let head = EventHash::from_hex(v["head"].as_str().unwrap()).unwrap();
+        let run_id = v["run"]["run_id"].as_str().unwrap().to_owned();
+        v["signature"] = serde_json::to_value(signer.sign_head(&run_id, count, &head)).unwrap();
+    });
+    let (resigned, _) = audit::verify_export(&resigned).unwrap();
+    let broken = audit::check_signature(&resigned, &key).unwrap_err();
+    assert!(matches!(broken, AuditError::SealBroken { .. }), "{broken}");
+    assert!(
+        broken.to_string().contains("after the run closed"),
+        "{broken}"
+    );
+    // A seal that claims fewer events: its signature no longer matches.
+    let short = edit(&text, |v| v["seal"]["event_count"] = json!(3));
+    let (short, _) = audit::verify_export(&short).unwrap();
+    assert!(matches!(
+        audit::check_signature(&short, &key),
+        Err(AuditError::SealBroken { .. })
+    ));
+    // No seal on a closed run: removed from the database, or not yet made.
+    let unsealed = edit(&text, |v| {
+        v.as_object_mut().unwrap().remove("seal");
+    });
+    let (unsealed, _) = audit::verify_export(&unsealed).unwrap();
+    assert_eq!(
+        audit::check_signature(&unsealed, &key),
+        Err(AuditError::Unsealed {
+            status: "completed".into()
+        })
+    );
 }
 
 #[test]
@@ -369,4 +417,21 @@ fn auditors_export_verify_and_replay_through_the_cli() {
         &["replay", "--history", file, "--module", v1],
     );
     assert_eq!(refused.code, 4, "{refused:?}");
+
+    // Closed: the host seals the run, and an export carries the seal.
+    weft(addr, &["terminate", "audit-1"]).ok();
+    let sealed = dir.path().join("sealed.json");
+    let sealed = sealed.to_str().unwrap();
+    eventually("the closed run to be sealed", || {
+        let out = weft(addr, &["export", "audit-1", "-o", sealed]);
+        out.stderr.contains(", sealed").then_some(())
+    });
+    let checked = weft(
+        "http://127.0.0.1:9",
+        &["verify", sealed, "--public-key", &public_key],
+    );
+    assert!(
+        checked.ok().contains("sealed when the run closed"),
+        "{checked:?}"
+    );
 }

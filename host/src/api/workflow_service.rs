@@ -286,10 +286,24 @@ impl WorkflowService for Workflows {
                 public_key: s.public_key,
                 signature: s.signature,
             });
+        let seal = self
+            .host
+            .store()
+            .seal(&run_id)
+            .await
+            .map_err(|e| status(e.into()))?
+            .map(|s| proto::Seal {
+                event_count: s.event_count,
+                head: s.head.to_hex(),
+                public_key: s.public_key,
+                signature: s.signature,
+                sealed_at_ms: s.sealed_at_ms,
+            });
         Ok(Response::new(proto::HistoryResponse {
             run_id: run_id.to_string(),
             chain_verified: history.verify().is_ok(),
             signature,
+            seal,
             events: history.events().iter().map(mapping::event).collect(),
         }))
     }

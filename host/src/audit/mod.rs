@@ -26,7 +26,9 @@
 
 mod signing;
 
-pub use signing::{HeadSignature, Signer, check_signature, signed_message};
+pub use signing::{HeadSignature, Signer, check_signature, sealed_message, signed_message};
+
+use crate::store::Seal;
 
 use crate::model::{Event, EventHash, Failure, History, RecordedEvent, Sha256Hex};
 use crate::wasm::{EngineConfig, WasmEngine};
@@ -58,7 +60,36 @@ impl crate::Host {
             self.clock().now_ms(),
         );
         export.signature = self.sign_head(&export.run.run_id, export.event_count, &export.head);
+        export.seal = self.store().seal(run_id).await?;
         Ok(export)
+    }
+
+    /// Seals up to `limit` closed runs that have no seal yet, when this host
+    /// has a signing key: checks each history's chain, signs its head and
+    /// keeps the seal. Returns how many it sealed. A run whose chain does not
+    /// verify is left unsealed, and said so in the log.
+    pub async fn seal_closed_runs(&self, limit: u32) -> Result<usize, crate::HostError> {
+        let Some(signer) = self.config().signer.clone() else {
+            return Ok(0);
+        };
+        let mut sealed = 0;
+        for run_id in self.store().unsealed_runs(limit).await? {
+            let history = self.history(&run_id).await?;
+            if let Err(e) = history.verify() {
+                tracing::error!(run_id = %run_id, error = %e, "a closed run's history does not verify: it is not sealed");
+                continue;
+            }
+            let seal = signer.seal(
+                run_id.as_str(),
+                history.len() as u64,
+                &history.last_hash(),
+                self.clock().now_ms(),
+            );
+            if self.store().put_seal(&run_id, &seal).await? {
+                sealed += 1;
+            }
+        }
+        Ok(sealed)
     }
 
     /// The head's signature, when this host has a signing key ([`crate::HostConfig::signer`]).
@@ -72,6 +103,34 @@ impl crate::Host {
             .signer
             .as_ref()
             .map(|s| s.sign_head(run_id, event_count, head))
+    }
+}
+
+/// How many closed runs the seal loop seals at a time.
+const SEAL_BATCH: u32 = 100;
+
+/// Seals closed runs while the host runs ([`crate::Host::seal_closed_runs`]):
+/// woken when a run closes here, and every poll interval for runs that
+/// closed on other hosts.
+pub(crate) async fn seal_loop(host: crate::Host, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let poll = host.config().poll_interval;
+    while !*shutdown.borrow() {
+        let woken = host.wakeups().sealer.notified();
+        let busy = match host.seal_closed_runs(SEAL_BATCH).await {
+            Ok(n) => n == SEAL_BATCH as usize,
+            Err(e) => {
+                tracing::warn!(error = %e, "sealing closed runs failed; trying again later");
+                false
+            }
+        };
+        if busy {
+            continue;
+        }
+        tokio::select! {
+            () = woken => {}
+            () = tokio::time::sleep(poll) => {}
+            _ = shutdown.changed() => {}
+        }
     }
 }
 
@@ -93,6 +152,9 @@ pub struct Export {
     /// The exporting host's signature of the head, when it has a signing key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<HeadSignature>,
+    /// The run's seal: its head as a host signed it when the run closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<Seal>,
     pub events: Vec<ExportedEvent>,
 }
 
@@ -158,6 +220,7 @@ impl Export {
             event_count: events.len() as u64,
             head,
             signature: None,
+            seal: None,
             events: events.iter().map(ExportedEvent::from).collect(),
         }
     }
@@ -263,6 +326,14 @@ pub enum AuditError {
     BadSignature,
     #[error("{0:?} is not a public key: give the 64 hex digits `weft keygen` printed")]
     BadKey(String),
+    #[error(
+        "the run is {status} but the export carries no seal: a host with a signing key seals a closed run within seconds, so export it again; if it still has none, the seal was removed from the database"
+    )]
+    Unsealed { status: String },
+    #[error(
+        "the history is not the one the host sealed when the run closed: {how}; it was altered in the database after the run closed"
+    )]
+    SealBroken { how: String },
     #[error("the module cannot be loaded: {0}")]
     Module(String),
     #[error("the history cannot be replayed: {0}")]

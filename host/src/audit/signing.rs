@@ -5,12 +5,16 @@
 //! hash; the head covers every event before it. A file edited and re-chained
 //! after the export keeps a valid chain but loses the signature.
 //!
-//! What it does not prove: that the database was not edited before the
-//! export. For that, keep heads elsewhere as runs close (`weft verify
-//! --head`).
+//! Seals: the same key signs each run's head once the run has closed
+//! ([`Signer::seal`], kept in the store by the host's seal loop), so a closed
+//! history edited in the database afterwards — even re-chained, and signed
+//! again at export — no longer matches its seal. What neither proves: that
+//! an open run's history was not edited before its export; for that, keep
+//! heads elsewhere (`weft verify --head`).
 
-use super::{AuditError, Export};
+use super::{AuditError, Export, anchored};
 use crate::model::EventHash;
+use crate::store::Seal;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -32,6 +36,17 @@ pub struct HeadSignature {
     pub public_key: String,
     /// The Ed25519 signature of [`signed_message`], 128 hex digits.
     pub signature: String,
+}
+
+/// The bytes a seal's signature covers: a closed run's whole history. Not
+/// the bytes of [`signed_message`], so an export's signature cannot pass for
+/// a seal.
+pub fn sealed_message(run_id: &str, event_count: u64, head: &EventHash) -> Vec<u8> {
+    format!(
+        "weft-history/1 sealed closed run\nrun {run_id}\nevents {event_count}\nhead {}\n",
+        head.to_hex()
+    )
+    .into_bytes()
 }
 
 /// The bytes a head signature covers.
@@ -82,6 +97,18 @@ impl Signer {
         hex::encode(self.0.verifying_key().to_bytes())
     }
 
+    /// Seals a closed run's history: its event count and head.
+    pub fn seal(&self, run_id: &str, event_count: u64, head: &EventHash, now_ms: u64) -> Seal {
+        let signature = self.0.sign(&sealed_message(run_id, event_count, head));
+        Seal {
+            event_count,
+            head: *head,
+            public_key: self.public_key(),
+            signature: hex::encode(signature.to_bytes()),
+            sealed_at_ms: now_ms,
+        }
+    }
+
     /// Signs a run's head.
     pub fn sign_head(&self, run_id: &str, event_count: u64, head: &EventHash) -> HeadSignature {
         let signature = self.0.sign(&signed_message(run_id, event_count, head));
@@ -92,15 +119,73 @@ impl Signer {
     }
 }
 
-/// Checks that a verified export's head is signed by `public_key` (64 hex digits).
+/// Checks that a verified export's head is signed by `public_key` (64 hex
+/// digits), and that a closed run's history is the one that key sealed when
+/// the run closed (see [`crate::store::Seal`]).
 pub fn check_signature(export: &Export, public_key: &str) -> Result<(), AuditError> {
-    let expected = public_key.trim().to_ascii_lowercase();
-    let key_bytes: [u8; 32] = hex::decode(&expected)
+    check_export_signature(export, public_key)?;
+    let open = matches!(export.run.status.as_str(), "running" | "stuck");
+    match &export.seal {
+        Some(seal) => check_seal(export, seal, public_key),
+        None if open => Ok(()),
+        None => Err(AuditError::Unsealed {
+            status: export.run.status.clone(),
+        }),
+    }
+}
+
+fn check_seal(export: &Export, seal: &Seal, public_key: &str) -> Result<(), AuditError> {
+    let broken = |how: String| AuditError::SealBroken { how };
+    if !seal.public_key.eq_ignore_ascii_case(public_key.trim()) {
+        return Err(AuditError::WrongSigner {
+            expected: public_key.trim().to_ascii_lowercase(),
+            found: seal.public_key.clone(),
+        });
+    }
+    let key = verifying_key(public_key)?;
+    let valid = signature_bytes(&seal.signature).is_some_and(|signature| {
+        let message = sealed_message(&export.run.run_id, seal.event_count, &seal.head);
+        key.verify(&message, &signature).is_ok()
+    });
+    if !valid {
+        return Err(broken(
+            "the seal's signature does not match its run id, event count and head".into(),
+        ));
+    }
+    match anchored(export, &seal.head) {
+        Ok(seq) if seq == seal.event_count && export.event_count == seal.event_count => Ok(()),
+        Ok(seq) => Err(broken(format!(
+            "the sealed head is event {seq}'s hash, but the run closed with {} events and the export holds {}",
+            seal.event_count, export.event_count
+        ))),
+        Err(_) => Err(broken(format!(
+            "no event has the sealed head {} (event {})",
+            seal.head.to_hex(),
+            seal.event_count
+        ))),
+    }
+}
+
+fn verifying_key(public_key: &str) -> Result<VerifyingKey, AuditError> {
+    let text = public_key.trim().to_ascii_lowercase();
+    hex::decode(&text)
         .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| AuditError::BadKey(public_key.to_owned()))?;
-    let key = VerifyingKey::from_bytes(&key_bytes)
-        .map_err(|_| AuditError::BadKey(public_key.to_owned()))?;
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+        .ok_or_else(|| AuditError::BadKey(public_key.to_owned()))
+}
+
+fn signature_bytes(text: &str) -> Option<Signature> {
+    hex::decode(text)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .map(|b| Signature::from_bytes(&b))
+}
+
+/// Checks that the export's head is signed by `public_key`.
+fn check_export_signature(export: &Export, public_key: &str) -> Result<(), AuditError> {
+    let expected = public_key.trim().to_ascii_lowercase();
+    let key = verifying_key(public_key)?;
     let Some(signed) = &export.signature else {
         return Err(AuditError::Unsigned);
     };
@@ -110,11 +195,7 @@ pub fn check_signature(export: &Export, public_key: &str) -> Result<(), AuditErr
             found: signed.public_key.clone(),
         });
     }
-    let signature = hex::decode(&signed.signature)
-        .ok()
-        .and_then(|b| <[u8; 64]>::try_from(b).ok())
-        .map(|b| Signature::from_bytes(&b))
-        .ok_or(AuditError::BadSignature)?;
+    let signature = signature_bytes(&signed.signature).ok_or(AuditError::BadSignature)?;
     let message = signed_message(&export.run.run_id, export.event_count, &export.head);
     key.verify(&message, &signature)
         .map_err(|_| AuditError::BadSignature)

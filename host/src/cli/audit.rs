@@ -38,7 +38,8 @@ pub(crate) struct VerifyArgs {
     head: Option<String>,
     /// The exporting host's public key (`weft keygen` printed it): the
     /// export's head must carry that host's signature, proving the file is
-    /// the one it exported, without asking any host.
+    /// the one it exported, and a closed run must carry its seal, proving its
+    /// history is the one it closed with — without asking any host.
     #[arg(long, value_name = "KEY")]
     public_key: Option<String>,
 }
@@ -79,9 +80,11 @@ pub(crate) async fn export(g: &Global, a: ExportArgs) -> anyhow::Result<()> {
                 export.run.workflow_id,
                 export.event_count,
                 output::short(&export.head.to_hex()),
-                match &export.signature {
-                    Some(s) => format!(", signed by {}", output::short(&s.public_key)),
-                    None => String::new(),
+                match (&export.signature, &export.seal) {
+                    (Some(s), Some(_)) =>
+                        format!(", signed by {}, sealed", output::short(&s.public_key)),
+                    (Some(s), None) => format!(", signed by {}", output::short(&s.public_key)),
+                    _ => String::new(),
                 },
                 path.display()
             );
@@ -157,6 +160,9 @@ pub(crate) async fn verify(g: &Global, a: VerifyArgs) -> anyhow::Result<()> {
             }
             if let Some(key) = &a.public_key {
                 v["signed_by"] = key.trim().to_ascii_lowercase().into();
+                if let Some(seal) = &export.seal {
+                    v["sealed_at_ms"] = seal.sealed_at_ms.into();
+                }
             }
             output::json(&v)
         }
@@ -183,6 +189,13 @@ pub(crate) async fn verify(g: &Global, a: VerifyArgs) -> anyhow::Result<()> {
                     "the head is signed by {}: this is the record that host exported",
                     key.trim().to_ascii_lowercase()
                 );
+                if let Some(seal) = &export.seal {
+                    println!(
+                        "sealed when the run closed ({}): the {} events are the ones the host closed it with",
+                        weft::client::format_time(seal.sealed_at_ms),
+                        seal.event_count
+                    );
+                }
             }
         }
     }

@@ -47,9 +47,10 @@ pub(crate) struct ServerArgs {
 
 #[derive(clap::Args)]
 struct SigningArgs {
-    /// Sign the head of every history this host exports or serves with the
-    /// key in FILE (`weft keygen -o FILE`), so auditors can check an export
-    /// with the public key alone (`weft verify FILE --public-key KEY`).
+    /// Sign the head of every history this host exports or serves, and seal
+    /// every run once it closes, with the key in FILE (`weft keygen -o
+    /// FILE`), so auditors can check an export with the public key alone
+    /// (`weft verify FILE --public-key KEY`).
     #[arg(long, env = "WEFT_SIGNING_KEY_FILE", value_name = "FILE")]
     signing_key: Option<std::path::PathBuf>,
 }

@@ -15,6 +15,7 @@ impl Client {
         let run = self.describe(workflow_id, run_id).await?;
         let history = self.history(workflow_id, Some(&run.run_id)).await?;
         let signature = history.signature.clone();
+        let seal = history.seal.clone();
         let module = self
             .modules()
             .await?
@@ -57,6 +58,7 @@ impl Client {
             exported_at_ms,
         );
         export.signature = signature;
+        export.seal = seal;
         Ok(export)
     }
 }

@@ -383,6 +383,9 @@ pub struct HistoryView {
     /// The host's signature of the head, when it has a signing key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<crate::audit::HeadSignature>,
+    /// The run's seal, once it closed on a host with a signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<crate::store::Seal>,
     pub events: Vec<EventView>,
 }
 
@@ -394,6 +397,15 @@ impl From<proto::HistoryResponse> for HistoryView {
             signature: h.signature.map(|s| crate::audit::HeadSignature {
                 public_key: s.public_key,
                 signature: s.signature,
+            }),
+            seal: h.seal.and_then(|s| {
+                Some(crate::store::Seal {
+                    event_count: s.event_count,
+                    head: crate::model::EventHash::from_hex(&s.head).ok()?,
+                    public_key: s.public_key,
+                    signature: s.signature,
+                    sealed_at_ms: s.sealed_at_ms,
+                })
             }),
             events: h
                 .events

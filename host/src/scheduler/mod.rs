@@ -155,6 +155,8 @@ pub(crate) struct Wakeups {
     /// Remote workers' long polls, every one woken when tasks may have
     /// appeared (each asks the store for the names it serves).
     pub(crate) pollers: Notify,
+    /// A run closed on this host: the seal loop has work.
+    pub(crate) sealer: Notify,
     /// Per run with someone waiting for it to stop running: wakes only them.
     closed: Mutex<HashMap<RunId, Arc<Notify>>>,
     /// Per run with someone waiting for an update's answer: woken by every
@@ -213,6 +215,7 @@ impl Wakeups {
     }
 
     pub(crate) fn run_closed(&self, run: &RunId) {
+        self.sealer.notify_one();
         self.run_activated(run);
         if let Some(n) = self.closed.lock().expect("wake-ups poisoned").get(run) {
             n.notify_waiters();

@@ -43,6 +43,7 @@ mod history;
 mod lifecycle;
 mod modules;
 mod requests;
+mod seals;
 mod signals;
 mod versions;
 mod workflow_ids;
@@ -57,6 +58,7 @@ pub use history::*;
 pub use lifecycle::*;
 pub use modules::*;
 pub use requests::*;
+pub use seals::*;
 pub use signals::*;
 pub use versions::*;
 pub use workflow_ids::*;
@@ -197,6 +199,7 @@ macro_rules! conformance_tests {
             resume_on_the_same_module_appends_nothing,
             garbage_collection_keeps_open_runs_and_the_modules_they_need,
             a_reset_run_is_placed_whole_with_its_inheritance,
+            a_closed_run_is_sealed_once_and_collected_with_its_seal,
         );
     };
 }

@@ -4,8 +4,8 @@
 //! work be found quickly: runs that need an activation ([`RunStore`]), activity
 //! tasks ([`ActivityStore`]), the signal inbox ([`SignalStore`]), deployed
 //! modules ([`ModuleStore`]) and what operators change about them: default
-//! versions, upgrades, retention ([`VersionStore`]). [`Store`] is all of
-//! them together.
+//! versions, upgrades, retention ([`VersionStore`]); and the seals a signing
+//! host puts on closed runs ([`SealStore`]). [`Store`] is all of them together.
 //!
 //! Two implementations behave the same: [`SqliteStore`] (the embedded default)
 //! and [`PostgresStore`] (many hosts on one database). The contract is pinned
@@ -33,10 +33,12 @@ pub mod conformance;
 mod expiry;
 mod postgres;
 mod rows;
+mod seals;
 mod sqlite;
 mod versions;
 
 pub use postgres::{PostgresOptions, PostgresStore, redact_url};
+pub use seals::{Seal, SealStore};
 pub use sqlite::SqliteStore;
 pub use versions::{
     ChangeModule, Garbage, GarbageRequest, ModuleUsage, Reapplied, ReappliedUpdate, VersionStore,
@@ -886,11 +888,12 @@ pub trait ModuleStore: Send + Sync {
 
 /// Every storage trait at once: what a host needs.
 pub trait Store:
-    HistoryStore + RunStore + ActivityStore + SignalStore + ModuleStore + VersionStore
+    HistoryStore + RunStore + ActivityStore + SignalStore + ModuleStore + VersionStore + SealStore
 {
 }
-impl<T: HistoryStore + RunStore + ActivityStore + SignalStore + ModuleStore + VersionStore> Store
-    for T
+impl<
+    T: HistoryStore + RunStore + ActivityStore + SignalStore + ModuleStore + VersionStore + SealStore,
+> Store for T
 {
 }
 

@@ -16,9 +16,11 @@ use serde::de::DeserializeOwned;
 use std::fmt::Display;
 
 mod lifecycle;
+mod seals;
 mod versions;
 
 pub(super) use lifecycle::*;
+pub(super) use seals::*;
 pub(super) use versions::*;
 
 /// A `u64` as stored in a signed 64-bit column. Values past `i64::MAX` (about

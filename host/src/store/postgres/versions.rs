@@ -11,6 +11,11 @@ crate::store::rows::version_store! {
     change_state: crate::store::rows::CHANGE_STATE_FOR_UPDATE,
 }
 
+crate::store::rows::seal_store! {
+    store: PostgresStore,
+    reader: pool,
+}
+
 /// Writes what a reset run inherits after its event 1 (the rest of the kept
 /// history, the activities and timers it left pending) in one statement, the
 /// rows travelling as arrays, and moves the run's last seq and hash on.

@@ -40,7 +40,7 @@ macro_rules! collected_runs {
 /// What the collected runs leave in other tables (each binds `$1` and `$2`);
 /// deleted before [`COLLECT_EVENTS`] and, last, [`COLLECT_RUNS`], since they
 /// select through `runs`.
-pub(in crate::store) const COLLECT_PARTS: [&str; 5] = [
+pub(in crate::store) const COLLECT_PARTS: [&str; 6] = [
     concat!(
         "DELETE FROM activity_tasks WHERE run_id IN (",
         collected_runs!(),
@@ -63,6 +63,11 @@ pub(in crate::store) const COLLECT_PARTS: [&str; 5] = [
     ),
     concat!(
         "DELETE FROM children WHERE parent_run_id IN (",
+        collected_runs!(),
+        ")"
+    ),
+    concat!(
+        "DELETE FROM seals WHERE run_id IN (",
         collected_runs!(),
         ")"
     ),

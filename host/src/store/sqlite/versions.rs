@@ -11,6 +11,11 @@ crate::store::rows::version_store! {
     change_state: crate::store::rows::CHANGE_STATE,
 }
 
+crate::store::rows::seal_store! {
+    store: SqliteStore,
+    reader: reader,
+}
+
 /// Writes what a reset run inherits after its event 1 (the rest of the kept
 /// history, the activities and timers it left pending) with the activation
 /// commit's chunked inserts, and moves the run's last seq and hash on.
