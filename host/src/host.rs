@@ -303,6 +303,10 @@ impl Host {
         }
     }
 
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
+    }
+
     pub(crate) fn wakeups(&self) -> &Wakeups {
         &self.inner.wakeups
     }

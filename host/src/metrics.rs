@@ -4,7 +4,9 @@
 //! hosts. For alerts: a rising `weft_runs_closed_total{status="stuck"}` (a
 //! run parked on a nondeterminism or a trap), a rising
 //! `weft_activations_total{result="failed"}` (the database or a module is
-//! failing), `weft_activations_in_flight` pinned at the host's limit.
+//! failing), `weft_activations_in_flight` pinned at the host's limit, any
+//! `weft_unsealable_runs_total` (a closed history that does not verify: the
+//! database was altered).
 
 use crate::store::RunStatus;
 use prometheus_client::encoding::text::encode;
@@ -45,6 +47,8 @@ pub(crate) struct Metrics {
     activation_seconds: Histogram,
     activations_in_flight: Gauge,
     activity_attempts: Family<Labels2, Counter>,
+    runs_sealed: Counter,
+    unsealable_runs: Counter,
 }
 
 impl Default for Metrics {
@@ -86,6 +90,18 @@ impl Default for Metrics {
             "Activity attempts whose outcome this host recorded, by where they ran and how they ended (completed, retry, failed)",
             activity_attempts.clone(),
         );
+        let runs_sealed = Counter::default();
+        registry.register(
+            "runs_sealed",
+            "Closed runs this host sealed (a host with a signing key)",
+            runs_sealed.clone(),
+        );
+        let unsealable_runs = Counter::default();
+        registry.register(
+            "unsealable_runs",
+            "Times this host's seal loop found a closed run whose history does not verify",
+            unsealable_runs.clone(),
+        );
         Self {
             registry,
             runs_started,
@@ -94,6 +110,8 @@ impl Default for Metrics {
             activation_seconds,
             activations_in_flight,
             activity_attempts,
+            runs_sealed,
+            unsealable_runs,
         }
     }
 }
@@ -135,6 +153,14 @@ impl Metrics {
         self.activity_attempts
             .get_or_create(&[("place", place), ("outcome", outcome)])
             .inc();
+    }
+
+    pub(crate) fn run_sealed(&self) {
+        self.runs_sealed.inc();
+    }
+
+    pub(crate) fn run_unsealable(&self) {
+        self.unsealable_runs.inc();
     }
 
     /// Everything, in the Prometheus text format.

@@ -8,10 +8,11 @@ mod process;
 use common::{Backend, Calls, fresh_db, guest};
 use serde_json::{Value, json};
 use weft::audit::{self, AuditError};
+use weft::model::RunId;
 use weft::model::{Event, EventHash};
 use weft::testing::TestEnv;
 use weft::workflow::ReplayVerdict;
-use weft::{Activities, ActivityContext, ActivityError};
+use weft::{Activities, ActivityContext, ActivityError, Host, HostConfig};
 
 /// `order` v1 run to completion: 12 events. Returns the export's JSON.
 async fn completed_order_export() -> String {
@@ -20,6 +21,32 @@ async fn completed_order_export() -> String {
 
 /// The same, by a host that signs heads with `signer`.
 async fn completed_order_export_signed(signer: Option<audit::Signer>) -> String {
+    let db = fresh_db(Backend::Sqlite).await;
+    let (env, run) = completed_order(&db, signer).await;
+    if env.host().config().signer.is_some() {
+        // The host's seal loop seals the run moments after the close; this
+        // does the same now (whichever comes first, the first seal stays).
+        env.host().seal_closed_runs(10).await.unwrap();
+        assert!(env.host().store().seal(&run).await.unwrap().is_some());
+        assert_eq!(env.host().seal_closed_runs(10).await.unwrap(), 0);
+        assert!(
+            env.host()
+                .metrics_text()
+                .lines()
+                .any(|l| l == "weft_runs_sealed_total 1"),
+            "{}",
+            env.host().metrics_text()
+        );
+    }
+    let export = env.host().export(&run).await.unwrap();
+    assert_eq!(export.module.name, "order");
+    env.shutdown().await;
+    db.drop().await;
+    export.to_json()
+}
+
+/// `order` v1 run to completion on `db` by a host that signs with `signer`.
+async fn completed_order(db: &common::Db, signer: Option<audit::Signer>) -> (TestEnv, RunId) {
     let calls = Calls::default();
     let mut activities = Activities::new();
     for name in ["reserve", "ship"] {
@@ -32,7 +59,6 @@ async fn completed_order_export_signed(signer: Option<audit::Signer>) -> String 
             }
         });
     }
-    let db = fresh_db(Backend::Sqlite).await;
     let env = TestEnv::builder(activities)
         .store(db.store.clone())
         .engine(common::engine())
@@ -50,18 +76,45 @@ async fn completed_order_export_signed(signer: Option<audit::Signer>) -> String 
         .unwrap();
     let out: String = env.output(&run).await.unwrap();
     assert_eq!(out, "shipd reserved book");
-    if env.host().config().signer.is_some() {
-        // The host's seal loop seals the run moments after the close; this
-        // does the same now (whichever comes first, the first seal stays).
-        env.host().seal_closed_runs(10).await.unwrap();
-        assert!(env.host().store().seal(&run).await.unwrap().is_some());
-        assert_eq!(env.host().seal_closed_runs(10).await.unwrap(), 0);
-    }
-    let export = env.host().export(&run).await.unwrap();
-    assert_eq!(export.module.name, "order");
+    (env, run)
+}
+
+/// A closed history altered in the database before a signing host saw it
+/// is not sealed: the seal loop checks the chain first, and counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_altered_before_its_seal_is_not_sealed() {
+    let db = fresh_db(Backend::Sqlite).await;
+    let (env, run) = completed_order(&db, None).await;
     env.shutdown().await;
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.url))
+        .await
+        .unwrap();
+    let edited = sqlx::query(
+        "UPDATE events SET payload = replace(payload, '\"book\"', '\"yacht\"') WHERE run_id = $1 AND seq = 1",
+    )
+    .bind(run.as_str())
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(edited.rows_affected(), 1);
+    pool.close().await;
+
+    let config = HostConfig {
+        signer: Some(audit::Signer::generate().unwrap()),
+        ..HostConfig::default()
+    };
+    let sealer = Host::new(db.store.clone(), Activities::new(), config).unwrap();
+    assert_eq!(sealer.seal_closed_runs(10).await.unwrap(), 0);
+    assert_eq!(db.store.seal(&run).await.unwrap(), None);
+    assert!(
+        sealer
+            .metrics_text()
+            .lines()
+            .any(|l| l == "weft_unsealable_runs_total 1"),
+        "{}",
+        sealer.metrics_text()
+    );
     db.drop().await;
-    export.to_json()
 }
 
 fn edit(text: &str, change: impl FnOnce(&mut Value)) -> String {

@@ -370,6 +370,9 @@ async fn run(
                 @if let Some(signed) = &history.signature {
                     span.muted { ", head signed by " code { (short(&signed.public_key)) } }
                 }
+                @if let Some(seal) = &history.seal {
+                    span.muted { ", sealed at " (when(seal.sealed_at_ms)) " when it closed" }
+                }
             }
             p.muted {
                 @if open { "This page reloads every " (OPEN_RUN_REFRESH_SECONDS) " s while the run is open. " }

@@ -77,6 +77,7 @@ impl crate::Host {
             let history = self.history(&run_id).await?;
             if let Err(e) = history.verify() {
                 tracing::error!(run_id = %run_id, error = %e, "a closed run's history does not verify: it is not sealed");
+                self.metrics().run_unsealable();
                 continue;
             }
             let seal = signer.seal(
@@ -86,6 +87,7 @@ impl crate::Host {
                 self.clock().now_ms(),
             );
             if self.store().put_seal(&run_id, &seal).await? {
+                self.metrics().run_sealed();
                 sealed += 1;
             }
         }
