@@ -222,8 +222,9 @@ fn dev_host_through_the_cli_and_http() {
     assert!(
         runs.contains(r#"href="/ui/workflows/count-1?run_id="#)
             && runs.contains("badge completed")
-            && runs.contains("badge terminated"),
-        "{runs}"
+            && runs.contains("badge terminated")
+            && runs.contains(">scenarios "),
+        "the runs, their statuses and their module's name: {runs}"
     );
     let (status, terminated) = page("/ui?status=terminated");
     assert_eq!(status, 200);

@@ -29,6 +29,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Request;
@@ -144,6 +145,25 @@ fn page_refreshed(title: &str, refresh: Option<u32>, content: Markup) -> Markup 
     }
 }
 
+/// Each deployed module's `NAME VERSION`, by sha256.
+async fn module_names(api: &ApiState) -> Result<HashMap<String, String>, PageError> {
+    Ok(api
+        .modules
+        .list()
+        .await?
+        .into_iter()
+        .map(|m| (m.sha256, format!("{} {}", m.name, m.version)))
+        .collect())
+}
+
+/// A module as `NAME VERSION` when it is deployed here, else its short sha256.
+fn module_label(names: &HashMap<String, String>, sha: &str) -> String {
+    names
+        .get(sha)
+        .cloned()
+        .unwrap_or_else(|| short(sha).to_owned())
+}
+
 fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
 }
@@ -233,6 +253,7 @@ async fn runs(
         .await?
         .into_inner();
     let runs: Vec<RunView> = listed.runs.into_iter().map(Into::into).collect();
+    let names = module_names(&api).await?;
     let filtered = !(q.status.is_empty()
         && q.workflow_type.is_empty()
         && q.workflow_id.is_empty()
@@ -254,7 +275,7 @@ async fn runs(
                 label { "workflow id" input name="workflow_id" value=(q.workflow_id); }
                 @if !q.module_sha256.is_empty() {
                     input type="hidden" name="module_sha256" value=(q.module_sha256);
-                    span.muted { "on module " code { (short(&q.module_sha256)) } }
+                    span.muted { "on module " code { (module_label(&names, &q.module_sha256)) } }
                 }
                 button type="submit" { "Filter" }
                 @if filtered { a href="/ui" { "clear" } }
@@ -274,7 +295,7 @@ async fn runs(
                                 td { (r.workflow_type) }
                                 td { (status_badge(&r.status)) }
                                 td { (r.status_line.as_deref().unwrap_or("")) }
-                                td.mono { (short(&r.module_sha256)) }
+                                td { span title=(r.module_sha256) { (module_label(&names, &r.module_sha256)) } }
                                 td.num { (r.events) }
                                 td { (when(r.created_at_ms)) }
                                 td { (r.closed_at_ms.map(when).unwrap_or_default()) }
@@ -319,6 +340,7 @@ async fn run(
         .await?
         .into_inner()
         .into();
+    let names = module_names(&api).await?;
     let start_ms = history.events.first().map_or(0, |e| e.recorded_at_ms);
     let json_history = format!(
         "/v1/workflows/{}/history?run_id={}",
@@ -334,8 +356,11 @@ async fn run(
             dl {
                 dt { "Workflow type" } dd { (run.workflow_type) }
                 dt { "Run id" } dd.mono { (run.run_id) }
-                dt { "Module" } dd.mono {
-                    a href={ "/ui?module_sha256=" (encode(&run.module_sha256)) } { (run.module_sha256) }
+                dt { "Module" } dd {
+                    a href={ "/ui?module_sha256=" (encode(&run.module_sha256)) } {
+                        (module_label(&names, &run.module_sha256))
+                    }
+                    " " span.mono.muted { (run.module_sha256) }
                 }
                 dt { "Started" } dd { (when(run.created_at_ms)) }
                 @if let Some(closed) = run.closed_at_ms {
