@@ -145,14 +145,19 @@ fn page_refreshed(title: &str, refresh: Option<u32>, content: Markup) -> Markup 
     }
 }
 
-/// Each deployed module's `NAME VERSION`, by sha256.
+/// Each deployed module's `NAME VERSION`, by sha256 (the module records
+/// alone: no run is counted).
 async fn module_names(api: &ApiState) -> Result<HashMap<String, String>, PageError> {
-    Ok(api
+    let modules = api
         .modules
-        .list()
-        .await?
+        .host
+        .store()
+        .modules()
+        .await
+        .map_err(|e| super::mapping::status(e.into()))?;
+    Ok(modules
         .into_iter()
-        .map(|m| (m.sha256, format!("{} {}", m.name, m.version)))
+        .map(|m| (m.sha256.0, format!("{} {}", m.name, m.version)))
         .collect())
 }
 

@@ -3,7 +3,7 @@
 use super::mapping::{self, json, status};
 use super::proto::{self, workflow_service_server::WorkflowService};
 use crate::host::{Host, StartRequest};
-use crate::model::{EventHash, RunId, Sha256Hex};
+use crate::model::{RunId, Sha256Hex};
 use crate::store::RunStatus;
 use crate::versions::{Reapply, ResetRequest};
 use std::time::Duration;
@@ -275,13 +275,9 @@ impl WorkflowService for Workflows {
     ) -> Result<Response<proto::HistoryResponse>, Status> {
         let run_id = self.resolve(request.get_ref().run.as_ref()).await?;
         let history = self.host.history(&run_id).await.map_err(status)?;
-        let head = history
-            .events()
-            .last()
-            .map_or(EventHash::GENESIS, |e| e.hash);
         let signature = self
             .host
-            .sign_head(run_id.as_str(), history.events().len() as u64, &head)
+            .sign_head(run_id.as_str(), history.len() as u64, &history.last_hash())
             .map(|s| proto::HeadSignature {
                 public_key: s.public_key,
                 signature: s.signature,

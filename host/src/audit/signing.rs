@@ -136,18 +136,8 @@ pub fn check_signature(export: &Export, public_key: &str) -> Result<(), AuditErr
 
 fn check_seal(export: &Export, seal: &Seal, public_key: &str) -> Result<(), AuditError> {
     let broken = |how: String| AuditError::SealBroken { how };
-    if !seal.public_key.eq_ignore_ascii_case(public_key.trim()) {
-        return Err(AuditError::WrongSigner {
-            expected: public_key.trim().to_ascii_lowercase(),
-            found: seal.public_key.clone(),
-        });
-    }
-    let key = verifying_key(public_key)?;
-    let valid = signature_bytes(&seal.signature).is_some_and(|signature| {
-        let message = sealed_message(&export.run.run_id, seal.event_count, &seal.head);
-        key.verify(&message, &signature).is_ok()
-    });
-    if !valid {
+    let message = sealed_message(&export.run.run_id, seal.event_count, &seal.head);
+    if !signed_by(public_key, &seal.public_key, &seal.signature, &message)? {
         return Err(broken(
             "the seal's signature does not match its run id, event count and head".into(),
         ));
@@ -166,39 +156,51 @@ fn check_seal(export: &Export, seal: &Seal, public_key: &str) -> Result<(), Audi
     }
 }
 
+/// Checks that the export's head is signed by `public_key`.
+fn check_export_signature(export: &Export, public_key: &str) -> Result<(), AuditError> {
+    let Some(signed) = &export.signature else {
+        verifying_key(public_key)?;
+        return Err(AuditError::Unsigned);
+    };
+    let message = signed_message(&export.run.run_id, export.event_count, &export.head);
+    if signed_by(public_key, &signed.public_key, &signed.signature, &message)? {
+        Ok(())
+    } else {
+        Err(AuditError::BadSignature)
+    }
+}
+
+/// Whether `signature` (hex) of `message` was made with `public_key`, the
+/// key the auditor trusts. The key the signature names (`named`) must be
+/// that one, else [`AuditError::WrongSigner`]; a key that is not one is
+/// [`AuditError::BadKey`]. Case is ignored in both keys.
+fn signed_by(
+    public_key: &str,
+    named: &str,
+    signature: &str,
+    message: &[u8],
+) -> Result<bool, AuditError> {
+    let key = verifying_key(public_key)?;
+    let expected = public_key.trim().to_ascii_lowercase();
+    if named.to_ascii_lowercase() != expected {
+        return Err(AuditError::WrongSigner {
+            expected,
+            found: named.to_owned(),
+        });
+    }
+    Ok(hex::decode(signature)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .is_some_and(|b| key.verify(message, &Signature::from_bytes(&b)).is_ok()))
+}
+
+/// The key `public_key` names, or [`AuditError::BadKey`].
 fn verifying_key(public_key: &str) -> Result<VerifyingKey, AuditError> {
-    let text = public_key.trim().to_ascii_lowercase();
-    hex::decode(&text)
+    hex::decode(public_key.trim().to_ascii_lowercase())
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .and_then(|b| VerifyingKey::from_bytes(&b).ok())
         .ok_or_else(|| AuditError::BadKey(public_key.to_owned()))
-}
-
-fn signature_bytes(text: &str) -> Option<Signature> {
-    hex::decode(text)
-        .ok()
-        .and_then(|b| <[u8; 64]>::try_from(b).ok())
-        .map(|b| Signature::from_bytes(&b))
-}
-
-/// Checks that the export's head is signed by `public_key`.
-fn check_export_signature(export: &Export, public_key: &str) -> Result<(), AuditError> {
-    let expected = public_key.trim().to_ascii_lowercase();
-    let key = verifying_key(public_key)?;
-    let Some(signed) = &export.signature else {
-        return Err(AuditError::Unsigned);
-    };
-    if signed.public_key.to_ascii_lowercase() != expected {
-        return Err(AuditError::WrongSigner {
-            expected,
-            found: signed.public_key.clone(),
-        });
-    }
-    let signature = signature_bytes(&signed.signature).ok_or(AuditError::BadSignature)?;
-    let message = signed_message(&export.run.run_id, export.event_count, &export.head);
-    key.verify(&message, &signature)
-        .map_err(|_| AuditError::BadSignature)
 }
 
 #[cfg(test)]
