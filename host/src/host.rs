@@ -485,29 +485,48 @@ impl Host {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let created = self
-            .inner
-            .store
-            .create_run(CreateRun {
-                run_id: run_id.clone(),
-                workflow_id: request.workflow_id,
-                workflow_type: request.workflow_type,
-                module_sha256: request.module,
-                first_event,
-                now_ms: now,
-                options: RunOptions {
-                    parent: None,
-                    memo: request.options.memo,
-                    search_attributes,
-                    deadline_ms: deadline,
-                    execution_deadline_ms: execution_deadline,
-                    run_timeout_ms,
-                    id_reuse_policy: request.options.id_reuse_policy,
-                    id_conflict_policy: request.options.id_conflict_policy,
-                    signal,
-                },
-            })
-            .await?;
+        let create = CreateRun {
+            run_id: run_id.clone(),
+            workflow_id: request.workflow_id,
+            workflow_type: request.workflow_type,
+            module_sha256: request.module,
+            first_event,
+            now_ms: now,
+            options: RunOptions {
+                parent: None,
+                memo: request.options.memo,
+                search_attributes,
+                deadline_ms: deadline,
+                execution_deadline_ms: execution_deadline,
+                run_timeout_ms,
+                id_reuse_policy: request.options.id_reuse_policy,
+                id_conflict_policy: request.options.id_conflict_policy,
+                signal,
+            },
+        };
+        // A plain start on a module loaded here runs its first activation at
+        // once and writes it with the run: one commit, no claim, no read-back.
+        if create.options.signal.is_none() {
+            let began = std::time::Instant::now();
+            if let Some(report) = self
+                .inner
+                .driver
+                .start_eagerly(&create)
+                .await
+                .map_err(driver_error)?
+            {
+                let metrics = &self.inner.metrics;
+                metrics.activation_began();
+                metrics.activation_ended(
+                    crate::metrics::ActivationResult::Committed,
+                    began.elapsed().as_secs_f64(),
+                );
+                metrics.run_started();
+                crate::scheduler::activated_here(&self.inner, &run_id, &report).await;
+                return Ok(run_id);
+            }
+        }
+        let created = self.inner.store.create_run(create).await?;
         self.inner.wakeups.activations.notify_one();
         Ok(match created {
             Created::New => {

@@ -31,6 +31,7 @@ pub use auth::Tokens;
 use crate::client::MAX_MESSAGE_BYTES;
 use crate::host::Host;
 use axum::extract::DefaultBodyLimit;
+use axum::serve::ListenerExt;
 use module_service::Modules;
 use proto::module_service_server::ModuleServiceServer;
 use proto::workflow_service_server::WorkflowServiceServer;
@@ -84,12 +85,21 @@ pub fn router(host: Host, tokens: Tokens) -> axum::Router {
 
 /// Serves the API on `listener` until `shutdown` resolves, then finishes the
 /// requests in flight. HTTP/1.1 and HTTP/2 (gRPC) share the port.
+///
+/// Every accepted connection has `TCP_NODELAY`: requests and answers are
+/// small frames, and without it Nagle's algorithm holds a frame back until
+/// the peer's delayed ACK (about 40 ms on Linux) — a floor under every call.
 pub async fn serve(
     host: Host,
     listener: tokio::net::TcpListener,
     tokens: Tokens,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on an accepted connection: {e}");
+        }
+    });
     axum::serve(listener, router(host, tokens))
         .with_graceful_shutdown(shutdown)
         .await

@@ -17,7 +17,8 @@ use super::proto::{self, worker_service_server::WorkerService};
 use crate::activity::{ActivityError, exhausted, outcome_of_failure};
 use crate::host::{Host, HostInner};
 use crate::model::{Failure, RunId};
-use crate::store::{ActivityTask, AttemptOutcome, Heartbeat, StoreError};
+use crate::scheduler::record_attempt;
+use crate::store::{ActivityTask, AttemptOutcome, FinishedAttempt, Heartbeat, StoreError};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,8 @@ use tonic::{Request, Response, Status};
 /// How long a poll waits for a task when the worker names no limit.
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 const MAX_WAIT: Duration = Duration::from_secs(60);
+/// The most tasks one poll claims: one statement, one commit, however many.
+const MAX_TASKS_PER_POLL: u32 = 100;
 
 pub(crate) struct Workers {
     host: Arc<HostInner>,
@@ -39,16 +42,22 @@ pub(crate) fn server(host: &Host) -> proto::worker_service_server::WorkerService
     .max_encoding_message_size(crate::client::MAX_MESSAGE_BYTES)
 }
 
-/// Names one attempt: run, seq and the attempt's lease token.
+/// Names one attempt: run, seq, the attempt's lease token and its number.
 struct TaskToken {
     run_id: RunId,
     seq: u32,
     lease_token: i64,
+    /// 0 in a token without it (from an older host): such a result is
+    /// recorded, and never committed together with the activation it wakes.
+    attempt: u32,
 }
 
 impl TaskToken {
     fn encode(task: &ActivityTask) -> String {
-        format!("{}/{}/{}", task.run_id, task.seq, task.lease_token)
+        format!(
+            "{}/{}/{}/{}",
+            task.run_id, task.seq, task.lease_token, task.attempt
+        )
     }
 
     fn parse(token: &str) -> Result<Self, Status> {
@@ -57,14 +66,20 @@ impl TaskToken {
                 "task_token {token:?} is not one this host handed out; send the task_token of the polled task unchanged"
             ))
         };
-        let mut parts = token.rsplitn(3, '/');
-        let lease_token = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-        let seq = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-        let run_id = parts.next().filter(|r| !r.is_empty()).ok_or_else(bad)?;
+        let parts: Vec<&str> = token.split('/').collect();
+        let (run_id, seq, lease_token, attempt) = match parts.as_slice() {
+            [run, seq, lease] => (*run, *seq, *lease, "0"),
+            [run, seq, lease, attempt] => (*run, *seq, *lease, *attempt),
+            _ => return Err(bad()),
+        };
+        if run_id.is_empty() {
+            return Err(bad());
+        }
         Ok(Self {
             run_id: RunId(run_id.to_owned()),
-            seq,
-            lease_token,
+            seq: seq.parse().map_err(|_| bad())?,
+            lease_token: lease_token.parse().map_err(|_| bad())?,
+            attempt: attempt.parse().map_err(|_| bad())?,
         })
     }
 
@@ -114,23 +129,19 @@ impl Workers {
     async fn finish(&self, token: &TaskToken, outcome: AttemptOutcome) -> Result<(), Status> {
         let retry = matches!(outcome, AttemptOutcome::Retry { .. });
         let label = outcome.label();
-        match self
-            .host
-            .store
-            .finish_attempt(
-                &token.run_id,
-                token.seq,
-                token.lease_token,
-                outcome,
-                self.now(),
-            )
-            .await
-        {
+        let finished = FinishedAttempt {
+            run_id: token.run_id.clone(),
+            seq: token.seq,
+            lease_token: token.lease_token,
+            attempt: token.attempt,
+            outcome,
+            now_ms: self.now(),
+        };
+        match record_attempt(&self.host, finished).await {
             Ok(()) => {
                 self.host
                     .metrics
                     .attempt_recorded(crate::metrics::AttemptPlace::Worker, label);
-                self.host.wakeups.activations.notify_one();
                 if retry {
                     // The retry becomes visible later; pollers and the sweep look again.
                     self.host.wakeups.activities_ready();
@@ -189,6 +200,8 @@ impl WorkerService for Workers {
             ms => Duration::from_millis(ms).min(MAX_WAIT),
         };
         let give_up = tokio::time::Instant::now() + wait;
+        let batch = r.max_tasks > 0;
+        let limit = r.max_tasks.clamp(1, MAX_TASKS_PER_POLL);
         let host = &self.host;
         loop {
             let woken = host.wakeups.pollers.notified();
@@ -196,29 +209,38 @@ impl WorkerService for Workers {
             // Registered before the store is asked, so tasks made in between wake it.
             woken.as_mut().enable();
             let now = self.now();
-            let mut claimed = host
+            let claimed = host
                 .store
                 .claim_activities(
                     worker_id,
                     &r.activity_names,
                     now,
                     self.default_lease_ms(),
-                    1,
+                    limit,
                 )
                 .await
                 .map_err(|e| status(e.into()))?;
-            if let Some(task) = claimed.pop() {
+            let mut tasks = Vec::with_capacity(claimed.len());
+            for task in claimed {
                 if let Some(outcome) = exhausted(&task) {
                     let token = TaskToken::parse(&TaskToken::encode(&task))?;
                     let _ = self.finish(&token, outcome).await;
                     continue;
                 }
-                if task.options.heartbeat_timeout_ms > 0 {
+                tracing::debug!(run_id = %task.run_id, seq = task.seq, activity = %task.name, attempt = task.attempt, worker_id, "an activity attempt went to a remote worker");
+                tasks.push(self.task(&task));
+            }
+            if !tasks.is_empty() {
+                if tasks.iter().any(|t| t.heartbeat_timeout_ms > 0) {
                     host.wakeups.timeouts.notify_one();
                 }
-                tracing::debug!(run_id = %task.run_id, seq = task.seq, activity = %task.name, attempt = task.attempt, worker_id, "an activity attempt went to a remote worker");
-                return Ok(Response::new(proto::PollActivityTaskResponse {
-                    task: Some(self.task(&task)),
+                return Ok(Response::new(if batch {
+                    proto::PollActivityTaskResponse { task: None, tasks }
+                } else {
+                    proto::PollActivityTaskResponse {
+                        task: tasks.pop(),
+                        tasks: Vec::new(),
+                    }
                 }));
             }
             let next = host
@@ -240,7 +262,7 @@ impl WorkerService for Workers {
                 // Tasks other hosts made: look again now and then.
                 () = tokio::time::sleep(host.config.poll_interval) => {}
                 () = tokio::time::sleep_until(give_up) => {
-                    return Ok(Response::new(proto::PollActivityTaskResponse { task: None }));
+                    return Ok(Response::new(proto::PollActivityTaskResponse::default()));
                 }
             }
         }

@@ -24,10 +24,10 @@ use crate::host::HostInner;
 use crate::metrics::{ActivationResult, AttemptPlace};
 use crate::model::RunId;
 use crate::store::{
-    ActivityStore, ActivityTask, AttemptOutcome, Change, Changes, ClaimActivity, StoreError,
-    TIMEOUT_BATCH,
+    ActivityStore, ActivityTask, AttemptOutcome, Change, Changes, ClaimActivity, FinishedAttempt,
+    StoreError, TIMEOUT_BATCH,
 };
-use crate::workflow::{DriverError, LocalActivity};
+use crate::workflow::{ActivationReport, DriverError, LocalActivity};
 use std::time::{Duration, Instant};
 
 use std::collections::{HashMap, HashSet};
@@ -293,20 +293,7 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
                     .activation_ended(result, began.elapsed().as_secs_f64());
                 let release = match activated {
                     Ok(report) => {
-                        host.wakeups.run_activated(&claim.run_id);
-                        if report.new_activities > 0 {
-                            host.wakeups.activities_ready();
-                        }
-                        if report.new_deadlines {
-                            host.wakeups.timeouts.notify_one();
-                        }
-                        for local in &report.local_activities {
-                            run_local(&host, &claim.run_id, local).await;
-                        }
-                        if let Some(status) = report.closed {
-                            host.metrics.run_closed(status);
-                            host.wakeups.run_closed(&claim.run_id);
-                        }
+                        activated_here(&host, &claim.run_id, &report).await;
                         false
                     }
                     Err(DriverError::Store(StoreError::Conflict { .. })) => {
@@ -356,6 +343,30 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
     // its runs back rather than holding them until their leases expire.
     let all = host.config.max_concurrent_activations.max(1) as u32;
     let _ = permits.acquire_many(all).await;
+}
+
+/// What follows a committed activation on this host: the waiters on the run
+/// hear of it, the loops of the work it made, its local activities start,
+/// and a close is counted.
+pub(crate) async fn activated_here(
+    host: &Arc<HostInner>,
+    run_id: &RunId,
+    report: &ActivationReport,
+) {
+    host.wakeups.run_activated(run_id);
+    if report.new_activities > 0 {
+        host.wakeups.activities_ready();
+    }
+    if report.new_deadlines {
+        host.wakeups.timeouts.notify_one();
+    }
+    for local in &report.local_activities {
+        run_local(host, run_id, local).await;
+    }
+    if let Some(status) = report.closed {
+        host.metrics.run_closed(status);
+        host.wakeups.run_closed(run_id);
+    }
 }
 
 /// Claims activity tasks this host can run and runs them, a bounded number
@@ -446,7 +457,6 @@ fn spawn_attempt(host: Arc<HostInner>, task: ActivityTask, permit: Option<OwnedS
         match finish_attempt(&host, &task, outcome).await {
             Ok(()) => {
                 host.metrics.attempt_recorded(AttemptPlace::Host, label);
-                host.wakeups.activations.notify_one();
                 if deadline {
                     host.wakeups.timeouts.notify_one();
                 }
@@ -469,7 +479,7 @@ fn spawn_attempt(host: Arc<HostInner>, task: ActivityTask, permit: Option<OwnedS
 /// for an outage of a few seconds. A retry of a write that did apply before
 /// its connection died is a harmless conflict: the token fences it.
 async fn finish_attempt(
-    host: &HostInner,
+    host: &Arc<HostInner>,
     task: &ActivityTask,
     outcome: AttemptOutcome,
 ) -> Result<(), StoreError> {
@@ -480,18 +490,15 @@ async fn finish_attempt(
     let give_up = Instant::now() + lease;
     let mut delay = FIRST_RETRY;
     loop {
-        let now = host.clock.now_ms();
-        match host
-            .store
-            .finish_attempt(
-                &task.run_id,
-                task.seq,
-                task.lease_token,
-                outcome.clone(),
-                now,
-            )
-            .await
-        {
+        let finished = FinishedAttempt {
+            run_id: task.run_id.clone(),
+            seq: task.seq,
+            lease_token: task.lease_token,
+            attempt: task.attempt,
+            outcome: outcome.clone(),
+            now_ms: host.clock.now_ms(),
+        };
+        match record_attempt(host, finished).await {
             Err(e) if e.is_retryable() && Instant::now() + delay < give_up => {
                 tracing::debug!(run_id = %task.run_id, seq = task.seq, "recording an activity attempt failed, retrying: {e}");
                 tokio::time::sleep(delay).await;
@@ -500,6 +507,28 @@ async fn finish_attempt(
             result => return result,
         }
     }
+}
+
+/// Records how an attempt ended — with the activation its result wakes,
+/// when this host holds the run warm ([`Driver::finish_attempt`](crate::workflow::Driver::finish_attempt))
+/// — and wakes whoever that concerns.
+pub(crate) async fn record_attempt(
+    host: &Arc<HostInner>,
+    finished: FinishedAttempt,
+) -> Result<(), StoreError> {
+    let run_id = finished.run_id.clone();
+    let began = Instant::now();
+    match host.driver.finish_attempt(finished).await? {
+        Some(report) => {
+            host.metrics.activation_began();
+            host.metrics
+                .activation_ended(ActivationResult::Committed, began.elapsed().as_secs_f64());
+            activated_here(host, &run_id, &report).await;
+        }
+        // The result woke the run: the activation loop takes it from here.
+        None => host.wakeups.activations.notify_one(),
+    }
+    Ok(())
 }
 
 /// Hands a run back without writing. While the database is away, retried

@@ -21,9 +21,9 @@
 //! timers and retries expire exactly when a test says.
 
 use super::{
-    ActivationCommit, AttemptOutcome, CreateRun, Heartbeat, ModuleRecord, NewActivityTask,
-    NewTimer, PostgresStore, ResolvedActivity, RunClaim, RunOptions, RunOutcome, RunRecord,
-    RunStatus, SqliteStore, Store, StoreError,
+    ActivationCommit, ActivityTask, AttemptOutcome, CreateRun, Heartbeat, ModuleRecord,
+    NewActivityTask, NewTimer, PostgresStore, ResolvedActivity, RunClaim, RunOptions, RunOutcome,
+    RunRecord, RunStatus, SqliteStore, Store, StoreError,
 };
 use crate::model::{
     ActivityOptions, Event, Failure, History, RecordedEvent, RetryPolicy, RunId, Sha256Hex,
@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 mod activities;
 mod activity_control;
 mod activity_timeouts;
+mod ahead;
 mod children;
 mod claims;
 mod commits;
@@ -51,6 +52,7 @@ mod workflow_ids;
 pub use activities::*;
 pub use activity_control::*;
 pub use activity_timeouts::*;
+pub use ahead::*;
 pub use children::*;
 pub use claims::*;
 pub use commits::*;
@@ -200,6 +202,12 @@ macro_rules! conformance_tests {
             garbage_collection_keeps_open_runs_and_the_modules_they_need,
             a_reset_run_is_placed_whole_with_its_inheritance,
             a_closed_run_is_sealed_once_and_collected_with_its_seal,
+            start_run_writes_the_run_with_its_first_activation,
+            finish_and_commit_applies_a_result_with_the_activation_it_wakes,
+            finish_and_commit_records_only_the_result_when_a_signal_came_first,
+            finish_and_commit_records_only_the_result_when_another_host_claimed_the_run,
+            finish_and_commit_records_only_the_result_of_another_attempt,
+            finish_and_commit_of_a_stale_attempt_writes_nothing,
         );
     };
 }

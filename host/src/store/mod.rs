@@ -548,6 +548,20 @@ pub struct ActivityTask {
     pub close_deadline_ms: Option<u64>,
 }
 
+/// An attempt that ended, as its runner reports it: see [`RunStore::finish_and_commit`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct FinishedAttempt {
+    pub run_id: RunId,
+    pub seq: u32,
+    /// The attempt's lease token: a report of an attempt that is no longer
+    /// current records nothing.
+    pub lease_token: i64,
+    /// The attempt's number (1 for the first), as its result's event records it.
+    pub attempt: u32,
+    pub outcome: AttemptOutcome,
+    pub now_ms: u64,
+}
+
 /// Claims one given task for an attempt: see [`ActivityStore::claim_activity`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClaimActivity {
@@ -687,6 +701,31 @@ pub trait RunStore: Send + Sync {
     /// Applies an activation (see [`ActivationCommit`]); releases the lease and
     /// sets `handled_wakeups = observed_wakeups`.
     async fn commit_activation(&self, commit: ActivationCommit) -> StoreResult<()>;
+    /// Creates a run with its first activation already applied, in one
+    /// transaction: what [`create_run`](Self::create_run) of `create` and
+    /// then [`commit_activation`](Self::commit_activation) of `first` would
+    /// write, with the new run's first lease token (0) and wake-up (1) as the
+    /// claim, since no other host can see the run before it commits. Only for
+    /// a workflow id that is free: otherwise nothing is written and the
+    /// answer is `false` (call `create_run` for the refusal or the open run).
+    /// `first` must leave the run running and touch no other run.
+    async fn start_run(&self, create: CreateRun, first: ActivationCommit) -> StoreResult<bool>;
+    /// Records an attempt's final result, as
+    /// [`ActivityStore::finish_attempt`] does, and in the same transaction
+    /// applies `next`: the activation that result wakes, run ahead on a warm
+    /// instance, with the claim of the run's last commit (its lease token,
+    /// and `observed_wakeups` one past the wake-ups it had handled). `next`
+    /// applies only if the run is still as it was prepared against: running,
+    /// not claimed since, its history where it was, nothing else waiting for
+    /// it, and the result is of attempt `finished.attempt`. Returns whether
+    /// it applied; when not, the result alone is recorded (and wakes the run,
+    /// which is activated the ordinary way). An attempt that is no longer
+    /// current: [`StoreError::Conflict`], nothing written.
+    async fn finish_and_commit(
+        &self,
+        finished: FinishedAttempt,
+        next: ActivationCommit,
+    ) -> StoreResult<bool>;
     /// Releases a lease without writing (the activation found nothing to do or failed).
     async fn release_run(&self, run_id: &RunId, lease_token: i64) -> StoreResult<()>;
     /// Parks a run as `stuck` with a reason, if the lease still holds; releases it.

@@ -23,9 +23,13 @@
 //! when a run becomes runnable, a timer starts or an activity task becomes
 //! claimable, never on a claim; the change feed ([`RunStore::changes`],
 //! in `notify`) listens on a connection of its own and reconnects by itself.
-//! The pool tests each connection before handing it out, so after the
-//! database went away it reconnects on the next call; a call that gets no
-//! connection within [`ACQUIRE_TIMEOUT`] fails with [`StoreError::Unavailable`].
+//! The pool does not ping a connection before handing it out (that was a
+//! round trip before every statement); sqlx pings it when it comes back, off
+//! the caller's path, and drops it if that fails. So after the database went
+//! away, the call that meets a dead connection fails as retryable
+//! ([`StoreError::Unavailable`]), the connection is dropped, and the retry
+//! connects afresh; a call that gets no connection within [`ACQUIRE_TIMEOUT`]
+//! fails the same way.
 
 use super::expiry;
 use super::rows::{
@@ -34,14 +38,13 @@ use super::rows::{
 };
 use super::{
     ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, Changes, ClaimActivity,
-    CreateRun, Created, Heartbeat, HistoryStore, IdConflictPolicy, ListFilter, ModuleRecord,
-    ModuleStore, PendingJobs, RunClaim, RunRecord, RunStore, SignalStore, StoreError, StoreResult,
-    TIMEOUT_BATCH, WaitingOn,
+    CreateRun, Created, FinishedAttempt, Heartbeat, HistoryStore, IdConflictPolicy, ListFilter,
+    ModuleRecord, ModuleStore, PendingJobs, RunClaim, RunRecord, RunStore, SignalStore, StoreError,
+    StoreResult, TIMEOUT_BATCH, WaitingOn,
 };
 use crate::model::{Failure, History, RecordedEvent, RunId, Sha256Hex};
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
@@ -69,8 +72,9 @@ const CREATE_ATTEMPTS: usize = 3;
 ///
 /// Almost every operation is one statement (one round trip, one transaction);
 /// work is claimed with `FOR UPDATE SKIP LOCKED` and fenced by lease tokens.
-/// The pool holds up to eight connections, tests each before handing it out
-/// and reconnects by itself after the database went away; a call that finds
+/// The pool holds up to eight connections and reconnects by itself after the
+/// database went away (the call that meets a dead connection fails as
+/// retryable, and the connection is dropped); a call that finds
 /// no connection within a few seconds fails with [`StoreError::Unavailable`].
 /// Idle hosts are woken by [`changes`](RunStore::changes), a `LISTEN` on a
 /// connection of its own.
@@ -159,7 +163,7 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .test_before_acquire(true)
+            .test_before_acquire(false)
             .connect_with(connect.clone())
             .await
             .map_err(|e| {
@@ -421,122 +425,68 @@ impl RunStore for PostgresStore {
         let c = CommitColumns::new(&commit)?;
         let lc = LifecycleColumns::new(&commit)?;
         let run_id = &commit.run_id;
-        // Most activations write only what the statement below writes: one
-        // round trip. The rest (children, updates, closing, cancelled
-        // activities) follow it in one transaction.
-        let mut conn = if !lc.is_empty() {
-            CommitConn::Tx(lifecycle::begin(&self.pool, run_id, &lc).await?)
-        } else if !commit.cancelled_activities.is_empty() {
-            CommitConn::Tx(self.pool.begin().await?)
-        } else {
-            CommitConn::Single(self.pool.acquire().await?)
-        };
-        // `r` is the conditional append; every other clause joins or tests it,
-        // so when the lease or the history moved on, nothing at all is written.
-        // A timer both started and cancelled in this activation is never inserted.
-        let applied: i64 = sqlx::query_scalar(
-            "WITH r AS (
-                 UPDATE runs
-                    SET last_seq = $4, last_hash = $5, handled_wakeups = $6,
-                        lease_owner = NULL, lease_expires_at_ms = 0,
-                        status = $7, output = $8, failure = $9, closed_at_ms = $10
-                  WHERE run_id = $1 AND lease_token = $2 AND last_seq = $3 AND status = 'running'
-                 RETURNING run_id
-             ), ev AS (
-                 INSERT INTO events (run_id, seq, kind, payload, recorded_at_ms, hash)
-                 SELECT r.run_id, e.seq, e.kind, e.payload, e.at, e.hash
-                   FROM r, UNNEST($11::bigint[], $12::text[], $13::text[], $14::bigint[], $15::text[])
-                        AS e (seq, kind, payload, at, hash)
-             ), consumed_tasks AS (
-                 UPDATE activity_tasks SET consumed = true
-                  WHERE run_id = $1 AND seq = ANY($16::bigint[]) AND EXISTS (SELECT 1 FROM r)
-             ), consumed_signals AS (
-                 UPDATE signals SET consumed = true
-                  WHERE run_id = $1 AND id = ANY($17::bigint[]) AND EXISTS (SELECT 1 FROM r)
-             ), removed_timers AS (
-                 DELETE FROM timers
-                  WHERE run_id = $1 AND ($27::boolean OR seq = ANY($18::bigint[])) AND EXISTS (SELECT 1 FROM r)
-             ), new_tasks AS (
-                 INSERT INTO activity_tasks (run_id, seq, name, input, options, lease_ms, status, visible_at_ms,
-                                             schedule_to_start_ms, heartbeat_timeout_ms, close_deadline_ms,
-                                             start_deadline_ms)
-                 SELECT r.run_id, a.seq, a.name, a.input, a.options, a.lease_ms,
-                        CASE WHEN $27::boolean THEN 'abandoned' ELSE 'scheduled' END, a.visible_at,
-                        a.schedule_to_start, a.heartbeat_timeout, a.close_deadline, a.start_deadline
-                   FROM r, UNNEST($19::bigint[], $20::text[], $21::text[], $22::text[], $23::bigint[], $24::bigint[],
-                                  $28::bigint[], $29::bigint[], $30::bigint[], $31::bigint[])
-                        AS a (seq, name, input, options, lease_ms, visible_at,
-                              schedule_to_start, heartbeat_timeout, close_deadline, start_deadline)
-             ), new_timers AS (
-                 INSERT INTO timers (run_id, seq, fire_at_ms)
-                 SELECT r.run_id, t.seq, t.fire_at
-                   FROM r, UNNEST($25::bigint[], $26::bigint[]) AS t (seq, fire_at)
-                  WHERE NOT $27::boolean AND NOT (t.seq = ANY($18::bigint[]))
-             ), abandoned AS (
-                 UPDATE activity_tasks
-                    SET status = 'abandoned', lease_owner = NULL, lease_expires_at_ms = NULL
-                  WHERE $27::boolean AND run_id = $1 AND NOT consumed AND status IN ('scheduled', 'running')
-                    AND NOT (seq = ANY($16::bigint[])) AND EXISTS (SELECT 1 FROM r)
-             )
-             SELECT count(*) FROM r",
-        )
-        .bind(run_id.as_str())
-        .bind(commit.lease_token)
-        .bind(int(c.expected_last_seq))
-        .bind(c.last_seq)
-        .bind(c.last_hash.as_str())
-        .bind(commit.observed_wakeups)
-        .bind(c.status)
-        .bind(c.output.as_deref())
-        .bind(c.failure.as_deref())
-        .bind(c.closed_at_ms)
-        .bind(&c.event_seqs)
-        .bind(&c.event_kinds)
-        .bind(&c.event_payloads)
-        .bind(&c.event_times)
-        .bind(&c.event_hashes)
-        .bind(&c.consumed_activities)
-        .bind(&c.consumed_signals)
-        .bind(&c.removed_timers)
-        .bind(&c.task_seqs)
-        .bind(&c.task_names)
-        .bind(&c.task_inputs)
-        .bind(&c.task_options)
-        .bind(&c.task_lease_ms)
-        .bind(&c.task_visible_at)
-        .bind(&c.timer_seqs)
-        .bind(&c.timer_fire_at)
-        .bind(c.closing)
-        .bind(&c.task_schedule_to_start_ms)
-        .bind(&c.task_heartbeat_timeout_ms)
-        .bind(&c.task_close_deadline)
-        .bind(&c.task_start_deadline)
-        .fetch_one(conn.as_mut())
-        .await
-        .map_err(|e| match rows::unique_violation(&e).as_deref() {
-            Some("events_pkey") => rows::events_exist(run_id),
-            _ => e.into(),
-        })?;
-        if applied != 1 {
-            let now = self.run_state(run_id).await?;
-            return Err(rows::run_conflict(
+        // Most activations write only what `append` writes: one round trip.
+        // The rest (children, updates, closing, cancelled activities) follow
+        // it in one transaction.
+        if lc.is_empty() && commit.cancelled_activities.is_empty() {
+            let mut conn = self.pool.acquire().await?;
+            return append(&mut conn, &commit, &c).await;
+        }
+        let mut tx = lifecycle::begin(&self.pool, run_id, &lc).await?;
+        apply_activation(&mut tx, &commit, &c, &lc).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn start_run(&self, create: CreateRun, first: ActivationCommit) -> StoreResult<bool> {
+        let run = NewRunColumns::new(&create)?;
+        let c = CommitColumns::new(&first)?;
+        let lc = LifecycleColumns::new(&first)?;
+        let mut tx = self.begin_write().await?;
+        if lifecycle::place_run(&mut tx, &run).await? != Placed::New {
+            // Dropping the transaction rolls it back: nothing was written.
+            return Ok(false);
+        }
+        apply_activation(&mut tx, &first, &c, &lc).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn finish_and_commit(
+        &self,
+        finished: FinishedAttempt,
+        next: ActivationCommit,
+    ) -> StoreResult<bool> {
+        let run_id = &finished.run_id;
+        let end = rows::AttemptEnd::reported(&finished)?;
+        let c = CommitColumns::new(&next)?;
+        let lc = LifecycleColumns::new(&next)?;
+        // Locks as `commit_activation` would (the run, and for a close its
+        // parent and children, in run_id order), then reads what `next`
+        // expects under that lock.
+        let mut tx = lifecycle::begin(&self.pool, run_id, &lc).await?;
+        let state: Option<rows::WarmRunState> =
+            sqlx::query_as(rows::warm_run_state!(" FOR NO KEY UPDATE"))
+                .bind(run_id.as_str())
+                .bind(i64::from(finished.seq))
+                .fetch_optional(&mut *tx)
+                .await?;
+        if !end_attempt(&mut *tx, &end).await? {
+            drop(tx);
+            let now = self.task_state(run_id, finished.seq).await?;
+            return Err(rows::task_conflict(
                 run_id,
+                finished.seq,
                 now,
-                commit.lease_token,
-                Some(c.expected_last_seq),
+                finished.lease_token,
             ));
         }
-        if let CommitConn::Tx(mut tx) = conn {
-            if !lc.is_empty() {
-                lifecycle::apply_lifecycle(&mut tx, run_id, &lc).await?;
-            }
-            if !commit.cancelled_activities.is_empty() {
-                cancel_activities(&mut tx, run_id, &commit.cancelled_activities, commit.now_ms)
-                    .await?;
-            }
-            tx.commit().await?;
+        let fits = state.is_some_and(|s| s.fits(&finished, &next, &c));
+        if fits {
+            apply_activation(&mut tx, &next, &c, &lc).await?;
         }
-        Ok(())
+        tx.commit().await?;
+        Ok(fits)
     }
 
     async fn release_run(&self, run_id: &RunId, lease_token: i64) -> StoreResult<()> {
@@ -637,21 +587,140 @@ impl RunStore for PostgresStore {
     }
 }
 
-/// The connection one activation commit writes through: the pool's, for the
-/// usual commit that is one statement; a transaction when the commit needs a
-/// second one (it cancels activities), so that both apply or neither does.
-enum CommitConn {
-    Single(PoolConnection<Postgres>),
-    Tx(Transaction<'static, Postgres>),
+/// Everything an activation commit writes, inside the caller's transaction:
+/// the conditional append, then the lifecycle work and cancelled activities.
+async fn apply_activation(
+    tx: &mut PgConnection,
+    commit: &ActivationCommit,
+    c: &CommitColumns,
+    lc: &LifecycleColumns,
+) -> StoreResult<()> {
+    append(tx, commit, c).await?;
+    if !lc.is_empty() {
+        lifecycle::apply_lifecycle(tx, &commit.run_id, lc).await?;
+    }
+    if !commit.cancelled_activities.is_empty() {
+        cancel_activities(
+            tx,
+            &commit.run_id,
+            &commit.cancelled_activities,
+            commit.now_ms,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
-impl CommitConn {
-    fn as_mut(&mut self) -> &mut PgConnection {
-        match self {
-            CommitConn::Single(c) => c,
-            CommitConn::Tx(t) => t,
-        }
+/// The conditional append of an activation: its events, its run row and
+/// its activity and timer indexes, in one statement that writes nothing at
+/// all unless the lease and the history still hold ([`StoreError::Conflict`]
+/// then, saying what moved on).
+async fn append(
+    conn: &mut PgConnection,
+    commit: &ActivationCommit,
+    c: &CommitColumns,
+) -> StoreResult<()> {
+    let run_id = &commit.run_id;
+    // `r` is the conditional append; every other clause joins or tests it,
+    // so when the lease or the history moved on, nothing at all is written.
+    // A timer both started and cancelled in this activation is never inserted.
+    let applied: i64 = sqlx::query_scalar(
+        "WITH r AS (
+             UPDATE runs
+                SET last_seq = $4, last_hash = $5, handled_wakeups = $6,
+                    lease_owner = NULL, lease_expires_at_ms = 0,
+                    status = $7, output = $8, failure = $9, closed_at_ms = $10
+              WHERE run_id = $1 AND lease_token = $2 AND last_seq = $3 AND status = 'running'
+             RETURNING run_id
+         ), ev AS (
+             INSERT INTO events (run_id, seq, kind, payload, recorded_at_ms, hash)
+             SELECT r.run_id, e.seq, e.kind, e.payload, e.at, e.hash
+               FROM r, UNNEST($11::bigint[], $12::text[], $13::text[], $14::bigint[], $15::text[])
+                    AS e (seq, kind, payload, at, hash)
+         ), consumed_tasks AS (
+             UPDATE activity_tasks SET consumed = true
+              WHERE run_id = $1 AND seq = ANY($16::bigint[]) AND EXISTS (SELECT 1 FROM r)
+         ), consumed_signals AS (
+             UPDATE signals SET consumed = true
+              WHERE run_id = $1 AND id = ANY($17::bigint[]) AND EXISTS (SELECT 1 FROM r)
+         ), removed_timers AS (
+             DELETE FROM timers
+              WHERE run_id = $1 AND ($27::boolean OR seq = ANY($18::bigint[])) AND EXISTS (SELECT 1 FROM r)
+         ), new_tasks AS (
+             INSERT INTO activity_tasks (run_id, seq, name, input, options, lease_ms, status, visible_at_ms,
+                                         schedule_to_start_ms, heartbeat_timeout_ms, close_deadline_ms,
+                                         start_deadline_ms)
+             SELECT r.run_id, a.seq, a.name, a.input, a.options, a.lease_ms,
+                    CASE WHEN $27::boolean THEN 'abandoned' ELSE 'scheduled' END, a.visible_at,
+                    a.schedule_to_start, a.heartbeat_timeout, a.close_deadline, a.start_deadline
+               FROM r, UNNEST($19::bigint[], $20::text[], $21::text[], $22::text[], $23::bigint[], $24::bigint[],
+                              $28::bigint[], $29::bigint[], $30::bigint[], $31::bigint[])
+                    AS a (seq, name, input, options, lease_ms, visible_at,
+                          schedule_to_start, heartbeat_timeout, close_deadline, start_deadline)
+         ), new_timers AS (
+             INSERT INTO timers (run_id, seq, fire_at_ms)
+             SELECT r.run_id, t.seq, t.fire_at
+               FROM r, UNNEST($25::bigint[], $26::bigint[]) AS t (seq, fire_at)
+              WHERE NOT $27::boolean AND NOT (t.seq = ANY($18::bigint[]))
+         ), abandoned AS (
+             UPDATE activity_tasks
+                SET status = 'abandoned', lease_owner = NULL, lease_expires_at_ms = NULL
+              WHERE $27::boolean AND run_id = $1 AND NOT consumed AND status IN ('scheduled', 'running')
+                AND NOT (seq = ANY($16::bigint[])) AND EXISTS (SELECT 1 FROM r)
+         )
+         SELECT count(*) FROM r",
+    )
+    .bind(run_id.as_str())
+    .bind(commit.lease_token)
+    .bind(int(c.expected_last_seq))
+    .bind(c.last_seq)
+    .bind(c.last_hash.as_str())
+    .bind(commit.observed_wakeups)
+    .bind(c.status)
+    .bind(c.output.as_deref())
+    .bind(c.failure.as_deref())
+    .bind(c.closed_at_ms)
+    .bind(&c.event_seqs)
+    .bind(&c.event_kinds)
+    .bind(&c.event_payloads)
+    .bind(&c.event_times)
+    .bind(&c.event_hashes)
+    .bind(&c.consumed_activities)
+    .bind(&c.consumed_signals)
+    .bind(&c.removed_timers)
+    .bind(&c.task_seqs)
+    .bind(&c.task_names)
+    .bind(&c.task_inputs)
+    .bind(&c.task_options)
+    .bind(&c.task_lease_ms)
+    .bind(&c.task_visible_at)
+    .bind(&c.timer_seqs)
+    .bind(&c.timer_fire_at)
+    .bind(c.closing)
+    .bind(&c.task_schedule_to_start_ms)
+    .bind(&c.task_heartbeat_timeout_ms)
+    .bind(&c.task_close_deadline)
+    .bind(&c.task_start_deadline)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| match rows::unique_violation(&e).as_deref() {
+        Some("events_pkey") => rows::events_exist(run_id),
+        _ => e.into(),
+    })?;
+    if applied != 1 {
+        let now: Option<RunStateRow> =
+            sqlx::query_as("SELECT status, lease_token, last_seq FROM runs WHERE run_id = $1")
+                .bind(run_id.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+        return Err(rows::run_conflict(
+            run_id,
+            now,
+            commit.lease_token,
+            Some(c.expected_last_seq),
+        ));
     }
+    Ok(())
 }
 
 /// Resolves the activities the workflow cancelled that have not resolved, as
@@ -660,7 +729,7 @@ impl CommitConn {
 /// finish is a conflict), and the run — already locked by the commit — is
 /// woken to receive them, after the commit set `handled_wakeups`.
 async fn cancel_activities(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut PgConnection,
     run_id: &RunId,
     seqs: &[u32],
     now_ms: u64,
@@ -684,7 +753,7 @@ async fn cancel_activities(
     .bind(&seqs)
     .bind(rows::cancelled_failure()?)
     .bind(int(now_ms))
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -692,7 +761,10 @@ async fn cancel_activities(
 /// Ends an attempt (see [`rows::AttemptEnd`]); a final outcome wakes the run.
 /// Whether it applied. `run` locks the run's row before the task's, the
 /// order commits use.
-async fn end_attempt(pool: &PgPool, end: &rows::AttemptEnd<'_>) -> StoreResult<bool> {
+async fn end_attempt<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
+    end: &rows::AttemptEnd<'_>,
+) -> StoreResult<bool> {
     let a = &end.columns;
     let applied: i64 = sqlx::query_scalar(
         "WITH run AS (
@@ -729,7 +801,7 @@ async fn end_attempt(pool: &PgPool, end: &rows::AttemptEnd<'_>) -> StoreResult<b
     .bind(end.status)
     .bind(end.expired_at)
     .bind(int(end.now_ms))
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await?;
     Ok(applied == 1)
 }

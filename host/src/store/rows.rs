@@ -772,6 +772,70 @@ impl<'a> AttemptEnd<'a> {
     }
 }
 
+impl<'a> AttemptEnd<'a> {
+    /// The end a worker (or this host) reports for an attempt it ran.
+    pub(super) fn reported(finished: &'a super::FinishedAttempt) -> StoreResult<Self> {
+        Ok(Self {
+            run_id: &finished.run_id,
+            seq: finished.seq,
+            lease_token: finished.lease_token,
+            status: "running",
+            expired_at: None,
+            columns: AttemptColumns::new(
+                &finished.run_id,
+                finished.seq,
+                &finished.outcome,
+                finished.now_ms,
+            )?,
+            now_ms: finished.now_ms,
+        })
+    }
+}
+
+/// What `finish_and_commit` reads of a run (and of the finished task's
+/// attempt) before it records the result: whether the activation prepared
+/// from the warm instance still applies. Postgres appends a row lock.
+macro_rules! warm_run_state {
+    ($tail:literal) => {
+        concat!(
+            "SELECT r.status, r.lease_token, r.last_seq, r.wakeups, r.handled_wakeups,
+                    (SELECT t.attempt FROM activity_tasks t WHERE t.run_id = r.run_id AND t.seq = $2) AS attempt
+               FROM runs r WHERE r.run_id = $1",
+            $tail
+        )
+    };
+}
+pub(super) use warm_run_state;
+
+#[derive(sqlx::FromRow)]
+pub(super) struct WarmRunState {
+    status: String,
+    lease_token: i64,
+    last_seq: i64,
+    wakeups: i64,
+    handled_wakeups: i64,
+    attempt: Option<i64>,
+}
+
+impl WarmRunState {
+    /// The run is as `next` was prepared against: running, not claimed
+    /// since (its lease token), its history where it was, nothing but this
+    /// result waiting for it, and the result is of the attempt it names.
+    pub(super) fn fits(
+        &self,
+        finished: &super::FinishedAttempt,
+        next: &ActivationCommit,
+        c: &CommitColumns,
+    ) -> bool {
+        self.status == "running"
+            && self.lease_token == next.lease_token
+            && self.last_seq == int(c.expected_last_seq)
+            && self.wakeups == self.handled_wakeups
+            && self.handled_wakeups + 1 == next.observed_wakeups
+            && self.attempt == Some(i64::from(finished.attempt))
+    }
+}
+
 /// An [`AttemptOutcome`] in column form.
 pub(super) struct AttemptColumns {
     pub(super) status: &'static str,

@@ -20,8 +20,8 @@ use super::rows::{
 };
 use super::{
     ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, ClaimActivity, CreateRun,
-    Created, Heartbeat, HistoryStore, IdConflictPolicy, ListFilter, ModuleRecord, ModuleStore,
-    PendingJobs, RunClaim, RunRecord, RunStore, SignalStore, StoreError, StoreResult,
+    Created, FinishedAttempt, Heartbeat, HistoryStore, IdConflictPolicy, ListFilter, ModuleRecord,
+    ModuleStore, PendingJobs, RunClaim, RunRecord, RunStore, SignalStore, StoreError, StoreResult,
     TIMEOUT_BATCH, WaitingOn,
 };
 use crate::model::{Failure, History, RecordedEvent, RunId, Sha256Hex};
@@ -72,8 +72,10 @@ impl SqliteStore {
                 "cannot open the SQLite database {path:?}: {e}; check that its directory exists and is writable"
             ))
         };
+        // A file's connections do not go stale: no ping before each statement.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await
             .map_err(open_error)?;
@@ -83,6 +85,7 @@ impl SqliteStore {
             .map_err(|e| rows::migrate_error(&format!("the SQLite database {path:?}"), e))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(open_error)?;
@@ -122,6 +125,103 @@ impl SqliteStore {
     async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
+}
+
+/// Everything an activation commit writes, inside the caller's write
+/// transaction; nothing unless the lease and the history still hold
+/// ([`StoreError::Conflict`] then, saying what moved on).
+async fn apply_activation(
+    conn: &mut SqliteConnection,
+    commit: &ActivationCommit,
+    c: &CommitColumns,
+    lc: &LifecycleColumns,
+) -> StoreResult<()> {
+    let run_id = &commit.run_id;
+    // The conditional append: nothing is written unless the lease and the history still hold.
+    let updated = sqlx::query(
+        "UPDATE runs
+            SET last_seq = $4, last_hash = $5, handled_wakeups = $6,
+                lease_owner = NULL, lease_expires_at_ms = 0,
+                status = $7, output = $8, failure = $9, closed_at_ms = $10
+          WHERE run_id = $1 AND lease_token = $2 AND last_seq = $3 AND status = 'running'",
+    )
+    .bind(run_id.as_str())
+    .bind(commit.lease_token)
+    .bind(int(c.expected_last_seq))
+    .bind(c.last_seq)
+    .bind(c.last_hash.as_str())
+    .bind(commit.observed_wakeups)
+    .bind(c.status)
+    .bind(c.output.as_deref())
+    .bind(c.failure.as_deref())
+    .bind(c.closed_at_ms)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if updated != 1 {
+        let now = run_state(conn, run_id).await?;
+        return Err(rows::run_conflict(
+            run_id,
+            now,
+            commit.lease_token,
+            Some(c.expected_last_seq),
+        ));
+    }
+    if let Err(e) = insert_events(conn, run_id, c).await {
+        return Err(match rows::unique_violation(&e) {
+            Some(_) => rows::events_exist(run_id),
+            None => e.into(),
+        });
+    }
+    if !c.consumed_activities.is_empty() {
+        sqlx::query(
+            "UPDATE activity_tasks SET consumed = 1
+              WHERE run_id = $1 AND seq IN (SELECT value FROM json_each($2))",
+        )
+        .bind(run_id.as_str())
+        .bind(json_list(&c.consumed_activities)?)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !c.consumed_signals.is_empty() {
+        sqlx::query("UPDATE signals SET consumed = 1 WHERE run_id = $1 AND id IN (SELECT value FROM json_each($2))")
+            .bind(run_id.as_str())
+            .bind(json_list(&c.consumed_signals)?)
+            .execute(&mut *conn)
+            .await?;
+    }
+    insert_tasks(conn, run_id, c).await?;
+    if c.closing {
+        sqlx::query("DELETE FROM timers WHERE run_id = $1")
+            .bind(run_id.as_str())
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "UPDATE activity_tasks
+                SET status = 'abandoned', lease_owner = NULL, lease_expires_at_ms = NULL
+              WHERE run_id = $1 AND consumed = 0 AND status IN ('scheduled', 'running')",
+        )
+        .bind(run_id.as_str())
+        .execute(&mut *conn)
+        .await?;
+    } else {
+        insert_timers(conn, run_id, c).await?;
+        // After the inserts: a timer started and cancelled within one activation is gone too.
+        if !c.removed_timers.is_empty() {
+            sqlx::query(
+                "DELETE FROM timers WHERE run_id = $1 AND seq IN (SELECT value FROM json_each($2))",
+            )
+            .bind(run_id.as_str())
+            .bind(json_list(&c.removed_timers)?)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    if !lc.is_empty() {
+        lifecycle::apply_lifecycle(conn, run_id, lc).await?;
+    }
+    cancel_activities(conn, run_id, &commit.cancelled_activities, commit.now_ms).await?;
+    Ok(())
 }
 
 /// What a run's row says now, read inside the failed write's transaction.
@@ -465,92 +565,56 @@ impl RunStore for SqliteStore {
     async fn commit_activation(&self, commit: ActivationCommit) -> StoreResult<()> {
         let c = CommitColumns::new(&commit)?;
         let lc = LifecycleColumns::new(&commit)?;
-        let run_id = &commit.run_id;
         let mut tx = self.begin_write().await?;
-        // The conditional append: nothing is written unless the lease and the history still hold.
-        let updated = sqlx::query(
-            "UPDATE runs
-                SET last_seq = $4, last_hash = $5, handled_wakeups = $6,
-                    lease_owner = NULL, lease_expires_at_ms = 0,
-                    status = $7, output = $8, failure = $9, closed_at_ms = $10
-              WHERE run_id = $1 AND lease_token = $2 AND last_seq = $3 AND status = 'running'",
-        )
-        .bind(run_id.as_str())
-        .bind(commit.lease_token)
-        .bind(int(c.expected_last_seq))
-        .bind(c.last_seq)
-        .bind(c.last_hash.as_str())
-        .bind(commit.observed_wakeups)
-        .bind(c.status)
-        .bind(c.output.as_deref())
-        .bind(c.failure.as_deref())
-        .bind(c.closed_at_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated != 1 {
-            let now = run_state(&mut tx, run_id).await?;
-            return Err(rows::run_conflict(
-                run_id,
-                now,
-                commit.lease_token,
-                Some(c.expected_last_seq),
-            ));
-        }
-        if let Err(e) = insert_events(&mut tx, run_id, &c).await {
-            return Err(match rows::unique_violation(&e) {
-                Some(_) => rows::events_exist(run_id),
-                None => e.into(),
-            });
-        }
-        if !c.consumed_activities.is_empty() {
-            sqlx::query(
-                "UPDATE activity_tasks SET consumed = 1
-                  WHERE run_id = $1 AND seq IN (SELECT value FROM json_each($2))",
-            )
-            .bind(run_id.as_str())
-            .bind(json_list(&c.consumed_activities)?)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !c.consumed_signals.is_empty() {
-            sqlx::query("UPDATE signals SET consumed = 1 WHERE run_id = $1 AND id IN (SELECT value FROM json_each($2))")
-                .bind(run_id.as_str())
-                .bind(json_list(&c.consumed_signals)?)
-                .execute(&mut *tx)
-                .await?;
-        }
-        insert_tasks(&mut tx, run_id, &c).await?;
-        if c.closing {
-            sqlx::query("DELETE FROM timers WHERE run_id = $1")
-                .bind(run_id.as_str())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE activity_tasks
-                    SET status = 'abandoned', lease_owner = NULL, lease_expires_at_ms = NULL
-                  WHERE run_id = $1 AND consumed = 0 AND status IN ('scheduled', 'running')",
-            )
-            .bind(run_id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        } else {
-            insert_timers(&mut tx, run_id, &c).await?;
-            // After the inserts: a timer started and cancelled within one activation is gone too.
-            if !c.removed_timers.is_empty() {
-                sqlx::query("DELETE FROM timers WHERE run_id = $1 AND seq IN (SELECT value FROM json_each($2))")
-                    .bind(run_id.as_str())
-                    .bind(json_list(&c.removed_timers)?)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        if !lc.is_empty() {
-            lifecycle::apply_lifecycle(&mut tx, run_id, &lc).await?;
-        }
-        cancel_activities(&mut tx, run_id, &commit.cancelled_activities, commit.now_ms).await?;
+        apply_activation(&mut tx, &commit, &c, &lc).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn start_run(&self, create: CreateRun, first: ActivationCommit) -> StoreResult<bool> {
+        let run = NewRunColumns::new(&create)?;
+        let c = CommitColumns::new(&first)?;
+        let lc = LifecycleColumns::new(&first)?;
+        let mut tx = self.begin_write().await?;
+        if lifecycle::place_run(&mut tx, &run).await? != Placed::New {
+            // Dropping the transaction rolls it back: nothing was written.
+            return Ok(false);
+        }
+        apply_activation(&mut tx, &first, &c, &lc).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn finish_and_commit(
+        &self,
+        finished: FinishedAttempt,
+        next: ActivationCommit,
+    ) -> StoreResult<bool> {
+        let run_id = &finished.run_id;
+        let end = rows::AttemptEnd::reported(&finished)?;
+        let c = CommitColumns::new(&next)?;
+        let lc = LifecycleColumns::new(&next)?;
+        let mut tx = self.begin_write().await?;
+        let state: Option<rows::WarmRunState> = sqlx::query_as(rows::warm_run_state!(""))
+            .bind(run_id.as_str())
+            .bind(i64::from(finished.seq))
+            .fetch_optional(&mut *tx)
+            .await?;
+        if !end_attempt(&mut tx, &end).await? {
+            let now = task_state(&mut tx, run_id, finished.seq).await?;
+            return Err(rows::task_conflict(
+                run_id,
+                finished.seq,
+                now,
+                finished.lease_token,
+            ));
+        }
+        let fits = state.is_some_and(|s| s.fits(&finished, &next, &c));
+        if fits {
+            apply_activation(&mut tx, &next, &c, &lc).await?;
+        }
+        tx.commit().await?;
+        Ok(fits)
     }
 
     async fn release_run(&self, run_id: &RunId, lease_token: i64) -> StoreResult<()> {

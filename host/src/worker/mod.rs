@@ -38,9 +38,9 @@ use crate::scheduler::SystemClock;
 use crate::store::{ActivityTask, Heartbeat, StoreError};
 use serde_json::Value;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -59,6 +59,10 @@ pub struct WorkerOptions {
     pub max_concurrent: usize,
     /// How long one poll waits on the host for a task.
     pub poll_wait: Duration,
+    /// Polls open at once (at least one). Each asks for as many tasks as
+    /// there are free slots; a second one hides the round trip between an
+    /// answer and the next poll.
+    pub pollers: usize,
     /// How long a shutdown waits for the attempts in flight before it
     /// abandons them (the host runs each again once its start-to-close or
     /// heartbeat timeout expires). `None` waits for all of them.
@@ -75,6 +79,7 @@ impl Default for WorkerOptions {
             worker_id: format!("{host}-{}", std::process::id()),
             max_concurrent: 16,
             poll_wait: Duration::from_secs(30),
+            pollers: 2,
             shutdown_grace: None,
         }
     }
@@ -127,6 +132,11 @@ impl Worker {
     /// Serves `activities` until `shutdown` resolves, then waits for the
     /// attempts in flight (for at most [`WorkerOptions::shutdown_grace`]). Returns an error only when the host refuses the
     /// worker for good; an unreachable host is waited for.
+    ///
+    /// [`WorkerOptions::pollers`] polls are open at once, each asking for as
+    /// many tasks as there are free slots, so that a worker's throughput is
+    /// bounded by the host's database and its slots, not by one poll's round
+    /// trip at a time.
     pub async fn run(
         self,
         activities: Activities,
@@ -139,49 +149,19 @@ impl Worker {
             ));
         }
         tracing::info!(address = %self.address, worker_id = %self.options.worker_id, activities = ?names, "worker serving");
-        let activities = Arc::new(activities);
-        let slots = Arc::new(Semaphore::new(self.options.max_concurrent.max(1)));
-        let mut attempts = JoinSet::new();
-        let mut backoff = Backoff::default();
-        tokio::pin!(shutdown);
-        let result = loop {
-            let slot = tokio::select! {
-                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-                () = &mut shutdown => break Ok(()),
-            };
-            // Reap finished attempts so the set does not grow.
-            while attempts.try_join_next().is_some() {}
-            let poll = proto::PollActivityTaskRequest {
-                worker_id: self.options.worker_id.clone(),
-                activity_names: names.clone(),
-                wait_ms: self.options.poll_wait.as_millis() as u64,
-            };
-            let mut client = self.client.clone();
-            let polled = tokio::select! {
-                polled = client.poll_activity_task(poll) => polled,
-                () = &mut shutdown => break Ok(()),
-            };
-            match polled {
-                Ok(answer) => {
-                    backoff.reset(&self.address);
-                    if let Some(task) = answer.into_inner().task {
-                        let (client, activities) = (self.client.clone(), activities.clone());
-                        attempts.spawn(async move {
-                            run_attempt(client, &activities, task).await;
-                            drop(slot);
-                        });
-                    }
-                }
-                Err(s) if fatal(&s) => break Err(WorkerError::Refused(s.message().to_owned())),
-                Err(s) => {
-                    let pause = backoff.next(&self.address, &s);
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        () = &mut shutdown => break Ok(()),
-                    }
-                }
-            }
+        let shared = Polling {
+            activities: Arc::new(activities),
+            names,
+            slots: Arc::new(Semaphore::new(self.options.max_concurrent.max(1))),
+            attempts: Mutex::new(JoinSet::new()),
         };
+        let pollers = (0..self.options.pollers.max(1)).map(|_| self.poll_loop(&shared));
+        tokio::pin!(shutdown);
+        let result = tokio::select! {
+            refused = futures::future::try_join_all(pollers) => refused.map(|_| ()),
+            () = &mut shutdown => Ok(()),
+        };
+        let mut attempts = shared.attempts.into_inner().expect("attempts poisoned");
         if !attempts.is_empty() {
             tracing::info!(
                 in_flight = attempts.len(),
@@ -204,6 +184,81 @@ impl Worker {
         }
         result
     }
+
+    /// One poller: waits for a free slot, asks for as many tasks as there
+    /// are free slots, runs each in a slot of its own. Ends only when the
+    /// host refuses the worker for good (or when dropped, at shutdown).
+    async fn poll_loop(&self, shared: &Polling) -> Result<(), WorkerError> {
+        let mut backoff = Backoff::default();
+        loop {
+            let first = shared
+                .slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let extra = (shared.slots.available_permits() as u32).min(MAX_TASKS_PER_POLL - 1);
+            let mut slots = vec![first];
+            if extra > 0
+                && let Ok(more) = shared.slots.clone().try_acquire_many_owned(extra)
+            {
+                slots.push(more);
+            }
+            let wanted: u32 = slots.iter().map(|s| s.num_permits() as u32).sum();
+            let poll = proto::PollActivityTaskRequest {
+                worker_id: self.options.worker_id.clone(),
+                activity_names: shared.names.clone(),
+                wait_ms: self.options.poll_wait.as_millis() as u64,
+                max_tasks: wanted,
+            };
+            match self.client.clone().poll_activity_task(poll).await {
+                Ok(answer) => {
+                    backoff.reset(&self.address);
+                    let tasks = answer.into_inner().tasks;
+                    let mut permits = slots.into_iter().flat_map(split_permit);
+                    let mut attempts = shared.attempts.lock().expect("attempts poisoned");
+                    // Reap finished attempts so the set does not grow.
+                    while attempts.try_join_next().is_some() {}
+                    for task in tasks {
+                        let slot = permits.next();
+                        let (client, activities) = (self.client.clone(), shared.activities.clone());
+                        attempts.spawn(async move {
+                            run_attempt(client, &activities, task).await;
+                            drop(slot);
+                        });
+                    }
+                }
+                Err(s) if fatal(&s) => return Err(WorkerError::Refused(s.message().to_owned())),
+                Err(s) => {
+                    drop(slots);
+                    tokio::time::sleep(backoff.next(&self.address, &s)).await;
+                }
+            }
+        }
+    }
+}
+
+/// The most tasks one poll asks for (the host's own limit).
+const MAX_TASKS_PER_POLL: u32 = 100;
+
+/// What a worker's pollers share.
+struct Polling {
+    activities: Arc<Activities>,
+    names: Vec<String>,
+    /// One permit per attempt that may run at once.
+    slots: Arc<Semaphore>,
+    attempts: Mutex<JoinSet<()>>,
+}
+
+/// A permit of several slots as permits of one slot each, so that each
+/// attempt frees its own slot when it ends.
+fn split_permit(mut permit: OwnedSemaphorePermit) -> Vec<OwnedSemaphorePermit> {
+    let mut one_each = Vec::with_capacity(permit.num_permits());
+    while permit.num_permits() > 1 {
+        one_each.push(permit.split(1).expect("more than one permit"));
+    }
+    one_each.push(permit);
+    one_each
 }
 
 /// Errors that retrying cannot fix.

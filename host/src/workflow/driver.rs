@@ -7,8 +7,9 @@ use crate::model::{
 };
 use crate::scheduler::Clock;
 use crate::store::{
-    ActivationCommit, CreateRun, NewActivityTask, NewChild, NewTimer, PendingJobs, RunClaim,
-    RunOptions, RunOutcome, RunRecord, RunStatus, Store, StoreError,
+    ActivationCommit, AttemptOutcome, CreateRun, FinishedAttempt, NewActivityTask, NewChild,
+    NewTimer, PendingJobs, ResolvedActivity, RunClaim, RunOptions, RunOutcome, RunRecord,
+    RunStatus, Store, StoreError,
 };
 use crate::wasm::{GuestError, Instance, LoadedModule, RunRng, WasmEngine};
 use lru::LruCache;
@@ -35,6 +36,21 @@ struct Warm {
     start: StartInfo,
     last_seq: u64,
     last_time_ms: u64,
+    /// What this host last committed for the run, when this instance made
+    /// that commit (not when it was rebuilt by replay for a query).
+    committed: Option<Committed>,
+}
+
+/// A run as this host's last commit left it: enough to run its next
+/// activation ahead of a claim and commit it with the result that wakes it.
+#[derive(Clone)]
+struct Committed {
+    run: RunRecord,
+    /// The lease the commit was made under (released by it, and unchanged
+    /// until some host claims the run again).
+    lease_token: i64,
+    /// The wake-ups the commit handled.
+    handled_wakeups: i64,
 }
 
 /// What one activation did, for the scheduler's bookkeeping.
@@ -47,6 +63,69 @@ pub(crate) struct ActivationReport {
     pub(crate) local_activities: Vec<LocalActivity>,
     /// The run stopped running, with this status: it closed, or was parked (stuck).
     pub(crate) closed: Option<RunStatus>,
+}
+
+/// One activation, run and ready to commit.
+struct Prepared {
+    commit: ActivationCommit,
+    report: ActivationReport,
+    ahead: Ahead,
+}
+
+/// An instance that ran an activation not yet committed.
+struct Ahead {
+    /// The instance, as the activation left it.
+    warm: Warm,
+    /// The run as the commit leaves it.
+    run_after: RunRecord,
+    time_ms: u64,
+}
+
+impl Prepared {
+    /// The activation only schedules work (activities, timers, markers):
+    /// the run stays open and no other run, update or cancel is touched.
+    fn schedules_only(&self) -> bool {
+        let c = &self.commit;
+        matches!(c.outcome, RunOutcome::Running)
+            && c.new_children.is_empty()
+            && c.cancelled_children.is_empty()
+            && c.cancelled_activities.is_empty()
+            && c.completed_updates.is_empty()
+            && c.consumed_updates.is_empty()
+            && !c.consumed_cancel
+    }
+}
+
+/// A run as [`RunStore::create_run`](crate::store::RunStore::create_run) writes it.
+fn new_run_record(create: &CreateRun) -> RunRecord {
+    let o = &create.options;
+    RunRecord {
+        run_id: create.run_id.clone(),
+        workflow_id: create.workflow_id.clone(),
+        workflow_type: create.workflow_type.clone(),
+        module_sha256: create.module_sha256.clone(),
+        status: RunStatus::Running,
+        output: None,
+        failure: None,
+        stuck: None,
+        last_seq: create.first_event.seq,
+        last_hash: create.first_event.hash,
+        created_at_ms: create.now_ms,
+        closed_at_ms: None,
+        parent: o.parent.clone(),
+        status_line: None,
+        search_attributes: match &o.search_attributes {
+            Value::Null => Value::Object(serde_json::Map::new()),
+            attributes => attributes.clone(),
+        },
+        memo: o.memo.clone(),
+        cancel_requested: None,
+        termination_requested: None,
+        deadline_ms: o.deadline_ms,
+        execution_deadline_ms: o.execution_deadline_ms,
+        run_timeout_ms: o.run_timeout_ms,
+        continued_to: None,
+    }
 }
 
 /// A local activity an activation scheduled.
@@ -207,6 +286,7 @@ impl Driver {
                     start,
                     last_seq: history.len() as u64,
                     last_time_ms,
+                    committed: None,
                 }),
                 Err(e) => Err(e),
             },
@@ -234,7 +314,7 @@ impl Driver {
                 .await?;
             return Ok(ActivationReport::default());
         }
-        let mut warm = match self.take_warm(&run) {
+        let warm = match self.take_warm(&run) {
             Some(w) => w,
             None => match self.rebuild(&run).await? {
                 Ok(w) => w,
@@ -248,20 +328,8 @@ impl Driver {
             },
         };
 
-        // Workflow time never goes backwards, even if host clocks disagree.
-        let time_ms = now.max(warm.last_time_ms);
-        let (job_events, jobs) = ordered_jobs(&pending);
-        let (commands, status) = match run_guest(
-            &mut warm.instance,
-            &warm.start,
-            first,
-            &jobs,
-            time_ms,
-            false,
-        )
-        .await
-        {
-            Ok(r) => r,
+        let prepared = match self.prepare(claim, &run, &pending, warm, first, now).await {
+            Ok(p) => p,
             Err(error) => {
                 let at_event = run.last_seq + 1;
                 self.park(claim, &ReplayError::Guest { at_event, error })
@@ -272,6 +340,205 @@ impl Driver {
                 });
             }
         };
+        let Prepared {
+            commit,
+            report,
+            ahead,
+        } = prepared;
+        // On an error, another host may own the run now: the instance is stale, drop it.
+        self.store.commit_activation(commit).await?;
+        tracing::debug!(run_id = %run.run_id, last_seq = ahead.run_after.last_seq, "activation committed");
+        self.keep_committed(claim, &report, ahead);
+        Ok(report)
+    }
+
+    /// Starts a run with its first activation already done: the guest runs
+    /// here, and the run, its first events and what they schedule are
+    /// written in one transaction ([`RunStore::start_run`](crate::store::RunStore::start_run)),
+    /// so a new run costs one commit instead of a create, a claim, a read-back
+    /// of its history and a commit. `None` when that does not apply and the
+    /// caller creates the run the ordinary way (which the activation loop
+    /// then activates): the module is not loaded here, the guest failed in
+    /// its first activation (the ordinary path parks it with the reason), the
+    /// first activation does more than schedule work (it closes the run,
+    /// starts children, answers updates), or the workflow id is not free
+    /// (the ordinary path gives the refusal or the open run).
+    pub(crate) async fn start_eagerly(
+        &self,
+        create: &CreateRun,
+    ) -> Result<Option<ActivationReport>, DriverError> {
+        let Some(module) = self.engine.loaded(&create.module_sha256) else {
+            return Ok(None);
+        };
+        let history = crate::model::History::from_recorded(vec![create.first_event.clone()]);
+        let Ok((start, _)) = parse_history(&history) else {
+            return Ok(None);
+        };
+        let options = start.instance_options(create.run_id.clone());
+        let Ok(instance) = Instance::new(&self.engine, &module, options).await else {
+            return Ok(None);
+        };
+        let run = new_run_record(create);
+        let warm = Warm {
+            instance,
+            start,
+            last_seq: 1,
+            last_time_ms: 0,
+            committed: None,
+        };
+        // Nobody else can see the run before the transaction commits: the
+        // run's first lease token, and the wake-up it is created with.
+        let claim = RunClaim {
+            run_id: run.run_id.clone(),
+            lease_token: 0,
+            observed_wakeups: 1,
+        };
+        let Ok(prepared) = self
+            .prepare(
+                &claim,
+                &run,
+                &PendingJobs::default(),
+                warm,
+                true,
+                create.now_ms,
+            )
+            .await
+        else {
+            return Ok(None);
+        };
+        if !prepared.schedules_only() {
+            return Ok(None);
+        }
+        let Prepared {
+            commit,
+            report,
+            ahead,
+        } = prepared;
+        if !self.store.start_run(create.clone(), commit).await? {
+            return Ok(None);
+        }
+        tracing::debug!(run_id = %run.run_id, last_seq = ahead.run_after.last_seq, "run started with its first activation");
+        self.keep_committed(&claim, &report, ahead);
+        Ok(Some(report))
+    }
+
+    /// Records an attempt's result and, when this host holds the run warm
+    /// from its last commit, runs the activation that result wakes at once
+    /// and commits both in one transaction
+    /// ([`RunStore::finish_and_commit`](crate::store::RunStore::finish_and_commit)):
+    /// one commit instead of a result, a claim and an activation. Otherwise
+    /// (no warm instance, a retry, a deadline due, the guest failing, or the
+    /// run moved on meanwhile) the result alone is recorded and the run is
+    /// activated the ordinary way. The report of the activation, when it
+    /// was committed with the result.
+    pub(crate) async fn finish_attempt(
+        &self,
+        finished: FinishedAttempt,
+    ) -> Result<Option<ActivationReport>, StoreError> {
+        let resolved = match &finished.outcome {
+            AttemptOutcome::Completed { output } => Some(Ok(output.clone())),
+            AttemptOutcome::Failed { failure } => Some(Err(failure.clone())),
+            AttemptOutcome::Retry { .. } => None,
+        };
+        let warm = resolved
+            .as_ref()
+            .and_then(|_| self.take_committed(&finished.run_id));
+        let (Some(resolved), Some(warm)) = (resolved, warm) else {
+            return self.finish_alone(finished).await;
+        };
+        let committed = warm.committed.clone().expect("take_committed checks it");
+        if host_verdict(&committed.run, finished.now_ms).is_some() {
+            self.put_warm(finished.run_id.clone(), warm);
+            return self.finish_alone(finished).await;
+        }
+        let pending = PendingJobs {
+            activities: vec![ResolvedActivity {
+                seq: finished.seq,
+                attempt: finished.attempt,
+                outcome: resolved,
+                resolved_at_ms: finished.now_ms,
+            }],
+            ..PendingJobs::default()
+        };
+        let claim = RunClaim {
+            run_id: finished.run_id.clone(),
+            lease_token: committed.lease_token,
+            observed_wakeups: committed.handled_wakeups + 1,
+        };
+        let prepared = match self
+            .prepare(
+                &claim,
+                &committed.run,
+                &pending,
+                warm,
+                false,
+                finished.now_ms,
+            )
+            .await
+        {
+            Ok(p) => p,
+            // The ordinary path replays the run and parks it with the reason.
+            Err(_) => return self.finish_alone(finished).await,
+        };
+        let Prepared {
+            commit,
+            report,
+            ahead,
+        } = prepared;
+        if !self.store.finish_and_commit(finished, commit).await? {
+            // The result is recorded; the instance ran ahead of a run that moved on.
+            return Ok(None);
+        }
+        tracing::debug!(run_id = %claim.run_id, last_seq = ahead.run_after.last_seq, "activation committed with the result that woke it");
+        self.keep_committed(&claim, &report, ahead);
+        Ok(Some(report))
+    }
+
+    async fn finish_alone(
+        &self,
+        finished: FinishedAttempt,
+    ) -> Result<Option<ActivationReport>, StoreError> {
+        self.store
+            .finish_attempt(
+                &finished.run_id,
+                finished.seq,
+                finished.lease_token,
+                finished.outcome,
+                finished.now_ms,
+            )
+            .await?;
+        Ok(None)
+    }
+
+    /// The warm instance of a run, if this host's last commit of it made it.
+    fn take_committed(&self, run_id: &RunId) -> Option<Warm> {
+        let warm = self.warm.lock().expect("warm cache poisoned").pop(run_id)?;
+        (warm.committed.is_some() && !warm.instance.is_poisoned()).then_some(warm)
+    }
+
+    /// Runs the guest for one activation and builds what it writes. A guest
+    /// error is returned for the caller to park the run (or not start it).
+    async fn prepare(
+        &self,
+        claim: &RunClaim,
+        run: &RunRecord,
+        pending: &PendingJobs,
+        mut warm: Warm,
+        first: bool,
+        now: u64,
+    ) -> Result<Prepared, GuestError> {
+        // Workflow time never goes backwards, even if host clocks disagree.
+        let time_ms = now.max(warm.last_time_ms);
+        let (job_events, jobs) = ordered_jobs(pending);
+        let (commands, status) = run_guest(
+            &mut warm.instance,
+            &warm.start,
+            first,
+            &jobs,
+            time_ms,
+            false,
+        )
+        .await?;
 
         let mut events = vec![Event::ActivationStarted { time_ms }];
         events.extend(job_events);
@@ -291,7 +558,7 @@ impl Driver {
                 message: message.clone(),
             },
             GuestStatus::ContinuedAsNew(input) => RunOutcome::ContinuedAsNew {
-                next: Box::new(self.continued_run(&run, &warm.start, input.clone(), now)),
+                next: Box::new(self.continued_run(run, &warm.start, input.clone(), now)),
             },
         };
         let mut commit = ActivationCommit {
@@ -420,20 +687,47 @@ impl Driver {
         // A timer started and cancelled in the same activation never reaches the table.
         let removed = commit.removed_timers.clone();
         commit.new_timers.retain(|t| !removed.contains(&t.seq));
-
-        match self.store.commit_activation(commit).await {
-            Ok(()) => {
-                tracing::debug!(run_id = %run.run_id, last_seq = new_last_seq, "activation committed");
-                if report.closed.is_none() {
-                    warm.last_seq = new_last_seq;
-                    warm.last_time_ms = time_ms;
-                    self.put_warm(run.run_id.clone(), warm);
-                }
-                Ok(report)
-            }
-            // Another host owns the run now: our instance is stale, drop it.
-            Err(e) => Err(e.into()),
+        let mut run_after = run.clone();
+        run_after.last_seq = new_last_seq;
+        if let Some(last) = commit.events.last() {
+            run_after.last_hash = last.hash;
         }
+        if let Some(attributes) = &commit.search_attributes {
+            run_after.search_attributes = attributes.clone();
+        }
+        if commit.status_line.is_some() {
+            run_after.status_line = commit.status_line.clone();
+        }
+        Ok(Prepared {
+            commit,
+            report,
+            ahead: Ahead {
+                warm,
+                run_after,
+                time_ms,
+            },
+        })
+    }
+
+    /// Keeps the instance warm after its activation committed under `claim`
+    /// (unless the run closed).
+    fn keep_committed(&self, claim: &RunClaim, report: &ActivationReport, ahead: Ahead) {
+        if report.closed.is_some() {
+            return;
+        }
+        let Ahead {
+            mut warm,
+            run_after,
+            time_ms,
+        } = ahead;
+        warm.last_seq = run_after.last_seq;
+        warm.last_time_ms = time_ms;
+        warm.committed = Some(Committed {
+            run: run_after,
+            lease_token: claim.lease_token,
+            handled_wakeups: claim.observed_wakeups,
+        });
+        self.put_warm(claim.run_id.clone(), warm);
     }
 
     fn new_run_id(&self) -> RunId {

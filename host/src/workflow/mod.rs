@@ -11,7 +11,7 @@
 mod driver;
 mod replay;
 
-pub(crate) use driver::{Driver, DriverConfig, DriverError, LocalActivity};
+pub(crate) use driver::{ActivationReport, Driver, DriverConfig, DriverError, LocalActivity};
 pub(crate) use replay::parse_history;
 pub use replay::{
     Divergence, HistoryError, ReplayError, ReplayVerdict, StartInfo, replay_against, replay_history,

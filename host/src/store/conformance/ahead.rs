@@ -1,0 +1,305 @@
+//! Activations run ahead of a claim: a run started with its first
+//! activation ([`RunStore::start_run`](crate::store::RunStore::start_run)), and
+//! a result committed together with the activation it wakes
+//! ([`RunStore::finish_and_commit`](crate::store::RunStore::finish_and_commit)).
+
+use super::*;
+use crate::store::FinishedAttempt;
+
+/// A run's first event and its `CreateRun`, not yet written.
+fn new_run(workflow_id: &str, run_id: &str, now_ms: u64) -> (CreateRun, Run) {
+    let mut history = History::default();
+    history.push(
+        Event::WorkflowStarted {
+            workflow_type: "order".into(),
+            workflow_id: workflow_id.into(),
+            input: json!({"customer": "ada"}),
+            module_sha256: module_sha(),
+            seed: 7,
+            parent: None,
+            continued_from: None,
+        },
+        now_ms,
+    );
+    let id = RunId(run_id.into());
+    let create = CreateRun {
+        run_id: id.clone(),
+        workflow_id: workflow_id.into(),
+        workflow_type: "order".into(),
+        module_sha256: module_sha(),
+        first_event: history.events()[0].clone(),
+        now_ms,
+        options: RunOptions::default(),
+    };
+    (create, Run { id, history })
+}
+
+/// The claim a new run's first activation is made under: its first lease
+/// token and the wake-up it is created with.
+fn first_claim(run: &Run) -> RunClaim {
+    RunClaim {
+        run_id: run.id.clone(),
+        lease_token: 0,
+        observed_wakeups: 1,
+    }
+}
+
+pub async fn start_run_writes_the_run_with_its_first_activation(store: &dyn Store) {
+    let (create, mut run) = new_run("wf-eager", "run-eager-1", T0);
+    let mut first = run.commit(&first_claim(&run), Vec::new(), T0);
+    schedule_in(&run, &mut first, 1, "charge", ActivityOptions::default());
+    let events = first.events.clone();
+    assert!(store.start_run(create, first).await.expect("start_run"));
+    let mut all = run.history.events().to_vec();
+    all.extend(events);
+    run.history = History::from_recorded(all);
+
+    let stored = store.history(&run.id).await.expect("history");
+    assert_eq!(stored, run.history);
+    stored.verify().expect("chain verifies");
+    let record = store.run(&run.id).await.expect("run");
+    assert_eq!(
+        (record.status, record.last_seq),
+        (RunStatus::Running, 3),
+        "created with its first activation applied"
+    );
+    assert_not_claimable(store, T0 + 1, "the first activation is already done").await;
+    let tasks = store
+        .claim_activities("worker", &names(&["charge"]), T0 + 1, 1_000, 10)
+        .await
+        .expect("claim_activities");
+    assert_eq!(tasks.len(), 1, "its activity is claimable at once");
+
+    // The workflow id is taken: nothing of the second run is written.
+    let (create, second) = new_run("wf-eager", "run-eager-2", T0 + 2);
+    let first = second.commit(&first_claim(&second), Vec::new(), T0 + 2);
+    assert!(
+        !store
+            .start_run(create, first)
+            .await
+            .expect("start_run with a taken workflow id")
+    );
+    assert!(matches!(
+        store.run(&second.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.history(&second.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+/// A run with activity 1 (`charge`) scheduled under `claim`, and its attempt 1 claimed.
+async fn run_with_a_running_attempt(
+    store: &dyn Store,
+    workflow_id: &str,
+) -> (Run, RunClaim, ActivityTask) {
+    let mut run = Run::start(store, workflow_id, T0).await;
+    let claim = claim_only(store, "host-a", T0, &run).await;
+    let mut commit = run.commit(&claim, Vec::new(), T0);
+    schedule_in(&run, &mut commit, 1, "charge", ActivityOptions::default());
+    run.apply(store, commit).await;
+    let mut tasks = store
+        .claim_activities("worker", &names(&["charge"]), T0 + 1, 60_000, 1)
+        .await
+        .expect("claim_activities");
+    let task = tasks.pop().expect("the task is claimed");
+    assert_eq!(task.attempt, 1);
+    (run, claim, task)
+}
+
+fn paid(task: &ActivityTask, now_ms: u64) -> FinishedAttempt {
+    FinishedAttempt {
+        run_id: task.run_id.clone(),
+        seq: task.seq,
+        lease_token: task.lease_token,
+        attempt: task.attempt,
+        outcome: AttemptOutcome::Completed {
+            output: json!("paid"),
+        },
+        now_ms,
+    }
+}
+
+/// The activation the result of attempt 1 wakes, closing the run, prepared
+/// under the run's last commit's claim.
+fn closing_activation(run: &Run, last: &RunClaim, now_ms: u64) -> ActivationCommit {
+    let claim = RunClaim {
+        run_id: run.id.clone(),
+        lease_token: last.lease_token,
+        observed_wakeups: last.observed_wakeups + 1,
+    };
+    let mut commit = run.commit(
+        &claim,
+        vec![
+            Event::ActivityCompleted {
+                seq: 1,
+                output: json!("paid"),
+                attempt: 1,
+            },
+            Event::WorkflowCompleted {
+                output: json!("done"),
+            },
+        ],
+        now_ms,
+    );
+    commit.consumed_activities = vec![1];
+    commit.outcome = RunOutcome::Completed {
+        output: json!("done"),
+    };
+    commit
+}
+
+pub async fn finish_and_commit_applies_a_result_with_the_activation_it_wakes(store: &dyn Store) {
+    let (mut run, claim, task) = run_with_a_running_attempt(store, "wf-ahead").await;
+    let next = closing_activation(&run, &claim, T0 + 2);
+    let events = next.events.clone();
+    assert!(
+        store
+            .finish_and_commit(paid(&task, T0 + 2), next.clone())
+            .await
+            .expect("finish_and_commit")
+    );
+    let mut all = run.history.events().to_vec();
+    all.extend(events);
+    run.history = History::from_recorded(all);
+    assert_eq!(store.history(&run.id).await.expect("history"), run.history);
+    let record = store.run(&run.id).await.expect("run");
+    assert_eq!(record.status, RunStatus::Completed);
+    assert_eq!(record.output, Some(json!("done")));
+    assert!(
+        store
+            .pending_jobs(&run.id, T0 + 3)
+            .await
+            .expect("pending_jobs")
+            .is_empty(),
+        "the result was consumed by the activation committed with it"
+    );
+    assert_not_claimable(store, T0 + 3, "nothing is left to activate").await;
+
+    // The caller did not hear back and tries again: the attempt is no longer
+    // current, so nothing is written twice.
+    match store.finish_and_commit(paid(&task, T0 + 4), next).await {
+        Err(StoreError::Conflict { .. }) => {}
+        other => panic!("a repeated finish_and_commit must be a conflict, got {other:?}"),
+    }
+    assert_eq!(store.history(&run.id).await.expect("history"), run.history);
+}
+
+pub async fn finish_and_commit_records_only_the_result_when_a_signal_came_first(store: &dyn Store) {
+    // A signal came in after the run's last commit: the activation prepared
+    // without it must not apply, the result must.
+    let (run, claim, task) = run_with_a_running_attempt(store, "wf-ahead-signal").await;
+    store
+        .send_signal(&run.id, "nudge", json!(1), T0 + 2)
+        .await
+        .expect("send_signal");
+    let next = closing_activation(&run, &claim, T0 + 3);
+    assert!(
+        !store
+            .finish_and_commit(paid(&task, T0 + 3), next)
+            .await
+            .expect("finish_and_commit")
+    );
+    assert_eq!(store.history(&run.id).await.expect("history"), run.history);
+    let jobs = store
+        .pending_jobs(&run.id, T0 + 4)
+        .await
+        .expect("pending_jobs");
+    assert_eq!(
+        (jobs.activities.len(), jobs.signals.len()),
+        (1, 1),
+        "the result is recorded beside the signal"
+    );
+    assert_eq!(
+        claimed_ids(store, "host-b", T0 + 4).await,
+        vec![run.id.clone()]
+    );
+}
+
+pub async fn finish_and_commit_records_only_the_result_when_another_host_claimed_the_run(
+    store: &dyn Store,
+) {
+    // Another host claimed the run after its last commit, for a due timer,
+    // and handed it back without writing: only its lease token moved on.
+    let mut run = Run::start(store, "wf-ahead-claimed", T0).await;
+    let claim = claim_only(store, "host-a", T0, &run).await;
+    let mut commit = run.commit(&claim, Vec::new(), T0);
+    schedule_in(&run, &mut commit, 1, "charge", ActivityOptions::default());
+    start_timer_in(&run, &mut commit, 2, T0 + 2);
+    run.apply(store, commit).await;
+    let task = store
+        .claim_activities("worker", &names(&["charge"]), T0 + 1, 60_000, 1)
+        .await
+        .expect("claim_activities")
+        .pop()
+        .expect("the task is claimed");
+    let taken = claim_only(store, "host-b", T0 + 2, &run).await;
+    assert_eq!(taken.lease_token, claim.lease_token + 1);
+    store
+        .release_run(&run.id, taken.lease_token)
+        .await
+        .expect("release_run");
+    let next = closing_activation(&run, &claim, T0 + 3);
+    assert!(
+        !store
+            .finish_and_commit(paid(&task, T0 + 3), next)
+            .await
+            .expect("finish_and_commit")
+    );
+    assert_eq!(store.history(&run.id).await.expect("history"), run.history);
+    assert_eq!(
+        store
+            .pending_jobs(&run.id, T0 + 4)
+            .await
+            .expect("pending_jobs")
+            .activities
+            .len(),
+        1,
+        "the result is recorded"
+    );
+}
+
+pub async fn finish_and_commit_records_only_the_result_of_another_attempt(store: &dyn Store) {
+    // A result that names another attempt than the one running.
+    let (run, claim, task) = run_with_a_running_attempt(store, "wf-ahead-attempt").await;
+    let next = closing_activation(&run, &claim, T0 + 3);
+    let mut finished = paid(&task, T0 + 3);
+    finished.attempt = 2;
+    assert!(
+        !store
+            .finish_and_commit(finished, next)
+            .await
+            .expect("finish_and_commit")
+    );
+    assert_eq!(store.history(&run.id).await.expect("history"), run.history);
+    assert_eq!(
+        claimed_ids(store, "host-b", T0 + 4).await,
+        vec![run.id.clone()]
+    );
+}
+
+pub async fn finish_and_commit_of_a_stale_attempt_writes_nothing(store: &dyn Store) {
+    let (run, claim, task) = run_with_a_running_attempt(store, "wf-ahead-stale").await;
+    let next = closing_activation(&run, &claim, T0 + 2);
+    let mut finished = paid(&task, T0 + 2);
+    finished.lease_token += 1;
+    match store.finish_and_commit(finished, next).await {
+        Err(StoreError::Conflict { .. }) => {}
+        other => panic!("a stale attempt must be a conflict, got {other:?}"),
+    }
+    assert_eq!(store.history(&run.id).await.expect("history"), run.history);
+    assert!(
+        store
+            .pending_jobs(&run.id, T0 + 3)
+            .await
+            .expect("pending_jobs")
+            .is_empty(),
+        "no result was recorded"
+    );
+    let current = store
+        .current_attempt(&run.id, 1, task.lease_token)
+        .await
+        .expect("current_attempt");
+    assert!(current.is_some(), "the running attempt is untouched");
+}
