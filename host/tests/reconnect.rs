@@ -297,7 +297,7 @@ async fn next_change(changes: &mut Changes, want: Change) {
     }
 }
 
-/// The feed reports a new run, reconnects after its connection is cut and
+/// The feed reports a woken run, reconnects after its connection is cut and
 /// says so (so the host's loops look for work), and works on afterwards; a
 /// feed of another schema in the same database hears none of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,6 +334,9 @@ async fn the_change_feed_reconnects_and_says_so() {
         .unwrap()
         .sha256;
     let run = client.start(steps(0, &module)).await.unwrap();
+    // The run started with its first activation done, which left other
+    // hosts nothing to do; a signal wakes it.
+    client.signal(&run, "go", json!("amber")).await.unwrap();
     next_change(&mut changes, Change::Runs).await;
 
     // Cut the feed's connection (and the pool's): it reconnects and says so.

@@ -52,6 +52,8 @@ mod lifecycle;
 mod notify;
 mod versions;
 
+use notify::{Kinds, Notifier};
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
 /// Connections per store: Postgres commits best from a handful of connections at once.
@@ -85,6 +87,8 @@ pub struct PostgresStore {
     /// notifications it keeps.
     connect: PgConnectOptions,
     schema: String,
+    /// Announces the work this store's writes made ready to other hosts.
+    notifier: Notifier,
 }
 
 /// How [`PostgresStore::connect_with`] connects, beyond the URL.
@@ -160,11 +164,14 @@ impl PostgresStore {
             (None, None) => connect = connect.application_name("weft"),
             (None, Some(_)) => {}
         }
+        // This host announces its work itself (see `notify`): its sessions
+        // tell the notification triggers to stay quiet.
+        let statements = connect.clone().options([("weft.notify", "host")]);
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .test_before_acquire(false)
-            .connect_with(connect.clone())
+            .connect_with(statements)
             .await
             .map_err(|e| {
                 StoreError::Unavailable(format!(
@@ -188,10 +195,12 @@ impl PostgresStore {
         let schema: String = sqlx::query_scalar("SELECT current_schema()")
             .fetch_one(&pool)
             .await?;
+        let notifier = Notifier::spawn(connect.clone(), schema.clone());
         Ok(Self {
             pool,
             connect,
             schema,
+            notifier,
         })
     }
 
@@ -256,7 +265,10 @@ impl RunStore for PostgresStore {
         let mut conn = self.pool.acquire().await?;
         for _ in 0..CREATE_ATTEMPTS {
             match lifecycle::place_run(&mut conn, &run).await? {
-                Placed::New => return Ok(Created::New),
+                Placed::New => {
+                    self.notifier.notify(Kinds::RUN);
+                    return Ok(Created::New);
+                }
                 Placed::Open(open)
                     if request.options.id_conflict_policy == IdConflictPolicy::UseExisting =>
                 {
@@ -264,6 +276,7 @@ impl RunStore for PostgresStore {
                         return Ok(Created::Existing(open));
                     };
                     if lifecycle::queue_signal(&mut conn, &open, name, input, run.now_ms).await? {
+                        self.notifier.notify(Kinds::RUN);
                         return Ok(Created::Existing(open));
                     }
                     // That run closed in between: start a new one after all.
@@ -430,11 +443,13 @@ impl RunStore for PostgresStore {
         // it in one transaction.
         if lc.is_empty() && commit.cancelled_activities.is_empty() {
             let mut conn = self.pool.acquire().await?;
-            return append(&mut conn, &commit, &c).await;
+            append(&mut conn, &commit, &c).await?;
+        } else {
+            let mut tx = lifecycle::begin(&self.pool, run_id, &lc).await?;
+            apply_activation(&mut tx, &commit, &c, &lc).await?;
+            tx.commit().await?;
         }
-        let mut tx = lifecycle::begin(&self.pool, run_id, &lc).await?;
-        apply_activation(&mut tx, &commit, &c, &lc).await?;
-        tx.commit().await?;
+        self.notifier.notify(commit_kinds(&commit));
         Ok(())
     }
 
@@ -449,6 +464,7 @@ impl RunStore for PostgresStore {
         }
         apply_activation(&mut tx, &first, &c, &lc).await?;
         tx.commit().await?;
+        self.notifier.notify(commit_kinds(&first));
         Ok(true)
     }
 
@@ -486,6 +502,12 @@ impl RunStore for PostgresStore {
             apply_activation(&mut tx, &next, &c, &lc).await?;
         }
         tx.commit().await?;
+        // Applied: what the activation made ready. Not: the result woke the run.
+        self.notifier.notify(if fits {
+            commit_kinds(&next)
+        } else {
+            Kinds::RUN
+        });
         Ok(fits)
     }
 
@@ -585,6 +607,34 @@ impl RunStore for PostgresStore {
         .await?;
         uint(freed, "the number of leases reclaimed")
     }
+}
+
+/// What an activation commit makes ready for other hosts, as the triggers of
+/// migration 0004 would have announced it.
+fn commit_kinds(commit: &ActivationCommit) -> Kinds {
+    let closing = !matches!(commit.outcome, super::RunOutcome::Running);
+    let tasks = !closing && !commit.new_activities.is_empty();
+    Kinds::NONE
+        .with(Kinds::ACTIVITY, tasks)
+        .with(
+            Kinds::TIMEOUT,
+            tasks
+                && commit.new_activities.iter().any(|t| {
+                    t.options.schedule_to_start_timeout_ms > 0
+                        || t.options.schedule_to_close_timeout_ms > 0
+                }),
+        )
+        .with(Kinds::TIMER, !closing && !commit.new_timers.is_empty())
+        // A close wakes the parent (or starts the next run) and reaches the
+        // children; new children are runnable; a cancelled activity resolves
+        // and wakes its own run.
+        .with(
+            Kinds::RUN,
+            closing
+                || !commit.new_children.is_empty()
+                || !commit.cancelled_children.is_empty()
+                || !commit.cancelled_activities.is_empty(),
+        )
 }
 
 /// Everything an activation commit writes, inside the caller's transaction:
@@ -807,6 +857,12 @@ async fn end_attempt<'c>(
 }
 
 impl PostgresStore {
+    /// After a write the shared version code makes (a resumed run, a reset
+    /// run with its inheritance): announces every kind of work.
+    pub(super) fn announce_all(&self) {
+        self.notifier.notify(Kinds::ALL);
+    }
+
     async fn task_state(&self, run_id: &RunId, seq: u32) -> StoreResult<Option<TaskStateRow>> {
         Ok(sqlx::query_as(rows::TASK_STATE_SQL)
             .bind(run_id.as_str())
@@ -883,6 +939,10 @@ impl ActivityStore for PostgresStore {
             let now = self.task_state(run_id, seq).await?;
             return Err(rows::task_conflict(run_id, seq, now, lease_token));
         }
+        self.notifier.notify(match outcome {
+            AttemptOutcome::Retry { .. } => Kinds::ACTIVITY.with(Kinds::TIMEOUT, true),
+            _ => Kinds::RUN,
+        });
         Ok(())
     }
 
@@ -983,6 +1043,15 @@ impl ActivityStore for PostgresStore {
                 changed += 1;
             }
         }
+        // Final failures woke runs; retries made tasks claimable, with deadlines.
+        self.notifier.notify(
+            Kinds::NONE.with(
+                Kinds::RUN
+                    .with(Kinds::ACTIVITY, true)
+                    .with(Kinds::TIMEOUT, true),
+                changed > 0,
+            ),
+        );
         Ok(changed)
     }
 
@@ -1036,9 +1105,11 @@ impl SignalStore for PostgresStore {
         .bind(int(now_ms))
         .fetch_optional(&self.pool)
         .await?;
-        id.ok_or_else(|| StoreError::NotFound {
+        let id = id.ok_or_else(|| StoreError::NotFound {
             what: format!("open run {run_id} (it is closed or unknown; signals go to open runs)"),
-        })
+        })?;
+        self.notifier.notify(Kinds::RUN);
+        Ok(id)
     }
 
     async fn send_update(
@@ -1050,7 +1121,9 @@ impl SignalStore for PostgresStore {
         now_ms: u64,
     ) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await?;
-        lifecycle::send_update(&mut conn, run_id, update_id, name, &input, int(now_ms)).await
+        lifecycle::send_update(&mut conn, run_id, update_id, name, &input, int(now_ms)).await?;
+        self.notifier.notify(Kinds::RUN);
+        Ok(())
     }
 
     async fn update_outcome(
@@ -1062,7 +1135,9 @@ impl SignalStore for PostgresStore {
     }
 
     async fn request_cancel(&self, run_id: &RunId, reason: &str, now_ms: u64) -> StoreResult<()> {
-        lifecycle::request_cancel(&self.pool, run_id, reason, int(now_ms)).await
+        lifecycle::request_cancel(&self.pool, run_id, reason, int(now_ms)).await?;
+        self.notifier.notify(Kinds::RUN);
+        Ok(())
     }
 
     async fn request_termination(
@@ -1071,7 +1146,9 @@ impl SignalStore for PostgresStore {
         reason: &str,
         now_ms: u64,
     ) -> StoreResult<()> {
-        lifecycle::request_termination(&self.pool, run_id, reason, int(now_ms)).await
+        lifecycle::request_termination(&self.pool, run_id, reason, int(now_ms)).await?;
+        self.notifier.notify(Kinds::RUN);
+        Ok(())
     }
 }
 

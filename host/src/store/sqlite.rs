@@ -122,6 +122,10 @@ impl SqliteStore {
         self.reader.close().await;
     }
 
+    /// Other hosts would be told of the work a version write made ready;
+    /// an SQLite file has one host, whose loops the caller wakes.
+    pub(super) fn announce_all(&self) {}
+
     async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }

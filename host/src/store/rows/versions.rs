@@ -369,6 +369,9 @@ macro_rules! version_store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
+                if change.resume {
+                    self.announce_all();
+                }
                 Ok(())
             }
 
@@ -433,6 +436,7 @@ macro_rules! version_store {
                     .await?;
                 }
                 tx.commit().await?;
+                self.announce_all();
                 Ok(())
             }
         }
