@@ -287,6 +287,7 @@ impl Host {
             DriverConfig {
                 warm_instances: config.warm_instances,
                 local_activity_window_ms: config.run_lease.as_millis() as u64,
+                default_lease_ms: config.default_start_to_close.as_millis() as u64,
             },
         );
         Self {

@@ -27,8 +27,10 @@
 //! ```
 
 mod executor;
+mod handoff;
 mod registry;
 
 pub(crate) use executor::{AttemptRunner, Called, exhausted, outcome_of_failure};
+pub(crate) use handoff::{Handoff, Place, Taken};
 pub use registry::{Activities, ActivityContext, ActivityError};
 pub(crate) use registry::{HeartbeatSink, StoreSink};

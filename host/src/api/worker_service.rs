@@ -14,7 +14,7 @@
 
 use super::mapping::status;
 use super::proto::{self, worker_service_server::WorkerService};
-use crate::activity::{ActivityError, exhausted, outcome_of_failure};
+use crate::activity::{ActivityError, Handoff, Place, exhausted, outcome_of_failure};
 use crate::host::{Host, HostInner};
 use crate::model::{Failure, RunId};
 use crate::scheduler::record_attempt;
@@ -154,6 +154,40 @@ impl Workers {
         }
     }
 
+    /// The answer to a poll: the tasks that still have time to run (one in
+    /// `task` for a poll that asked for none in particular, all in `tasks`
+    /// for one that named `max_tasks`). A task claimed after its
+    /// schedule-to-close deadline is failed here instead.
+    async fn answer(
+        &self,
+        claimed: Vec<ActivityTask>,
+        batch: bool,
+        worker_id: &str,
+    ) -> Result<Response<proto::PollActivityTaskResponse>, Status> {
+        let mut tasks = Vec::with_capacity(claimed.len());
+        for task in claimed {
+            if let Some(outcome) = exhausted(&task) {
+                let token = TaskToken::parse(&TaskToken::encode(&task))?;
+                let _ = self.finish(&token, outcome).await;
+                continue;
+            }
+            tracing::debug!(run_id = %task.run_id, seq = task.seq, activity = %task.name, attempt = task.attempt, worker_id, "an activity attempt went to a remote worker");
+            tasks.push(self.task(&task));
+        }
+        if tasks.iter().any(|t| t.heartbeat_timeout_ms > 0) {
+            self.host.wakeups.timeouts.notify_one();
+        }
+        Ok(Response::new(if batch {
+            proto::PollActivityTaskResponse { task: None, tasks }
+        } else {
+            // A poll without max_tasks is in line for one task at most.
+            proto::PollActivityTaskResponse {
+                task: tasks.pop(),
+                tasks: Vec::new(),
+            }
+        }))
+    }
+
     fn task(&self, task: &ActivityTask) -> proto::ActivityTask {
         proto::ActivityTask {
             task_token: TaskToken::encode(task),
@@ -170,6 +204,16 @@ impl Workers {
             run_id: task.run_id.to_string(),
             seq: task.seq,
         }
+    }
+}
+
+/// Takes a poll out of line: the tasks an activation handed it meanwhile,
+/// none if nobody took it.
+async fn leave(handoff: &Handoff, place: &mut Place) -> Vec<ActivityTask> {
+    if handoff.leave(place) {
+        Vec::new()
+    } else {
+        place.handed().await
     }
 }
 
@@ -203,6 +247,7 @@ impl WorkerService for Workers {
         let batch = r.max_tasks > 0;
         let limit = r.max_tasks.clamp(1, MAX_TASKS_PER_POLL);
         let host = &self.host;
+        let handoff = host.driver.handoff();
         loop {
             let woken = host.wakeups.pollers.notified();
             tokio::pin!(woken);
@@ -220,29 +265,18 @@ impl WorkerService for Workers {
                 )
                 .await
                 .map_err(|e| status(e.into()))?;
-            let mut tasks = Vec::with_capacity(claimed.len());
-            for task in claimed {
-                if let Some(outcome) = exhausted(&task) {
-                    let token = TaskToken::parse(&TaskToken::encode(&task))?;
-                    let _ = self.finish(&token, outcome).await;
-                    continue;
+            if !claimed.is_empty() {
+                let answer = self.answer(claimed, batch, worker_id).await?;
+                if answer.get_ref().task.is_some() || !answer.get_ref().tasks.is_empty() {
+                    return Ok(answer);
                 }
-                tracing::debug!(run_id = %task.run_id, seq = task.seq, activity = %task.name, attempt = task.attempt, worker_id, "an activity attempt went to a remote worker");
-                tasks.push(self.task(&task));
+                // Every task claimed had run out of time: look again.
+                continue;
             }
-            if !tasks.is_empty() {
-                if tasks.iter().any(|t| t.heartbeat_timeout_ms > 0) {
-                    host.wakeups.timeouts.notify_one();
-                }
-                return Ok(Response::new(if batch {
-                    proto::PollActivityTaskResponse { task: None, tasks }
-                } else {
-                    proto::PollActivityTaskResponse {
-                        task: tasks.pop(),
-                        tasks: Vec::new(),
-                    }
-                }));
-            }
+            // Nothing to claim: wait in line, so that an activation that
+            // schedules a task this worker serves hands it over in its commit.
+            // (A task scheduled since the claim, before this, wakes the poll.)
+            let mut place = handoff.wait(worker_id, &r.activity_names, limit);
             let next = host
                 .store
                 .next_activity_at(&r.activity_names)
@@ -256,14 +290,27 @@ impl WorkerService for Workers {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                () = woken => {}
-                () = due => {}
+            enum Woke {
+                Handed(Vec<ActivityTask>),
+                Look,
+                GiveUp,
+            }
+            let woke = tokio::select! {
+                handed = place.handed() => Woke::Handed(handed),
+                () = woken => Woke::Look,
+                () = due => Woke::Look,
                 // Tasks other hosts made: look again now and then.
-                () = tokio::time::sleep(host.config.poll_interval) => {}
-                () = tokio::time::sleep_until(give_up) => {
-                    return Ok(Response::new(proto::PollActivityTaskResponse::default()));
-                }
+                () = tokio::time::sleep(host.config.poll_interval) => Woke::Look,
+                () = tokio::time::sleep_until(give_up) => Woke::GiveUp,
+            };
+            let gave_up = matches!(woke, Woke::GiveUp);
+            let handed = match woke {
+                // Taken out of line: the tasks, or none when their commit failed.
+                Woke::Handed(handed) => handed,
+                Woke::Look | Woke::GiveUp => leave(handoff, &mut place).await,
+            };
+            if !handed.is_empty() || gave_up {
+                return self.answer(handed, batch, worker_id).await;
             }
         }
     }

@@ -208,6 +208,7 @@ macro_rules! conformance_tests {
             finish_and_commit_records_only_the_result_when_another_host_claimed_the_run,
             finish_and_commit_records_only_the_result_of_another_attempt,
             finish_and_commit_of_a_stale_attempt_writes_nothing,
+            a_task_claimed_as_it_is_scheduled_runs_its_first_attempt,
         );
     };
 }
@@ -357,6 +358,7 @@ fn schedule_in(
         input,
         options,
         visible_at_ms: commit.now_ms,
+        claimed: None,
     });
 }
 

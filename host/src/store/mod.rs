@@ -417,6 +417,19 @@ pub struct NewActivityTask {
     pub options: ActivityOptions,
     /// Earliest time the first attempt may start.
     pub visible_at_ms: u64,
+    /// Its first attempt, claimed by the commit that schedules the task (for
+    /// a worker's poll that waits for it); `None`: scheduled, to be claimed.
+    pub claimed: Option<InlineClaim>,
+}
+
+/// The first attempt of a new task, claimed as it is scheduled: attempt 1
+/// under lease token 1, as [`ActivityStore::claim_activities`] would claim it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InlineClaim {
+    /// Who holds the attempt (a worker's id).
+    pub owner: String,
+    /// When the attempt's lease ends (its start-to-close timeout from now).
+    pub lease_expires_at_ms: u64,
 }
 
 /// A new durable timer created by an activation.

@@ -613,16 +613,21 @@ impl RunStore for PostgresStore {
 /// migration 0004 would have announced it.
 fn commit_kinds(commit: &ActivationCommit) -> Kinds {
     let closing = !matches!(commit.outcome, super::RunOutcome::Running);
-    let tasks = !closing && !commit.new_activities.is_empty();
+    let tasks = if closing {
+        &[][..]
+    } else {
+        &commit.new_activities[..]
+    };
     Kinds::NONE
-        .with(Kinds::ACTIVITY, tasks)
+        // A task claimed as it was scheduled is no other host's to claim.
+        .with(Kinds::ACTIVITY, tasks.iter().any(|t| t.claimed.is_none()))
         .with(
             Kinds::TIMEOUT,
-            tasks
-                && commit.new_activities.iter().any(|t| {
-                    t.options.schedule_to_start_timeout_ms > 0
-                        || t.options.schedule_to_close_timeout_ms > 0
-                }),
+            tasks.iter().any(|t| {
+                t.options.schedule_to_start_timeout_ms > 0
+                    || t.options.schedule_to_close_timeout_ms > 0
+                    || (t.claimed.is_some() && t.options.heartbeat_timeout_ms > 0)
+            }),
         )
         .with(Kinds::TIMER, !closing && !commit.new_timers.is_empty())
         // A close wakes the parent (or starts the next run) and reaches the
@@ -697,16 +702,30 @@ async fn append(
              DELETE FROM timers
               WHERE run_id = $1 AND ($27::boolean OR seq = ANY($18::bigint[])) AND EXISTS (SELECT 1 FROM r)
          ), new_tasks AS (
+             -- A task with an owner is claimed as it is scheduled: its first
+             -- attempt runs, as claim_activities would have started it.
              INSERT INTO activity_tasks (run_id, seq, name, input, options, lease_ms, status, visible_at_ms,
                                          schedule_to_start_ms, heartbeat_timeout_ms, close_deadline_ms,
-                                         start_deadline_ms)
+                                         start_deadline_ms, attempt, lease_token, lease_owner,
+                                         lease_expires_at_ms, heartbeat_deadline_ms)
              SELECT r.run_id, a.seq, a.name, a.input, a.options, a.lease_ms,
-                    CASE WHEN $27::boolean THEN 'abandoned' ELSE 'scheduled' END, a.visible_at,
-                    a.schedule_to_start, a.heartbeat_timeout, a.close_deadline, a.start_deadline
+                    CASE WHEN $27::boolean THEN 'abandoned'
+                         WHEN a.owner IS NOT NULL THEN 'running'
+                         ELSE 'scheduled' END,
+                    COALESCE(a.expires, a.visible_at),
+                    a.schedule_to_start, a.heartbeat_timeout, a.close_deadline,
+                    CASE WHEN a.owner IS NULL THEN a.start_deadline END,
+                    CASE WHEN a.owner IS NULL THEN 0 ELSE 1 END,
+                    CASE WHEN a.owner IS NULL THEN 0 ELSE 1 END,
+                    a.owner, a.expires,
+                    CASE WHEN a.owner IS NOT NULL AND a.heartbeat_timeout > 0
+                         THEN $34::bigint + a.heartbeat_timeout END
                FROM r, UNNEST($19::bigint[], $20::text[], $21::text[], $22::text[], $23::bigint[], $24::bigint[],
-                              $28::bigint[], $29::bigint[], $30::bigint[], $31::bigint[])
+                              $28::bigint[], $29::bigint[], $30::bigint[], $31::bigint[],
+                              $32::text[], $33::bigint[])
                     AS a (seq, name, input, options, lease_ms, visible_at,
-                          schedule_to_start, heartbeat_timeout, close_deadline, start_deadline)
+                          schedule_to_start, heartbeat_timeout, close_deadline, start_deadline,
+                          owner, expires)
          ), new_timers AS (
              INSERT INTO timers (run_id, seq, fire_at_ms)
              SELECT r.run_id, t.seq, t.fire_at
@@ -751,6 +770,9 @@ async fn append(
     .bind(&c.task_heartbeat_timeout_ms)
     .bind(&c.task_close_deadline)
     .bind(&c.task_start_deadline)
+    .bind(&c.task_owner)
+    .bind(&c.task_lease_expires)
+    .bind(c.now_ms)
     .fetch_one(&mut *conn)
     .await
     .map_err(|e| match rows::unique_violation(&e).as_deref() {

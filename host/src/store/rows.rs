@@ -602,8 +602,12 @@ pub(super) struct CommitColumns {
     pub(super) task_heartbeat_timeout_ms: Vec<i64>,
     pub(super) task_close_deadline: Vec<Option<i64>>,
     pub(super) task_start_deadline: Vec<Option<i64>>,
+    /// The owner of each task claimed as it is scheduled (`None`: not claimed).
+    pub(super) task_owner: Vec<Option<String>>,
+    pub(super) task_lease_expires: Vec<Option<i64>>,
     pub(super) timer_seqs: Vec<i64>,
     pub(super) timer_fire_at: Vec<i64>,
+    pub(super) now_ms: i64,
 }
 
 impl CommitColumns {
@@ -721,12 +725,23 @@ impl CommitColumns {
                 .iter()
                 .map(|t| deadline(commit.now_ms, t.options.schedule_to_start_timeout_ms))
                 .collect(),
+            task_owner: commit
+                .new_activities
+                .iter()
+                .map(|t| t.claimed.as_ref().map(|c| c.owner.clone()))
+                .collect(),
+            task_lease_expires: commit
+                .new_activities
+                .iter()
+                .map(|t| t.claimed.as_ref().map(|c| int(c.lease_expires_at_ms)))
+                .collect(),
             timer_seqs: commit.new_timers.iter().map(|t| i64::from(t.seq)).collect(),
             timer_fire_at: commit
                 .new_timers
                 .iter()
                 .map(|t| int(t.fire_at_ms))
                 .collect(),
+            now_ms: int(commit.now_ms),
         })
     }
 }

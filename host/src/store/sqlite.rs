@@ -269,15 +269,25 @@ async fn insert_tasks(
     run_id: &RunId,
     c: &CommitColumns,
 ) -> StoreResult<()> {
-    let status = if c.closing { "abandoned" } else { "scheduled" };
     let rows: Vec<usize> = (0..c.task_seqs.len()).collect();
     for chunk in rows.chunks(ROWS_PER_INSERT) {
+        // A task with an owner is claimed as it is scheduled: its first
+        // attempt runs, as claim_activities would have started it.
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO activity_tasks (run_id, seq, name, input, options, lease_ms, status, visible_at_ms,
                                          schedule_to_start_ms, heartbeat_timeout_ms, close_deadline_ms,
-                                         start_deadline_ms) ",
+                                         start_deadline_ms, attempt, lease_token, lease_owner,
+                                         lease_expires_at_ms, heartbeat_deadline_ms) ",
         );
         q.push_values(chunk, |mut b, &i| {
+            let owner = c.task_owner[i].as_deref();
+            let claimed = owner.is_some() && !c.closing;
+            let status = match (c.closing, claimed) {
+                (true, _) => "abandoned",
+                (false, true) => "running",
+                (false, false) => "scheduled",
+            };
+            let heartbeat_timeout = c.task_heartbeat_timeout_ms[i];
             b.push_bind(run_id.as_str())
                 .push_bind(c.task_seqs[i])
                 .push_bind(c.task_names[i].as_str())
@@ -285,11 +295,22 @@ async fn insert_tasks(
                 .push_bind(c.task_options[i].as_str())
                 .push_bind(c.task_lease_ms[i])
                 .push_bind(status)
-                .push_bind(c.task_visible_at[i])
+                .push_bind(c.task_lease_expires[i].unwrap_or(c.task_visible_at[i]))
                 .push_bind(c.task_schedule_to_start_ms[i])
-                .push_bind(c.task_heartbeat_timeout_ms[i])
+                .push_bind(heartbeat_timeout)
                 .push_bind(c.task_close_deadline[i])
-                .push_bind(c.task_start_deadline[i]);
+                .push_bind(if claimed {
+                    None
+                } else {
+                    c.task_start_deadline[i]
+                })
+                .push_bind(i64::from(claimed))
+                .push_bind(i64::from(claimed))
+                .push_bind(owner)
+                .push_bind(c.task_lease_expires[i])
+                .push_bind(
+                    (claimed && heartbeat_timeout > 0).then(|| c.now_ms + heartbeat_timeout),
+                );
         });
         q.build().execute(&mut *conn).await?;
     }

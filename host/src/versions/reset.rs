@@ -94,6 +94,7 @@ fn pending(prefix: &[RecordedEvent], now_ms: u64) -> Pending {
                         input: input.clone(),
                         options: options.clone(),
                         visible_at_ms: now_ms,
+                        claimed: None,
                     },
                 );
             }

@@ -2,14 +2,15 @@
 
 use super::ReplayError;
 use super::replay::{Replayed, StartInfo, command_events, parse_history, replay_into, run_guest};
+use crate::activity::{Handoff, Taken};
 use crate::model::{
     Command, Event, EventHash, GuestStatus, Job, ParentLink, RecordedEvent, RunId, Sha256Hex,
 };
 use crate::scheduler::Clock;
 use crate::store::{
-    ActivationCommit, AttemptOutcome, CreateRun, FinishedAttempt, NewActivityTask, NewChild,
-    NewTimer, PendingJobs, ResolvedActivity, RunClaim, RunOptions, RunOutcome, RunRecord,
-    RunStatus, Store, StoreError,
+    ActivationCommit, ActivityTask, AttemptOutcome, CreateRun, FinishedAttempt, InlineClaim,
+    NewActivityTask, NewChild, NewTimer, PendingJobs, ResolvedActivity, RunClaim, RunOptions,
+    RunOutcome, RunRecord, RunStatus, Store, StoreError,
 };
 use crate::wasm::{GuestError, Instance, LoadedModule, RunRng, WasmEngine};
 use lru::LruCache;
@@ -28,6 +29,8 @@ pub(crate) struct DriverConfig {
     /// that scheduled it: hidden from ordinary claims until then, so that it
     /// runs here, and an ordinary task for any host if this one died.
     pub(crate) local_activity_window_ms: u64,
+    /// The lease of an attempt whose activity sets no start-to-close timeout.
+    pub(crate) default_lease_ms: u64,
 }
 
 /// A warm instance, valid while the stored history still ends where it did.
@@ -63,6 +66,21 @@ pub(crate) struct ActivationReport {
     pub(crate) local_activities: Vec<LocalActivity>,
     /// The run stopped running, with this status: it closed, or was parked (stuck).
     pub(crate) closed: Option<RunStatus>,
+}
+
+/// Tasks of an activation handed to a waiting poll.
+struct HandOver {
+    taken: Taken,
+    tasks: Vec<ActivityTask>,
+}
+
+impl HandOver {
+    /// Delivers the tasks once their commit applied; nothing otherwise (the
+    /// poll goes back to waiting, and the tasks were never written).
+    fn done(self, committed: bool) {
+        let tasks = if committed { self.tasks } else { Vec::new() };
+        self.taken.deliver(tasks);
+    }
 }
 
 /// One activation, run and ready to commit.
@@ -166,6 +184,10 @@ pub(crate) struct Driver {
     /// With `warm_instances == 0` every activation rebuilds its instance by replay.
     keep_warm: bool,
     local_activity_window_ms: u64,
+    default_lease_ms: u64,
+    /// Polls of remote workers waiting for tasks: an activation hands its new
+    /// tasks to them in the commit that schedules them.
+    handoff: Handoff,
 }
 
 impl Driver {
@@ -185,7 +207,66 @@ impl Driver {
             warm: Mutex::new(LruCache::new(cap)),
             keep_warm: config.warm_instances > 0,
             local_activity_window_ms: config.local_activity_window_ms,
+            default_lease_ms: config.default_lease_ms,
+            handoff: Handoff::default(),
         }
+    }
+
+    /// The line of remote workers' polls waiting for tasks.
+    pub(crate) fn handoff(&self) -> &Handoff {
+        &self.handoff
+    }
+
+    /// Hands the new tasks of an activation to a remote worker's poll that
+    /// waits for them, if one does: they are written claimed for its worker
+    /// (attempt 1) and delivered once the commit applied ([`HandOver::done`]).
+    fn hand_over(&self, prepared: &mut Prepared) -> Option<HandOver> {
+        let commit = &mut prepared.commit;
+        if !matches!(commit.outcome, RunOutcome::Running) || commit.new_activities.is_empty() {
+            return None;
+        }
+        let now = commit.now_ms;
+        // A local activity is this host's to run; a task not visible yet waits.
+        let remote = |t: &NewActivityTask| !t.options.local && t.visible_at_ms <= now;
+        let taken = self.handoff.take(
+            commit
+                .new_activities
+                .iter()
+                .filter(|t| remote(t))
+                .map(|t| t.name.as_str()),
+        )?;
+        let mut tasks = Vec::new();
+        for t in commit.new_activities.iter_mut() {
+            if tasks.len() as u32 >= taken.room {
+                break;
+            }
+            if !remote(t) || !taken.serves(&t.name) {
+                continue;
+            }
+            let lease_ms = match t.options.start_to_close_timeout_ms {
+                0 => self.default_lease_ms,
+                ms => ms,
+            };
+            t.claimed = Some(InlineClaim {
+                owner: taken.worker_id.clone(),
+                lease_expires_at_ms: now.saturating_add(lease_ms),
+            });
+            let close_ms = t.options.schedule_to_close_timeout_ms;
+            tasks.push(ActivityTask {
+                run_id: commit.run_id.clone(),
+                seq: t.seq,
+                name: t.name.clone(),
+                input: t.input.clone(),
+                options: t.options.clone(),
+                attempt: 1,
+                lease_token: 1,
+                heartbeat_details: None,
+                close_deadline_ms: (close_ms > 0).then(|| now.saturating_add(close_ms)),
+            });
+        }
+        // Handed tasks are claimed already: no other poll needs waking for them.
+        prepared.report.new_activities -= tasks.len();
+        Some(HandOver { taken, tasks })
     }
 
     pub(crate) fn engine(&self) -> &Arc<WasmEngine> {
@@ -340,13 +421,19 @@ impl Driver {
                 });
             }
         };
+        let mut prepared = prepared;
+        let handed = self.hand_over(&mut prepared);
         let Prepared {
             commit,
             report,
             ahead,
         } = prepared;
         // On an error, another host may own the run now: the instance is stale, drop it.
-        self.store.commit_activation(commit).await?;
+        let committed = self.store.commit_activation(commit).await;
+        if let Some(h) = handed {
+            h.done(committed.is_ok());
+        }
+        committed?;
         tracing::debug!(run_id = %run.run_id, last_seq = ahead.run_after.last_seq, "activation committed");
         self.keep_committed(claim, &report, ahead);
         Ok(report)
@@ -409,12 +496,18 @@ impl Driver {
         if !prepared.schedules_only() {
             return Ok(None);
         }
+        let mut prepared = prepared;
+        let handed = self.hand_over(&mut prepared);
         let Prepared {
             commit,
             report,
             ahead,
         } = prepared;
-        if !self.store.start_run(create.clone(), commit).await? {
+        let started = self.store.start_run(create.clone(), commit).await;
+        if let Some(h) = handed {
+            h.done(matches!(started, Ok(true)));
+        }
+        if !started? {
             return Ok(None);
         }
         tracing::debug!(run_id = %run.run_id, last_seq = ahead.run_after.last_seq, "run started with its first activation");
@@ -465,7 +558,7 @@ impl Driver {
             lease_token: committed.lease_token,
             observed_wakeups: committed.handled_wakeups + 1,
         };
-        let prepared = match self
+        let mut prepared = match self
             .prepare(
                 &claim,
                 &committed.run,
@@ -480,12 +573,17 @@ impl Driver {
             // The ordinary path replays the run and parks it with the reason.
             Err(_) => return self.finish_alone(finished).await,
         };
+        let handed = self.hand_over(&mut prepared);
         let Prepared {
             commit,
             report,
             ahead,
         } = prepared;
-        if !self.store.finish_and_commit(finished, commit).await? {
+        let applied = self.store.finish_and_commit(finished, commit).await;
+        if let Some(h) = handed {
+            h.done(matches!(applied, Ok(true)));
+        }
+        if !applied? {
             // The result is recorded; the instance ran ahead of a run that moved on.
             return Ok(None);
         }
@@ -612,6 +710,7 @@ impl Driver {
                         input,
                         options,
                         visible_at_ms,
+                        claimed: None,
                     })
                 }
                 Command::RequestCancelActivity { seq } => commit.cancelled_activities.push(seq),

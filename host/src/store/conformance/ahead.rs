@@ -4,7 +4,7 @@
 //! ([`RunStore::finish_and_commit`](crate::store::RunStore::finish_and_commit)).
 
 use super::*;
-use crate::store::FinishedAttempt;
+use crate::store::{FinishedAttempt, InlineClaim};
 
 /// A run's first event and its `CreateRun`, not yet written.
 fn new_run(workflow_id: &str, run_id: &str, now_ms: u64) -> (CreateRun, Run) {
@@ -302,4 +302,82 @@ pub async fn finish_and_commit_of_a_stale_attempt_writes_nothing(store: &dyn Sto
         .await
         .expect("current_attempt");
     assert!(current.is_some(), "the running attempt is untouched");
+}
+
+pub async fn a_task_claimed_as_it_is_scheduled_runs_its_first_attempt(store: &dyn Store) {
+    let mut run = Run::start(store, "wf-inline", T0).await;
+    let claim = claim_only(store, "host-a", T0, &run).await;
+    let mut commit = run.commit(&claim, Vec::new(), T0);
+    let options = ActivityOptions {
+        start_to_close_timeout_ms: 5_000,
+        ..ActivityOptions::default()
+    };
+    schedule_in(&run, &mut commit, 1, "charge", options);
+    commit.new_activities[0].claimed = Some(InlineClaim {
+        owner: "worker-7".into(),
+        lease_expires_at_ms: T0 + 5_000,
+    });
+    run.apply(store, commit).await;
+
+    let attempt = store
+        .current_attempt(&run.id, 1, 1)
+        .await
+        .expect("current_attempt")
+        .expect("attempt 1 runs under lease token 1");
+    assert_eq!((attempt.attempt, attempt.lease_token), (1, 1));
+    assert!(
+        store
+            .claim_activities("other", &names(&["charge"]), T0 + 4_999, 60_000, 10)
+            .await
+            .expect("claim_activities")
+            .is_empty(),
+        "nobody else claims a running attempt before its lease ends"
+    );
+    let waiting = store.waiting_on(&run.id).await.expect("waiting_on");
+    assert_eq!(waiting.activities.len(), 1);
+    let task = &waiting.activities[0];
+    assert!(task.running && task.attempt == 1);
+    assert_eq!(task.owner.as_deref(), Some("worker-7"));
+    assert_eq!(task.next_at_ms, T0 + 5_000);
+
+    // Its lease runs out like any claimed attempt's: attempt 2 goes to another.
+    let retried = store
+        .claim_activities("other", &names(&["charge"]), T0 + 5_000, 60_000, 10)
+        .await
+        .expect("claim_activities");
+    assert_eq!(retried.len(), 1);
+    assert_eq!((retried[0].attempt, retried[0].lease_token), (2, 2));
+    match store
+        .finish_attempt(
+            &run.id,
+            1,
+            1,
+            AttemptOutcome::Completed {
+                output: json!("late"),
+            },
+            T0 + 5_001,
+        )
+        .await
+    {
+        Err(StoreError::Conflict { .. }) => {}
+        other => panic!("the first attempt's late result must be a conflict, got {other:?}"),
+    }
+    store
+        .finish_attempt(
+            &run.id,
+            1,
+            2,
+            AttemptOutcome::Completed {
+                output: json!("paid"),
+            },
+            T0 + 5_002,
+        )
+        .await
+        .expect("the second attempt finishes");
+    let jobs = store
+        .pending_jobs(&run.id, T0 + 5_003)
+        .await
+        .expect("pending_jobs");
+    assert_eq!(jobs.activities.len(), 1);
+    assert_eq!(jobs.activities[0].attempt, 2);
 }

@@ -387,6 +387,7 @@ pub async fn a_reset_run_is_placed_whole_with_its_inheritance(store: &dyn Store)
             input: json!(5),
             options: ActivityOptions::default(),
             visible_at_ms: T0 + 5,
+            claimed: None,
         }],
         new_timers: vec![NewTimer {
             seq: 2,
