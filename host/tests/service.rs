@@ -115,6 +115,7 @@ fn dev_host_through_the_cli_and_http() {
     assert_eq!(done["run"]["status"], "completed");
     assert_eq!(done["run"]["output"], json!(12));
 
+
     // The history, over HTTP and the CLI, with the chain verified.
     let (status, history) = http(&socket, "GET", "/v1/workflows/count-1/history", None, b"");
     assert_eq!(status, 200);
@@ -249,6 +250,40 @@ fn dev_host_through_the_cli_and_http() {
     let (status, missing) = page("/ui/workflows/nobody");
     assert_eq!(status, 404);
     assert!(missing.contains("nobody"), "{missing}");
+
+    // Start and wait in one request, over HTTP and from the CLI.
+    let (status, done) = http(
+        &socket,
+        "POST",
+        "/v1/workflows",
+        None,
+        br#"{"workflow_type": "counter", "workflow_id": "count-0", "module": "scenarios",
+             "input": {"signals": 0}, "wait_ms": 60000}"#,
+    );
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["workflow_id"], "count-0");
+    assert_eq!(done["closed"], true, "{done}");
+    assert_eq!(done["run"]["status"], "completed");
+    assert_eq!(done["run"]["output"], json!(0));
+    let waited = weft(
+        addr,
+        &[
+            "start",
+            "counter",
+            "--id",
+            "count-00",
+            "--module",
+            "scenarios",
+            "--input",
+            r#"{"signals": 0}"#,
+            "--wait",
+            "--output",
+            "json",
+        ],
+    )
+    .json();
+    assert_eq!(waited["status"], "completed", "{waited}");
+    assert_eq!(waited["output"], json!(0));
 
     // Bad input: clear errors, non-zero exits, nothing lost.
     let e = weft(addr, &["signal", "no-such-id", "add", "--input", "1"]);

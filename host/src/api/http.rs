@@ -162,6 +162,9 @@ struct StartBody {
     /// Signal-with-start: `{"name", "input"}`.
     #[serde(default)]
     signal: Option<SignalBody>,
+    /// Start and wait for the result in one request (at most 60 s).
+    #[serde(default)]
+    wait_ms: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -198,11 +201,17 @@ fn body_object<T: serde::de::DeserializeOwned + Default>(
     })
 }
 
-async fn start(State(api): State<Arc<ApiState>>, body: Bytes) -> Answer<Started> {
+async fn start(State(api): State<Arc<ApiState>>, body: Bytes) -> Answer<Value> {
     let b: StartBody = body_object(
         &body,
-        r#"{"workflow_type", "workflow_id", "input", "module"?, "options"?, "signal"?}"#,
+        r#"{"workflow_type", "workflow_id", "input", "module"?, "options"?, "signal"?, "wait_ms"?}"#,
     )?;
+    if b.wait_ms > 0 && b.signal.is_some() {
+        return Err(tonic::Status::invalid_argument(
+            "wait_ms applies to a plain start; after a signal-with-start, wait with GET /v1/workflows/{id}/result",
+        )
+        .into());
+    }
     if b.workflow_type.is_empty() || b.workflow_id.is_empty() {
         return Err(tonic::Status::invalid_argument(
             r#"name the workflow to start: {"workflow_type": "…", "workflow_id": "…", "input": …}"#,
@@ -217,6 +226,7 @@ async fn start(State(api): State<Arc<ApiState>>, body: Bytes) -> Answer<Started>
         module_name: b.module,
         module_version: b.module_version,
         module_sha256: b.module_sha256,
+        wait_ms: b.wait_ms,
         options: Some(proto::StartOptions {
             id_reuse_policy: o.id_reuse_policy,
             id_conflict_policy: o.id_conflict_policy,
@@ -239,11 +249,18 @@ async fn start(State(api): State<Arc<ApiState>>, body: Bytes) -> Answer<Started>
         }
     }
     .into_inner();
-    Ok(Json(Started {
+    let started = Started {
         run_id: r.run_id,
         workflow_id: r.workflow_id,
         module_sha256: r.module_sha256,
-    }))
+    };
+    let mut answer = json!(started);
+    if b.wait_ms > 0 {
+        let run: Option<RunView> = r.run.map(Into::into);
+        answer["closed"] = json!(r.closed);
+        answer["run"] = json!(run);
+    }
+    Ok(Json(answer))
 }
 
 #[derive(Deserialize)]

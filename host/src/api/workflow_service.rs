@@ -11,12 +11,31 @@ use tonic::{Request, Response, Status};
 
 /// How long `AwaitResult` waits when the caller names no limit.
 const DEFAULT_AWAIT: Duration = Duration::from_secs(60);
+/// The longest a start waits for its result (`wait_ms`).
+const MAX_AWAIT: Duration = Duration::from_secs(60);
 
 pub(crate) struct Workflows {
     pub(crate) host: Host,
 }
 
 impl Workflows {
+    /// Waits up to `limit` for the run to close (following continue-as-new):
+    /// the run then, and whether it closed.
+    async fn awaited(
+        &self,
+        run_id: &RunId,
+        limit: Duration,
+    ) -> Result<(crate::store::RunRecord, bool), Status> {
+        match tokio::time::timeout(limit, self.host.wait_workflow(run_id)).await {
+            Ok(run) => {
+                let run = run.map_err(status)?;
+                let closed = run.status != RunStatus::Running;
+                Ok((run, closed))
+            }
+            Err(_) => Ok((self.host.describe(run_id).await.map_err(status)?, false)),
+        }
+    }
+
     /// The run a reference names: its run id, or the workflow id's open run
     /// (else its most recent one).
     pub(crate) async fn resolve(&self, run: Option<&proto::RunRef>) -> Result<RunId, Status> {
@@ -125,10 +144,20 @@ impl WorkflowService for Workflows {
         let start = self.start_request(&r).await?;
         let module = start.module.to_string();
         let run_id = self.host.start(start).await.map_err(status)?;
+        let (run, closed) = match r.wait_ms {
+            0 => (None, false),
+            ms => {
+                let limit = Duration::from_millis(ms).min(MAX_AWAIT);
+                let (run, closed) = self.awaited(&run_id, limit).await?;
+                (Some(mapping::run_info(&run)), closed)
+            }
+        };
         Ok(Response::new(proto::StartResponse {
             run_id: run_id.to_string(),
             workflow_id: r.workflow_id,
             module_sha256: module,
+            run,
+            closed,
         }))
     }
 
@@ -157,6 +186,8 @@ impl WorkflowService for Workflows {
             run_id: run_id.to_string(),
             workflow_id: start.workflow_id,
             module_sha256: module,
+            run: None,
+            closed: false,
         }))
     }
 
@@ -314,15 +345,7 @@ impl WorkflowService for Workflows {
             0 => DEFAULT_AWAIT,
             ms => Duration::from_millis(ms),
         };
-        let (run, closed) =
-            match tokio::time::timeout(limit, self.host.wait_workflow(&run_id)).await {
-                Ok(run) => {
-                    let run = run.map_err(status)?;
-                    let closed = run.status != RunStatus::Running;
-                    (run, closed)
-                }
-                Err(_) => (self.host.describe(&run_id).await.map_err(status)?, false),
-            };
+        let (run, closed) = self.awaited(&run_id, limit).await?;
         Ok(Response::new(proto::AwaitResultResponse {
             run: Some(mapping::run_info(&run)),
             closed,

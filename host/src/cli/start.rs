@@ -72,11 +72,19 @@ pub(crate) async fn run(g: &Global, a: StartArgs) -> anyhow::Result<()> {
             .transpose()?,
     };
     let client = g.client().await?;
-    let started = match &a.signal {
-        None => client.start(spec).await?,
+    let timeout = Duration::from_secs(a.timeout);
+    // Start and wait in one request (a host waits up to a minute at a time).
+    let (started, waited) = match &a.signal {
+        None if a.wait => {
+            let (started, run) = client
+                .start_and_wait(spec, timeout.min(Duration::from_secs(60)))
+                .await?;
+            (started, Some(run))
+        }
+        None => (client.start(spec).await?, None),
         Some(name) => {
             let input = json_arg("--signal-input", &a.signal_input)?;
-            client.signal_with_start(spec, name, input).await?
+            (client.signal_with_start(spec, name, input).await?, None)
         }
     };
     if !a.wait {
@@ -99,13 +107,14 @@ pub(crate) async fn run(g: &Global, a: StartArgs) -> anyhow::Result<()> {
             output::short(&started.module_sha256)
         );
     }
-    let run = client
-        .await_result(
-            &started.workflow_id,
-            Some(&started.run_id),
-            Some(Duration::from_secs(a.timeout)),
-        )
-        .await?;
+    let run = match waited {
+        Some(run) if run.status != "running" || timeout <= Duration::from_secs(60) => run,
+        _ => {
+            client
+                .await_result(&started.workflow_id, Some(&started.run_id), Some(timeout))
+                .await?
+        }
+    };
     match g.output {
         output::Format::Json => output::json(&run),
         output::Format::Text => match (&run.output, &run.failure) {

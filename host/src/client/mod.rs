@@ -176,6 +176,7 @@ impl StartSpec {
             module_name: self.module.clone().unwrap_or_default(),
             module_version: self.module_version.clone().unwrap_or_default(),
             module_sha256: String::new(),
+            wait_ms: 0,
             options: Some(proto::StartOptions {
                 id_reuse_policy: self.id_reuse_policy.clone().unwrap_or_default(),
                 id_conflict_policy: self.id_conflict_policy.clone().unwrap_or_default(),
@@ -554,6 +555,29 @@ impl Client {
             workflow_id: r.workflow_id,
             module_sha256: r.module_sha256,
         })
+    }
+
+    /// Starts a run and waits for its result in one request: the run once it
+    /// closed (following continue-as-new), or as it is after `timeout`
+    /// (at most 60 s).
+    pub async fn start_and_wait(
+        &self,
+        spec: StartSpec,
+        timeout: Duration,
+    ) -> Result<(Started, RunView), ClientError> {
+        let mut request = spec.to_proto();
+        request.wait_ms = (timeout.as_millis() as u64).max(1);
+        let r = self.workflows.clone().start(request).await?.into_inner();
+        let run = r.run.map(Into::into).ok_or_else(|| ClientError {
+            code: tonic::Code::Internal,
+            message: "the host answered the start without the run it waited for".into(),
+        })?;
+        let started = Started {
+            run_id: r.run_id,
+            workflow_id: r.workflow_id,
+            module_sha256: r.module_sha256,
+        };
+        Ok((started, run))
     }
 
     pub async fn signal_with_start(

@@ -435,7 +435,32 @@ async fn claim_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
             }
         };
         outage.recovered();
-        wait(&host, woken, still_ahead(next, now), &mut shutdown).await;
+        if free == 0 {
+            wait(&host, woken, still_ahead(next, now), &mut shutdown).await;
+            continue;
+        }
+        // Wait in line like a remote worker's poll: an activation that
+        // schedules a task this host runs hands it over in its commit.
+        let handoff = host.driver.handoff();
+        let mut place = handoff.wait(&host.config.host_id, &names, free);
+        let handed = tokio::select! {
+            handed = place.handed() => handed,
+            () = wait(&host, woken, still_ahead(next, now), &mut shutdown) => {
+                if handoff.leave(&place) { Vec::new() } else { place.handed().await }
+            }
+        };
+        for task in handed {
+            tracing::debug!(run_id = %task.run_id, seq = task.seq, activity = %task.name, "an activity attempt was handed over as it was scheduled");
+            if task.options.heartbeat_timeout_ms > 0 {
+                host.wakeups.timeouts.notify_one();
+            }
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore never closes");
+            spawn_attempt(host.clone(), task, Some(permit));
+        }
     }
 }
 
