@@ -19,10 +19,14 @@
 //! all in `run_id` order before anything else, so they cannot deadlock with
 //! one another.
 //!
-//! Idle hosts are woken by `LISTEN/NOTIFY`: triggers (migration 0004) notify
-//! when a run becomes runnable, a timer starts or an activity task becomes
-//! claimable, never on a claim; the change feed ([`RunStore::changes`],
-//! in `notify`) listens on a connection of its own and reconnects by itself.
+//! Idle hosts are woken by `LISTEN/NOTIFY`: after each write that made a run
+//! runnable, started a timer or made an activity task claimable (never on a
+//! claim), the store announces it from a connection of its own, folding the
+//! announcements of many commits into one `pg_notify` (a NOTIFY inside the
+//! commit would keep commits from sharing a WAL flush: migration 0007); the
+//! triggers of migration 0004 still notify for sessions that do not say they
+//! announce their own. The change feed ([`RunStore::changes`], in `notify`)
+//! listens on a connection of its own and reconnects by itself.
 //! The pool does not ping a connection before handing it out (that was a
 //! round trip before every statement); sqlx pings it when it comes back, off
 //! the caller's path, and drops it if that fails. So after the database went
