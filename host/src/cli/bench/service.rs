@@ -74,6 +74,8 @@ impl Child {
     ) -> anyhow::Result<Self> {
         let log = std::fs::File::create(&stderr)
             .with_context(|| format!("cannot create {}", stderr.display()))?;
+        // Plain text in the log the bench shows when something goes wrong.
+        command.env("NO_COLOR", "1");
         command
             .stdin(if keep_stdin {
                 Stdio::piped()
@@ -106,11 +108,8 @@ impl Child {
         if tail.is_empty() {
             format!("the {} wrote nothing to stderr", self.what)
         } else {
-            format!(
-                "the {}'s stderr ({}) ends:\n    {tail}",
-                self.what,
-                self.stderr.display()
-            )
+            // Inline, not as a path: the file goes with the bench's temporary directory.
+            format!("the {}'s stderr ends:\n    {tail}", self.what)
         }
     }
 }
