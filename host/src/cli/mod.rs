@@ -107,8 +107,12 @@ enum Command {
     /// Makes a signing key for `weft server --signing-key` and prints its
     /// public key, which auditors give to `weft verify --public-key`.
     Keygen(audit::KeygenArgs),
-    /// Measures throughput, start-to-result latency and replay speed on each backend.
+    /// Measures throughput, latency and database cost on each backend, embedded
+    /// and as a service, against a probe of the disk; and replay speed.
     Bench(bench::BenchArgs),
+    /// The activity worker that `weft bench` spawns for its service mode.
+    #[command(hide = true)]
+    BenchWorker(bench::WorkerArgs),
 }
 
 impl Cli {
@@ -137,7 +141,8 @@ impl Cli {
             Command::Export(args) => audit::export(&g, args).await,
             Command::Verify(args) => audit::verify(&g, args).await,
             Command::Keygen(args) => audit::keygen(&g, args),
-            Command::Bench(args) => bench::run(args).await,
+            Command::Bench(args) => bench::run(&g, args).await,
+            Command::BenchWorker(args) => bench::worker(&g, args).await,
         }
     }
 }

@@ -9,7 +9,9 @@
 //! - [`query_mutates::query_mutates`]: a deliberately buggy query that
 //!   changes state, so that replay diverges;
 //! - [`counter::counter`]: sums `add` signals, with a `total` query;
-//! - [`chain::chain`]: many sequential activities, for replay speed.
+//! - [`chain::chain`]: many sequential activities, for replay speed;
+//! - [`sleep`]: one durable timer and nothing else, for `weft bench`'s
+//!   timer load.
 
 mod chain;
 mod counter;
@@ -21,6 +23,16 @@ use chain::chain;
 use counter::counter;
 use entropy::entropy;
 use query_mutates::query_mutates;
+use std::time::Duration;
 use steps::steps;
+use weft_sdk::{Context, WorkflowError};
 
-weft_sdk::export_workflows!(steps, entropy, query_mutates, counter, chain);
+/// Sleeps `ms` milliseconds on a durable timer and returns `ms`: the
+/// smallest run that has a timer to fire, so that a benchmark of many of
+/// them measures the timer path alone.
+async fn sleep(ctx: Context, ms: u64) -> Result<u64, WorkflowError> {
+    ctx.sleep(Duration::from_millis(ms)).await;
+    Ok(ms)
+}
+
+weft_sdk::export_workflows!(steps, entropy, query_mutates, counter, chain, sleep);
