@@ -115,7 +115,6 @@ fn dev_host_through_the_cli_and_http() {
     assert_eq!(done["run"]["status"], "completed");
     assert_eq!(done["run"]["output"], json!(12));
 
-
     // The history, over HTTP and the CLI, with the chain verified.
     let (status, history) = http(&socket, "GET", "/v1/workflows/count-1/history", None, b"");
     assert_eq!(status, 200);

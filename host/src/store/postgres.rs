@@ -93,6 +93,8 @@ pub struct PostgresStore {
     schema: String,
     /// Announces the work this store's writes made ready to other hosts.
     notifier: Notifier,
+    /// This store's own listening sessions, which its notifier need not wake.
+    own_listeners: notify::OwnListeners,
 }
 
 /// How [`PostgresStore::connect_with`] connects, beyond the URL.
@@ -199,12 +201,14 @@ impl PostgresStore {
         let schema: String = sqlx::query_scalar("SELECT current_schema()")
             .fetch_one(&pool)
             .await?;
-        let notifier = Notifier::spawn(connect.clone(), schema.clone());
+        let own_listeners = notify::OwnListeners::default();
+        let notifier = Notifier::spawn(connect.clone(), schema.clone(), own_listeners.clone());
         Ok(Self {
             pool,
             connect,
             schema,
             notifier,
+            own_listeners,
         })
     }
 
@@ -588,7 +592,11 @@ impl RunStore for PostgresStore {
     }
 
     fn changes(&self) -> Option<Changes> {
-        Some(notify::spawn(self.connect.clone(), self.schema.clone()))
+        Some(notify::spawn(
+            self.connect.clone(),
+            self.schema.clone(),
+            self.own_listeners.clone(),
+        ))
     }
 
     async fn reclaim_leases(&self, host_id: &str) -> StoreResult<u64> {

@@ -15,7 +15,9 @@
 
 use crate::store::{Change, Changes};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use std::time::Duration;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 /// The channel every host listens on; the payload is `<kind> <schema>`.
@@ -25,19 +27,34 @@ pub(super) const CHANNEL: &str = "weft_work";
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LAST_RETRY: Duration = Duration::from_secs(5);
 
+/// The backend process ids of this store's own listening sessions: its
+/// notifier need not wake them (this host's loops hear of its own work in
+/// process), so it announces work only while some other session listens.
+pub(super) type OwnListeners = Arc<Mutex<HashSet<i32>>>;
+
 /// Starts the feed for the tables in `schema`; it stops when the receiver is dropped.
-pub(super) fn spawn(connect: PgConnectOptions, schema: String) -> Changes {
+pub(super) fn spawn(connect: PgConnectOptions, schema: String, own: OwnListeners) -> Changes {
     let (tx, rx) = unbounded_channel();
     tokio::spawn(async move {
+        let pid = Mutex::new(None);
         tokio::select! {
-            () = feed(connect, &schema, &tx) => {}
+            () = feed(connect, &schema, &tx, &own, &pid) => {}
             () = tx.closed() => {}
+        }
+        if let Some(pid) = pid.lock().expect("listener pid poisoned").take() {
+            own.lock().expect("own listeners poisoned").remove(&pid);
         }
     });
     rx
 }
 
-async fn feed(connect: PgConnectOptions, schema: &str, tx: &UnboundedSender<Change>) {
+async fn feed(
+    connect: PgConnectOptions,
+    schema: &str,
+    tx: &UnboundedSender<Change>,
+    own: &OwnListeners,
+    pid: &Mutex<Option<i32>>,
+) {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .min_connections(0)
@@ -48,8 +65,8 @@ async fn feed(connect: PgConnectOptions, schema: &str, tx: &UnboundedSender<Chan
     let mut failures = 0u32;
     let mut connected_before = false;
     loop {
-        let mut listener = match listen(&pool).await {
-            Ok(listener) => listener,
+        let (mut listener, listening) = match listen(&pool).await {
+            Ok(listening) => listening,
             Err(e) => {
                 if failures == 0 {
                     tracing::warn!(
@@ -69,6 +86,17 @@ async fn feed(connect: PgConnectOptions, schema: &str, tx: &UnboundedSender<Chan
             );
         }
         (connected_before, failures, delay) = (true, 0, FIRST_RETRY);
+        {
+            let before = pid
+                .lock()
+                .expect("listener pid poisoned")
+                .replace(listening);
+            let mut own = own.lock().expect("own listeners poisoned");
+            if let Some(before) = before {
+                own.remove(&before);
+            }
+            own.insert(listening);
+        }
         if tx.send(Change::Resumed).is_err() {
             return;
         }
@@ -94,12 +122,18 @@ async fn feed(connect: PgConnectOptions, schema: &str, tx: &UnboundedSender<Chan
     }
 }
 
-async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+/// A session listening on [`CHANNEL`], and its backend process id (read
+/// before the `LISTEN`, which must stay the session's last statement: that is
+/// how notifiers see that it listens).
+async fn listen(pool: &PgPool) -> Result<(PgListener, i32), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     // A lost connection is replaced here, explicitly, so that it is reported.
     listener.eager_reconnect(false);
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut listener)
+        .await?;
     listener.listen(CHANNEL).await?;
-    Ok(listener)
+    Ok((listener, pid))
 }
 
 /// The kinds of work one write made ready, as a set.
@@ -143,21 +177,31 @@ impl Kinds {
 /// one, so a busy host sends far fewer notifications than it commits. A
 /// notification that fails is dropped with a debug line: the others' poll is
 /// the safety net, as for a notification lost while they reconnect.
+///
+/// Nothing is sent while no session but this store's own listens (a host
+/// alone on its database hears of its own work in process); whether one
+/// does is looked up at most once every [`LISTENERS_CHECK`].
+///
+/// The notifying session commits with `synchronous_commit = off`: a NOTIFY
+/// takes a transaction id, and its commit would otherwise wait for a WAL
+/// flush of its own. It writes no data, so there is nothing to keep: a
+/// notification lost in a crash is one the listeners, whose connections go
+/// with it, could not have received anyway.
 #[derive(Clone, Debug)]
 pub(super) struct Notifier {
     tx: UnboundedSender<Kinds>,
 }
 
 impl Notifier {
-    pub(super) fn spawn(connect: PgConnectOptions, schema: String) -> Self {
+    pub(super) fn spawn(connect: PgConnectOptions, schema: String, own: OwnListeners) -> Self {
         let (tx, rx) = unbounded_channel();
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(0)
             .acquire_timeout(LAST_RETRY)
             .test_before_acquire(false)
-            .connect_lazy_with(connect);
-        tokio::spawn(announce(pool, schema, rx));
+            .connect_lazy_with(connect.options([("synchronous_commit", "off")]));
+        tokio::spawn(announce(pool, schema, own, rx));
         Self { tx }
     }
 
@@ -170,13 +214,56 @@ impl Notifier {
     }
 }
 
+/// How long the answer to "does another session listen?" is trusted.
+const LISTENERS_CHECK: Duration = Duration::from_secs(1);
+
+/// Whether a session other than this store's own listening ones is
+/// listening (an error counts as yes: better a needless notification).
+async fn others_listen(pool: &PgPool, own: &OwnListeners) -> bool {
+    let own: Vec<i32> = own
+        .lock()
+        .expect("own listeners poisoned")
+        .iter()
+        .copied()
+        .collect();
+    sqlx::query_scalar(
+        // A session of another role whose query this one may not see could
+        // be listening too.
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                         WHERE datname = current_database()
+                           AND (query LIKE 'LISTEN %' OR query = '<insufficient privilege>')
+                           AND pid <> ALL($1::int[]))",
+    )
+    .bind(&own)
+    .fetch_one(pool)
+    .await
+    .unwrap_or(true)
+}
+
 /// Tries to send one notification this many times: the first try may meet
 /// a connection the database dropped (the pool is not pinged), the next
 /// ones connect afresh.
 const ANNOUNCE_ATTEMPTS: u32 = 3;
 
-async fn announce(pool: PgPool, schema: String, mut rx: UnboundedReceiver<Kinds>) {
+async fn announce(
+    pool: PgPool,
+    schema: String,
+    own: OwnListeners,
+    mut rx: UnboundedReceiver<Kinds>,
+) {
+    let mut others: Option<(bool, Instant)> = None;
     while let Some(Kinds(mut bits)) = rx.recv().await {
+        let listen = match others {
+            Some((listen, at)) if at.elapsed() < LISTENERS_CHECK => listen,
+            _ => {
+                let listen = others_listen(&pool, &own).await;
+                others = Some((listen, Instant::now()));
+                listen
+            }
+        };
+        if !listen {
+            continue;
+        }
         let mut pause = FIRST_RETRY;
         for attempt in 1..=ANNOUNCE_ATTEMPTS {
             while let Ok(Kinds(more)) = rx.try_recv() {
