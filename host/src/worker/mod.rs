@@ -408,21 +408,25 @@ async fn report(client: Client, report: Report) {
         };
         match sent {
             Ok(()) => return,
-            Err(s) if s.code() == Code::Unavailable || s.code() == Code::Unknown => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
             Err(s) if s.code() == Code::FailedPrecondition => {
                 tracing::debug!("an attempt's report was refused: {}", s.message());
                 return;
             }
-            Err(s) => {
+            Err(s) if fatal(&s) || s.code() == Code::NotFound => {
                 tracing::warn!(
                     "reporting an activity attempt failed: {}: {}",
                     s.code(),
                     s.message()
                 );
                 return;
+            }
+            // Anything else may be a host going away or restarting (a reset
+            // stream, a cancelled call, a database outage): the report is
+            // fenced by its task token, so sending it again is harmless, and
+            // dropping it would have the activity run again after its lease.
+            Err(_) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
             }
         }
     }
