@@ -87,17 +87,18 @@ impl Handoff {
         Place { id, rx }
     }
 
-    /// Takes the poll out of line. `true` when it was still waiting: nothing
-    /// will be handed to it. `false` when an activation took it: its tasks
-    /// (or none) arrive through [`Place::handed`] once that commit is done.
-    pub(crate) fn leave(&self, place: &Place) -> bool {
-        let mut waiting = self.waiting.lock().expect("handoff poisoned");
-        match waiting.iter().position(|w| w.id == place.id) {
-            Some(i) => {
-                waiting.remove(i);
-                true
-            }
-            None => false,
+    /// Takes the poll out of line: the tasks an activation handed it
+    /// meanwhile (waiting for that commit when one took it), or none.
+    pub(crate) async fn leave(&self, place: &mut Place) -> Vec<ActivityTask> {
+        let still_waiting = {
+            let mut waiting = self.waiting.lock().expect("handoff poisoned");
+            let at = waiting.iter().position(|w| w.id == place.id);
+            at.map(|i| waiting.remove(i)).is_some()
+        };
+        if still_waiting {
+            Vec::new()
+        } else {
+            place.handed().await
         }
     }
 
@@ -136,17 +137,38 @@ mod tests {
     async fn a_taken_poll_receives_what_is_delivered_and_others_wait_on() {
         let handoff = Handoff::default();
         let mut charge = handoff.wait("w1", &names(&["charge"]), 4);
-        let ship = handoff.wait("w2", &names(&["ship"]), 1);
+        let mut ship = handoff.wait("w2", &names(&["ship"]), 1);
         assert!(handoff.take(["email"].into_iter()).is_none());
         let taken = handoff
             .take(["ship", "charge"].into_iter())
             .expect("a poll serves one");
         assert_eq!((taken.worker_id.as_str(), taken.room), ("w2", 1));
         assert!(taken.serves("ship") && !taken.serves("charge"));
-        assert!(!handoff.leave(&ship), "the poll was taken");
-        assert!(handoff.leave(&charge), "the other poll was still waiting");
-        taken.deliver(Vec::new());
-        assert!(charge.handed().await.is_empty());
+        assert!(
+            handoff.leave(&mut charge).await.is_empty(),
+            "still waiting: nothing was handed to it"
+        );
+        assert!(
+            handoff.take(["charge"].into_iter()).is_none(),
+            "it left the line"
+        );
+        let task = ActivityTask {
+            run_id: "r".into(),
+            seq: 1,
+            name: "ship".into(),
+            input: serde_json::Value::Null,
+            options: Default::default(),
+            attempt: 1,
+            lease_token: 1,
+            heartbeat_details: None,
+            close_deadline_ms: None,
+        };
+        taken.deliver(vec![task.clone()]);
+        assert_eq!(
+            handoff.leave(&mut ship).await,
+            vec![task],
+            "taken: its tasks arrive"
+        );
     }
 
     #[tokio::test]

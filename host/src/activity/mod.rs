@@ -31,6 +31,6 @@ mod handoff;
 mod registry;
 
 pub(crate) use executor::{AttemptRunner, Called, exhausted, outcome_of_failure};
-pub(crate) use handoff::{Handoff, Place, Taken};
+pub(crate) use handoff::{Handoff, Taken};
 pub use registry::{Activities, ActivityContext, ActivityError};
 pub(crate) use registry::{HeartbeatSink, StoreSink};

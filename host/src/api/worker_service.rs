@@ -14,7 +14,7 @@
 
 use super::mapping::status;
 use super::proto::{self, worker_service_server::WorkerService};
-use crate::activity::{ActivityError, Handoff, Place, exhausted, outcome_of_failure};
+use crate::activity::{ActivityError, exhausted, outcome_of_failure};
 use crate::host::{Host, HostInner};
 use crate::model::{Failure, RunId};
 use crate::scheduler::record_attempt;
@@ -207,16 +207,6 @@ impl Workers {
     }
 }
 
-/// Takes a poll out of line: the tasks an activation handed it meanwhile,
-/// none if nobody took it.
-async fn leave(handoff: &Handoff, place: &mut Place) -> Vec<ActivityTask> {
-    if handoff.leave(place) {
-        Vec::new()
-    } else {
-        place.handed().await
-    }
-}
-
 enum PayloadError {
     Invalid(String),
     TooLarge(String),
@@ -307,7 +297,7 @@ impl WorkerService for Workers {
             let handed = match woke {
                 // Taken out of line: the tasks, or none when their commit failed.
                 Woke::Handed(handed) => handed,
-                Woke::Look | Woke::GiveUp => leave(handoff, &mut place).await,
+                Woke::Look | Woke::GiveUp => handoff.leave(&mut place).await,
             };
             if !handed.is_empty() || gave_up {
                 return self.answer(handed, batch, worker_id).await;

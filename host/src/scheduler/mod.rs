@@ -409,20 +409,7 @@ async fn claim_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
             }
         };
         let claimed_any = !tasks.is_empty();
-        for t in &tasks {
-            tracing::debug!(run_id = %t.run_id, seq = t.seq, activity = %t.name, attempt = t.attempt, "claimed an activity attempt");
-        }
-        if tasks.iter().any(|t| t.options.heartbeat_timeout_ms > 0) {
-            host.wakeups.timeouts.notify_one();
-        }
-        for task in tasks {
-            let permit = permits
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore never closes");
-            spawn_attempt(host.clone(), task, Some(permit));
-        }
+        start_attempts(&host, &permits, tasks, "claimed").await;
         if claimed_any {
             tokio::task::yield_now().await;
             continue;
@@ -446,21 +433,31 @@ async fn claim_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
         let handed = tokio::select! {
             handed = place.handed() => handed,
             () = wait(&host, woken, still_ahead(next, now), &mut shutdown) => {
-                if handoff.leave(&place) { Vec::new() } else { place.handed().await }
+                handoff.leave(&mut place).await
             }
         };
-        for task in handed {
-            tracing::debug!(run_id = %task.run_id, seq = task.seq, activity = %task.name, "an activity attempt was handed over as it was scheduled");
-            if task.options.heartbeat_timeout_ms > 0 {
-                host.wakeups.timeouts.notify_one();
-            }
-            let permit = permits
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore never closes");
-            spawn_attempt(host.clone(), task, Some(permit));
-        }
+        start_attempts(&host, &permits, handed, "handed over as it was scheduled").await;
+    }
+}
+
+/// Starts each attempt this host's activity loop took, in a slot of its own.
+async fn start_attempts(
+    host: &Arc<HostInner>,
+    permits: &Arc<Semaphore>,
+    tasks: Vec<ActivityTask>,
+    how: &str,
+) {
+    if tasks.iter().any(|t| t.options.heartbeat_timeout_ms > 0) {
+        host.wakeups.timeouts.notify_one();
+    }
+    for task in tasks {
+        tracing::debug!(run_id = %task.run_id, seq = task.seq, activity = %task.name, attempt = task.attempt, "an activity attempt was {how}");
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closes");
+        spawn_attempt(host.clone(), task, Some(permit));
     }
 }
 

@@ -231,10 +231,14 @@ struct Run {
 impl Run {
     async fn start(store: &dyn Store, workflow_id: &str, now_ms: u64) -> Run {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        let id = RunId(format!(
-            "run-{}-{workflow_id}",
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+        let id = format!("run-{}-{workflow_id}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let (create, run) = Run::new(workflow_id, &id, now_ms);
+        store.create_run(create).await.expect("create_run");
+        run
+    }
+
+    /// A run's first event and the `CreateRun` that writes it, not yet written.
+    fn new(workflow_id: &str, run_id: &str, now_ms: u64) -> (CreateRun, Run) {
         let mut history = History::default();
         history.push(
             Event::WorkflowStarted {
@@ -248,19 +252,17 @@ impl Run {
             },
             now_ms,
         );
-        store
-            .create_run(CreateRun {
-                run_id: id.clone(),
-                workflow_id: workflow_id.into(),
-                workflow_type: "order".into(),
-                module_sha256: module_sha(),
-                first_event: history.events()[0].clone(),
-                now_ms,
-                options: RunOptions::default(),
-            })
-            .await
-            .expect("create_run");
-        Run { id, history }
+        let id = RunId(run_id.into());
+        let create = CreateRun {
+            run_id: id.clone(),
+            workflow_id: workflow_id.into(),
+            workflow_type: "order".into(),
+            module_sha256: module_sha(),
+            first_event: history.events()[0].clone(),
+            now_ms,
+            options: RunOptions::default(),
+        };
+        (create, Run { id, history })
     }
 
     /// `events` numbered and hashed after this run's history, which is left as it is.

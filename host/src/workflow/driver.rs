@@ -421,22 +421,44 @@ impl Driver {
                 });
             }
         };
-        let mut prepared = prepared;
+        // On an error, another host may own the run now: the instance is stale, drop it.
+        let report = self
+            .commit_prepared(claim, prepared, |commit| async move {
+                self.store.commit_activation(commit).await.map(|()| true)
+            })
+            .await?;
+        Ok(report.expect("a commit that did not fail applied"))
+    }
+
+    /// Writes a prepared activation with `write` (`true`: it applied): hands
+    /// its new tasks to a poll waiting for them, delivers them once the write
+    /// applied (none otherwise), and keeps the instance warm. The report,
+    /// when the write applied.
+    async fn commit_prepared<Write>(
+        &self,
+        claim: &RunClaim,
+        mut prepared: Prepared,
+        write: impl FnOnce(ActivationCommit) -> Write,
+    ) -> Result<Option<ActivationReport>, StoreError>
+    where
+        Write: std::future::Future<Output = Result<bool, StoreError>>,
+    {
         let handed = self.hand_over(&mut prepared);
         let Prepared {
             commit,
             report,
             ahead,
         } = prepared;
-        // On an error, another host may own the run now: the instance is stale, drop it.
-        let committed = self.store.commit_activation(commit).await;
+        let applied = write(commit).await;
         if let Some(h) = handed {
-            h.done(committed.is_ok());
+            h.done(matches!(applied, Ok(true)));
         }
-        committed?;
-        tracing::debug!(run_id = %run.run_id, last_seq = ahead.run_after.last_seq, "activation committed");
+        if !applied? {
+            return Ok(None);
+        }
+        tracing::debug!(run_id = %claim.run_id, last_seq = ahead.run_after.last_seq, "activation committed");
         self.keep_committed(claim, &report, ahead);
-        Ok(report)
+        Ok(Some(report))
     }
 
     /// Starts a run with its first activation already done: the guest runs
@@ -496,23 +518,11 @@ impl Driver {
         if !prepared.schedules_only() {
             return Ok(None);
         }
-        let mut prepared = prepared;
-        let handed = self.hand_over(&mut prepared);
-        let Prepared {
-            commit,
-            report,
-            ahead,
-        } = prepared;
-        let started = self.store.start_run(create.clone(), commit).await;
-        if let Some(h) = handed {
-            h.done(matches!(started, Ok(true)));
-        }
-        if !started? {
-            return Ok(None);
-        }
-        tracing::debug!(run_id = %run.run_id, last_seq = ahead.run_after.last_seq, "run started with its first activation");
-        self.keep_committed(&claim, &report, ahead);
-        Ok(Some(report))
+        Ok(self
+            .commit_prepared(&claim, prepared, |first| {
+                self.store.start_run(create.clone(), first)
+            })
+            .await?)
     }
 
     /// Records an attempt's result and, when this host holds the run warm
@@ -558,7 +568,7 @@ impl Driver {
             lease_token: committed.lease_token,
             observed_wakeups: committed.handled_wakeups + 1,
         };
-        let mut prepared = match self
+        let prepared = match self
             .prepare(
                 &claim,
                 &committed.run,
@@ -573,23 +583,12 @@ impl Driver {
             // The ordinary path replays the run and parks it with the reason.
             Err(_) => return self.finish_alone(finished).await,
         };
-        let handed = self.hand_over(&mut prepared);
-        let Prepared {
-            commit,
-            report,
-            ahead,
-        } = prepared;
-        let applied = self.store.finish_and_commit(finished, commit).await;
-        if let Some(h) = handed {
-            h.done(matches!(applied, Ok(true)));
-        }
-        if !applied? {
-            // The result is recorded; the instance ran ahead of a run that moved on.
-            return Ok(None);
-        }
-        tracing::debug!(run_id = %claim.run_id, last_seq = ahead.run_after.last_seq, "activation committed with the result that woke it");
-        self.keep_committed(&claim, &report, ahead);
-        Ok(Some(report))
+        // `None`: the result is recorded; the instance ran ahead of a run
+        // that moved on, and is dropped.
+        self.commit_prepared(&claim, prepared, |next| {
+            self.store.finish_and_commit(finished, next)
+        })
+        .await
     }
 
     async fn finish_alone(

@@ -6,34 +6,6 @@
 use super::*;
 use crate::store::{FinishedAttempt, InlineClaim};
 
-/// A run's first event and its `CreateRun`, not yet written.
-fn new_run(workflow_id: &str, run_id: &str, now_ms: u64) -> (CreateRun, Run) {
-    let mut history = History::default();
-    history.push(
-        Event::WorkflowStarted {
-            workflow_type: "order".into(),
-            workflow_id: workflow_id.into(),
-            input: json!({"customer": "ada"}),
-            module_sha256: module_sha(),
-            seed: 7,
-            parent: None,
-            continued_from: None,
-        },
-        now_ms,
-    );
-    let id = RunId(run_id.into());
-    let create = CreateRun {
-        run_id: id.clone(),
-        workflow_id: workflow_id.into(),
-        workflow_type: "order".into(),
-        module_sha256: module_sha(),
-        first_event: history.events()[0].clone(),
-        now_ms,
-        options: RunOptions::default(),
-    };
-    (create, Run { id, history })
-}
-
 /// The claim a new run's first activation is made under: its first lease
 /// token and the wake-up it is created with.
 fn first_claim(run: &Run) -> RunClaim {
@@ -45,7 +17,7 @@ fn first_claim(run: &Run) -> RunClaim {
 }
 
 pub async fn start_run_writes_the_run_with_its_first_activation(store: &dyn Store) {
-    let (create, mut run) = new_run("wf-eager", "run-eager-1", T0);
+    let (create, mut run) = Run::new("wf-eager", "run-eager-1", T0);
     let mut first = run.commit(&first_claim(&run), Vec::new(), T0);
     schedule_in(&run, &mut first, 1, "charge", ActivityOptions::default());
     let events = first.events.clone();
@@ -71,7 +43,7 @@ pub async fn start_run_writes_the_run_with_its_first_activation(store: &dyn Stor
     assert_eq!(tasks.len(), 1, "its activity is claimable at once");
 
     // The workflow id is taken: nothing of the second run is written.
-    let (create, second) = new_run("wf-eager", "run-eager-2", T0 + 2);
+    let (create, second) = Run::new("wf-eager", "run-eager-2", T0 + 2);
     let first = second.commit(&first_claim(&second), Vec::new(), T0 + 2);
     assert!(
         !store
