@@ -362,7 +362,17 @@ async fn replaying_before_every_activation_changes_nothing() {
         assert_eq!(kit.attempts("publish"), 1);
         let history = kit.env.history(&run).await.unwrap();
         history.verify().unwrap();
-        reports.push((report, history.len()));
+        // Which results one activation takes in depends on when they
+        // arrive (a warm run commits a result with the activation it wakes
+        // at once; a replayed one is activated by the loop, with whatever
+        // results came meanwhile), so the activations are not compared;
+        // every other event is.
+        let events = history
+            .events()
+            .iter()
+            .filter(|e| e.event.kind() != "activation_started")
+            .count();
+        reports.push((report, events));
         kit.done(&run).await;
     }
     assert_eq!(reports[0], reports[1]);
