@@ -2,6 +2,8 @@
 //! check that the run carries on from its history: completed activities are
 //! not run again, the timer keeps its original due time, the signal is not
 //! lost, every completion is recorded exactly once, and the chain verifies.
+//! And kill it with a hundred runs in flight: every one completes after the
+//! restart, each completion recorded once.
 //!
 //! The host is a real child process: this test binary run again with only the
 //! ignored `child_host` test selected and `WEFT_CRASH_DB` set.
@@ -54,6 +56,14 @@ async fn child_host() {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
             Ok::<_, ActivityError>(format!("{name}-done"))
+        }
+    });
+    let echo_log = PathBuf::from(std::env::var("WEFT_CRASH_LOG").unwrap());
+    activities.register("echo", move |_: ActivityContext, input: Value| {
+        let log = echo_log.clone();
+        async move {
+            append(&log, "start echo");
+            Ok::<_, ActivityError>(input)
         }
     });
     let mut config = HostConfig {
@@ -318,4 +328,111 @@ async fn host_killed_at_five_points_carries_on(backend: Backend) {
     s.db.drop().await;
 }
 
-both_backends!(host_killed_at_five_points_carries_on);
+/// Runs in flight when their host is killed with `kill -9`: started together,
+/// each a chain of this many activities.
+const BATCH_RUNS: usize = 100;
+const BATCH_STEPS: usize = 5;
+
+/// A host killed with a batch of runs in flight, most of them between
+/// activations, some with attempts running, some with results on the way:
+/// after its restart every run completes, each activity's completion is in
+/// its history exactly once, and every chain verifies. How long the
+/// recovery took, from the restart to the last run closing, is printed.
+async fn host_killed_with_a_batch_in_flight_finishes_every_run(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::fresh_db(backend).await;
+    let client = Host::with_engine(
+        db.store.clone(),
+        Activities::new(),
+        HostConfig::default(),
+        Arc::new(SystemClock),
+        common::engine(),
+    );
+    let s = Scenario {
+        log: dir.path().join("activities.log"),
+        cache: dir.path().join("cache"),
+        db,
+        _dir: dir,
+        client,
+    };
+    let module = s
+        .client
+        .deploy("test-scenarios", "test", &guest("test-scenarios"))
+        .await
+        .unwrap()
+        .sha256;
+    let child = s.spawn("");
+    let mut runs = Vec::with_capacity(BATCH_RUNS);
+    for i in 0..BATCH_RUNS {
+        let request = StartRequest {
+            workflow_id: format!("batch-{i}"),
+            workflow_type: "chain".into(),
+            input: json!({ "activities": BATCH_STEPS }),
+            module: module.clone(),
+            options: Default::default(),
+        };
+        runs.push(s.client.start(request).await.unwrap());
+    }
+    // Killed once about a third of the work was done (the first host
+    // compiles the module first: a debug build on a busy machine takes a while).
+    let third = BATCH_RUNS * BATCH_STEPS / 3;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while starts(&s.log, "echo") < third && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        starts(&s.log, "echo") >= third,
+        "a third of the activities ran within 2 minutes; host logs:\n{}",
+        s.host_log_text()
+    );
+    kill(child);
+    let killed_at = starts(&s.log, "echo");
+    assert!(
+        killed_at < BATCH_RUNS * BATCH_STEPS,
+        "the host was killed with work left"
+    );
+
+    let restarted = std::time::Instant::now();
+    let child = s.spawn("");
+    let mut open = runs.clone();
+    for _ in 0..2400 {
+        let mut still = Vec::new();
+        for run in open {
+            if s.client.describe(&run).await.unwrap().status == RunStatus::Running {
+                still.push(run);
+            }
+        }
+        open = still;
+        if open.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recovery = restarted.elapsed();
+    assert!(
+        open.is_empty(),
+        "{} runs still open 120 s after the restart; host logs:\n{}",
+        open.len(),
+        s.host_log_text()
+    );
+    kill(child);
+    eprintln!(
+        "recovery: {BATCH_RUNS} runs of {BATCH_STEPS} activities, killed after {killed_at} attempts; \
+         the last run closed {recovery:?} after the restart ({} attempts in all)",
+        starts(&s.log, "echo")
+    );
+    for run in &runs {
+        let record = s.client.describe(run).await.unwrap();
+        assert_eq!(record.status, RunStatus::Completed, "{record:?}");
+        assert_eq!(record.output, Some(json!(BATCH_STEPS)));
+        let history = s.history(run).await;
+        history.verify().expect("the hash chain verifies");
+        common::assert_each_completion_once(&history, BATCH_STEPS);
+    }
+    s.db.drop().await;
+}
+
+both_backends!(
+    host_killed_at_five_points_carries_on,
+    host_killed_with_a_batch_in_flight_finishes_every_run
+);
