@@ -8,6 +8,12 @@
 //! with the attempt's outcome only; whether a failure is retried is decided
 //! here by the retry policy and deadline stored with the task.
 //!
+//! A poll that finds nothing to claim waits in line
+//! ([`Handoff`](crate::activity::Handoff)): an activation that schedules a
+//! task the worker serves writes it already claimed for that worker, and the
+//! poll answers with it once that commit applied. A poll asks for up to
+//! `max_tasks` at once (a worker's free slots); one without it gets one task.
+//!
 //! A poll whose caller goes away between the claim and the answer leaves
 //! the attempt claimed for nobody: it is retried once its lease expires
 //! (at least once, as every attempt).
