@@ -106,6 +106,34 @@ struct Scenario {
 }
 
 impl Scenario {
+    /// A fresh database, a client host on it (its loops not running), and
+    /// the test-scenarios module deployed.
+    async fn new(backend: Backend) -> (Scenario, weft::model::Sha256Hex) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = common::fresh_db(backend).await;
+        let client = Host::with_engine(
+            db.store.clone(),
+            Activities::new(),
+            HostConfig::default(),
+            Arc::new(SystemClock),
+            common::engine(),
+        );
+        let s = Scenario {
+            log: dir.path().join("activities.log"),
+            cache: dir.path().join("cache"),
+            db,
+            _dir: dir,
+            client,
+        };
+        let module = s
+            .client
+            .deploy("test-scenarios", "test", &guest("test-scenarios"))
+            .await
+            .unwrap()
+            .sha256;
+        (s, module)
+    }
+
     fn spawn(&self, hang: &str) -> Child {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.args([
@@ -183,28 +211,7 @@ fn kill(mut child: Child) {
 }
 
 async fn host_killed_at_five_points_carries_on(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = common::fresh_db(backend).await;
-    let client = Host::with_engine(
-        db.store.clone(),
-        Activities::new(),
-        HostConfig::default(),
-        Arc::new(SystemClock),
-        common::engine(),
-    );
-    let s = Scenario {
-        log: dir.path().join("activities.log"),
-        cache: dir.path().join("cache"),
-        db,
-        _dir: dir,
-        client,
-    };
-    let module = s
-        .client
-        .deploy("test-scenarios", "test", &guest("test-scenarios"))
-        .await
-        .unwrap()
-        .sha256;
+    let (s, module) = Scenario::new(backend).await;
     let run = s
         .client
         .start(StartRequest {
@@ -339,28 +346,7 @@ const BATCH_STEPS: usize = 5;
 /// its history exactly once, and every chain verifies. How long the
 /// recovery took, from the restart to the last run closing, is printed.
 async fn host_killed_with_a_batch_in_flight_finishes_every_run(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = common::fresh_db(backend).await;
-    let client = Host::with_engine(
-        db.store.clone(),
-        Activities::new(),
-        HostConfig::default(),
-        Arc::new(SystemClock),
-        common::engine(),
-    );
-    let s = Scenario {
-        log: dir.path().join("activities.log"),
-        cache: dir.path().join("cache"),
-        db,
-        _dir: dir,
-        client,
-    };
-    let module = s
-        .client
-        .deploy("test-scenarios", "test", &guest("test-scenarios"))
-        .await
-        .unwrap()
-        .sha256;
+    let (s, module) = Scenario::new(backend).await;
     let child = s.spawn("");
     let mut runs = Vec::with_capacity(BATCH_RUNS);
     for i in 0..BATCH_RUNS {
