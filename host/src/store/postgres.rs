@@ -489,13 +489,8 @@ impl RunStore for PostgresStore {
         // parent and children, in run_id order), then reads what `next`
         // expects under that lock.
         let mut tx = lifecycle::begin(&self.pool, run_id, &lc).await?;
-        let state: Option<rows::WarmRunState> =
-            sqlx::query_as(rows::warm_run_state!(" FOR NO KEY UPDATE"))
-                .bind(run_id.as_str())
-                .bind(i64::from(finished.seq))
-                .fetch_optional(&mut *tx)
-                .await?;
-        if !end_attempt(&mut *tx, &end).await? {
+        let (ended, state) = end_attempt_reading_run(&mut tx, &end).await?;
+        if !ended {
             drop(tx);
             let now = self.task_state(run_id, finished.seq).await?;
             return Err(rows::task_conflict(
@@ -662,9 +657,9 @@ async fn apply_activation(
     c: &CommitColumns,
     lc: &LifecycleColumns,
 ) -> StoreResult<()> {
-    append(tx, commit, c).await?;
+    let appended = append(tx, commit, c).await?;
     if !lc.is_empty() {
-        lifecycle::apply_lifecycle(tx, &commit.run_id, lc).await?;
+        lifecycle::apply_lifecycle(tx, &commit.run_id, lc, appended.reaches_others).await?;
     }
     if !commit.cancelled_activities.is_empty() {
         cancel_activities(
@@ -686,12 +681,12 @@ async fn append(
     conn: &mut PgConnection,
     commit: &ActivationCommit,
     c: &CommitColumns,
-) -> StoreResult<()> {
+) -> StoreResult<Appended> {
     let run_id = &commit.run_id;
     // `r` is the conditional append; every other clause joins or tests it,
     // so when the lease or the history moved on, nothing at all is written.
     // A timer both started and cancelled in this activation is never inserted.
-    let applied: i64 = sqlx::query_scalar(
+    let (applied, reaches_others): (i64, bool) = sqlx::query_as(
         "WITH r AS (
              UPDATE runs
                 SET last_seq = $4, last_hash = $5, handled_wakeups = $6,
@@ -749,7 +744,15 @@ async fn append(
               WHERE $27::boolean AND run_id = $1 AND NOT consumed AND status IN ('scheduled', 'running')
                 AND NOT (seq = ANY($16::bigint[])) AND EXISTS (SELECT 1 FROM r)
          )
-         SELECT count(*) FROM r",
+         SELECT (SELECT count(*) FROM r),
+                -- A closing run's close reaches others only through these rows
+                -- (read after the commit's locks: no one adds them meanwhile).
+                $27::boolean
+                AND (EXISTS (SELECT 1 FROM children WHERE child_run_id = $1 AND NOT resolved)
+                     OR EXISTS (SELECT 1 FROM children
+                                 WHERE parent_run_id = $1 AND NOT resolved AND child_run_id IS NOT NULL
+                                   AND parent_close_policy IN ('terminate', 'request_cancel'))
+                     OR EXISTS (SELECT 1 FROM updates WHERE run_id = $1 AND NOT completed))",
     )
     .bind(run_id.as_str())
     .bind(commit.lease_token)
@@ -804,7 +807,15 @@ async fn append(
             Some(c.expected_last_seq),
         ));
     }
-    Ok(())
+    Ok(Appended { reaches_others })
+}
+
+/// What an applied [`append`] found.
+struct Appended {
+    /// The run closed with rows that its close must update beyond its own:
+    /// a parent waiting for it, children its close policy reaches, updates
+    /// no one answered.
+    reaches_others: bool,
 }
 
 /// Resolves the activities the workflow cancelled that have not resolved, as
@@ -842,6 +853,60 @@ async fn cancel_activities(
     Ok(())
 }
 
+/// The statement that ends an attempt (see [`end_attempt`]): `$run` adds
+/// columns of the locked run `r` to the `run` clause, `$select` is what the
+/// statement returns (`t` holds the task it ended, if it applied).
+macro_rules! end_attempt_sql {
+    ($run:literal, $select:literal) => {
+        concat!(
+            "WITH run AS (
+                 SELECT r.run_id",
+            $run,
+            " FROM runs r WHERE r.run_id = $1 FOR NO KEY UPDATE
+             ), t AS (
+                 UPDATE activity_tasks
+                    SET status = $4, lease_owner = NULL, lease_expires_at_ms = NULL,
+                        output = $5, failure = $6, resolved_at_ms = $7,
+                        visible_at_ms = COALESCE($8, visible_at_ms),
+                        heartbeat_deadline_ms = NULL,
+                        start_deadline_ms = CASE WHEN $8::bigint IS NOT NULL AND schedule_to_start_ms > 0
+                                                 THEN $8::bigint + schedule_to_start_ms END
+                  WHERE run_id = $1 AND seq = $2 AND lease_token = $3 AND status = $10
+                    AND ($11::bigint IS NULL OR close_deadline_ms <= $11 OR start_deadline_ms <= $11
+                         OR heartbeat_deadline_ms <= $11)
+                    AND EXISTS (SELECT 1 FROM run)
+                 RETURNING run_id
+             ), w AS (
+                 UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $12 ELSE woken_at_ms END,
+                                 wakeups = wakeups + 1
+                  WHERE run_id = $1 AND $9::boolean AND EXISTS (SELECT 1 FROM t)
+             ) ",
+            $select
+        )
+    };
+}
+
+/// Binds an [`rows::AttemptEnd`] to a statement of [`end_attempt_sql`].
+fn bind_end<'q, O>(
+    query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    end: &'q rows::AttemptEnd<'_>,
+) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
+    let a = &end.columns;
+    query
+        .bind(end.run_id.as_str())
+        .bind(i64::from(end.seq))
+        .bind(end.lease_token)
+        .bind(a.status)
+        .bind(a.output.as_deref())
+        .bind(a.failure.as_deref())
+        .bind(a.resolved_at_ms)
+        .bind(a.retry_at_ms)
+        .bind(a.is_final)
+        .bind(end.status)
+        .bind(end.expired_at)
+        .bind(int(end.now_ms))
+}
+
 /// Ends an attempt (see [`rows::AttemptEnd`]); a final outcome wakes the run.
 /// Whether it applied. `run` locks the run's row before the task's, the
 /// order commits use.
@@ -849,45 +914,35 @@ async fn end_attempt<'c>(
     conn: impl sqlx::PgExecutor<'c>,
     end: &rows::AttemptEnd<'_>,
 ) -> StoreResult<bool> {
-    let a = &end.columns;
-    let applied: i64 = sqlx::query_scalar(
-        "WITH run AS (
-             SELECT run_id FROM runs WHERE run_id = $1 FOR NO KEY UPDATE
-         ), t AS (
-             UPDATE activity_tasks
-                SET status = $4, lease_owner = NULL, lease_expires_at_ms = NULL,
-                    output = $5, failure = $6, resolved_at_ms = $7,
-                    visible_at_ms = COALESCE($8, visible_at_ms),
-                    heartbeat_deadline_ms = NULL,
-                    start_deadline_ms = CASE WHEN $8::bigint IS NOT NULL AND schedule_to_start_ms > 0
-                                             THEN $8::bigint + schedule_to_start_ms END
-              WHERE run_id = $1 AND seq = $2 AND lease_token = $3 AND status = $10
-                AND ($11::bigint IS NULL OR close_deadline_ms <= $11 OR start_deadline_ms <= $11
-                     OR heartbeat_deadline_ms <= $11)
-                AND EXISTS (SELECT 1 FROM run)
-             RETURNING run_id
-         ), w AS (
-             UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $12 ELSE woken_at_ms END,
-                             wakeups = wakeups + 1
-              WHERE run_id = $1 AND $9::boolean AND EXISTS (SELECT 1 FROM t)
-         )
-         SELECT count(*) FROM t",
+    let (applied,): (i64,) = bind_end(
+        sqlx::query_as(end_attempt_sql!("", "SELECT count(*) FROM t")),
+        end,
     )
-    .bind(end.run_id.as_str())
-    .bind(i64::from(end.seq))
-    .bind(end.lease_token)
-    .bind(a.status)
-    .bind(a.output.as_deref())
-    .bind(a.failure.as_deref())
-    .bind(a.resolved_at_ms)
-    .bind(a.retry_at_ms)
-    .bind(a.is_final)
-    .bind(end.status)
-    .bind(end.expired_at)
-    .bind(int(end.now_ms))
     .fetch_one(conn)
     .await?;
     Ok(applied == 1)
+}
+
+/// [`end_attempt`], reading in the same statement what `finish_and_commit`
+/// checks of the run (its [`rows::WarmRunState`], as the lock found it,
+/// before this result woke it): one round trip instead of two.
+async fn end_attempt_reading_run(
+    conn: &mut PgConnection,
+    end: &rows::AttemptEnd<'_>,
+) -> StoreResult<(bool, Option<rows::WarmRunState>)> {
+    let ended: rows::EndedReadingRun = bind_end(
+        sqlx::query_as(end_attempt_sql!(
+            ", r.status, r.lease_token, r.last_seq, r.wakeups, r.handled_wakeups,
+               (SELECT a.attempt FROM activity_tasks a WHERE a.run_id = r.run_id AND a.seq = $2) AS attempt",
+            "SELECT (SELECT count(*) FROM t) AS applied, run.status, run.lease_token, run.last_seq,
+                    run.wakeups, run.handled_wakeups, run.attempt
+               FROM (SELECT 1) AS one LEFT JOIN run ON true"
+        )),
+        end,
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(ended.into_parts())
 }
 
 impl PostgresStore {

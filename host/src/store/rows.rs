@@ -809,18 +809,12 @@ impl<'a> AttemptEnd<'a> {
 
 /// What `finish_and_commit` reads of a run (and of the finished task's
 /// attempt) before it records the result: whether the activation prepared
-/// from the warm instance still applies. Postgres appends a row lock.
-macro_rules! warm_run_state {
-    ($tail:literal) => {
-        concat!(
-            "SELECT r.status, r.lease_token, r.last_seq, r.wakeups, r.handled_wakeups,
-                    (SELECT t.attempt FROM activity_tasks t WHERE t.run_id = r.run_id AND t.seq = $2) AS attempt
-               FROM runs r WHERE r.run_id = $1",
-            $tail
-        )
-    };
-}
-pub(super) use warm_run_state;
+/// from the warm instance still applies. (Postgres reads the same columns in
+/// the statement that ends the attempt.)
+pub(super) const WARM_RUN_STATE: &str =
+    "SELECT r.status, r.lease_token, r.last_seq, r.wakeups, r.handled_wakeups,
+            (SELECT t.attempt FROM activity_tasks t WHERE t.run_id = r.run_id AND t.seq = $2) AS attempt
+       FROM runs r WHERE r.run_id = $1";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct WarmRunState {
@@ -848,6 +842,45 @@ impl WarmRunState {
             && self.wakeups == self.handled_wakeups
             && self.handled_wakeups + 1 == next.observed_wakeups
             && self.attempt == Some(i64::from(finished.attempt))
+    }
+}
+
+/// An attempt's end and, read in the same statement under the run's lock,
+/// the run's [`WarmRunState`] (no run: `None`).
+#[derive(sqlx::FromRow)]
+pub(super) struct EndedReadingRun {
+    applied: i64,
+    status: Option<String>,
+    lease_token: Option<i64>,
+    last_seq: Option<i64>,
+    wakeups: Option<i64>,
+    handled_wakeups: Option<i64>,
+    attempt: Option<i64>,
+}
+
+impl EndedReadingRun {
+    /// Whether the attempt ended, and the run as it was.
+    pub(super) fn into_parts(self) -> (bool, Option<WarmRunState>) {
+        let state = match (
+            self.status,
+            self.lease_token,
+            self.last_seq,
+            self.wakeups,
+            self.handled_wakeups,
+        ) {
+            (Some(status), Some(lease_token), Some(last_seq), Some(wakeups), Some(handled)) => {
+                Some(WarmRunState {
+                    status,
+                    lease_token,
+                    last_seq,
+                    wakeups,
+                    handled_wakeups: handled,
+                    attempt: self.attempt,
+                })
+            }
+            _ => None,
+        };
+        (self.applied == 1, state)
     }
 }
 

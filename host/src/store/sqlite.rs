@@ -620,7 +620,7 @@ impl RunStore for SqliteStore {
         let c = CommitColumns::new(&next)?;
         let lc = LifecycleColumns::new(&next)?;
         let mut tx = self.begin_write().await?;
-        let state: Option<rows::WarmRunState> = sqlx::query_as(rows::warm_run_state!(""))
+        let state: Option<rows::WarmRunState> = sqlx::query_as(rows::WARM_RUN_STATE)
             .bind(run_id.as_str())
             .bind(i64::from(finished.seq))
             .fetch_optional(&mut *tx)

@@ -165,21 +165,28 @@ pub(super) async fn begin(
 ) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
     let mut tx = pool.begin().await?;
     if lc.close.is_some() || !lc.cancelled_children.is_empty() {
-        sqlx::query(
-            "SELECT run_id FROM runs
-              WHERE run_id = $1
-                 OR run_id = (SELECT parent_run_id FROM runs WHERE run_id = $1)
-                 OR run_id IN (SELECT child_run_id FROM children
-                                WHERE parent_run_id = $1 AND NOT resolved AND child_run_id IS NOT NULL)
-              ORDER BY run_id
-              FOR NO KEY UPDATE",
-        )
-        .bind(run_id.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
+        sqlx::query(LOCK_FAMILY)
+            .bind(run_id.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
     }
     Ok(tx)
 }
+
+/// Locks a run, its parent and its unresolved children (`$1` the run):
+/// the ids first, sorted, then each run by its key, in that order. The key
+/// matters: `run_id = $1 OR run_id IN (…)` reads the whole table, and so does
+/// `run_id = ANY (…)` while the planner's statistics still say it is small.
+const LOCK_FAMILY: &str = "SELECT l.run_id
+   FROM (SELECT DISTINCT id
+           FROM unnest(ARRAY[$1]
+                       || ARRAY(SELECT parent_run_id FROM runs
+                                 WHERE run_id = $1 AND parent_run_id IS NOT NULL)
+                       || ARRAY(SELECT child_run_id FROM children
+                                 WHERE parent_run_id = $1 AND NOT resolved
+                                   AND child_run_id IS NOT NULL)) AS id
+          ORDER BY id) ids
+  CROSS JOIN LATERAL (SELECT run_id FROM runs WHERE run_id = ids.id FOR NO KEY UPDATE) l";
 
 /// Applies what an activation commit does beyond the conditional append, in
 /// the commit's transaction and after the append (which set `handled_wakeups`
@@ -188,6 +195,7 @@ pub(super) async fn apply_lifecycle(
     conn: &mut PgConnection,
     run_id: &RunId,
     lc: &LifecycleColumns,
+    reaches_others: bool,
 ) -> StoreResult<()> {
     let now = lc.now_ms;
     // Children first: a child started and cancelled (or orphaned by the
@@ -307,65 +315,70 @@ pub(super) async fn apply_lifecycle(
                 return Err(rows::continue_refused(run_id, refusal));
             }
         }
-        // Each clause touches its own rows: the parent's `children` row and
-        // run, the children's runs, this run's updates, and for continue-as-new
-        // this run's row, its signals and the parent's row again (instead of resolving it).
-        sqlx::query(
-            "WITH me AS (
-                 SELECT workflow_id FROM runs WHERE run_id = $1
-             ), resolved AS (
-                 UPDATE children SET resolved = true, output = $2, failure = $3, resolved_at_ms = $4
-                  WHERE $5::boolean AND child_run_id = $1 AND NOT resolved
-                 RETURNING parent_run_id
-             ), parents AS (
-                 UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $4 ELSE woken_at_ms END,
-                                 wakeups = wakeups + 1
-                  WHERE run_id IN (SELECT parent_run_id FROM resolved) AND status IN ('running', 'stuck')
-             ), orphans AS (
-                 SELECT child_run_id, parent_close_policy FROM children
-                  WHERE parent_run_id = $1 AND NOT resolved AND child_run_id IS NOT NULL
-                    AND parent_close_policy IN ('terminate', 'request_cancel')
-             ), policed AS (
-                 UPDATE runs r
-                    SET termination_reason = CASE WHEN o.parent_close_policy = 'terminate'
-                            THEN COALESCE(r.termination_reason, replace($6, $7, me.workflow_id))
-                            ELSE r.termination_reason END,
-                        status = CASE WHEN o.parent_close_policy = 'terminate' THEN 'running' ELSE r.status END,
-                        stuck = CASE WHEN o.parent_close_policy = 'terminate' THEN NULL ELSE r.stuck END,
-                        cancel_requested_at_ms = CASE
-                            WHEN o.parent_close_policy = 'request_cancel' AND r.cancel_reason IS NULL THEN $4
-                            ELSE r.cancel_requested_at_ms END,
-                        cancel_reason = CASE WHEN o.parent_close_policy = 'request_cancel'
-                            THEN COALESCE(r.cancel_reason, replace($6, $7, me.workflow_id))
-                            ELSE r.cancel_reason END,
-                        woken_at_ms = CASE WHEN r.wakeups = r.handled_wakeups THEN $4 ELSE r.woken_at_ms END,
-                        wakeups = r.wakeups + 1
-                   FROM orphans o, me
-                  WHERE r.run_id = o.child_run_id AND r.status IN ('running', 'stuck')
-             ), unanswered AS (
-                 UPDATE updates SET completed = true, failure = $8, completed_at_ms = $4
-                  WHERE run_id = $1 AND NOT completed
-             ), continued AS (
-                 UPDATE runs SET continued_to = $9 WHERE $9::text IS NOT NULL AND run_id = $1
-             ), moved AS (
-                 UPDATE signals SET run_id = $9 WHERE $9::text IS NOT NULL AND run_id = $1 AND NOT consumed
-             ), followed AS (
-                 UPDATE children SET child_run_id = $9
-                  WHERE $9::text IS NOT NULL AND child_run_id = $1 AND NOT resolved
-             )
-             SELECT 1",
-        )
-        .bind(run_id.as_str())
-        .bind(close.output.as_deref())
-        .bind(close.failure.as_deref())
-        .bind(now)
-        .bind(close.resolves_parent)
-        .bind(PARENT_CLOSED)
-        .bind(WORKFLOW_ID_SLOT)
-        .bind(&close.unanswered_update)
-        .bind(close.next.as_ref().map(|n| n.run_id.as_str()))
-        .execute(&mut *conn)
-        .await?;
+        // A close that reaches no one else (no parent waiting, no child its
+        // policy reaches, no update unanswered, no next run) has nothing more
+        // to write: the append closed the run.
+        if close.next.is_some() || reaches_others || !lc.new_children.is_empty() {
+            // Each clause touches its own rows: the parent's `children` row and
+            // run, the children's runs, this run's updates, and for continue-as-new
+            // this run's row, its signals and the parent's row again (instead of resolving it).
+            sqlx::query(
+                "WITH me AS (
+                     SELECT workflow_id FROM runs WHERE run_id = $1
+                 ), resolved AS (
+                     UPDATE children SET resolved = true, output = $2, failure = $3, resolved_at_ms = $4
+                      WHERE $5::boolean AND child_run_id = $1 AND NOT resolved
+                     RETURNING parent_run_id
+                 ), parents AS (
+                     UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $4 ELSE woken_at_ms END,
+                                     wakeups = wakeups + 1
+                      WHERE run_id IN (SELECT parent_run_id FROM resolved) AND status IN ('running', 'stuck')
+                 ), orphans AS (
+                     SELECT child_run_id, parent_close_policy FROM children
+                      WHERE parent_run_id = $1 AND NOT resolved AND child_run_id IS NOT NULL
+                        AND parent_close_policy IN ('terminate', 'request_cancel')
+                 ), policed AS (
+                     UPDATE runs r
+                        SET termination_reason = CASE WHEN o.parent_close_policy = 'terminate'
+                                THEN COALESCE(r.termination_reason, replace($6, $7, me.workflow_id))
+                                ELSE r.termination_reason END,
+                            status = CASE WHEN o.parent_close_policy = 'terminate' THEN 'running' ELSE r.status END,
+                            stuck = CASE WHEN o.parent_close_policy = 'terminate' THEN NULL ELSE r.stuck END,
+                            cancel_requested_at_ms = CASE
+                                WHEN o.parent_close_policy = 'request_cancel' AND r.cancel_reason IS NULL THEN $4
+                                ELSE r.cancel_requested_at_ms END,
+                            cancel_reason = CASE WHEN o.parent_close_policy = 'request_cancel'
+                                THEN COALESCE(r.cancel_reason, replace($6, $7, me.workflow_id))
+                                ELSE r.cancel_reason END,
+                            woken_at_ms = CASE WHEN r.wakeups = r.handled_wakeups THEN $4 ELSE r.woken_at_ms END,
+                            wakeups = r.wakeups + 1
+                       FROM orphans o, me
+                      WHERE r.run_id = o.child_run_id AND r.status IN ('running', 'stuck')
+                 ), unanswered AS (
+                     UPDATE updates SET completed = true, failure = $8, completed_at_ms = $4
+                      WHERE run_id = $1 AND NOT completed
+                 ), continued AS (
+                     UPDATE runs SET continued_to = $9 WHERE $9::text IS NOT NULL AND run_id = $1
+                 ), moved AS (
+                     UPDATE signals SET run_id = $9 WHERE $9::text IS NOT NULL AND run_id = $1 AND NOT consumed
+                 ), followed AS (
+                     UPDATE children SET child_run_id = $9
+                      WHERE $9::text IS NOT NULL AND child_run_id = $1 AND NOT resolved
+                 )
+                 SELECT 1",
+            )
+            .bind(run_id.as_str())
+            .bind(close.output.as_deref())
+            .bind(close.failure.as_deref())
+            .bind(now)
+            .bind(close.resolves_parent)
+            .bind(PARENT_CLOSED)
+            .bind(WORKFLOW_ID_SLOT)
+            .bind(&close.unanswered_update)
+            .bind(close.next.as_ref().map(|n| n.run_id.as_str()))
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     Ok(())
 }
@@ -513,4 +526,65 @@ pub(super) async fn list_runs(pool: &PgPool, filter: &ListFilter) -> StoreResult
         .push_bind(rows::list_limit(filter));
     let rows: Vec<RunRow> = q.build_query_as().fetch_all(pool).await?;
     rows.into_iter().map(RunRow::into_record).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LOCK_FAMILY;
+    use crate::store::postgres::PostgresStore;
+
+    /// The plan of [`LOCK_FAMILY`] for one run.
+    async fn plan(store: &PostgresStore) -> String {
+        let lines: Vec<String> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {LOCK_FAMILY}")))
+                .bind("a-run")
+                .fetch_all(&store.pool)
+                .await
+                .expect("explain the lock");
+        lines.join("\n")
+    }
+
+    /// Every close takes this lock: a plan that reads the whole `runs`
+    /// table makes each close cost as much as the table is long.
+    #[tokio::test]
+    async fn closing_locks_its_runs_by_their_key_whatever_the_statistics_say() {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!(
+            "weft_test_lock_plan_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .subsec_nanos()
+        );
+        let store = PostgresStore::connect_in_schema(&url, &schema)
+            .await
+            .expect("connect to Postgres (DATABASE_URL)");
+        // A new table: the planner has no statistics and guesses it small.
+        let fresh = plan(&store).await;
+        assert!(!fresh.contains("Seq Scan on runs"), "{fresh}");
+        sqlx::query(
+            "INSERT INTO runs (run_id, workflow_id, workflow_type, module_sha256, status,
+                               last_seq, last_hash, created_at_ms, closed_at_ms)
+             SELECT 'run-' || i, 'wf-' || i, 'hello', 'sha', 'completed', 3, 'h', i, i
+               FROM generate_series(1, 5000) AS i",
+        )
+        .execute(&store.pool)
+        .await
+        .expect("insert runs");
+        sqlx::query("ANALYZE runs")
+            .execute(&store.pool)
+            .await
+            .expect("analyze");
+        let known = plan(&store).await;
+        assert!(!known.contains("Seq Scan on runs"), "{known}");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA \"{schema}\" CASCADE"
+        )))
+        .execute(&store.pool)
+        .await
+        .expect("drop the test schema");
+        store.close().await;
+    }
 }
