@@ -465,6 +465,23 @@ impl RunStore for PostgresStore {
         let run = NewRunColumns::new(&create)?;
         let c = CommitColumns::new(&first)?;
         let lc = LifecycleColumns::new(&first)?;
+        // The usual first activation schedules activities and timers and
+        // nothing else: the run and all it writes go in one statement.
+        let rows_only = lc.is_empty()
+            && first.cancelled_activities.is_empty()
+            && c.consumed_signals.is_empty()
+            && !c.closing
+            && run.signal_name.is_none()
+            && first.lease_token == 0
+            && c.expected_last_seq == 1;
+        if rows_only {
+            let mut conn = self.pool.acquire().await?;
+            if !place_started(&mut conn, &run, &first, &c).await? {
+                return Ok(false);
+            }
+            self.notifier.notify(commit_kinds(&first));
+            return Ok(true);
+        }
         let mut tx = self.begin_write().await?;
         if lifecycle::place_run(&mut tx, &run).await? != Placed::New {
             // Dropping the transaction rolls it back: nothing was written.
@@ -673,6 +690,98 @@ async fn apply_activation(
     Ok(())
 }
 
+/// The clauses of an activation's append that insert its rows (events,
+/// activity tasks, timers), each joined to `$src`: the clause that wrote the
+/// run's row, empty when that did not apply, so that then nothing is
+/// inserted. Parameters as [`bind_append`] binds them. A timer both started
+/// and cancelled in the activation is never inserted.
+macro_rules! appended_rows {
+    ($src:literal) => {
+        concat!(
+            "ev AS (
+                 INSERT INTO events (run_id, seq, kind, payload, recorded_at_ms, hash)
+                 SELECT ", $src, ".run_id, e.seq, e.kind, e.payload, e.at, e.hash
+                   FROM ", $src, ", UNNEST($11::bigint[], $12::text[], $13::text[], $14::bigint[], $15::text[])
+                        AS e (seq, kind, payload, at, hash)
+             ), new_tasks AS (
+                 -- A task with an owner is claimed as it is scheduled: its first
+                 -- attempt runs, as claim_activities would have started it.
+                 INSERT INTO activity_tasks (run_id, seq, name, input, options, lease_ms, status, visible_at_ms,
+                                             schedule_to_start_ms, heartbeat_timeout_ms, close_deadline_ms,
+                                             start_deadline_ms, attempt, lease_token, lease_owner,
+                                             lease_expires_at_ms, heartbeat_deadline_ms)
+                 SELECT ", $src, ".run_id, a.seq, a.name, a.input, a.options, a.lease_ms,
+                        CASE WHEN $27::boolean THEN 'abandoned'
+                             WHEN a.owner IS NOT NULL THEN 'running'
+                             ELSE 'scheduled' END,
+                        COALESCE(a.expires, a.visible_at),
+                        a.schedule_to_start, a.heartbeat_timeout, a.close_deadline,
+                        CASE WHEN a.owner IS NULL THEN a.start_deadline END,
+                        CASE WHEN a.owner IS NULL THEN 0 ELSE 1 END,
+                        CASE WHEN a.owner IS NULL THEN 0 ELSE 1 END,
+                        a.owner, a.expires,
+                        CASE WHEN a.owner IS NOT NULL AND a.heartbeat_timeout > 0
+                             THEN $34::bigint + a.heartbeat_timeout END
+                   FROM ", $src, ", UNNEST($19::bigint[], $20::text[], $21::text[], $22::text[], $23::bigint[], $24::bigint[],
+                                  $28::bigint[], $29::bigint[], $30::bigint[], $31::bigint[],
+                                  $32::text[], $33::bigint[])
+                        AS a (seq, name, input, options, lease_ms, visible_at,
+                              schedule_to_start, heartbeat_timeout, close_deadline, start_deadline,
+                              owner, expires)
+             ), new_timers AS (
+                 INSERT INTO timers (run_id, seq, fire_at_ms)
+                 SELECT ", $src, ".run_id, t.seq, t.fire_at
+                   FROM ", $src, ", UNNEST($25::bigint[], $26::bigint[]) AS t (seq, fire_at)
+                  WHERE NOT $27::boolean AND NOT (t.seq = ANY($18::bigint[]))
+             )"
+        )
+    };
+}
+
+/// Binds an activation's columns as `$1`–`$34` of a statement that uses
+/// [`appended_rows`].
+fn bind_append<'q, O>(
+    query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    commit: &'q ActivationCommit,
+    c: &'q CommitColumns,
+) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
+    query
+        .bind(commit.run_id.as_str())
+        .bind(commit.lease_token)
+        .bind(int(c.expected_last_seq))
+        .bind(c.last_seq)
+        .bind(c.last_hash.as_str())
+        .bind(commit.observed_wakeups)
+        .bind(c.status)
+        .bind(c.output.as_deref())
+        .bind(c.failure.as_deref())
+        .bind(c.closed_at_ms)
+        .bind(&c.event_seqs)
+        .bind(&c.event_kinds)
+        .bind(&c.event_payloads)
+        .bind(&c.event_times)
+        .bind(&c.event_hashes)
+        .bind(&c.consumed_activities)
+        .bind(&c.consumed_signals)
+        .bind(&c.removed_timers)
+        .bind(&c.task_seqs)
+        .bind(&c.task_names)
+        .bind(&c.task_inputs)
+        .bind(&c.task_options)
+        .bind(&c.task_lease_ms)
+        .bind(&c.task_visible_at)
+        .bind(&c.timer_seqs)
+        .bind(&c.timer_fire_at)
+        .bind(c.closing)
+        .bind(&c.task_schedule_to_start_ms)
+        .bind(&c.task_heartbeat_timeout_ms)
+        .bind(&c.task_close_deadline)
+        .bind(&c.task_start_deadline)
+        .bind(&c.task_owner)
+        .bind(&c.task_lease_expires)
+        .bind(c.now_ms)
+}
+
 /// The conditional append of an activation: its events, its run row and
 /// its activity and timer indexes, in one statement that writes nothing at
 /// all unless the lease and the history still hold ([`StoreError::Conflict`]
@@ -685,109 +794,45 @@ async fn append(
     let run_id = &commit.run_id;
     // `r` is the conditional append; every other clause joins or tests it,
     // so when the lease or the history moved on, nothing at all is written.
-    // A timer both started and cancelled in this activation is never inserted.
-    let (applied, reaches_others): (i64, bool) = sqlx::query_as(
-        "WITH r AS (
-             UPDATE runs
-                SET last_seq = $4, last_hash = $5, handled_wakeups = $6,
-                    lease_owner = NULL, lease_expires_at_ms = 0,
-                    status = $7, output = $8, failure = $9, closed_at_ms = $10
-              WHERE run_id = $1 AND lease_token = $2 AND last_seq = $3 AND status = 'running'
-             RETURNING run_id
-         ), ev AS (
-             INSERT INTO events (run_id, seq, kind, payload, recorded_at_ms, hash)
-             SELECT r.run_id, e.seq, e.kind, e.payload, e.at, e.hash
-               FROM r, UNNEST($11::bigint[], $12::text[], $13::text[], $14::bigint[], $15::text[])
-                    AS e (seq, kind, payload, at, hash)
-         ), consumed_tasks AS (
-             UPDATE activity_tasks SET consumed = true
-              WHERE run_id = $1 AND seq = ANY($16::bigint[]) AND EXISTS (SELECT 1 FROM r)
-         ), consumed_signals AS (
-             UPDATE signals SET consumed = true
-              WHERE run_id = $1 AND id = ANY($17::bigint[]) AND EXISTS (SELECT 1 FROM r)
-         ), removed_timers AS (
-             DELETE FROM timers
-              WHERE run_id = $1 AND ($27::boolean OR seq = ANY($18::bigint[])) AND EXISTS (SELECT 1 FROM r)
-         ), new_tasks AS (
-             -- A task with an owner is claimed as it is scheduled: its first
-             -- attempt runs, as claim_activities would have started it.
-             INSERT INTO activity_tasks (run_id, seq, name, input, options, lease_ms, status, visible_at_ms,
-                                         schedule_to_start_ms, heartbeat_timeout_ms, close_deadline_ms,
-                                         start_deadline_ms, attempt, lease_token, lease_owner,
-                                         lease_expires_at_ms, heartbeat_deadline_ms)
-             SELECT r.run_id, a.seq, a.name, a.input, a.options, a.lease_ms,
-                    CASE WHEN $27::boolean THEN 'abandoned'
-                         WHEN a.owner IS NOT NULL THEN 'running'
-                         ELSE 'scheduled' END,
-                    COALESCE(a.expires, a.visible_at),
-                    a.schedule_to_start, a.heartbeat_timeout, a.close_deadline,
-                    CASE WHEN a.owner IS NULL THEN a.start_deadline END,
-                    CASE WHEN a.owner IS NULL THEN 0 ELSE 1 END,
-                    CASE WHEN a.owner IS NULL THEN 0 ELSE 1 END,
-                    a.owner, a.expires,
-                    CASE WHEN a.owner IS NOT NULL AND a.heartbeat_timeout > 0
-                         THEN $34::bigint + a.heartbeat_timeout END
-               FROM r, UNNEST($19::bigint[], $20::text[], $21::text[], $22::text[], $23::bigint[], $24::bigint[],
-                              $28::bigint[], $29::bigint[], $30::bigint[], $31::bigint[],
-                              $32::text[], $33::bigint[])
-                    AS a (seq, name, input, options, lease_ms, visible_at,
-                          schedule_to_start, heartbeat_timeout, close_deadline, start_deadline,
-                          owner, expires)
-         ), new_timers AS (
-             INSERT INTO timers (run_id, seq, fire_at_ms)
-             SELECT r.run_id, t.seq, t.fire_at
-               FROM r, UNNEST($25::bigint[], $26::bigint[]) AS t (seq, fire_at)
-              WHERE NOT $27::boolean AND NOT (t.seq = ANY($18::bigint[]))
-         ), abandoned AS (
-             UPDATE activity_tasks
-                SET status = 'abandoned', lease_owner = NULL, lease_expires_at_ms = NULL
-              WHERE $27::boolean AND run_id = $1 AND NOT consumed AND status IN ('scheduled', 'running')
-                AND NOT (seq = ANY($16::bigint[])) AND EXISTS (SELECT 1 FROM r)
-         )
-         SELECT (SELECT count(*) FROM r),
-                -- A closing run's close reaches others only through these rows
-                -- (read after the commit's locks: no one adds them meanwhile).
-                $27::boolean
-                AND (EXISTS (SELECT 1 FROM children WHERE child_run_id = $1 AND NOT resolved)
-                     OR EXISTS (SELECT 1 FROM children
-                                 WHERE parent_run_id = $1 AND NOT resolved AND child_run_id IS NOT NULL
-                                   AND parent_close_policy IN ('terminate', 'request_cancel'))
-                     OR EXISTS (SELECT 1 FROM updates WHERE run_id = $1 AND NOT completed))",
+    let (applied, reaches_others): (i64, bool) = bind_append(
+        sqlx::query_as(concat!(
+            "WITH r AS (
+                 UPDATE runs
+                    SET last_seq = $4, last_hash = $5, handled_wakeups = $6,
+                        lease_owner = NULL, lease_expires_at_ms = 0,
+                        status = $7, output = $8, failure = $9, closed_at_ms = $10
+                  WHERE run_id = $1 AND lease_token = $2 AND last_seq = $3 AND status = 'running'
+                 RETURNING run_id
+             ), ",
+            appended_rows!("r"),
+            ", consumed_tasks AS (
+                 UPDATE activity_tasks SET consumed = true
+                  WHERE run_id = $1 AND seq = ANY($16::bigint[]) AND EXISTS (SELECT 1 FROM r)
+             ), consumed_signals AS (
+                 UPDATE signals SET consumed = true
+                  WHERE run_id = $1 AND id = ANY($17::bigint[]) AND EXISTS (SELECT 1 FROM r)
+             ), removed_timers AS (
+                 DELETE FROM timers
+                  WHERE run_id = $1 AND ($27::boolean OR seq = ANY($18::bigint[])) AND EXISTS (SELECT 1 FROM r)
+             ), abandoned AS (
+                 UPDATE activity_tasks
+                    SET status = 'abandoned', lease_owner = NULL, lease_expires_at_ms = NULL
+                  WHERE $27::boolean AND run_id = $1 AND NOT consumed AND status IN ('scheduled', 'running')
+                    AND NOT (seq = ANY($16::bigint[])) AND EXISTS (SELECT 1 FROM r)
+             )
+             SELECT (SELECT count(*) FROM r),
+                    -- A closing run's close reaches others only through these rows
+                    -- (read after the commit's locks: no one adds them meanwhile).
+                    $27::boolean
+                    AND (EXISTS (SELECT 1 FROM children WHERE child_run_id = $1 AND NOT resolved)
+                         OR EXISTS (SELECT 1 FROM children
+                                     WHERE parent_run_id = $1 AND NOT resolved AND child_run_id IS NOT NULL
+                                       AND parent_close_policy IN ('terminate', 'request_cancel'))
+                         OR EXISTS (SELECT 1 FROM updates WHERE run_id = $1 AND NOT completed))"
+        )),
+        commit,
+        c,
     )
-    .bind(run_id.as_str())
-    .bind(commit.lease_token)
-    .bind(int(c.expected_last_seq))
-    .bind(c.last_seq)
-    .bind(c.last_hash.as_str())
-    .bind(commit.observed_wakeups)
-    .bind(c.status)
-    .bind(c.output.as_deref())
-    .bind(c.failure.as_deref())
-    .bind(c.closed_at_ms)
-    .bind(&c.event_seqs)
-    .bind(&c.event_kinds)
-    .bind(&c.event_payloads)
-    .bind(&c.event_times)
-    .bind(&c.event_hashes)
-    .bind(&c.consumed_activities)
-    .bind(&c.consumed_signals)
-    .bind(&c.removed_timers)
-    .bind(&c.task_seqs)
-    .bind(&c.task_names)
-    .bind(&c.task_inputs)
-    .bind(&c.task_options)
-    .bind(&c.task_lease_ms)
-    .bind(&c.task_visible_at)
-    .bind(&c.timer_seqs)
-    .bind(&c.timer_fire_at)
-    .bind(c.closing)
-    .bind(&c.task_schedule_to_start_ms)
-    .bind(&c.task_heartbeat_timeout_ms)
-    .bind(&c.task_close_deadline)
-    .bind(&c.task_start_deadline)
-    .bind(&c.task_owner)
-    .bind(&c.task_lease_expires)
-    .bind(c.now_ms)
     .fetch_one(&mut *conn)
     .await
     .map_err(|e| match rows::unique_violation(&e).as_deref() {
@@ -808,6 +853,74 @@ async fn append(
         ));
     }
     Ok(Appended { reaches_others })
+}
+
+/// [`lifecycle::place_run`] and the [`append`] of the run's first
+/// activation as one statement: the run's row as the append leaves it, its
+/// event 1 and the activation's rows. Writes nothing and says `false` when
+/// the workflow id has an open run or its reuse policy refuses the last
+/// closed one (the caller then takes the ordinary way, which says why).
+async fn place_started(
+    conn: &mut PgConnection,
+    run: &NewRunColumns,
+    first: &ActivationCommit,
+    c: &CommitColumns,
+) -> StoreResult<bool> {
+    let placed: Result<bool, sqlx::Error> = bind_append(
+        sqlx::query_as(concat!(
+            "WITH last AS (
+                 SELECT run_id, status FROM runs
+                  WHERE $51::boolean AND workflow_id = $35 AND status NOT IN ('running', 'stuck')
+                  ORDER BY created_at_ms DESC, status = 'continued_as_new', run_id DESC
+                  LIMIT 1
+             ), ins AS (
+                 INSERT INTO runs (run_id, workflow_id, workflow_type, module_sha256, status, last_seq,
+                                   last_hash, created_at_ms, wakeups, handled_wakeups, woken_at_ms,
+                                   parent_workflow_id, parent_run_id, parent_seq, search_attributes, memo,
+                                   deadline_ms, execution_deadline_ms, run_timeout_ms)
+                 SELECT $1, $35, $36, $37, 'running', $4, $5, $39, 1, $6, $39,
+                        $43, $44, $45, $46, $47, $48, $49, $50
+                  WHERE NOT EXISTS (SELECT 1 FROM last WHERE NOT (status = ANY($52::text[])))
+                 ON CONFLICT (workflow_id) WHERE status IN ('running', 'stuck') DO NOTHING
+                 RETURNING run_id
+             ), started AS (
+                 INSERT INTO events (run_id, seq, kind, payload, recorded_at_ms, hash)
+                 SELECT run_id, 1, $40, $41, $42, $38 FROM ins
+             ), ",
+            appended_rows!("ins"),
+            " SELECT EXISTS (SELECT 1 FROM ins)"
+        )),
+        first,
+        c,
+    )
+    .bind(&run.workflow_id)
+    .bind(&run.workflow_type)
+    .bind(&run.module_sha256)
+    .bind(&run.hash)
+    .bind(run.now_ms)
+    .bind(run.event_kind)
+    .bind(&run.event_payload)
+    .bind(run.event_recorded_at_ms)
+    .bind(run.parent_workflow_id.as_deref())
+    .bind(run.parent_run_id.as_deref())
+    .bind(run.parent_seq)
+    .bind(&run.search_attributes)
+    .bind(run.memo.as_deref())
+    .bind(run.deadline_ms)
+    .bind(run.execution_deadline_ms)
+    .bind(run.run_timeout_ms)
+    .bind(run.checks_reuse())
+    .bind(&run.reusable_after)
+    .fetch_one(&mut *conn)
+    .await
+    .map(|(inserted,)| inserted);
+    placed.map_err(|e| match rows::unique_violation(&e) {
+        Some(_) => StoreError::Conflict {
+            run_id: run.run_id.clone(),
+            reason: "a run with this id already exists; run ids must be unique".into(),
+        },
+        None => e.into(),
+    })
 }
 
 /// What an applied [`append`] found.

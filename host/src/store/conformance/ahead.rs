@@ -20,6 +20,7 @@ pub async fn start_run_writes_the_run_with_its_first_activation(store: &dyn Stor
     let (create, mut run) = Run::new("wf-eager", "run-eager-1", T0);
     let mut first = run.commit(&first_claim(&run), Vec::new(), T0);
     schedule_in(&run, &mut first, 1, "charge", ActivityOptions::default());
+    start_timer_in(&run, &mut first, 2, T0 + 5_000);
     let events = first.events.clone();
     assert!(store.start_run(create, first).await.expect("start_run"));
     let mut all = run.history.events().to_vec();
@@ -32,8 +33,13 @@ pub async fn start_run_writes_the_run_with_its_first_activation(store: &dyn Stor
     let record = store.run(&run.id).await.expect("run");
     assert_eq!(
         (record.status, record.last_seq),
-        (RunStatus::Running, 3),
+        (RunStatus::Running, 4),
         "created with its first activation applied"
+    );
+    assert_eq!(
+        store.next_timer_at().await.expect("next_timer_at"),
+        Some(T0 + 5_000),
+        "its timer is set"
     );
     assert_not_claimable(store, T0 + 1, "the first activation is already done").await;
     let tasks = store
