@@ -204,6 +204,7 @@ macro_rules! conformance_tests {
             a_closed_run_is_sealed_once_and_collected_with_its_seal,
             start_run_writes_the_run_with_its_first_activation,
             finish_and_commit_applies_a_result_with_the_activation_it_wakes,
+            finish_and_commit_applies_a_result_with_the_step_it_wakes,
             finish_and_commit_records_only_the_result_when_a_signal_came_first,
             finish_and_commit_records_only_the_result_when_another_host_claimed_the_run,
             finish_and_commit_records_only_the_result_of_another_attempt,

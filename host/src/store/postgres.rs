@@ -502,6 +502,28 @@ impl RunStore for PostgresStore {
         let end = rows::AttemptEnd::reported(&finished)?;
         let c = CommitColumns::new(&next)?;
         let lc = LifecycleColumns::new(&next)?;
+        if lc.is_empty() && next.cancelled_activities.is_empty() {
+            // The usual step (a result, then activities or timers scheduled):
+            // one statement.
+            let mut conn = self.pool.acquire().await?;
+            let (ended, fits) = end_and_append(&mut conn, &end, &finished, &next, &c).await?;
+            if !ended {
+                drop(conn);
+                let now = self.task_state(run_id, finished.seq).await?;
+                return Err(rows::task_conflict(
+                    run_id,
+                    finished.seq,
+                    now,
+                    finished.lease_token,
+                ));
+            }
+            self.notifier.notify(if fits {
+                commit_kinds(&next)
+            } else {
+                Kinds::RUN
+            });
+            return Ok(fits);
+        }
         // Locks as `commit_activation` would (the run, and for a close its
         // parent and children, in run_id order), then reads what `next`
         // expects under that lock.
@@ -738,6 +760,32 @@ macro_rules! appended_rows {
     };
 }
 
+/// The clauses of an activation's append that mark what it consumed and
+/// removed, and abandon a closing run's activities; each applies only with
+/// `r`, the append's update of the run's row. `$tasks` narrows the
+/// consumed tasks further (a literal, `""` for none).
+macro_rules! append_consumed {
+    ($tasks:literal) => {
+        concat!(
+            "consumed_tasks AS (
+                 UPDATE activity_tasks SET consumed = true
+                  WHERE run_id = $1 AND seq = ANY($16::bigint[]) AND EXISTS (SELECT 1 FROM r)", $tasks, "
+             ), consumed_signals AS (
+                 UPDATE signals SET consumed = true
+                  WHERE run_id = $1 AND id = ANY($17::bigint[]) AND EXISTS (SELECT 1 FROM r)
+             ), removed_timers AS (
+                 DELETE FROM timers
+                  WHERE run_id = $1 AND ($27::boolean OR seq = ANY($18::bigint[])) AND EXISTS (SELECT 1 FROM r)
+             ), abandoned AS (
+                 UPDATE activity_tasks
+                    SET status = 'abandoned', lease_owner = NULL, lease_expires_at_ms = NULL
+                  WHERE $27::boolean AND run_id = $1 AND NOT consumed AND status IN ('scheduled', 'running')
+                    AND NOT (seq = ANY($16::bigint[])) AND EXISTS (SELECT 1 FROM r)
+             )"
+        )
+    };
+}
+
 /// Binds an activation's columns as `$1`–`$34` of a statement that uses
 /// [`appended_rows`].
 fn bind_append<'q, O>(
@@ -805,22 +853,9 @@ async fn append(
                  RETURNING run_id
              ), ",
             appended_rows!("r"),
-            ", consumed_tasks AS (
-                 UPDATE activity_tasks SET consumed = true
-                  WHERE run_id = $1 AND seq = ANY($16::bigint[]) AND EXISTS (SELECT 1 FROM r)
-             ), consumed_signals AS (
-                 UPDATE signals SET consumed = true
-                  WHERE run_id = $1 AND id = ANY($17::bigint[]) AND EXISTS (SELECT 1 FROM r)
-             ), removed_timers AS (
-                 DELETE FROM timers
-                  WHERE run_id = $1 AND ($27::boolean OR seq = ANY($18::bigint[])) AND EXISTS (SELECT 1 FROM r)
-             ), abandoned AS (
-                 UPDATE activity_tasks
-                    SET status = 'abandoned', lease_owner = NULL, lease_expires_at_ms = NULL
-                  WHERE $27::boolean AND run_id = $1 AND NOT consumed AND status IN ('scheduled', 'running')
-                    AND NOT (seq = ANY($16::bigint[])) AND EXISTS (SELECT 1 FROM r)
-             )
-             SELECT (SELECT count(*) FROM r),
+            ", ",
+            append_consumed!(""),
+            " SELECT (SELECT count(*) FROM r),
                     -- A closing run's close reaches others only through these rows
                     -- (read after the commit's locks: no one adds them meanwhile).
                     $27::boolean
@@ -921,6 +956,92 @@ async fn place_started(
         },
         None => e.into(),
     })
+}
+
+/// `finish_and_commit` of an activation with no lifecycle work, as one
+/// statement: ends the attempt, and when the run is as `next` was prepared
+/// against (see [`rows::WarmRunState::fits`], checked here in SQL under the
+/// run's lock) appends `next` too; otherwise the result alone wakes the run.
+/// Whether the attempt ended, and whether `next` applied.
+async fn end_and_append(
+    conn: &mut PgConnection,
+    end: &rows::AttemptEnd<'_>,
+    finished: &FinishedAttempt,
+    next: &ActivationCommit,
+    c: &CommitColumns,
+) -> StoreResult<(bool, bool)> {
+    let a = &end.columns;
+    // `$1`–`$34` as the append binds them; the attempt's end from `$35`.
+    // The task the result ends is also the one the activation consumes: `t`
+    // marks it, as one statement may update a row only once.
+    let (ended, applied): (i64, i64) = bind_append(
+        sqlx::query_as(concat!(
+            "WITH run AS (
+                 SELECT r.run_id,
+                        r.status = 'running' AND r.lease_token = $2 AND r.last_seq = $3
+                        AND r.wakeups = r.handled_wakeups AND r.handled_wakeups + 1 = $6
+                        AND $42::boolean
+                        AND (SELECT a.attempt FROM activity_tasks a WHERE a.run_id = r.run_id AND a.seq = $35)
+                            IS NOT DISTINCT FROM $46::bigint AS fits
+                   FROM runs r WHERE r.run_id = $1 FOR NO KEY UPDATE
+             ), t AS (
+                 UPDATE activity_tasks
+                    SET status = $37, lease_owner = NULL, lease_expires_at_ms = NULL,
+                        output = $38, failure = $39, resolved_at_ms = $40,
+                        visible_at_ms = COALESCE($41, visible_at_ms),
+                        heartbeat_deadline_ms = NULL,
+                        start_deadline_ms = CASE WHEN $41::bigint IS NOT NULL AND schedule_to_start_ms > 0
+                                                 THEN $41::bigint + schedule_to_start_ms END,
+                        consumed = consumed OR (seq = ANY($16::bigint[]) AND (SELECT fits FROM run))
+                  WHERE run_id = $1 AND seq = $35 AND lease_token = $36 AND status = $43
+                    AND ($44::bigint IS NULL OR close_deadline_ms <= $44 OR start_deadline_ms <= $44
+                         OR heartbeat_deadline_ms <= $44)
+                    AND EXISTS (SELECT 1 FROM run)
+                 RETURNING run_id
+             ), w AS (
+                 UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $45 ELSE woken_at_ms END,
+                                 wakeups = wakeups + 1
+                  WHERE run_id = $1 AND $42::boolean AND EXISTS (SELECT 1 FROM t)
+                    AND NOT (SELECT fits FROM run)
+             ), r AS (
+                 -- As the attempt's end and then the append would leave it:
+                 -- woken by the result, and that wake-up handled.
+                 UPDATE runs
+                    SET last_seq = $4, last_hash = $5, handled_wakeups = $6,
+                        wakeups = wakeups + 1, woken_at_ms = $45,
+                        lease_owner = NULL, lease_expires_at_ms = 0,
+                        status = $7, output = $8, failure = $9, closed_at_ms = $10
+                  WHERE run_id = $1 AND lease_token = $2 AND last_seq = $3 AND status = 'running'
+                    AND EXISTS (SELECT 1 FROM t) AND (SELECT fits FROM run)
+                 RETURNING run_id
+             ), ",
+            appended_rows!("r"),
+            ", ",
+            append_consumed!(" AND seq <> $35"),
+            " SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM r)"
+        )),
+        next,
+        c,
+    )
+    .bind(i64::from(end.seq))
+    .bind(end.lease_token)
+    .bind(a.status)
+    .bind(a.output.as_deref())
+    .bind(a.failure.as_deref())
+    .bind(a.resolved_at_ms)
+    .bind(a.retry_at_ms)
+    .bind(a.is_final)
+    .bind(end.status)
+    .bind(end.expired_at)
+    .bind(int(end.now_ms))
+    .bind(i64::from(finished.attempt))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| match rows::unique_violation(&e).as_deref() {
+        Some("events_pkey") => rows::events_exist(&next.run_id),
+        _ => e.into(),
+    })?;
+    Ok((ended == 1, applied == 1))
 }
 
 /// What an applied [`append`] found.

@@ -128,6 +128,78 @@ fn closing_activation(run: &Run, last: &RunClaim, now_ms: u64) -> ActivationComm
     commit
 }
 
+/// The activation the result of attempt 1 wakes, scheduling activity 2
+/// (`ship`) and staying open, prepared under the run's last commit's claim.
+fn stepping_activation(run: &Run, last: &RunClaim, now_ms: u64) -> ActivationCommit {
+    let claim = RunClaim {
+        run_id: run.id.clone(),
+        lease_token: last.lease_token,
+        observed_wakeups: last.observed_wakeups + 1,
+    };
+    let mut commit = run.commit(
+        &claim,
+        vec![Event::ActivityCompleted {
+            seq: 1,
+            output: json!("paid"),
+            attempt: 1,
+        }],
+        now_ms,
+    );
+    commit.consumed_activities = vec![1];
+    schedule_in(run, &mut commit, 2, "ship", ActivityOptions::default());
+    commit
+}
+
+/// The two shapes of prepared activation: one that closes the run, one that
+/// takes the next step (a backend may write each its own way).
+type Prepare = fn(&Run, &RunClaim, u64) -> ActivationCommit;
+const PREPARED: [(&str, Prepare); 2] =
+    [("close", closing_activation), ("step", stepping_activation)];
+
+pub async fn finish_and_commit_applies_a_result_with_the_step_it_wakes(store: &dyn Store) {
+    let (mut run, claim, task) = run_with_a_running_attempt(store, "wf-ahead-step").await;
+    let next = stepping_activation(&run, &claim, T0 + 2);
+    let events = next.events.clone();
+    assert!(
+        store
+            .finish_and_commit(paid(&task, T0 + 2), next.clone())
+            .await
+            .expect("finish_and_commit")
+    );
+    let mut all = run.history.events().to_vec();
+    all.extend(events);
+    run.history = History::from_recorded(all);
+    assert_eq!(store.history(&run.id).await.expect("history"), run.history);
+    let record = store.run(&run.id).await.expect("run");
+    assert_eq!(
+        (record.status, record.last_seq),
+        (RunStatus::Running, run.history.len() as u64)
+    );
+    assert!(
+        store
+            .pending_jobs(&run.id, T0 + 3)
+            .await
+            .expect("pending_jobs")
+            .is_empty(),
+        "the result was consumed by the activation committed with it"
+    );
+    assert_not_claimable(store, T0 + 3, "nothing is left to activate").await;
+    let shipped = store
+        .claim_activities("worker", &names(&["ship"]), T0 + 3, 60_000, 10)
+        .await
+        .expect("claim_activities");
+    assert_eq!(
+        shipped.iter().map(|t| t.seq).collect::<Vec<_>>(),
+        [2],
+        "the next activity is claimable"
+    );
+    match store.finish_and_commit(paid(&task, T0 + 4), next).await {
+        Err(StoreError::Conflict { .. }) => {}
+        other => panic!("a repeated finish_and_commit must be a conflict, got {other:?}"),
+    }
+    assert_eq!(store.history(&run.id).await.expect("history"), run.history);
+}
+
 pub async fn finish_and_commit_applies_a_result_with_the_activation_it_wakes(store: &dyn Store) {
     let (mut run, claim, task) = run_with_a_running_attempt(store, "wf-ahead").await;
     let next = closing_activation(&run, &claim, T0 + 2);
@@ -165,14 +237,21 @@ pub async fn finish_and_commit_applies_a_result_with_the_activation_it_wakes(sto
 }
 
 pub async fn finish_and_commit_records_only_the_result_when_a_signal_came_first(store: &dyn Store) {
+    for (shape, prepare) in PREPARED {
+        signal_came_first(store, shape, prepare).await;
+    }
+}
+
+async fn signal_came_first(store: &dyn Store, shape: &str, prepare: Prepare) {
     // A signal came in after the run's last commit: the activation prepared
     // without it must not apply, the result must.
-    let (run, claim, task) = run_with_a_running_attempt(store, "wf-ahead-signal").await;
+    let (run, claim, task) =
+        run_with_a_running_attempt(store, &format!("wf-ahead-signal-{shape}")).await;
     store
         .send_signal(&run.id, "nudge", json!(1), T0 + 2)
         .await
         .expect("send_signal");
-    let next = closing_activation(&run, &claim, T0 + 3);
+    let next = prepare(&run, &claim, T0 + 3);
     assert!(
         !store
             .finish_and_commit(paid(&task, T0 + 3), next)
@@ -198,9 +277,15 @@ pub async fn finish_and_commit_records_only_the_result_when_a_signal_came_first(
 pub async fn finish_and_commit_records_only_the_result_when_another_host_claimed_the_run(
     store: &dyn Store,
 ) {
+    for (shape, prepare) in PREPARED {
+        another_host_claimed(store, shape, prepare).await;
+    }
+}
+
+async fn another_host_claimed(store: &dyn Store, shape: &str, prepare: Prepare) {
     // Another host claimed the run after its last commit, for a due timer,
     // and handed it back without writing: only its lease token moved on.
-    let mut run = Run::start(store, "wf-ahead-claimed", T0).await;
+    let mut run = Run::start(store, &format!("wf-ahead-claimed-{shape}"), T0).await;
     let claim = claim_only(store, "host-a", T0, &run).await;
     let mut commit = run.commit(&claim, Vec::new(), T0);
     schedule_in(&run, &mut commit, 1, "charge", ActivityOptions::default());
@@ -218,7 +303,7 @@ pub async fn finish_and_commit_records_only_the_result_when_another_host_claimed
         .release_run(&run.id, taken.lease_token)
         .await
         .expect("release_run");
-    let next = closing_activation(&run, &claim, T0 + 3);
+    let next = prepare(&run, &claim, T0 + 3);
     assert!(
         !store
             .finish_and_commit(paid(&task, T0 + 3), next)
@@ -236,12 +321,21 @@ pub async fn finish_and_commit_records_only_the_result_when_another_host_claimed
         1,
         "the result is recorded"
     );
+    // It woke the run (held from here on, so the next shape claims only its own).
+    claim_only(store, "host-c", T0 + 5, &run).await;
 }
 
 pub async fn finish_and_commit_records_only_the_result_of_another_attempt(store: &dyn Store) {
+    for (shape, prepare) in PREPARED {
+        another_attempt(store, shape, prepare).await;
+    }
+}
+
+async fn another_attempt(store: &dyn Store, shape: &str, prepare: Prepare) {
     // A result that names another attempt than the one running.
-    let (run, claim, task) = run_with_a_running_attempt(store, "wf-ahead-attempt").await;
-    let next = closing_activation(&run, &claim, T0 + 3);
+    let (run, claim, task) =
+        run_with_a_running_attempt(store, &format!("wf-ahead-attempt-{shape}")).await;
+    let next = prepare(&run, &claim, T0 + 3);
     let mut finished = paid(&task, T0 + 3);
     finished.attempt = 2;
     assert!(
@@ -258,8 +352,15 @@ pub async fn finish_and_commit_records_only_the_result_of_another_attempt(store:
 }
 
 pub async fn finish_and_commit_of_a_stale_attempt_writes_nothing(store: &dyn Store) {
-    let (run, claim, task) = run_with_a_running_attempt(store, "wf-ahead-stale").await;
-    let next = closing_activation(&run, &claim, T0 + 2);
+    for (shape, prepare) in PREPARED {
+        stale_attempt(store, shape, prepare).await;
+    }
+}
+
+async fn stale_attempt(store: &dyn Store, shape: &str, prepare: Prepare) {
+    let (run, claim, task) =
+        run_with_a_running_attempt(store, &format!("wf-ahead-stale-{shape}")).await;
+    let next = prepare(&run, &claim, T0 + 2);
     let mut finished = paid(&task, T0 + 2);
     finished.lease_token += 1;
     match store.finish_and_commit(finished, next).await {
