@@ -205,6 +205,7 @@ macro_rules! conformance_tests {
             start_run_writes_the_run_with_its_first_activation,
             finish_and_commit_applies_a_result_with_the_activation_it_wakes,
             finish_and_commit_applies_a_result_with_the_step_it_wakes,
+            a_child_closed_with_its_last_result_resolves_its_parent,
             finish_and_commit_records_only_the_result_when_a_signal_came_first,
             finish_and_commit_records_only_the_result_when_another_host_claimed_the_run,
             finish_and_commit_records_only_the_result_of_another_attempt,

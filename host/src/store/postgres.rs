@@ -502,13 +502,25 @@ impl RunStore for PostgresStore {
         let end = rows::AttemptEnd::reported(&finished)?;
         let c = CommitColumns::new(&next)?;
         let lc = LifecycleColumns::new(&next)?;
-        if lc.is_empty() && next.cancelled_activities.is_empty() {
-            // The usual step (a result, then activities or timers scheduled):
-            // one statement.
+        if (lc.is_empty() || lc.only_closes()) && next.cancelled_activities.is_empty() {
+            // The usual step (a result, then activities or timers scheduled,
+            // or the run closed): one statement.
             let mut conn = self.pool.acquire().await?;
-            let (ended, fits) = end_and_append(&mut conn, &end, &finished, &next, &c).await?;
+            let ended = end_and_append(&mut conn, &end, &finished, &next, &c).await?;
+            drop(conn);
+            if ended.reaches_others {
+                // It fits, but its close owes other runs (a parent, children,
+                // updates): the result is recorded, and the activation commits
+                // as any other, with their locks. Should the run have moved on
+                // in between, the activation is the run's next one to redo.
+                return match self.commit_activation(next).await {
+                    Ok(()) => Ok(true),
+                    Err(StoreError::Conflict { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                };
+            }
+            let (ended, fits) = (ended.ended, ended.applied);
             if !ended {
-                drop(conn);
                 let now = self.task_state(run_id, finished.seq).await?;
                 return Err(rows::task_conflict(
                     run_id,
@@ -962,28 +974,39 @@ async fn place_started(
 /// statement: ends the attempt, and when the run is as `next` was prepared
 /// against (see [`rows::WarmRunState::fits`], checked here in SQL under the
 /// run's lock) appends `next` too; otherwise the result alone wakes the run.
-/// Whether the attempt ended, and whether `next` applied.
+/// A close applies here only when it owes no other run anything.
 async fn end_and_append(
     conn: &mut PgConnection,
     end: &rows::AttemptEnd<'_>,
     finished: &FinishedAttempt,
     next: &ActivationCommit,
     c: &CommitColumns,
-) -> StoreResult<(bool, bool)> {
+) -> StoreResult<Ended> {
     let a = &end.columns;
     // `$1`–`$34` as the append binds them; the attempt's end from `$35`.
     // The task the result ends is also the one the activation consumes: `t`
     // marks it, as one statement may update a row only once.
-    let (ended, applied): (i64, i64) = bind_append(
+    let (ended, applied, reaches_others): (i64, i64, bool) = bind_append(
         sqlx::query_as(concat!(
-            "WITH run AS (
+            "WITH locked AS (
                  SELECT r.run_id,
                         r.status = 'running' AND r.lease_token = $2 AND r.last_seq = $3
                         AND r.wakeups = r.handled_wakeups AND r.handled_wakeups + 1 = $6
                         AND $42::boolean
                         AND (SELECT a.attempt FROM activity_tasks a WHERE a.run_id = r.run_id AND a.seq = $35)
-                            IS NOT DISTINCT FROM $46::bigint AS fits
+                            IS NOT DISTINCT FROM $46::bigint AS prepared_for,
+                        -- As `append` reads it. Anyone adding such a row
+                        -- (an update) also wakes the run: it would not fit.
+                        $27::boolean
+                        AND (EXISTS (SELECT 1 FROM children WHERE child_run_id = $1 AND NOT resolved)
+                             OR EXISTS (SELECT 1 FROM children
+                                         WHERE parent_run_id = $1 AND NOT resolved AND child_run_id IS NOT NULL
+                                           AND parent_close_policy IN ('terminate', 'request_cancel'))
+                             OR EXISTS (SELECT 1 FROM updates WHERE run_id = $1 AND NOT completed))
+                            AS reaches_others
                    FROM runs r WHERE r.run_id = $1 FOR NO KEY UPDATE
+             ), run AS (
+                 SELECT run_id, prepared_for AND NOT reaches_others AS fits, reaches_others FROM locked
              ), t AS (
                  UPDATE activity_tasks
                     SET status = $37, lease_owner = NULL, lease_expires_at_ms = NULL,
@@ -1018,7 +1041,8 @@ async fn end_and_append(
             appended_rows!("r"),
             ", ",
             append_consumed!(" AND seq <> $35"),
-            " SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM r)"
+            " SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM r),
+                     COALESCE((SELECT prepared_for AND reaches_others FROM locked), false)"
         )),
         next,
         c,
@@ -1041,7 +1065,22 @@ async fn end_and_append(
         Some("events_pkey") => rows::events_exist(&next.run_id),
         _ => e.into(),
     })?;
-    Ok((ended == 1, applied == 1))
+    Ok(Ended {
+        ended: ended == 1,
+        applied: applied == 1,
+        reaches_others: ended == 1 && reaches_others,
+    })
+}
+
+/// What [`end_and_append`] did.
+struct Ended {
+    /// The attempt ended with its result.
+    ended: bool,
+    /// The prepared activation applied with it.
+    applied: bool,
+    /// The activation fits the run but was not applied: it closes the run
+    /// and the close owes other runs (see [`Appended::reaches_others`]).
+    reaches_others: bool,
 }
 
 /// What an applied [`append`] found.

@@ -86,7 +86,7 @@ async fn run_with_a_running_attempt(
     (run, claim, task)
 }
 
-fn paid(task: &ActivityTask, now_ms: u64) -> FinishedAttempt {
+pub(super) fn paid(task: &ActivityTask, now_ms: u64) -> FinishedAttempt {
     FinishedAttempt {
         run_id: task.run_id.clone(),
         seq: task.seq,
@@ -101,7 +101,7 @@ fn paid(task: &ActivityTask, now_ms: u64) -> FinishedAttempt {
 
 /// The activation the result of attempt 1 wakes, closing the run, prepared
 /// under the run's last commit's claim.
-fn closing_activation(run: &Run, last: &RunClaim, now_ms: u64) -> ActivationCommit {
+pub(super) fn closing_activation(run: &Run, last: &RunClaim, now_ms: u64) -> ActivationCommit {
     let claim = RunClaim {
         run_id: run.id.clone(),
         lease_token: last.lease_token,

@@ -725,3 +725,43 @@ pub async fn a_parent_and_its_children_closing_at_once_all_commit(store: &dyn St
         assert_eq!(record(store, child).await.status, RunStatus::Completed);
     }
 }
+
+pub async fn a_child_closed_with_its_last_result_resolves_its_parent(store: &dyn Store) {
+    // A warm child's last activity result and its closing activation commit
+    // together (`finish_and_commit`); the close owes the parent its result.
+    let mut parent = start(store, "wf-parent-ahead", T0, RunOptions::default()).await;
+    let (request, mut child) =
+        child_request(&parent, "wf-parent-ahead", 1, "wf-child-ahead", T0 + 1);
+    parent
+        .activate(store, T0 + 1, |run, c| {
+            start_child_in(run, c, 1, request, ParentClosePolicy::Terminate);
+        })
+        .await;
+    let claim = claim_exactly(store, T0 + 2, &[&child]).await.remove(0);
+    let mut commit = child.commit(&claim, Vec::new(), T0 + 2);
+    schedule_in(&child, &mut commit, 1, "charge", ActivityOptions::default());
+    child.apply(store, commit).await;
+    let task = store
+        .claim_activities("worker", &names(&["charge"]), T0 + 3, 60_000, 1)
+        .await
+        .expect("claim_activities")
+        .pop()
+        .expect("the task is claimed");
+    let next = super::ahead::closing_activation(&child, &claim, T0 + 4);
+    assert!(
+        store
+            .finish_and_commit(super::ahead::paid(&task, T0 + 4), next)
+            .await
+            .expect("finish_and_commit"),
+        "the closing activation applies"
+    );
+    assert_eq!(record(store, &child).await.status, RunStatus::Completed);
+    let resolved = store
+        .pending_jobs(&parent.id, T0 + 5)
+        .await
+        .expect("pending_jobs")
+        .children;
+    assert_eq!(resolved.len(), 1, "the parent has its child's result");
+    assert_eq!(resolved[0].outcome, Ok(json!("done")));
+    claim_exactly(store, T0 + 5, &[&parent]).await;
+}

@@ -328,6 +328,18 @@ impl LifecycleColumns {
             && self.close.is_none()
     }
 
+    /// Nothing but a close that starts no next run: what the conditional
+    /// append does, and then only what the close may owe to other runs.
+    pub(in crate::store) fn only_closes(&self) -> bool {
+        self.close.as_ref().is_some_and(|c| c.next.is_none())
+            && Self {
+                close: None,
+                now_ms: self.now_ms,
+                ..self.clone()
+            }
+            .is_empty()
+    }
+
     /// Whether the run's own row changes beyond the conditional append.
     pub(in crate::store) fn touches_own_row(&self) -> bool {
         self.consumed_cancel || self.status_line.is_some() || self.search_attributes.is_some()
