@@ -611,3 +611,103 @@ fn remote_worker_process_serves_the_activities() {
     let shown = weft(addr, &["show", "loan-1"]);
     assert!(shown.ok().contains("activity_completed"), "{shown:?}");
 }
+
+/// A remote worker finishes an activity while its host is down (killed with
+/// -9): the worker keeps sending the completion until the restarted host
+/// takes it, so the run closes at once with the one attempt, instead of
+/// after the attempt's ten-minute lease with the activity run twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_sent_while_the_host_restarts_is_delivered() {
+    use std::sync::{Arc, Mutex};
+    use weft::worker::{Worker, WorkerOptions};
+    use weft::{Activities, ActivityContext, ActivityError};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("weft.db");
+    let dev = ["dev", "--database", db.to_str().unwrap()];
+    let mut host = HostProcess::start(&dev, &[]);
+    let addr = host.address.clone();
+    let listen = host.socket();
+    let acts = guest_path("test-activities");
+    weft(&addr, &["deploy", acts.to_str().unwrap(), "--name", "acts"]).ok();
+
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let (release, released) = tokio::sync::watch::channel(false);
+    let mut activities = Activities::new();
+    {
+        let started = started.clone();
+        activities.register("charge", move |ctx: ActivityContext, _: Value| {
+            let (started, mut released) = (started.clone(), released.clone());
+            async move {
+                started.lock().unwrap().push(ctx.attempt());
+                let _ = released.wait_for(|go| *go).await;
+                Ok::<_, ActivityError>(ctx.attempt())
+            }
+        });
+    }
+    let options = WorkerOptions {
+        worker_id: "survivor".into(),
+        max_concurrent: 1,
+        poll_wait: std::time::Duration::from_secs(1),
+        ..WorkerOptions::default()
+    };
+    let worker = Worker::connect(&addr, options).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(async move {
+        worker
+            .run(activities, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    let input = r#"{"activity": "charge", "start_to_close_ms": 600000}"#;
+    let a = addr.clone();
+    tokio::task::spawn_blocking(move || {
+        weft(
+            &a,
+            &[
+                "start", "call", "--module", "acts", "--id", "charge-1", "--input", input,
+            ],
+        )
+        .ok();
+    })
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while started.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker did not start the activity within 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    host.kill();
+    // The result is ready while no host listens: the worker's first sends fail.
+    release.send(true).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let host = HostProcess::start_on(&listen, &dev, &[]);
+    let a = host.address.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        eventually("the run to close after the restart", || {
+            let run = weft(&a, &["describe", "charge-1", "--output", "json"]).json();
+            (run["status"] != "running").then_some(run)
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["output"], json!({ "ok": 1 }), "{run}");
+    assert_eq!(
+        *started.lock().unwrap(),
+        [1],
+        "the activity ran once: its completion was not lost"
+    );
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(30), worker)
+        .await
+        .expect("the worker stops within 30 s")
+        .expect("the worker task does not panic")
+        .expect("the worker stops cleanly");
+    drop(host);
+}

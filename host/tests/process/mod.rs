@@ -22,9 +22,15 @@ pub struct HostProcess {
 impl HostProcess {
     /// Spawns `weft ARGS --listen 127.0.0.1:0` and waits (up to 60 s) for it to listen.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::start_on("127.0.0.1:0", args, envs)
+    }
+
+    /// Like [`start`](Self::start), listening on `listen` (a restarted host
+    /// on its predecessor's address).
+    pub fn start_on(listen: &str, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(WEFT);
         cmd.args(args)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
