@@ -8,7 +8,9 @@
 //! their own that WAL lets run beside the writer. Multi-statement writes start
 //! with `BEGIN IMMEDIATE`, which takes the write lock up front: a deferred
 //! transaction that reads and then writes can fail with `SQLITE_BUSY` when
-//! another process wrote in between, and no busy timeout helps then.
+//! another process wrote in between, and no busy timeout helps then. A task
+//! folds the WAL back into the file beside the writer ([`Checkpoints`]), so
+//! that the writer does not stall to do it every thousand pages.
 //!
 //! SQLite has no `SKIP LOCKED` and needs none: a claim is one `UPDATE …
 //! RETURNING` statement, atomic under the write lock.
@@ -31,6 +33,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use std::sync::Arc;
 use std::time::Duration;
 
 mod lifecycle;
@@ -51,6 +54,54 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Connections that only read (the writer itself for an in-memory database).
     reader: SqlitePool,
+    /// Folds the WAL back into the file beside the writer (a file only).
+    _checkpoints: Option<Arc<Checkpoints>>,
+}
+
+/// How far the WAL may grow (in 4 KiB pages) before the writer checkpoints
+/// it itself, should the [`Checkpoints`] task fall behind: 64 MiB.
+const WAL_BACKSTOP_PAGES: &str = "16384";
+
+/// How often [`Checkpoints`] folds the WAL back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// A task that checkpoints the WAL on a reading connection. Each commit
+/// appends every page it changed to the WAL, and by default the committing
+/// connection copies the WAL back into the file every 1,000 pages, with the
+/// one writer stalled meanwhile. A `PASSIVE` checkpoint here never blocks the
+/// writer (it copies what no reader still needs); the writer checkpoints only
+/// past [`WAL_BACKSTOP_PAGES`]. Stopped when the last clone of the store goes.
+#[derive(Debug)]
+struct Checkpoints(tokio::task::JoinHandle<()>);
+
+impl Checkpoints {
+    fn spawn(pool: SqlitePool) -> Self {
+        Self(tokio::spawn(async move {
+            let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if pool.is_closed() {
+                    return;
+                }
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&pool)
+                    .await
+                {
+                    if pool.is_closed() {
+                        return;
+                    }
+                    tracing::debug!("a WAL checkpoint failed (the writer's backstop remains): {e}");
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl SqliteStore {
@@ -67,6 +118,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
+        let options = options.pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES);
         let open_error = |e: sqlx::Error| {
             StoreError::Unavailable(format!(
                 "cannot open the SQLite database {path:?}: {e}; check that its directory exists and is writable"
@@ -89,7 +141,12 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(open_error)?;
-        Ok(Self { writer, reader })
+        let checkpoints = Arc::new(Checkpoints::spawn(reader.clone()));
+        Ok(Self {
+            writer,
+            reader,
+            _checkpoints: Some(checkpoints),
+        })
     }
 
     /// A private database in memory, gone when the store is dropped: for tests.
@@ -113,6 +170,7 @@ impl SqliteStore {
         Ok(Self {
             writer: pool.clone(),
             reader: pool,
+            _checkpoints: None,
         })
     }
 
