@@ -913,7 +913,7 @@ async fn place_started(
     first: &ActivationCommit,
     c: &CommitColumns,
 ) -> StoreResult<bool> {
-    let placed: Result<bool, sqlx::Error> = bind_append(
+    let statement = bind_append(
         sqlx::query_as(concat!(
             "WITH last AS (
                  SELECT run_id, status FROM runs
@@ -939,28 +939,13 @@ async fn place_started(
         )),
         first,
         c,
-    )
-    .bind(&run.workflow_id)
-    .bind(&run.workflow_type)
-    .bind(&run.module_sha256)
-    .bind(&run.hash)
-    .bind(run.now_ms)
-    .bind(run.event_kind)
-    .bind(&run.event_payload)
-    .bind(run.event_recorded_at_ms)
-    .bind(run.parent_workflow_id.as_deref())
-    .bind(run.parent_run_id.as_deref())
-    .bind(run.parent_seq)
-    .bind(&run.search_attributes)
-    .bind(run.memo.as_deref())
-    .bind(run.deadline_ms)
-    .bind(run.execution_deadline_ms)
-    .bind(run.run_timeout_ms)
-    .bind(run.checks_reuse())
-    .bind(&run.reusable_after)
-    .fetch_one(&mut *conn)
-    .await
-    .map(|(inserted,)| inserted);
+    );
+    let placed: Result<bool, sqlx::Error> = lifecycle::bind_new_run(statement, run)
+        .bind(run.checks_reuse())
+        .bind(&run.reusable_after)
+        .fetch_one(&mut *conn)
+        .await
+        .map(|(inserted,)| inserted);
     placed.map_err(|e| match rows::unique_violation(&e) {
         Some(_) => StoreError::Conflict {
             run_id: run.run_id.clone(),
@@ -982,11 +967,10 @@ async fn end_and_append(
     next: &ActivationCommit,
     c: &CommitColumns,
 ) -> StoreResult<Ended> {
-    let a = &end.columns;
     // `$1`–`$34` as the append binds them; the attempt's end from `$35`.
     // The task the result ends is also the one the activation consumes: `t`
     // marks it, as one statement may update a row only once.
-    let (ended, applied, reaches_others): (i64, i64, bool) = bind_append(
+    let statement = bind_append(
         sqlx::query_as(concat!(
             "WITH locked AS (
                  SELECT r.run_id,
@@ -1046,25 +1030,15 @@ async fn end_and_append(
         )),
         next,
         c,
-    )
-    .bind(i64::from(end.seq))
-    .bind(end.lease_token)
-    .bind(a.status)
-    .bind(a.output.as_deref())
-    .bind(a.failure.as_deref())
-    .bind(a.resolved_at_ms)
-    .bind(a.retry_at_ms)
-    .bind(a.is_final)
-    .bind(end.status)
-    .bind(end.expired_at)
-    .bind(int(end.now_ms))
-    .bind(i64::from(finished.attempt))
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| match rows::unique_violation(&e).as_deref() {
-        Some("events_pkey") => rows::events_exist(&next.run_id),
-        _ => e.into(),
-    })?;
+    );
+    let (ended, applied, reaches_others): (i64, i64, bool) = bind_end_columns(statement, end)
+        .bind(i64::from(finished.attempt))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| match rows::unique_violation(&e).as_deref() {
+            Some("events_pkey") => rows::events_exist(&next.run_id),
+            _ => e.into(),
+        })?;
     Ok(Ended {
         ended: ended == 1,
         applied: applied == 1,
@@ -1164,9 +1138,17 @@ fn bind_end<'q, O>(
     query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
     end: &'q rows::AttemptEnd<'_>,
 ) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
+    bind_end_columns(query.bind(end.run_id.as_str()), end)
+}
+
+/// Binds an [`rows::AttemptEnd`] but its run: the attempt, its lease, its
+/// outcome's columns, what it must still be, and the time.
+fn bind_end_columns<'q, O>(
+    query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    end: &'q rows::AttemptEnd<'_>,
+) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
     let a = &end.columns;
     query
-        .bind(end.run_id.as_str())
         .bind(i64::from(end.seq))
         .bind(end.lease_token)
         .bind(a.status)

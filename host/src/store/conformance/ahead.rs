@@ -156,9 +156,17 @@ type Prepare = fn(&Run, &RunClaim, u64) -> ActivationCommit;
 const PREPARED: [(&str, Prepare); 2] =
     [("close", closing_activation), ("step", stepping_activation)];
 
-pub async fn finish_and_commit_applies_a_result_with_the_step_it_wakes(store: &dyn Store) {
-    let (mut run, claim, task) = run_with_a_running_attempt(store, "wf-ahead-step").await;
-    let next = stepping_activation(&run, &claim, T0 + 2);
+/// Commits attempt 1's result with `prepare`'s activation, which must apply:
+/// the history gains its events, the result is consumed and nothing is left
+/// to activate. A repeat (a caller that did not hear back) is a conflict that
+/// writes nothing. The run's record, after.
+async fn applies_with_the_result(
+    store: &dyn Store,
+    workflow_id: &str,
+    prepare: Prepare,
+) -> RunRecord {
+    let (mut run, claim, task) = run_with_a_running_attempt(store, workflow_id).await;
+    let next = prepare(&run, &claim, T0 + 2);
     let events = next.events.clone();
     assert!(
         store
@@ -170,11 +178,6 @@ pub async fn finish_and_commit_applies_a_result_with_the_step_it_wakes(store: &d
     all.extend(events);
     run.history = History::from_recorded(all);
     assert_eq!(store.history(&run.id).await.expect("history"), run.history);
-    let record = store.run(&run.id).await.expect("run");
-    assert_eq!(
-        (record.status, record.last_seq),
-        (RunStatus::Running, run.history.len() as u64)
-    );
     assert!(
         store
             .pending_jobs(&run.id, T0 + 3)
@@ -184,8 +187,22 @@ pub async fn finish_and_commit_applies_a_result_with_the_step_it_wakes(store: &d
         "the result was consumed by the activation committed with it"
     );
     assert_not_claimable(store, T0 + 3, "nothing is left to activate").await;
+    let record = store.run(&run.id).await.expect("run");
+    assert_eq!(record.last_seq, run.history.len() as u64);
+
+    match store.finish_and_commit(paid(&task, T0 + 4), next).await {
+        Err(StoreError::Conflict { .. }) => {}
+        other => panic!("a repeated finish_and_commit must be a conflict, got {other:?}"),
+    }
+    assert_eq!(store.history(&run.id).await.expect("history"), run.history);
+    record
+}
+
+pub async fn finish_and_commit_applies_a_result_with_the_step_it_wakes(store: &dyn Store) {
+    let record = applies_with_the_result(store, "wf-ahead-step", stepping_activation).await;
+    assert_eq!(record.status, RunStatus::Running);
     let shipped = store
-        .claim_activities("worker", &names(&["ship"]), T0 + 3, 60_000, 10)
+        .claim_activities("worker", &names(&["ship"]), T0 + 5, 60_000, 10)
         .await
         .expect("claim_activities");
     assert_eq!(
@@ -193,47 +210,12 @@ pub async fn finish_and_commit_applies_a_result_with_the_step_it_wakes(store: &d
         [2],
         "the next activity is claimable"
     );
-    match store.finish_and_commit(paid(&task, T0 + 4), next).await {
-        Err(StoreError::Conflict { .. }) => {}
-        other => panic!("a repeated finish_and_commit must be a conflict, got {other:?}"),
-    }
-    assert_eq!(store.history(&run.id).await.expect("history"), run.history);
 }
 
 pub async fn finish_and_commit_applies_a_result_with_the_activation_it_wakes(store: &dyn Store) {
-    let (mut run, claim, task) = run_with_a_running_attempt(store, "wf-ahead").await;
-    let next = closing_activation(&run, &claim, T0 + 2);
-    let events = next.events.clone();
-    assert!(
-        store
-            .finish_and_commit(paid(&task, T0 + 2), next.clone())
-            .await
-            .expect("finish_and_commit")
-    );
-    let mut all = run.history.events().to_vec();
-    all.extend(events);
-    run.history = History::from_recorded(all);
-    assert_eq!(store.history(&run.id).await.expect("history"), run.history);
-    let record = store.run(&run.id).await.expect("run");
+    let record = applies_with_the_result(store, "wf-ahead", closing_activation).await;
     assert_eq!(record.status, RunStatus::Completed);
     assert_eq!(record.output, Some(json!("done")));
-    assert!(
-        store
-            .pending_jobs(&run.id, T0 + 3)
-            .await
-            .expect("pending_jobs")
-            .is_empty(),
-        "the result was consumed by the activation committed with it"
-    );
-    assert_not_claimable(store, T0 + 3, "nothing is left to activate").await;
-
-    // The caller did not hear back and tries again: the attempt is no longer
-    // current, so nothing is written twice.
-    match store.finish_and_commit(paid(&task, T0 + 4), next).await {
-        Err(StoreError::Conflict { .. }) => {}
-        other => panic!("a repeated finish_and_commit must be a conflict, got {other:?}"),
-    }
-    assert_eq!(store.history(&run.id).await.expect("history"), run.history);
 }
 
 pub async fn finish_and_commit_records_only_the_result_when_a_signal_came_first(store: &dyn Store) {

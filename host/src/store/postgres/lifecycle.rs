@@ -34,7 +34,7 @@ pub(super) async fn place_run(conn: &mut PgConnection, run: &NewRunColumns) -> S
         // `last` is the newest closed run (a run that continued as new sorts
         // after its successor created the same millisecond); it is read only
         // when the reuse policy needs it.
-        let placed: Result<(bool, Option<String>, Option<String>), sqlx::Error> = sqlx::query_as(
+        let statement = sqlx::query_as(
             "WITH last AS (
                  SELECT run_id, status FROM runs
                   WHERE $20::boolean AND workflow_id = $2 AND status NOT IN ('running', 'stuck')
@@ -59,29 +59,15 @@ pub(super) async fn place_run(conn: &mut PgConnection, run: &NewRunColumns) -> S
              )
              SELECT EXISTS (SELECT 1 FROM ins), (SELECT run_id FROM last), (SELECT status FROM last)",
         )
-        .bind(run.run_id.as_str())
-        .bind(&run.workflow_id)
-        .bind(&run.workflow_type)
-        .bind(&run.module_sha256)
-        .bind(&run.hash)
-        .bind(run.now_ms)
-        .bind(run.event_kind)
-        .bind(&run.event_payload)
-        .bind(run.event_recorded_at_ms)
-        .bind(run.parent_workflow_id.as_deref())
-        .bind(run.parent_run_id.as_deref())
-        .bind(run.parent_seq)
-        .bind(&run.search_attributes)
-        .bind(run.memo.as_deref())
-        .bind(run.deadline_ms)
-        .bind(run.execution_deadline_ms)
-        .bind(run.run_timeout_ms)
-        .bind(run.signal_name.as_deref())
-        .bind(run.signal_input.as_deref())
-        .bind(run.checks_reuse())
-        .bind(&run.reusable_after)
-        .fetch_one(&mut *conn)
-        .await;
+        .bind(run.run_id.as_str());
+        let placed: Result<(bool, Option<String>, Option<String>), sqlx::Error> =
+            bind_new_run(statement, run)
+                .bind(run.signal_name.as_deref())
+                .bind(run.signal_input.as_deref())
+                .bind(run.checks_reuse())
+                .bind(&run.reusable_after)
+                .fetch_one(&mut *conn)
+                .await;
         let (inserted, last_run, last_status) = match placed {
             Ok(row) => row,
             Err(e) => {
@@ -171,6 +157,31 @@ pub(super) async fn begin(
             .await?;
     }
     Ok(tx)
+}
+
+/// Binds a new run's columns from its workflow id to its run timeout, in the
+/// order [`place_run`] and the Postgres store's one-statement start use.
+pub(super) fn bind_new_run<'q, O>(
+    query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    run: &'q NewRunColumns,
+) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
+    query
+        .bind(&run.workflow_id)
+        .bind(&run.workflow_type)
+        .bind(&run.module_sha256)
+        .bind(&run.hash)
+        .bind(run.now_ms)
+        .bind(run.event_kind)
+        .bind(&run.event_payload)
+        .bind(run.event_recorded_at_ms)
+        .bind(run.parent_workflow_id.as_deref())
+        .bind(run.parent_run_id.as_deref())
+        .bind(run.parent_seq)
+        .bind(&run.search_attributes)
+        .bind(run.memo.as_deref())
+        .bind(run.deadline_ms)
+        .bind(run.execution_deadline_ms)
+        .bind(run.run_timeout_ms)
 }
 
 /// Locks a run, its parent and its unresolved children (`$1` the run):
