@@ -1163,3 +1163,40 @@ impl ModuleStore for SqliteStore {
         rows.into_iter().map(ModuleRow::into_record).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SqliteStore;
+    use crate::store::ModuleStore;
+    use std::time::{Duration, Instant};
+
+    /// The database file grows only when the WAL is folded back into it. The
+    /// write here is far below the writer's own backstop, so only the
+    /// checkpoint task can do that.
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_beside_the_writer() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("weft.db");
+        let store = SqliteStore::open(path.to_str().expect("a UTF-8 path"))
+            .await
+            .expect("open");
+        let size = || std::fs::metadata(&path).expect("the database file").len();
+        let before = size();
+        let bytes: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+        store
+            .put_module("big", "1", &bytes, 1)
+            .await
+            .expect("put_module");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while size() < before + 1_000_000 {
+            assert!(
+                Instant::now() < deadline,
+                "the database file did not take the module's pages within 20 s ({} → {} bytes)",
+                before,
+                size()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        store.close().await;
+    }
+}
