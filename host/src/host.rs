@@ -517,11 +517,7 @@ impl Host {
                 .map_err(driver_error)?
             {
                 let metrics = &self.inner.metrics;
-                metrics.activation_began();
-                metrics.activation_ended(
-                    crate::metrics::ActivationResult::Committed,
-                    began.elapsed().as_secs_f64(),
-                );
+                metrics.activation_committed_inline(began.elapsed().as_secs_f64());
                 metrics.run_started();
                 crate::scheduler::activated_here(&self.inner, &run_id, &report).await;
                 return Ok(run_id);

@@ -134,6 +134,18 @@ impl Metrics {
 
     pub(crate) fn activation_ended(&self, result: ActivationResult, seconds: f64) {
         self.activations_in_flight.dec();
+        self.activation_done(result, seconds);
+    }
+
+    /// An activation that ran inside another request (a start's first
+    /// activation, a warm run's step committed with an activity's result)
+    /// and committed: counted and timed like the activation loop's, though
+    /// never counted in flight.
+    pub(crate) fn activation_committed_inline(&self, seconds: f64) {
+        self.activation_done(ActivationResult::Committed, seconds);
+    }
+
+    fn activation_done(&self, result: ActivationResult, seconds: f64) {
         let result = match result {
             ActivationResult::Committed => "committed",
             ActivationResult::Conflict => "conflict",

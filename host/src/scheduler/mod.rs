@@ -542,9 +542,8 @@ pub(crate) async fn record_attempt(
     let began = Instant::now();
     match host.driver.finish_attempt(finished).await? {
         Some(report) => {
-            host.metrics.activation_began();
             host.metrics
-                .activation_ended(ActivationResult::Committed, began.elapsed().as_secs_f64());
+                .activation_committed_inline(began.elapsed().as_secs_f64());
             activated_here(host, &run_id, &report).await;
         }
         // The result woke the run: the activation loop takes it from here.
