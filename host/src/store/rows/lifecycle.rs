@@ -317,6 +317,17 @@ impl LifecycleColumns {
 
     /// Whether the commit writes anything here at all (most activations do not).
     pub(in crate::store) fn is_empty(&self) -> bool {
+        self.nothing_but_a_close() && self.close.is_none()
+    }
+
+    /// Nothing but a close that starts no next run: what the conditional
+    /// append does, and then only what the close may owe to other runs.
+    pub(in crate::store) fn only_closes(&self) -> bool {
+        self.nothing_but_a_close() && self.close.as_ref().is_some_and(|c| c.next.is_none())
+    }
+
+    /// Nothing beyond the conditional append, a close aside.
+    fn nothing_but_a_close(&self) -> bool {
         self.consumed_children.is_empty()
             && self.cancelled_children.is_empty()
             && self.new_children.is_empty()
@@ -325,19 +336,6 @@ impl LifecycleColumns {
             && !self.consumed_cancel
             && self.status_line.is_none()
             && self.search_attributes.is_none()
-            && self.close.is_none()
-    }
-
-    /// Nothing but a close that starts no next run: what the conditional
-    /// append does, and then only what the close may owe to other runs.
-    pub(in crate::store) fn only_closes(&self) -> bool {
-        self.close.as_ref().is_some_and(|c| c.next.is_none())
-            && Self {
-                close: None,
-                now_ms: self.now_ms,
-                ..self.clone()
-            }
-            .is_empty()
     }
 
     /// Whether the run's own row changes beyond the conditional append.
