@@ -171,8 +171,15 @@ impl PostgresStore {
             (None, Some(_)) => {}
         }
         // This host announces its work itself (see `notify`): its sessions
-        // tell the notification triggers to stay quiet.
-        let statements = connect.clone().options([("weft.notify", "host")]);
+        // tell the notification triggers to stay quiet. Every statement is
+        // planned once per connection: left to choose, Postgres plans the
+        // large activation statements again on every call (their parameters
+        // fold clauses away, so a custom plan always looks cheaper), and
+        // that planning was a large share of each call.
+        let statements = connect.clone().options([
+            ("weft.notify", "host"),
+            ("plan_cache_mode", "force_generic_plan"),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)

@@ -10,12 +10,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use weft::client::{Client, StartSpec};
+use weft::client::{Client, RunView, StartSpec};
 use weft::model::{RunId, Sha256Hex};
 use weft::{Host, ListFilter, RunStatus, StartRequest};
 
 /// Reads at once in a nudge: twice a store's pool, so that every pooled connection takes one.
 const NUDGE_READS: usize = 16;
+
+/// How long one request waits for a run's result before it asks again.
+const AWAIT: Duration = Duration::from_secs(30);
 
 /// Where workflows are started and awaited.
 #[derive(Clone)]
@@ -73,7 +76,13 @@ impl Kind {
 
 enum Started {
     Local(RunId),
-    Remote { workflow_id: String, run_id: String },
+    /// Started by a server, with the run as it was when the start's wait
+    /// ended: closed, or still running after [`AWAIT`].
+    Remote {
+        workflow_id: String,
+        run_id: String,
+        run: RunView,
+    },
 }
 
 impl Target {
@@ -105,10 +114,13 @@ impl Target {
                 let client = &clients[next.fetch_add(1, Ordering::Relaxed) % clients.len()];
                 let mut spec = StartSpec::new(kind.workflow_type(), workflow_id, kind.input());
                 spec.module = Some(kind.module().into());
-                let started = client.start(spec).await?;
+                // One request starts the run and waits for its result, as a
+                // client that wants the result asks for it.
+                let (started, run) = client.start_and_wait(spec, AWAIT).await?;
                 Ok(Started::Remote {
                     workflow_id: started.workflow_id,
                     run_id: started.run_id,
+                    run,
                 })
             }
         }
@@ -136,15 +148,17 @@ impl Target {
                 Started::Remote {
                     workflow_id,
                     run_id,
+                    mut run,
                 },
             ) => {
                 let client = &clients[next.fetch_add(1, Ordering::Relaxed) % clients.len()];
                 loop {
-                    let run = client
-                        .await_result(&workflow_id, Some(&run_id), Some(Duration::from_secs(30)))
-                        .await?;
                     match run.status.as_str() {
-                        "running" => continue,
+                        "running" => {
+                            run = client
+                                .await_result(&workflow_id, Some(&run_id), Some(AWAIT))
+                                .await?;
+                        }
                         "completed" => return Ok(()),
                         other => bail!(
                             "run {run_id} of {} ended {other}: {:?} {:?}",
