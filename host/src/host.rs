@@ -12,9 +12,11 @@ use crate::store::{
 use crate::wasm::{EngineConfig, LoadError, RunRng, WasmEngine};
 use crate::workflow::{Driver, DriverConfig, ReplayError, ReplayVerdict, replay_history};
 use serde_json::Value;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::futures::Notified;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 /// How a host behaves. The defaults suit one host on a laptop.
@@ -402,7 +404,52 @@ impl Host {
     /// Under [`IdConflictPolicy::UseExisting`] an open run of the id is
     /// returned instead.
     pub async fn start(&self, request: StartRequest) -> Result<RunId, HostError> {
-        self.create(request, None).await
+        self.create(self.new_run_id(), request, None).await
+    }
+
+    /// Starts a run and waits, at most `limit`, for the workflow's outcome
+    /// as [`wait_workflow`](Self::wait_workflow) does: the run started (or
+    /// the open run [`IdConflictPolicy::UseExisting`] returned), and its
+    /// record once it stopped running (`None` while it still runs).
+    ///
+    /// A run this call created was running when its start committed, and
+    /// its waiter was registered before that: its record is read once, when
+    /// it stopped running, not also before the wait as `wait` must.
+    pub async fn start_and_wait(
+        &self,
+        request: StartRequest,
+        limit: Duration,
+    ) -> Result<(RunId, Option<RunRecord>), HostError> {
+        let run_id = self.new_run_id();
+        let notify = self.inner.wakeups.on_close(&run_id);
+        let mut closed = Box::pin(notify.notified());
+        closed.as_mut().enable();
+        let started = self.create(run_id.clone(), request, None).await;
+        let waited = match &started {
+            Ok(started) if *started == run_id => {
+                tokio::time::timeout(limit, self.wait_on(&run_id, &notify, Some(closed))).await
+            }
+            _ => {
+                drop(closed);
+                self.inner.wakeups.forget_close(&run_id, notify);
+                let started = started?;
+                let waited = tokio::time::timeout(limit, self.wait_workflow(&started)).await;
+                return Ok((started, waited.ok().transpose()?));
+            }
+        };
+        self.inner.wakeups.forget_close(&run_id, notify);
+        let mut record = match waited {
+            Ok(record) => record?,
+            Err(_) => return Ok((run_id, None)),
+        };
+        if let (RunStatus::ContinuedAsNew, Some(next)) = (record.status, &record.continued_to) {
+            let followed = tokio::time::timeout(limit, self.wait_workflow(&next.clone())).await;
+            match followed {
+                Ok(next) => record = next?,
+                Err(_) => return Ok((run_id, None)),
+            }
+        }
+        Ok((run_id, Some(record)))
     }
 
     /// Signal-with-start: sends the signal to the workflow id's open run, or
@@ -419,11 +466,15 @@ impl Host {
             &input,
         )?;
         request.options.id_conflict_policy = IdConflictPolicy::UseExisting;
-        self.create(request, Some((signal.to_owned(), input))).await
+        self.create(self.new_run_id(), request, Some((signal.to_owned(), input)))
+            .await
     }
 
+    /// Starts a run as `run_id`; the open run of the workflow id instead,
+    /// when the conflict policy says to use it.
     async fn create(
         &self,
+        run_id: RunId,
         request: StartRequest,
         signal: Option<(String, Value)>,
     ) -> Result<RunId, HostError> {
@@ -463,7 +514,6 @@ impl Host {
                 Err(e) => return Err(e.into()),
             }
         }
-        let run_id = self.new_run_id();
         let now = self.inner.clock.now_ms();
         let first = Event::WorkflowStarted {
             workflow_type: request.workflow_type.clone(),
@@ -685,26 +735,40 @@ impl Host {
     /// as stuck) and returns its record.
     pub async fn wait(&self, run_id: &RunId) -> Result<RunRecord, HostError> {
         let notify = self.inner.wakeups.on_close(run_id);
-        let result = loop {
-            let closed = notify.notified();
-            tokio::pin!(closed);
-            // Registered before the status is read, so a close in between is not missed.
-            closed.as_mut().enable();
-            let run = match self.inner.store.run(run_id).await {
-                Ok(run) => run,
-                Err(e) => break Err(e.into()),
-            };
-            if run.status != RunStatus::Running {
-                break Ok(run);
-            }
-            // Another host may close it: look again now and then.
-            tokio::select! {
-                () = closed => {}
-                () = tokio::time::sleep(self.inner.config.poll_interval.min(WAITER_POLL)) => {}
-            }
-        };
+        let result = self.wait_on(run_id, &notify, None).await;
         self.inner.wakeups.forget_close(run_id, notify);
         result
+    }
+
+    /// [`wait`](Self::wait) on `notify`, the run's close notification.
+    /// `running`: a notification the caller enabled while it knew the run
+    /// to be running, so that the run need not be read before it fires.
+    async fn wait_on(
+        &self,
+        run_id: &RunId,
+        notify: &Notify,
+        mut running: Option<Pin<Box<Notified<'_>>>>,
+    ) -> Result<RunRecord, HostError> {
+        loop {
+            let mut closed = match running.take() {
+                Some(closed) => closed,
+                None => {
+                    let mut closed = Box::pin(notify.notified());
+                    // Registered before the status is read, so a close in between is not missed.
+                    closed.as_mut().enable();
+                    let run = self.inner.store.run(run_id).await?;
+                    if run.status != RunStatus::Running {
+                        return Ok(run);
+                    }
+                    closed
+                }
+            };
+            // Another host may close it: look again now and then.
+            tokio::select! {
+                () = closed.as_mut() => {}
+                () = tokio::time::sleep(self.inner.config.poll_interval.min(WAITER_POLL)) => {}
+            }
+        }
     }
 
     /// Waits for a workflow's final outcome: like [`wait`](Self::wait), but a

@@ -11,7 +11,7 @@ use std::time::Duration;
 use weft::model::{Event, GuestStatus};
 use weft::store::{RunStatus, StoreError};
 use weft::workflow::ReplayVerdict;
-use weft::{Activities, ActivityContext, ActivityError, HostError};
+use weft::{Activities, ActivityContext, ActivityError, HostError, IdConflictPolicy, StartRequest};
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
 
@@ -630,7 +630,68 @@ async fn a_full_instance_pool_evicts_idle_runs(backend: Backend) {
     t.stop().await;
 }
 
+/// `start_and_wait` gives a closed run's record, the same a later read
+/// gives; a run still open when the wait ends gives none; and under
+/// `UseExisting` it waits on the open run it was given.
+async fn start_and_wait_gives_the_outcome_or_the_open_run(backend: Backend) {
+    let calls = Calls::default();
+    let mut activities = approval_activities(&calls, 0, false);
+    activities.register("greet", |_: ActivityContext, name: String| async move {
+        Ok::<_, ActivityError>(format!("Hello, {name}!"))
+    });
+    let t = TestHost::new(backend, activities).await;
+    let hello = t.deploy("hello-workflow").await;
+    let request = |id: &str, workflow_type: &str, input: Value, module: &weft::model::Sha256Hex| {
+        StartRequest::new(id, workflow_type, input, module.clone())
+    };
+
+    let wait = Duration::from_secs(60);
+    let (run, record) = t
+        .host
+        .start_and_wait(request("hello-wait", "hello", json!("Ada"), &hello), wait)
+        .await
+        .unwrap();
+    let record = record.expect("hello closes well within a minute");
+    assert_eq!(record.status, RunStatus::Completed, "{record:?}");
+    assert_eq!(record.output, Some(json!("Hello, Ada!")));
+    let described = t.host.describe(&run).await.unwrap();
+    assert_eq!(
+        (record.run_id, record.last_seq, record.closed_at_ms),
+        (described.run_id, described.last_seq, described.closed_at_ms)
+    );
+
+    // The approval waits days of virtual time: the wait ends first.
+    let approval = t.deploy("approval-workflow").await;
+    let short = Duration::from_millis(200);
+    let (open, record) = t
+        .host
+        .start_and_wait(
+            request("approval-wait", "approval", approval_input(), &approval),
+            short,
+        )
+        .await
+        .unwrap();
+    assert!(record.is_none(), "{record:?}");
+    assert_eq!(
+        t.host.describe(&open).await.unwrap().status,
+        RunStatus::Running
+    );
+
+    let mut again = request("approval-wait", "approval", approval_input(), &approval);
+    again.options.id_conflict_policy = IdConflictPolicy::UseExisting;
+    let (same, record) = t.host.start_and_wait(again, short).await.unwrap();
+    assert_eq!(
+        (same.clone(), record.map(|r| r.status)),
+        (open.clone(), None)
+    );
+    t.host.terminate(&open, "done waiting").await.unwrap();
+    let ended = t.finished(&open).await;
+    assert_eq!(ended.status, RunStatus::Terminated, "{ended:?}");
+    t.stop().await;
+}
+
 both_backends!(
+    start_and_wait_gives_the_outcome_or_the_open_run,
     a_full_instance_pool_evicts_idle_runs,
     a_hung_attempt_times_out_and_is_retried,
     hello_runs_and_replays,

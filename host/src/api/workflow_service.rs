@@ -143,13 +143,20 @@ impl WorkflowService for Workflows {
         let r = request.into_inner();
         let start = self.start_request(&r).await?;
         let module = start.module.to_string();
-        let run_id = self.host.start(start).await.map_err(status)?;
-        let (run, closed) = match r.wait_ms {
-            0 => (None, false),
+        let (run_id, run, closed) = match r.wait_ms {
+            0 => (self.host.start(start).await.map_err(status)?, None, false),
             ms => {
                 let limit = Duration::from_millis(ms).min(MAX_AWAIT);
-                let (run, closed) = self.awaited(&run_id, limit).await?;
-                (Some(mapping::run_info(&run)), closed)
+                let (run_id, record) = self
+                    .host
+                    .start_and_wait(start, limit)
+                    .await
+                    .map_err(status)?;
+                let (run, closed) = match record {
+                    Some(run) => (run, true),
+                    None => (self.host.describe(&run_id).await.map_err(status)?, false),
+                };
+                (run_id, Some(mapping::run_info(&run)), closed)
             }
         };
         Ok(Response::new(proto::StartResponse {

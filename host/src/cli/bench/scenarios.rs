@@ -81,7 +81,7 @@ enum Started {
     Remote {
         workflow_id: String,
         run_id: String,
-        run: RunView,
+        run: Box<RunView>,
     },
 }
 
@@ -120,7 +120,7 @@ impl Target {
                 Ok(Started::Remote {
                     workflow_id: started.workflow_id,
                     run_id: started.run_id,
-                    run,
+                    run: Box::new(run),
                 })
             }
         }
@@ -155,7 +155,7 @@ impl Target {
                 loop {
                     match run.status.as_str() {
                         "running" => {
-                            run = client
+                            *run = client
                                 .await_result(&workflow_id, Some(&run_id), Some(AWAIT))
                                 .await?;
                         }
