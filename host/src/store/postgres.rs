@@ -761,6 +761,21 @@ impl Clauses {
             closing: c.closing,
         }
     }
+
+    /// Whether a close owes rows beyond its run's own: a parent waiting
+    /// for it, children its close policy reaches, updates no one answered.
+    /// Only a closing activation asks.
+    fn reaches_others(self) -> &'static str {
+        if self.closing {
+            "(EXISTS (SELECT 1 FROM children WHERE child_run_id = $1 AND NOT resolved)
+              OR EXISTS (SELECT 1 FROM children
+                          WHERE parent_run_id = $1 AND NOT resolved AND child_run_id IS NOT NULL
+                            AND parent_close_policy IN ('terminate', 'request_cancel'))
+              OR EXISTS (SELECT 1 FROM updates WHERE run_id = $1 AND NOT completed))"
+        } else {
+            "false"
+        }
+    }
 }
 
 /// The text of statement `kind` with `clauses`, built by `build` the first
@@ -780,16 +795,24 @@ fn statement(kind: &'static str, clauses: Clauses, build: impl FnOnce() -> Strin
 /// activity tasks, timers), each joined to `src`: the clause that wrote the
 /// run's row, empty when that did not apply, so that then nothing is
 /// inserted. Parameters as [`bind_append`] binds them. A timer both started
-/// and cancelled in the activation is never inserted.
-fn appended_rows(src: &str, clauses: Clauses) -> Vec<String> {
-    let mut out = vec![
+/// and cancelled in the activation is never inserted. `first`: event 1 of a
+/// run the statement creates goes in with them, from `$38` and `$40`–`$42`.
+fn appended_rows(src: &str, clauses: Clauses, first: bool) -> Vec<String> {
+    let events = "UNNEST($11::bigint[], $12::text[], $13::text[], $14::bigint[], $15::text[])";
+    let events = if first {
+        format!(
+            "(SELECT 1::bigint, $40::text, $41::text, $42::bigint, $38::text UNION ALL SELECT * FROM {events})"
+        )
+    } else {
+        events.to_owned()
+    };
+    let mut out = vec![format!(
         "ev AS (
              INSERT INTO events (run_id, seq, kind, payload, recorded_at_ms, hash)
-             SELECT {src}.run_id, e.seq, e.kind, e.payload, e.at, e.hash
-               FROM {src}, UNNEST($11::bigint[], $12::text[], $13::text[], $14::bigint[], $15::text[])
-                    AS e (seq, kind, payload, at, hash)
-         )",
-    ];
+             SELECT {{src}}.run_id, e.seq, e.kind, e.payload, e.at, e.hash
+               FROM {{src}}, {events} AS e (seq, kind, payload, at, hash)
+         )"
+    )];
     if clauses.tasks {
         out.push(
             "new_tasks AS (
@@ -817,7 +840,8 @@ fn appended_rows(src: &str, clauses: Clauses) -> Vec<String> {
                     AS a (seq, name, input, options, lease_ms, visible_at,
                           schedule_to_start, heartbeat_timeout, close_deadline, start_deadline,
                           owner, expires)
-         )",
+         )"
+            .to_owned(),
         );
     }
     if clauses.timers {
@@ -827,7 +851,8 @@ fn appended_rows(src: &str, clauses: Clauses) -> Vec<String> {
              SELECT {src}.run_id, t.seq, t.fire_at
                FROM {src}, UNNEST($25::bigint[], $26::bigint[]) AS t (seq, fire_at)
               WHERE NOT $27::boolean AND NOT (t.seq = ANY($18::bigint[]))
-         )",
+         )"
+            .to_owned(),
         );
     }
     out.into_iter().map(|c| c.replace("{src}", src)).collect()
@@ -882,7 +907,7 @@ fn append_consumed(tasks: &str, clauses: Clauses) -> Vec<String> {
 /// Every clause of an append that follows `r`, its update of the run's
 /// row, as one list; `tasks` as [`append_consumed`] takes it.
 fn appended_to_r(tasks: &str, clauses: Clauses) -> String {
-    let mut parts = appended_rows("r", clauses);
+    let mut parts = appended_rows("r", clauses, false);
     parts.extend(append_consumed(tasks, clauses));
     parts.join(", ")
 }
@@ -959,14 +984,10 @@ async fn append(
                 " SELECT (SELECT count(*) FROM r),
                     -- A closing run's close reaches others only through these rows
                     -- (read after the commit's locks: no one adds them meanwhile).
-                    $27::boolean
-                    AND (EXISTS (SELECT 1 FROM children WHERE child_run_id = $1 AND NOT resolved)
-                         OR EXISTS (SELECT 1 FROM children
-                                     WHERE parent_run_id = $1 AND NOT resolved AND child_run_id IS NOT NULL
-                                       AND parent_close_policy IN ('terminate', 'request_cancel'))
-                         OR EXISTS (SELECT 1 FROM updates WHERE run_id = $1 AND NOT completed))"
+                    {reaches}"
             ),
-            appended_to_r("", clauses)
+            appended_to_r("", clauses),
+            reaches = clauses.reaches_others(),
         )
     });
     let (applied, reaches_others): (i64, bool) = bind_append(sqlx::query_as(sql), commit, c)
@@ -1022,13 +1043,10 @@ async fn place_started(
                   WHERE NOT EXISTS (SELECT 1 FROM last WHERE NOT (status = ANY($52::text[])))
                  ON CONFLICT (workflow_id) WHERE status IN ('running', 'stuck') DO NOTHING
                  RETURNING run_id
-             ), started AS (
-                 INSERT INTO events (run_id, seq, kind, payload, recorded_at_ms, hash)
-                 SELECT run_id, 1, $40, $41, $42, $38 FROM ins
              ), ",
                 "{} SELECT EXISTS (SELECT 1 FROM ins)"
             ),
-            appended_rows("ins", clauses).join(", ")
+            appended_rows("ins", clauses, true).join(", ")
         )
     });
     let statement = bind_append(sqlx::query_as(sql), first, c);
@@ -1075,13 +1093,7 @@ async fn end_and_append(
                             IS NOT DISTINCT FROM $46::bigint AS prepared_for,
                         -- As `append` reads it. Anyone adding such a row
                         -- (an update) also wakes the run: it would not fit.
-                        $27::boolean
-                        AND (EXISTS (SELECT 1 FROM children WHERE child_run_id = $1 AND NOT resolved)
-                             OR EXISTS (SELECT 1 FROM children
-                                         WHERE parent_run_id = $1 AND NOT resolved AND child_run_id IS NOT NULL
-                                           AND parent_close_policy IN ('terminate', 'request_cancel'))
-                             OR EXISTS (SELECT 1 FROM updates WHERE run_id = $1 AND NOT completed))
-                            AS reaches_others
+                        {reaches} AS reaches_others
                    FROM runs r WHERE r.run_id = $1 FOR NO KEY UPDATE
              ), run AS (
                  SELECT run_id, prepared_for AND NOT reaches_others AS fits, reaches_others FROM locked
@@ -1120,7 +1132,8 @@ async fn end_and_append(
                 " SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM r),
                      COALESCE((SELECT prepared_for AND reaches_others FROM locked), false)"
             ),
-            appended_to_r(" AND seq <> $35", clauses)
+            appended_to_r(" AND seq <> $35", clauses),
+            reaches = clauses.reaches_others(),
         )
     });
     let statement = bind_append(sqlx::query_as(sql), next, c);
