@@ -8,7 +8,11 @@
 //! their own that WAL lets run beside the writer. Multi-statement writes start
 //! with `BEGIN IMMEDIATE`, which takes the write lock up front: a deferred
 //! transaction that reads and then writes can fail with `SQLITE_BUSY` when
-//! another process wrote in between, and no busy timeout helps then. A task
+//! another process wrote in between, and no busy timeout helps then. The hot
+//! writes (a start, an activation, an attempt's end) go through a committer
+//! that commits whatever writes are waiting in one transaction, each in a
+//! savepoint of its own ([`batch`]): their runs share pages, and each page
+//! then reaches the WAL once per batch instead of once per write. A task
 //! folds the WAL back into the file beside the writer ([`Checkpoints`]), so
 //! that the writer does not stall to do it every thousand pages.
 //!
@@ -36,6 +40,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod batch;
 mod lifecycle;
 mod versions;
 
@@ -54,6 +59,8 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Connections that only read (the writer itself for an in-memory database).
     reader: SqlitePool,
+    /// Commits the hot writes of many runs together, on the writer.
+    committer: batch::Committer,
     /// Folds the WAL back into the file beside the writer (a file only).
     _checkpoints: Option<Arc<Checkpoints>>,
 }
@@ -143,6 +150,7 @@ impl SqliteStore {
             .map_err(open_error)?;
         let checkpoints = Arc::new(Checkpoints::spawn(reader.clone()));
         Ok(Self {
+            committer: batch::Committer::spawn(writer.clone()),
             writer,
             reader,
             _checkpoints: Some(checkpoints),
@@ -168,6 +176,7 @@ impl SqliteStore {
             .await
             .map_err(|e| rows::migrate_error("an in-memory SQLite database", e))?;
         Ok(Self {
+            committer: batch::Committer::spawn(pool.clone()),
             writer: pool.clone(),
             reader: pool,
             _checkpoints: None,
@@ -648,24 +657,29 @@ impl RunStore for SqliteStore {
     async fn commit_activation(&self, commit: ActivationCommit) -> StoreResult<()> {
         let c = CommitColumns::new(&commit)?;
         let lc = LifecycleColumns::new(&commit)?;
-        let mut tx = self.begin_write().await?;
-        apply_activation(&mut tx, &commit, &c, &lc).await?;
-        tx.commit().await?;
-        Ok(())
+        self.committer
+            .write(Box::new(move |conn| {
+                Box::pin(async move { apply_activation(conn, &commit, &c, &lc).await })
+            }))
+            .await
     }
 
     async fn start_run(&self, create: CreateRun, first: ActivationCommit) -> StoreResult<bool> {
         let run = NewRunColumns::new(&create)?;
         let c = CommitColumns::new(&first)?;
         let lc = LifecycleColumns::new(&first)?;
-        let mut tx = self.begin_write().await?;
-        if lifecycle::place_run(&mut tx, &run).await? != Placed::New {
-            // Dropping the transaction rolls it back: nothing was written.
-            return Ok(false);
-        }
-        apply_activation(&mut tx, &first, &c, &lc).await?;
-        tx.commit().await?;
-        Ok(true)
+        self.committer
+            .write(Box::new(move |conn| {
+                Box::pin(async move {
+                    if lifecycle::place_run(conn, &run).await? != Placed::New {
+                        // Nothing was written.
+                        return Ok(false);
+                    }
+                    apply_activation(conn, &first, &c, &lc).await?;
+                    Ok(true)
+                })
+            }))
+            .await
     }
 
     async fn finish_and_commit(
@@ -673,31 +687,35 @@ impl RunStore for SqliteStore {
         finished: FinishedAttempt,
         next: ActivationCommit,
     ) -> StoreResult<bool> {
-        let run_id = &finished.run_id;
-        let end = rows::AttemptEnd::reported(&finished)?;
         let c = CommitColumns::new(&next)?;
         let lc = LifecycleColumns::new(&next)?;
-        let mut tx = self.begin_write().await?;
-        let state: Option<rows::WarmRunState> = sqlx::query_as(rows::WARM_RUN_STATE)
-            .bind(run_id.as_str())
-            .bind(i64::from(finished.seq))
-            .fetch_optional(&mut *tx)
-            .await?;
-        if !end_attempt(&mut tx, &end).await? {
-            let now = task_state(&mut tx, run_id, finished.seq).await?;
-            return Err(rows::task_conflict(
-                run_id,
-                finished.seq,
-                now,
-                finished.lease_token,
-            ));
-        }
-        let fits = state.is_some_and(|s| s.fits(&finished, &next, &c));
-        if fits {
-            apply_activation(&mut tx, &next, &c, &lc).await?;
-        }
-        tx.commit().await?;
-        Ok(fits)
+        self.committer
+            .write(Box::new(move |conn| {
+                Box::pin(async move {
+                    let run_id = &finished.run_id;
+                    let end = rows::AttemptEnd::reported(&finished)?;
+                    let state: Option<rows::WarmRunState> = sqlx::query_as(rows::WARM_RUN_STATE)
+                        .bind(run_id.as_str())
+                        .bind(i64::from(finished.seq))
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    if !end_attempt(conn, &end).await? {
+                        let now = task_state(conn, run_id, finished.seq).await?;
+                        return Err(rows::task_conflict(
+                            run_id,
+                            finished.seq,
+                            now,
+                            finished.lease_token,
+                        ));
+                    }
+                    let fits = state.is_some_and(|s| s.fits(&finished, &next, &c));
+                    if fits {
+                        apply_activation(conn, &next, &c, &lc).await?;
+                    }
+                    Ok(fits)
+                })
+            }))
+            .await
     }
 
     async fn release_run(&self, run_id: &RunId, lease_token: i64) -> StoreResult<()> {
@@ -867,13 +885,28 @@ impl ActivityStore for SqliteStore {
             columns: rows::AttemptColumns::new(run_id, seq, &outcome, now_ms)?,
             now_ms,
         };
-        let mut tx = self.begin_write().await?;
-        if !end_attempt(&mut tx, &end).await? {
-            let now = task_state(&mut tx, run_id, seq).await?;
-            return Err(rows::task_conflict(run_id, seq, now, lease_token));
-        }
-        tx.commit().await?;
-        Ok(())
+        let run_id = run_id.clone();
+        let columns = end.columns;
+        self.committer
+            .write(Box::new(move |conn| {
+                Box::pin(async move {
+                    let end = rows::AttemptEnd {
+                        run_id: &run_id,
+                        seq,
+                        lease_token,
+                        status: "running",
+                        expired_at: None,
+                        columns,
+                        now_ms,
+                    };
+                    if !end_attempt(conn, &end).await? {
+                        let now = task_state(conn, &run_id, seq).await?;
+                        return Err(rows::task_conflict(&run_id, seq, now, lease_token));
+                    }
+                    Ok(())
+                })
+            }))
+            .await
     }
 
     async fn next_activity_at(&self, names: &[String]) -> StoreResult<Option<u64>> {
