@@ -11,8 +11,7 @@
 //! another process wrote in between, and no busy timeout helps then. The hot
 //! writes (a start, an activation, an attempt's end) go through a committer
 //! that commits whatever writes are waiting in one transaction, each in a
-//! savepoint of its own ([`batch`]): their runs share pages, and each page
-//! then reaches the WAL once per batch instead of once per write. A task
+//! savepoint of its own ([`batch`]). A task
 //! folds the WAL back into the file beside the writer ([`Checkpoints`]), so
 //! that the writer does not stall to do it every thousand pages.
 //!

@@ -1,13 +1,12 @@
 //! Group commit on SQLite: the hot writes of many runs share one transaction.
 //!
-//! Each commit appends every page it changed to the WAL, whole: the run's
-//! row and its indexes, the events, the tasks. Writes of different runs
-//! change mostly the same pages, so a transaction that holds several of
-//! them writes each page once instead of once per write. The committer
-//! takes whatever writes are waiting when the writer becomes free (one when
-//! a single client writes: nothing waits for a batch to fill), runs each in
-//! a savepoint of its own — a write that fails is rolled back alone and the
-//! others still commit — and answers each only after the commit returned.
+//! SQLite has one writer. The committer takes whatever writes are waiting
+//! when the writer becomes free (one when a single client writes: nothing
+//! waits for a batch to fill), runs each in a savepoint of its own — a write
+//! that fails is rolled back alone and the others still commit — and answers
+//! each only after the commit returned. One `BEGIN IMMEDIATE` and one commit
+//! serve the batch, and a write waits in a queue instead of for the pool's
+//! one connection.
 
 use super::{StoreError, StoreResult};
 use futures::future::BoxFuture;
