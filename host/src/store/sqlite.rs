@@ -124,7 +124,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let options = options.pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES);
+        let options = options
+            .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES)
+            // The committer's savepoints keep each page's old content for a
+            // rollback in a statement journal: in memory, not a temporary file.
+            .pragma("temp_store", "memory");
         let open_error = |e: sqlx::Error| {
             StoreError::Unavailable(format!(
                 "cannot open the SQLite database {path:?}: {e}; check that its directory exists and is writable"
