@@ -425,31 +425,23 @@ impl Host {
         let mut closed = Box::pin(notify.notified());
         closed.as_mut().enable();
         let started = self.create(run_id.clone(), request, None).await;
-        let waited = match &started {
-            Ok(started) if *started == run_id => {
-                tokio::time::timeout(limit, self.wait_on(&run_id, &notify, Some(closed))).await
-            }
-            _ => {
-                drop(closed);
-                self.inner.wakeups.forget_close(&run_id, notify);
-                let started = started?;
-                let waited = tokio::time::timeout(limit, self.wait_workflow(&started)).await;
-                return Ok((started, waited.ok().transpose()?));
-            }
+        // A run this call created, not an open one it was given instead.
+        let created = matches!(&started, Ok(started) if *started == run_id);
+        let running = created.then_some(closed);
+        let waited = match (&started, running) {
+            (Ok(started), running) => tokio::time::timeout(limit, async {
+                let record = match running {
+                    Some(closed) => self.wait_on(started, &notify, Some(closed)).await?,
+                    None => self.wait(started).await?,
+                };
+                self.followed(record).await
+            })
+            .await
+            .ok(),
+            (Err(_), _) => None,
         };
         self.inner.wakeups.forget_close(&run_id, notify);
-        let mut record = match waited {
-            Ok(record) => record?,
-            Err(_) => return Ok((run_id, None)),
-        };
-        if let (RunStatus::ContinuedAsNew, Some(next)) = (record.status, &record.continued_to) {
-            let followed = tokio::time::timeout(limit, self.wait_workflow(&next.clone())).await;
-            match followed {
-                Ok(next) => record = next?,
-                Err(_) => return Ok((run_id, None)),
-            }
-        }
-        Ok((run_id, Some(record)))
+        Ok((started?, waited.transpose()?))
     }
 
     /// Signal-with-start: sends the signal to the workflow id's open run, or
@@ -774,7 +766,13 @@ impl Host {
     /// Waits for a workflow's final outcome: like [`wait`](Self::wait), but a
     /// run that continued as new is followed to the run that carries on.
     pub async fn wait_workflow(&self, run_id: &RunId) -> Result<RunRecord, HostError> {
-        let mut record = self.wait(run_id).await?;
+        let record = self.wait(run_id).await?;
+        self.followed(record).await
+    }
+
+    /// `record`, or, when its run continued as new, the outcome of the run
+    /// that carries on.
+    async fn followed(&self, mut record: RunRecord) -> Result<RunRecord, HostError> {
         while let (RunStatus::ContinuedAsNew, Some(next)) = (record.status, &record.continued_to) {
             record = self.wait(&next.clone()).await?;
         }

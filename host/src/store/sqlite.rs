@@ -661,9 +661,9 @@ impl RunStore for SqliteStore {
         let c = CommitColumns::new(&commit)?;
         let lc = LifecycleColumns::new(&commit)?;
         self.committer
-            .write(Box::new(move |conn| {
+            .write(move |conn| {
                 Box::pin(async move { apply_activation(conn, &commit, &c, &lc).await })
-            }))
+            })
             .await
     }
 
@@ -672,7 +672,7 @@ impl RunStore for SqliteStore {
         let c = CommitColumns::new(&first)?;
         let lc = LifecycleColumns::new(&first)?;
         self.committer
-            .write(Box::new(move |conn| {
+            .write(move |conn| {
                 Box::pin(async move {
                     if lifecycle::place_run(conn, &run).await? != Placed::New {
                         // Nothing was written.
@@ -681,7 +681,7 @@ impl RunStore for SqliteStore {
                     apply_activation(conn, &first, &c, &lc).await?;
                     Ok(true)
                 })
-            }))
+            })
             .await
     }
 
@@ -693,7 +693,7 @@ impl RunStore for SqliteStore {
         let c = CommitColumns::new(&next)?;
         let lc = LifecycleColumns::new(&next)?;
         self.committer
-            .write(Box::new(move |conn| {
+            .write(move |conn| {
                 Box::pin(async move {
                     let run_id = &finished.run_id;
                     let end = rows::AttemptEnd::reported(&finished)?;
@@ -717,7 +717,7 @@ impl RunStore for SqliteStore {
                     }
                     Ok(fits)
                 })
-            }))
+            })
             .await
     }
 
@@ -879,19 +879,10 @@ impl ActivityStore for SqliteStore {
         outcome: AttemptOutcome,
         now_ms: u64,
     ) -> StoreResult<()> {
-        let end = rows::AttemptEnd {
-            run_id,
-            seq,
-            lease_token,
-            status: "running",
-            expired_at: None,
-            columns: rows::AttemptColumns::new(run_id, seq, &outcome, now_ms)?,
-            now_ms,
-        };
+        let columns = rows::AttemptColumns::new(run_id, seq, &outcome, now_ms)?;
         let run_id = run_id.clone();
-        let columns = end.columns;
         self.committer
-            .write(Box::new(move |conn| {
+            .write(move |conn| {
                 Box::pin(async move {
                     let end = rows::AttemptEnd {
                         run_id: &run_id,
@@ -908,7 +899,7 @@ impl ActivityStore for SqliteStore {
                     }
                     Ok(())
                 })
-            }))
+            })
             .await
     }
 

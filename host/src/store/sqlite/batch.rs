@@ -94,8 +94,14 @@ impl Committer {
 
     /// Runs `work` in the next transaction the committer commits, and gives
     /// its result once that transaction committed.
-    pub(super) async fn write<T: Send + 'static>(&self, work: Work<T>) -> StoreResult<T> {
-        let (write, answer) = queued(work);
+    pub(super) async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>>
+            + Send
+            + 'static,
+    {
+        let (write, answer) = queued(Box::new(work));
         self.line
             .send(write)
             .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
