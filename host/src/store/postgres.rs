@@ -53,8 +53,11 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 use std::collections::HashMap;
 
+mod batch;
+mod finished;
 mod lifecycle;
 mod notify;
+mod started;
 mod versions;
 
 use notify::{Kinds, Notifier};
@@ -96,6 +99,10 @@ pub struct PostgresStore {
     notifier: Notifier,
     /// This store's own listening sessions, which its notifier need not wake.
     own_listeners: notify::OwnListeners,
+    /// New runs with their first activation, placed many to a statement.
+    starts: batch::Lanes<started::Start, bool>,
+    /// Results with the activation they let commit, many to a statement.
+    finishes: batch::Lanes<finished::Finish, finished::Finished>,
 }
 
 /// How [`PostgresStore::connect_with`] connects, beyond the URL.
@@ -212,6 +219,8 @@ impl PostgresStore {
         let own_listeners = notify::OwnListeners::default();
         let notifier = Notifier::spawn(connect.clone(), schema.clone(), own_listeners.clone());
         Ok(Self {
+            starts: started::lanes(pool.clone()),
+            finishes: finished::lanes(pool.clone()),
             pool,
             connect,
             schema,
@@ -483,11 +492,11 @@ impl RunStore for PostgresStore {
             && first.lease_token == 0
             && c.expected_last_seq == 1;
         if rows_only {
-            let mut conn = self.pool.acquire().await?;
-            if !place_started(&mut conn, &run, &first, &c).await? {
+            let kinds = commit_kinds(&first);
+            if !self.starts.write(started::Start { run, first, c }).await? {
                 return Ok(false);
             }
-            self.notifier.notify(commit_kinds(&first));
+            self.notifier.notify(kinds);
             return Ok(true);
         }
         let mut tx = self.begin_write().await?;
@@ -507,15 +516,21 @@ impl RunStore for PostgresStore {
         next: ActivationCommit,
     ) -> StoreResult<bool> {
         let run_id = &finished.run_id;
-        let end = rows::AttemptEnd::reported(&finished)?;
+        let columns = rows::AttemptColumns::reported(&finished)?;
         let c = CommitColumns::new(&next)?;
         let lc = LifecycleColumns::new(&next)?;
         if (lc.is_empty() || lc.only_closes()) && next.cancelled_activities.is_empty() {
             // The usual step (a result, then activities or timers scheduled,
-            // or the run closed): one statement.
-            let mut conn = self.pool.acquire().await?;
-            let ended = end_and_append(&mut conn, &end, &finished, &next, &c).await?;
-            drop(conn);
+            // or the run closed): one statement, shared with other runs'.
+            let (seq, lease_token) = (finished.seq, finished.lease_token);
+            let finish = finished::Finish {
+                finished,
+                columns,
+                next,
+                c,
+            };
+            let finished::Finished { ended, next } = self.finishes.write(finish).await?;
+            let run_id = &next.run_id;
             if ended.reaches_others {
                 // It fits, but its close owes other runs (a parent, children,
                 // updates): the result is recorded, and the activation commits
@@ -529,13 +544,8 @@ impl RunStore for PostgresStore {
             }
             let (ended, fits) = (ended.ended, ended.applied);
             if !ended {
-                let now = self.task_state(run_id, finished.seq).await?;
-                return Err(rows::task_conflict(
-                    run_id,
-                    finished.seq,
-                    now,
-                    finished.lease_token,
-                ));
+                let now = self.task_state(run_id, seq).await?;
+                return Err(rows::task_conflict(run_id, seq, now, lease_token));
             }
             self.notifier.notify(if fits {
                 commit_kinds(&next)
@@ -547,6 +557,7 @@ impl RunStore for PostgresStore {
         // Locks as `commit_activation` would (the run, and for a close its
         // parent and children, in run_id order), then reads what `next`
         // expects under that lock.
+        let end = rows::AttemptEnd::with_columns(&finished, columns);
         let mut tx = lifecycle::begin(&self.pool, run_id, &lc).await?;
         let (ended, state) = end_attempt_reading_run(&mut tx, &end).await?;
         if !ended {

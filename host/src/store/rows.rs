@@ -790,20 +790,24 @@ impl<'a> AttemptEnd<'a> {
 impl<'a> AttemptEnd<'a> {
     /// The end a worker (or this host) reports for an attempt it ran.
     pub(super) fn reported(finished: &'a super::FinishedAttempt) -> StoreResult<Self> {
-        Ok(Self {
+        let columns = AttemptColumns::reported(finished)?;
+        Ok(Self::with_columns(finished, columns))
+    }
+
+    /// [`AttemptEnd::reported`], from the attempt's columns built before.
+    pub(super) fn with_columns(
+        finished: &'a super::FinishedAttempt,
+        columns: AttemptColumns,
+    ) -> Self {
+        Self {
             run_id: &finished.run_id,
             seq: finished.seq,
             lease_token: finished.lease_token,
             status: "running",
             expired_at: None,
-            columns: AttemptColumns::new(
-                &finished.run_id,
-                finished.seq,
-                &finished.outcome,
-                finished.now_ms,
-            )?,
+            columns,
             now_ms: finished.now_ms,
-        })
+        }
     }
 }
 
@@ -897,6 +901,16 @@ pub(super) struct AttemptColumns {
 }
 
 impl AttemptColumns {
+    /// The columns of the outcome a worker (or this host) reports.
+    pub(super) fn reported(finished: &super::FinishedAttempt) -> StoreResult<Self> {
+        Self::new(
+            &finished.run_id,
+            finished.seq,
+            &finished.outcome,
+            finished.now_ms,
+        )
+    }
+
     pub(super) fn new(
         run_id: &RunId,
         seq: u32,
