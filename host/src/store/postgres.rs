@@ -12,6 +12,12 @@
 //! travel as arrays (`UNNEST`, `= ANY`), so each statement has one text and
 //! one prepared plan whatever the batch size.
 //!
+//! The two hottest writes, a start with its first activation and an
+//! activity's result with the activation it lets a warm run commit, are
+//! written for many runs at once: concurrent calls queue for two lanes, and
+//! each lane writes what waits as one statement of arrays (`batch`,
+//! `started`, `finished`). A call is answered once that statement committed.
+//!
 //! Work is claimed with `FOR UPDATE SKIP LOCKED`: hosts claiming at the same
 //! time take different runs and tasks instead of queueing on each other's
 //! locks. Statements that lock a run and its activity tasks lock the run first,
@@ -483,7 +489,8 @@ impl RunStore for PostgresStore {
         let c = CommitColumns::new(&first)?;
         let lc = LifecycleColumns::new(&first)?;
         // The usual first activation schedules activities and timers and
-        // nothing else: the run and all it writes go in one statement.
+        // nothing else: the run and all it writes go in one statement, with
+        // the other runs started meanwhile (see `batch`).
         let rows_only = lc.is_empty()
             && first.cancelled_activities.is_empty()
             && c.consumed_signals.is_empty()

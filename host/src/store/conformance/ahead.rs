@@ -442,3 +442,204 @@ pub async fn a_task_claimed_as_it_is_scheduled_runs_its_first_attempt(store: &dy
     assert_eq!(jobs.activities.len(), 1);
     assert_eq!(jobs.activities[0].attempt, 2);
 }
+
+/// A new run and its first activation, which schedules `charge` and, with
+/// `timer`, starts a timer; not yet written.
+fn eager_start(workflow_id: &str, run_id: &str, timer: bool) -> (CreateRun, Run, ActivationCommit) {
+    let (create, run) = Run::new(workflow_id, run_id, T0);
+    let mut first = run.commit(&first_claim(&run), Vec::new(), T0);
+    schedule_in(&run, &mut first, 1, "charge", ActivityOptions::default());
+    if timer {
+        start_timer_in(&run, &mut first, 2, T0 + 5_000);
+    }
+    (create, run, first)
+}
+
+pub async fn start_run_of_many_runs_at_once_gives_each_its_own_answer(store: &dyn Store) {
+    // Starts that arrive together (a backend may write them in one
+    // statement): fresh ones, one whose workflow id has an open run, and
+    // two with one new workflow id.
+    let open = Run::start(store, "wf-many-open", T0).await;
+    let mut starts: Vec<(String, String)> = (0..8)
+        .map(|i| (format!("wf-many-{i}"), format!("run-many-{i}")))
+        .collect();
+    starts.push(("wf-many-open".into(), "run-many-open".into()));
+    starts.push(("wf-many-twice".into(), "run-many-twice-a".into()));
+    starts.push(("wf-many-twice".into(), "run-many-twice-b".into()));
+    let prepared: Vec<_> = starts
+        .iter()
+        .enumerate()
+        .map(|(i, (wf, id))| eager_start(wf, id, i % 2 == 0))
+        .collect();
+    let placed = futures::future::join_all(
+        prepared
+            .iter()
+            .map(|(create, _, first)| store.start_run(create.clone(), first.clone())),
+    )
+    .await;
+    let placed: Vec<bool> = placed.into_iter().map(|p| p.expect("start_run")).collect();
+    assert_eq!(&placed[..8], &[true; 8], "every fresh run is placed");
+    assert!(!placed[8], "an open run keeps its workflow id");
+    assert_eq!(
+        placed[9..].iter().filter(|&&p| p).count(),
+        1,
+        "one of two starts of one workflow id is placed: {placed:?}"
+    );
+    for ((create, run, first), placed) in prepared.iter().zip(&placed) {
+        if !placed {
+            assert!(
+                matches!(
+                    store.history(&run.id).await,
+                    Err(StoreError::NotFound { .. })
+                ),
+                "nothing of {} is written",
+                run.id
+            );
+            continue;
+        }
+        let mut all = run.history.events().to_vec();
+        all.extend(first.events.clone());
+        let stored = store.history(&run.id).await.expect("history");
+        assert_eq!(stored, History::from_recorded(all), "{}", run.id);
+        let record = store.run(&run.id).await.expect("run");
+        assert_eq!(
+            (record.status, record.last_seq, record.workflow_id.as_str()),
+            (
+                RunStatus::Running,
+                stored.len() as u64,
+                create.workflow_id.as_str()
+            )
+        );
+    }
+    assert_eq!(
+        store.run(&open.id).await.expect("run").status,
+        RunStatus::Running
+    );
+    let tasks = store
+        .claim_activities("worker", &names(&["charge"]), T0 + 1, 1_000, 100)
+        .await
+        .expect("claim_activities");
+    assert_eq!(
+        tasks.len(),
+        9,
+        "each placed run's activity is claimable once"
+    );
+    assert_eq!(
+        store.next_timer_at().await.expect("next_timer_at"),
+        Some(T0 + 5_000)
+    );
+    assert_eq!(
+        claimed_ids(store, "host-a", T0 + 1).await,
+        vec![open.id.clone()],
+        "every first activation is done: only the run created without one is runnable"
+    );
+}
+
+pub async fn finish_and_commit_of_many_runs_at_once_gives_each_its_own_answer(store: &dyn Store) {
+    // Results that arrive together (a backend may write them in one
+    // statement), each with the activation it wakes: ones that apply
+    // (closing and stepping), one a signal overtook, one of another
+    // attempt, one stale.
+    let mut runs = Vec::new();
+    for i in 0..8 {
+        runs.push(run_with_a_running_attempt(store, &format!("wf-many-results-{i}")).await);
+    }
+    store
+        .send_signal(&runs[5].0.id, "nudge", json!(1), T0 + 2)
+        .await
+        .expect("send_signal");
+    let calls: Vec<(FinishedAttempt, ActivationCommit)> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, (run, claim, task))| {
+            let next = if i < 3 {
+                closing_activation(run, claim, T0 + 3)
+            } else {
+                stepping_activation(run, claim, T0 + 3)
+            };
+            let mut finished = paid(task, T0 + 3);
+            match i {
+                6 => finished.attempt = 2,
+                7 => finished.lease_token += 1,
+                _ => {}
+            }
+            (finished, next)
+        })
+        .collect();
+    let answers = futures::future::join_all(
+        calls
+            .iter()
+            .map(|(finished, next)| store.finish_and_commit(finished.clone(), next.clone())),
+    )
+    .await;
+    for (i, ((run, _, task), answer)) in runs.iter().zip(answers).enumerate() {
+        let history = store.history(&run.id).await.expect("history");
+        let record = store.run(&run.id).await.expect("run");
+        let jobs = store
+            .pending_jobs(&run.id, T0 + 4)
+            .await
+            .expect("pending_jobs");
+        match i {
+            0..=4 => {
+                assert!(answer.expect("finish_and_commit"), "run {i} applies");
+                let mut all = run.history.events().to_vec();
+                all.extend(calls[i].1.events.clone());
+                assert_eq!(history, History::from_recorded(all), "run {i}");
+                assert!(jobs.is_empty(), "run {i}: the result was consumed");
+                let status = if i < 3 {
+                    RunStatus::Completed
+                } else {
+                    RunStatus::Running
+                };
+                assert_eq!(
+                    (record.status, record.last_seq),
+                    (status, history.len() as u64)
+                );
+            }
+            5 | 6 => {
+                assert!(
+                    !answer.expect("finish_and_commit"),
+                    "run {i}: only the result"
+                );
+                assert_eq!(history, run.history, "run {i}");
+                assert_eq!(jobs.activities.len(), 1, "run {i}: the result is recorded");
+            }
+            _ => {
+                assert!(
+                    matches!(answer, Err(StoreError::Conflict { .. })),
+                    "run {i}: a stale attempt is a conflict, got {answer:?}"
+                );
+                assert_eq!(history, run.history, "run {i}");
+                assert!(jobs.is_empty(), "run {i}: no result was recorded");
+                let current = store
+                    .current_attempt(&run.id, 1, task.lease_token)
+                    .await
+                    .expect("current_attempt");
+                assert!(
+                    current.is_some(),
+                    "run {i}: the running attempt is untouched"
+                );
+            }
+        }
+    }
+    let shipped = store
+        .claim_activities("worker", &names(&["ship"]), T0 + 5, 60_000, 10)
+        .await
+        .expect("claim_activities");
+    let mut shipped: Vec<RunId> = shipped.into_iter().map(|t| t.run_id).collect();
+    shipped.sort();
+    let mut stepped = vec![runs[3].0.id.clone(), runs[4].0.id.clone()];
+    stepped.sort();
+    assert_eq!(
+        shipped, stepped,
+        "each stepping run's next activity is claimable"
+    );
+    let mut woken = claimed_ids(store, "host-b", T0 + 6).await;
+    woken.sort();
+    let mut expected = vec![runs[5].0.id.clone(), runs[6].0.id.clone()];
+    expected.sort();
+    assert_eq!(
+        woken, expected,
+        "the results that did not apply woke their runs"
+    );
+}

@@ -350,7 +350,8 @@ impl<'a> Columns<'a> {
         let id = next.run_id.as_str();
         self.run_id.push(id);
         self.lease_token.push(next.lease_token);
-        self.expected_last_seq.push(crate::store::rows::int(c.expected_last_seq));
+        self.expected_last_seq
+            .push(crate::store::rows::int(c.expected_last_seq));
         self.last_seq.push(c.last_seq);
         self.last_hash.push(&c.last_hash);
         self.handled_wakeups.push(next.observed_wakeups);
