@@ -212,6 +212,7 @@ macro_rules! conformance_tests {
             finish_and_commit_of_a_stale_attempt_writes_nothing,
             start_run_of_many_runs_at_once_gives_each_its_own_answer,
             finish_and_commit_of_many_runs_at_once_gives_each_its_own_answer,
+            commit_activation_of_many_runs_at_once_gives_each_its_own_answer,
             a_task_claimed_as_it_is_scheduled_runs_its_first_attempt,
         );
     };

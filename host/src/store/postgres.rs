@@ -12,11 +12,13 @@
 //! travel as arrays (`UNNEST`, `= ANY`), so each statement has one text and
 //! one prepared plan whatever the batch size.
 //!
-//! The two hottest writes, a start with its first activation and an
-//! activity's result with the activation it lets a warm run commit, are
-//! written for many runs at once: concurrent calls queue for two lanes, and
-//! each lane writes what waits as one statement of arrays (`batch`,
-//! `started`, `finished`). A call is answered once that statement committed.
+//! The hot writes — a start with its first activation, an activity's result
+//! with the activation it lets a warm run commit, and an activation of a
+//! claimed run (a close included when it owes no other run anything) — are
+//! written for many runs at once: concurrent calls queue for two lanes per
+//! kind, and each lane writes what waits as one statement of arrays
+//! (`batch`; `started`, `finished`, `appended`; their shared rows in
+//! `many`). A call is answered once that statement committed.
 //!
 //! Work is claimed with `FOR UPDATE SKIP LOCKED`: hosts claiming at the same
 //! time take different runs and tasks instead of queueing on each other's
@@ -59,9 +61,11 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 use std::collections::HashMap;
 
+mod appended;
 mod batch;
 mod finished;
 mod lifecycle;
+mod many;
 mod notify;
 mod started;
 mod versions;
@@ -109,6 +113,8 @@ pub struct PostgresStore {
     starts: batch::Lanes<started::Start, bool>,
     /// Results with the activation they let commit, many to a statement.
     finishes: batch::Lanes<finished::Finish, finished::Finished>,
+    /// Activations of claimed runs, many to a statement.
+    appends: batch::Lanes<appended::Append, appended::Appended>,
 }
 
 /// How [`PostgresStore::connect_with`] connects, beyond the URL.
@@ -126,6 +132,28 @@ pub struct PostgresOptions {
 }
 
 impl PostgresStore {
+    /// Commits an activation the ordinary way, by itself: an `append` of
+    /// one round trip when that is all it writes, else the append and the
+    /// rest (children, updates, closing, cancelled activities) in one
+    /// transaction, under the locks of the runs it reaches.
+    async fn commit_alone(
+        &self,
+        commit: ActivationCommit,
+        c: CommitColumns,
+        lc: LifecycleColumns,
+    ) -> StoreResult<()> {
+        if lc.is_empty() && commit.cancelled_activities.is_empty() {
+            let mut conn = self.pool.acquire().await?;
+            append(&mut conn, &commit, &c).await?;
+        } else {
+            let mut tx = lifecycle::begin(&self.pool, &commit.run_id, &lc).await?;
+            apply_activation(&mut tx, &commit, &c, &lc).await?;
+            tx.commit().await?;
+        }
+        self.notifier.notify(commit_kinds(&commit));
+        Ok(())
+    }
+
     /// A transaction for a write of several statements.
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
@@ -227,6 +255,7 @@ impl PostgresStore {
         Ok(Self {
             starts: started::lanes(pool.clone()),
             finishes: finished::lanes(pool.clone()),
+            appends: appended::lanes(pool.clone()),
             pool,
             connect,
             schema,
@@ -468,20 +497,20 @@ impl RunStore for PostgresStore {
     async fn commit_activation(&self, commit: ActivationCommit) -> StoreResult<()> {
         let c = CommitColumns::new(&commit)?;
         let lc = LifecycleColumns::new(&commit)?;
-        let run_id = &commit.run_id;
-        // Most activations write only what `append` writes: one round trip.
-        // The rest (children, updates, closing, cancelled activities) follow
-        // it in one transaction.
-        if lc.is_empty() && commit.cancelled_activities.is_empty() {
-            let mut conn = self.pool.acquire().await?;
-            append(&mut conn, &commit, &c).await?;
-        } else {
-            let mut tx = lifecycle::begin(&self.pool, run_id, &lc).await?;
-            apply_activation(&mut tx, &commit, &c, &lc).await?;
-            tx.commit().await?;
+        // Most activations write only what `append` writes, and most closes
+        // owe no other run anything: one statement, shared with other runs'.
+        // What that statement leaves (see `appended`) goes the ordinary way.
+        if (lc.is_empty() || lc.only_closes()) && commit.cancelled_activities.is_empty() {
+            let kinds = commit_kinds(&commit);
+            let appended::Appended { applied, append } =
+                self.appends.write(appended::Append { commit, c }).await?;
+            if applied {
+                self.notifier.notify(kinds);
+                return Ok(());
+            }
+            return self.commit_alone(append.commit, append.c, lc).await;
         }
-        self.notifier.notify(commit_kinds(&commit));
-        Ok(())
+        self.commit_alone(commit, c, lc).await
     }
 
     async fn start_run(&self, create: CreateRun, first: ActivationCommit) -> StoreResult<bool> {
@@ -543,7 +572,8 @@ impl RunStore for PostgresStore {
                 // updates): the result is recorded, and the activation commits
                 // as any other, with their locks. Should the run have moved on
                 // in between, the activation is the run's next one to redo.
-                return match self.commit_activation(next).await {
+                let c = CommitColumns::new(&next)?;
+                return match self.commit_alone(next, c, lc).await {
                     Ok(()) => Ok(true),
                     Err(StoreError::Conflict { .. }) => Ok(false),
                     Err(e) => Err(e),

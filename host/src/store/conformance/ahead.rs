@@ -643,3 +643,105 @@ pub async fn finish_and_commit_of_many_runs_at_once_gives_each_its_own_answer(st
         "the results that did not apply woke their runs"
     );
 }
+
+pub async fn commit_activation_of_many_runs_at_once_gives_each_its_own_answer(store: &dyn Store) {
+    // Activations that arrive together (a backend may write them in one
+    // statement): steps, a timer, closes, a close after a wake-up came in,
+    // a close that owes an update its answer, and one under a stale lease.
+    let mut runs = Vec::new();
+    for i in 0..7 {
+        runs.push(Run::start(store, &format!("wf-many-commits-{i}"), T0).await);
+    }
+    let claims = store
+        .claim_runs("host-a", T0, LEASE, 100)
+        .await
+        .expect("claim_runs");
+    assert_eq!(claims.len(), runs.len());
+    store
+        .send_signal(&runs[4].id, "nudge", json!(1), T0 + 1)
+        .await
+        .expect("send_signal");
+    store
+        .send_update(&runs[5].id, "u-1", "approve", json!(true), T0 + 1)
+        .await
+        .expect("send_update");
+    let commits: Vec<ActivationCommit> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, run)| {
+            let mut claim = claims
+                .iter()
+                .find(|c| c.run_id == run.id)
+                .cloned()
+                .expect("each run is claimed");
+            if i == 6 {
+                claim.lease_token += 1;
+            }
+            let closing = i >= 3;
+            let events = if closing {
+                vec![Event::WorkflowCompleted { output: json!(i) }]
+            } else {
+                Vec::new()
+            };
+            let mut commit = run.commit(&claim, events, T0 + 2);
+            match i {
+                0 | 1 => schedule_in(run, &mut commit, 1, "charge", ActivityOptions::default()),
+                2 => start_timer_in(run, &mut commit, 1, T0 + 5_000),
+                _ => {
+                    commit.outcome = RunOutcome::Completed { output: json!(i) };
+                }
+            }
+            commit
+        })
+        .collect();
+    let answers = futures::future::join_all(
+        commits
+            .iter()
+            .map(|commit| store.commit_activation(commit.clone())),
+    )
+    .await;
+    for (i, (run, answer)) in runs.iter().zip(answers).enumerate() {
+        let history = store.history(&run.id).await.expect("history");
+        let record = store.run(&run.id).await.expect("run");
+        if i == 6 {
+            assert!(
+                matches!(answer, Err(StoreError::Conflict { .. })),
+                "run {i}: a stale lease is a conflict, got {answer:?}"
+            );
+            assert_eq!(history, run.history, "run {i}: nothing is written");
+            assert_eq!(record.status, RunStatus::Running);
+            continue;
+        }
+        answer.unwrap_or_else(|e| panic!("run {i}: commit_activation: {e}"));
+        let mut all = run.history.events().to_vec();
+        all.extend(commits[i].events.clone());
+        assert_eq!(history, History::from_recorded(all), "run {i}");
+        let status = if i >= 3 {
+            RunStatus::Completed
+        } else {
+            RunStatus::Running
+        };
+        assert_eq!(
+            (record.status, record.last_seq),
+            (status, history.len() as u64),
+            "run {i}"
+        );
+    }
+    match store.update_outcome(&runs[5].id, "u-1").await {
+        Ok(Some(Err(failure))) => assert_eq!(failure.error_type, "UpdateNotCompleted"),
+        other => panic!("the close answers its open update with a failure, got {other:?}"),
+    }
+    let charged = store
+        .claim_activities("worker", &names(&["charge"]), T0 + 3, 60_000, 10)
+        .await
+        .expect("claim_activities");
+    let mut charged: Vec<RunId> = charged.into_iter().map(|t| t.run_id).collect();
+    charged.sort();
+    let mut stepped = vec![runs[0].id.clone(), runs[1].id.clone()];
+    stepped.sort();
+    assert_eq!(charged, stepped, "each step's activity is claimable");
+    assert_eq!(
+        store.next_timer_at().await.expect("next_timer_at"),
+        Some(T0 + 5_000)
+    );
+}

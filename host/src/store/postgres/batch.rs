@@ -77,6 +77,22 @@ impl<I: Send + 'static, O: Send + 'static> Lanes<I, O> {
         Self { line, what }
     }
 
+    /// [`Lanes::spawn`] with `write` given the store's pool: `write(pool,
+    /// batch)` gives one result per item of the batch, in its order.
+    pub(super) fn on<F, Fut>(
+        pool: sqlx::PgPool,
+        what: &'static str,
+        keys: Keys<I>,
+        write: F,
+    ) -> Self
+    where
+        F: Fn(sqlx::PgPool, Vec<I>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Vec<StoreResult<O>>> + Send + 'static,
+    {
+        let write: WriteBatch<I, O> = Arc::new(move |batch| Box::pin(write(pool.clone(), batch)));
+        Self::spawn(what, keys, write)
+    }
+
     /// Writes `item` in the next batch a lane takes, and gives its result
     /// once the batch's statement committed.
     pub(super) async fn write(&self, item: I) -> StoreResult<O> {
