@@ -77,6 +77,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 /// Connections per store: Postgres commits best from a handful of connections at once.
 const POOL_SIZE: u32 = 8;
 
+/// Connections for the statements that write many runs: one per lane.
+const BATCH_POOL_SIZE: u32 = 3 * batch::LANES as u32;
+
 /// Candidates read per run to claim, so that concurrent claims find runs past each other's.
 const CLAIM_OVERFETCH: i64 = 4;
 
@@ -115,6 +118,8 @@ pub struct PostgresStore {
     finishes: batch::Lanes<finished::Finish, finished::Finished>,
     /// Activations of claimed runs, many to a statement.
     appends: batch::Lanes<appended::Append, appended::Appended>,
+    /// The sessions of the statements of many runs (see `batch::Pools`).
+    batch_pool: PgPool,
 }
 
 /// How [`PostgresStore::connect_with`] connects, beyond the URL.
@@ -234,6 +239,16 @@ impl PostgresStore {
                     where_()
                 ))
             })?;
+        // The statements of many runs are planned at each call (see
+        // `batch::Pools`); at most one per lane is in flight.
+        let many = PgPoolOptions::new()
+            .max_connections(BATCH_POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
+            .connect_lazy_with(connect.clone().options([
+                ("weft.notify", "host"),
+                ("plan_cache_mode", "force_custom_plan"),
+            ]));
         if let Some(schema) = schema {
             // The name was checked to be a plain identifier.
             sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -252,10 +267,15 @@ impl PostgresStore {
             .await?;
         let own_listeners = notify::OwnListeners::default();
         let notifier = Notifier::spawn(connect.clone(), schema.clone(), own_listeners.clone());
+        let pools = batch::Pools {
+            one: pool.clone(),
+            many: many.clone(),
+        };
         Ok(Self {
-            starts: started::lanes(pool.clone()),
-            finishes: finished::lanes(pool.clone()),
-            appends: appended::lanes(pool.clone()),
+            batch_pool: many,
+            starts: started::lanes(pools.clone()),
+            finishes: finished::lanes(pools.clone()),
+            appends: appended::lanes(pools),
             pool,
             connect,
             schema,
@@ -267,6 +287,7 @@ impl PostgresStore {
     /// Waits for running statements and closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.batch_pool.close().await;
     }
 
     async fn run_state(&self, run_id: &RunId) -> StoreResult<Option<RunStateRow>> {

@@ -3,7 +3,7 @@
 //! [`batch`](super::batch)), closes included when they owe no other run
 //! anything.
 
-use super::batch::Lanes;
+use super::batch::{Lanes, Pools};
 use super::many::{self, HEAD_NAMES, HEADS, Heads, Params, Rows};
 use super::{Clauses, StoreResult, statement};
 use crate::store::ActivationCommit;
@@ -27,20 +27,25 @@ pub(in crate::store) struct Appended {
 
 /// The lanes that commit activations. One run's activations never share a
 /// statement: it would update the run's row twice.
-pub(in crate::store) fn lanes(pool: PgPool) -> Lanes<Append, Appended> {
+pub(in crate::store) fn lanes(pools: Pools) -> Lanes<Append, Appended> {
     Lanes::on(
-        pool,
+        pools,
         "activations",
         |a| [a.commit.run_id.as_str(); 2],
-        |pool, appends| async move { append_all(&pool, appends).await },
+        |pools, appends| async move { append_all(&pools.many, appends).await },
     )
 }
 
-/// Commits `appends` in one statement (a lone one too: its close needs no
-/// transaction of its own then). Should it fail, nothing of it was written,
-/// and each is left to the ordinary way.
+/// Commits `appends` in one statement. Should it fail, nothing of it was
+/// written, and each is left to the ordinary way; so is a lone activation,
+/// for which the ordinary way's statements are planned once, not at each
+/// call (see [`Pools`]).
 async fn append_all(pool: &PgPool, appends: Vec<Append>) -> Vec<StoreResult<Appended>> {
-    let applied = match append_many(pool, &appends).await {
+    let applied = match appends.len() {
+        1 => Ok(HashSet::new()),
+        _ => append_many(pool, &appends).await,
+    };
+    let applied = match applied {
         Ok(applied) => applied,
         Err(e) => {
             tracing::debug!(error = %e, activations = appends.len(), "committing a batch of activations failed; committing each the ordinary way");

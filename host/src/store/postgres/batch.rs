@@ -38,6 +38,22 @@ pub(super) type WriteBatch<I, O> =
 /// What keeps two writes out of one batch: equal keys.
 pub(super) type Keys<I> = fn(&I) -> [&str; 2];
 
+/// Where the lanes write.
+#[derive(Clone, Debug)]
+pub(super) struct Pools {
+    /// The store's pool, whose sessions plan each statement once: for a
+    /// write of one run.
+    pub(super) one: sqlx::PgPool,
+    /// Sessions that plan each statement at each call, for the statements
+    /// of many runs. A plan kept from when the tables were small joins the
+    /// batch to them by scanning them whole (seen in the bench: every
+    /// batch read all of `runs` and `activity_tasks`), and stays until
+    /// their statistics are next updated; planned at each call, the
+    /// statement sees the tables' size now and the batch's, and looks each
+    /// run up by its key. Planning costs about a millisecond per batch.
+    pub(super) many: sqlx::PgPool,
+}
+
 struct Pending<I, O> {
     item: I,
     reply: oneshot::Sender<StoreResult<O>>,
@@ -77,19 +93,15 @@ impl<I: Send + 'static, O: Send + 'static> Lanes<I, O> {
         Self { line, what }
     }
 
-    /// [`Lanes::spawn`] with `write` given the store's pool: `write(pool,
-    /// batch)` gives one result per item of the batch, in its order.
-    pub(super) fn on<F, Fut>(
-        pool: sqlx::PgPool,
-        what: &'static str,
-        keys: Keys<I>,
-        write: F,
-    ) -> Self
+    /// [`Lanes::spawn`] with `write` given the store's [`Pools`]:
+    /// `write(pools, batch)` gives one result per item of the batch, in its
+    /// order.
+    pub(super) fn on<F, Fut>(pools: Pools, what: &'static str, keys: Keys<I>, write: F) -> Self
     where
-        F: Fn(sqlx::PgPool, Vec<I>) -> Fut + Send + Sync + 'static,
+        F: Fn(Pools, Vec<I>) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Vec<StoreResult<O>>> + Send + 'static,
     {
-        let write: WriteBatch<I, O> = Arc::new(move |batch| Box::pin(write(pool.clone(), batch)));
+        let write: WriteBatch<I, O> = Arc::new(move |batch| Box::pin(write(pools.clone(), batch)));
         Self::spawn(what, keys, write)
     }
 

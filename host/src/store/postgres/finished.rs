@@ -2,7 +2,7 @@
 //! in one statement: what [`end_and_append`](super::end_and_append) writes
 //! for one, written for a batch (see [`batch`](super::batch)).
 
-use super::batch::Lanes;
+use super::batch::{Lanes, Pools};
 use super::many::{self, HEAD_NAMES, HEADS, Heads, Params, Rows};
 use super::{Clauses, Ended, StoreResult, end_and_append, int, statement};
 use crate::store::rows::{AttemptColumns, AttemptEnd, CommitColumns};
@@ -28,21 +28,21 @@ pub(in crate::store) struct Finished {
 /// The lanes that record results with the activation they let commit.
 /// One run's results never share a statement: it would lock and update the
 /// run's row twice.
-pub(in crate::store) fn lanes(pool: PgPool) -> Lanes<Finish, Finished> {
+pub(in crate::store) fn lanes(pools: Pools) -> Lanes<Finish, Finished> {
     Lanes::on(
-        pool,
+        pools,
         "results",
         |f| [f.finished.run_id.as_str(); 2],
-        |pool, finishes| async move { finish_all(&pool, finishes).await },
+        |pools, finishes| async move { finish_all(&pools, finishes).await },
     )
 }
 
 /// Records `finishes`: one alone as `end_and_append` does, several in one
 /// statement. Should that statement fail, nothing of it was written, and
 /// each is recorded alone to get its own answer.
-async fn finish_all(pool: &PgPool, finishes: Vec<Finish>) -> Vec<StoreResult<Finished>> {
+async fn finish_all(pools: &Pools, finishes: Vec<Finish>) -> Vec<StoreResult<Finished>> {
     if finishes.len() > 1 {
-        match finish_many(pool, &finishes).await {
+        match finish_many(&pools.many, &finishes).await {
             Ok(outcome) => {
                 return finishes
                     .into_iter()
@@ -68,7 +68,7 @@ async fn finish_all(pool: &PgPool, finishes: Vec<Finish>) -> Vec<StoreResult<Fin
     }
     let mut out = Vec::with_capacity(finishes.len());
     for f in finishes {
-        out.push(finish_one(pool, f).await);
+        out.push(finish_one(&pools.one, f).await);
     }
     out
 }

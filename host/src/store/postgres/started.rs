@@ -2,7 +2,7 @@
 //! [`place_started`](super::place_started) writes for one run, written for
 //! a batch (see [`batch`](super::batch)).
 
-use super::batch::Lanes;
+use super::batch::{Lanes, Pools};
 use super::many::{self, Params, Rows};
 use super::{Clauses, StoreResult, place_started, statement};
 use crate::store::ActivationCommit;
@@ -20,21 +20,21 @@ pub(in crate::store) struct Start {
 /// The lanes that place new runs: `true` for a run placed, `false` for
 /// one that its workflow id refused (the caller then takes the ordinary
 /// way, which says why).
-pub(in crate::store) fn lanes(pool: PgPool) -> Lanes<Start, bool> {
+pub(in crate::store) fn lanes(pools: Pools) -> Lanes<Start, bool> {
     Lanes::on(
-        pool,
+        pools,
         "new runs",
         |s| [s.run.run_id.as_str(), s.run.workflow_id.as_str()],
-        |pool, starts| async move { place_all(&pool, starts).await },
+        |pools, starts| async move { place_all(&pools, starts).await },
     )
 }
 
 /// Places `starts`: one alone as `place_started` does, several in one
 /// statement. Should that statement fail (a run id taken, say), nothing of
 /// it was written, and each run is placed alone to get its own answer.
-async fn place_all(pool: &PgPool, starts: Vec<Start>) -> Vec<StoreResult<bool>> {
+async fn place_all(pools: &Pools, starts: Vec<Start>) -> Vec<StoreResult<bool>> {
     if starts.len() > 1 {
-        match place_many(pool, &starts).await {
+        match place_many(&pools.many, &starts).await {
             Ok(placed) => {
                 return starts
                     .iter()
@@ -48,7 +48,7 @@ async fn place_all(pool: &PgPool, starts: Vec<Start>) -> Vec<StoreResult<bool>> 
     }
     let mut out = Vec::with_capacity(starts.len());
     for s in &starts {
-        out.push(place_one(pool, s).await);
+        out.push(place_one(&pools.one, s).await);
     }
     out
 }
