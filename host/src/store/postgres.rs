@@ -586,14 +586,13 @@ impl RunStore for PostgresStore {
                 next,
                 c,
             };
-            let finished::Finished { ended, next } = self.finishes.write(finish).await?;
+            let finished::Finished { ended, next, c } = self.finishes.write(finish).await?;
             let run_id = &next.run_id;
             if ended.reaches_others {
                 // It fits, but its close owes other runs (a parent, children,
                 // updates): the result is recorded, and the activation commits
                 // as any other, with their locks. Should the run have moved on
                 // in between, the activation is the run's next one to redo.
-                let c = CommitColumns::new(&next)?;
                 return match self.commit_alone(next, c, lc).await {
                     Ok(()) => Ok(true),
                     Err(StoreError::Conflict { .. }) => Ok(false),
@@ -832,19 +831,47 @@ impl Clauses {
     }
 
     /// Whether a close owes rows beyond its run's own: a parent waiting
-    /// for it, children its close policy reaches, updates no one answered.
+    /// for it, children its close policy reaches, updates no one answered;
+    /// `run` names the run (`$1`, or a column of a statement of many runs).
     /// Only a closing activation asks.
-    fn reaches_others(self) -> &'static str {
-        if self.closing {
-            "(EXISTS (SELECT 1 FROM children WHERE child_run_id = $1 AND NOT resolved)
-              OR EXISTS (SELECT 1 FROM children
-                          WHERE parent_run_id = $1 AND NOT resolved AND child_run_id IS NOT NULL
-                            AND parent_close_policy IN ('terminate', 'request_cancel'))
-              OR EXISTS (SELECT 1 FROM updates WHERE run_id = $1 AND NOT completed))"
-        } else {
-            "false"
+    fn reaches_others(self, run: &str) -> String {
+        if !self.closing {
+            return "false".to_owned();
         }
+        format!(
+            "(EXISTS (SELECT 1 FROM children WHERE child_run_id = {run} AND NOT resolved)
+              OR EXISTS (SELECT 1 FROM children
+                          WHERE parent_run_id = {run} AND NOT resolved AND child_run_id IS NOT NULL
+                            AND parent_close_policy IN ('terminate', 'request_cancel'))
+              OR EXISTS (SELECT 1 FROM updates WHERE run_id = {run} AND NOT completed))"
+        )
     }
+}
+
+/// The insert of an activation's new activity tasks up to its `FROM`,
+/// reading each task from `a`: `run` names its run, `closing` whether the
+/// activation closes that run (its tasks never run then), `now` the time.
+/// A task with an owner is claimed as it is scheduled: its first attempt
+/// runs, as claim_activities would have started it.
+fn insert_tasks(run: &str, closing: &str, now: &str) -> String {
+    format!(
+        "INSERT INTO activity_tasks (run_id, seq, name, input, options, lease_ms, status, visible_at_ms,
+                                     schedule_to_start_ms, heartbeat_timeout_ms, close_deadline_ms,
+                                     start_deadline_ms, attempt, lease_token, lease_owner,
+                                     lease_expires_at_ms, heartbeat_deadline_ms)
+         SELECT {run}, a.seq, a.name, a.input, a.options, a.lease_ms,
+                CASE WHEN {closing} THEN 'abandoned'
+                     WHEN a.owner IS NOT NULL THEN 'running'
+                     ELSE 'scheduled' END,
+                COALESCE(a.expires, a.visible_at),
+                a.schedule_to_start, a.heartbeat_timeout, a.close_deadline,
+                CASE WHEN a.owner IS NULL THEN a.start_deadline END,
+                CASE WHEN a.owner IS NULL THEN 0 ELSE 1 END,
+                CASE WHEN a.owner IS NULL THEN 0 ELSE 1 END,
+                a.owner, a.expires,
+                CASE WHEN a.owner IS NOT NULL AND a.heartbeat_timeout > 0
+                     THEN {now} + a.heartbeat_timeout END"
+    )
 }
 
 /// The text of statement `kind` with `clauses`, built by `build` the first
@@ -883,35 +910,18 @@ fn appended_rows(src: &str, clauses: Clauses, first: bool) -> Vec<String> {
          )"
     )];
     if clauses.tasks {
-        out.push(
+        out.push(format!(
             "new_tasks AS (
-             -- A task with an owner is claimed as it is scheduled: its first
-             -- attempt runs, as claim_activities would have started it.
-             INSERT INTO activity_tasks (run_id, seq, name, input, options, lease_ms, status, visible_at_ms,
-                                         schedule_to_start_ms, heartbeat_timeout_ms, close_deadline_ms,
-                                         start_deadline_ms, attempt, lease_token, lease_owner,
-                                         lease_expires_at_ms, heartbeat_deadline_ms)
-             SELECT {src}.run_id, a.seq, a.name, a.input, a.options, a.lease_ms,
-                    CASE WHEN $27::boolean THEN 'abandoned'
-                         WHEN a.owner IS NOT NULL THEN 'running'
-                         ELSE 'scheduled' END,
-                    COALESCE(a.expires, a.visible_at),
-                    a.schedule_to_start, a.heartbeat_timeout, a.close_deadline,
-                    CASE WHEN a.owner IS NULL THEN a.start_deadline END,
-                    CASE WHEN a.owner IS NULL THEN 0 ELSE 1 END,
-                    CASE WHEN a.owner IS NULL THEN 0 ELSE 1 END,
-                    a.owner, a.expires,
-                    CASE WHEN a.owner IS NOT NULL AND a.heartbeat_timeout > 0
-                         THEN $34::bigint + a.heartbeat_timeout END
-               FROM {src}, UNNEST($19::bigint[], $20::text[], $21::text[], $22::text[], $23::bigint[], $24::bigint[],
+             {}
+               FROM {{src}}, UNNEST($19::bigint[], $20::text[], $21::text[], $22::text[], $23::bigint[], $24::bigint[],
                               $28::bigint[], $29::bigint[], $30::bigint[], $31::bigint[],
                               $32::text[], $33::bigint[])
                     AS a (seq, name, input, options, lease_ms, visible_at,
                           schedule_to_start, heartbeat_timeout, close_deadline, start_deadline,
                           owner, expires)
-         )"
-            .to_owned(),
-        );
+         )",
+            insert_tasks("{src}.run_id", "$27::boolean", "$34::bigint")
+        ));
     }
     if clauses.timers {
         out.push(
@@ -1056,7 +1066,7 @@ async fn append(
                     {reaches}"
             ),
             appended_to_r("", clauses),
-            reaches = clauses.reaches_others(),
+            reaches = clauses.reaches_others("$1"),
         )
     });
     let (applied, reaches_others): (i64, bool) = bind_append(sqlx::query_as(sql), commit, c)
@@ -1202,7 +1212,7 @@ async fn end_and_append(
                      COALESCE((SELECT prepared_for AND reaches_others FROM locked), false)"
             ),
             appended_to_r(" AND seq <> $35", clauses),
-            reaches = clauses.reaches_others(),
+            reaches = clauses.reaches_others("$1"),
         )
     });
     let statement = bind_append(sqlx::query_as(sql), next, c);

@@ -18,11 +18,12 @@ pub(in crate::store) struct Finish {
     pub(in crate::store) c: CommitColumns,
 }
 
-/// What a [`Finish`] did, with its activation back (a close that owes
-/// other runs commits it again, the ordinary way).
+/// What a [`Finish`] did, with its activation back in columns (a close
+/// that owes other runs commits it again, the ordinary way).
 pub(in crate::store) struct Finished {
     pub(in crate::store) ended: Ended,
     pub(in crate::store) next: ActivationCommit,
+    pub(in crate::store) c: CommitColumns,
 }
 
 /// The lanes that record results with the activation they let commit.
@@ -57,6 +58,7 @@ async fn finish_all(pools: &Pools, finishes: Vec<Finish>) -> Vec<StoreResult<Fin
                         Ok(Finished {
                             ended,
                             next: f.next,
+                            c: f.c,
                         })
                     })
                     .collect();
@@ -80,6 +82,7 @@ async fn finish_one(pool: &PgPool, f: Finish) -> StoreResult<Finished> {
     Ok(Finished {
         ended,
         next: f.next,
+        c: f.c,
     })
 }
 

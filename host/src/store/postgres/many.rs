@@ -4,7 +4,7 @@
 //! column per field over the whole batch, each row naming its run, and the
 //! clauses that write them for the runs the statement applied.
 
-use super::{Clauses, int};
+use super::{Clauses, insert_tasks, int};
 use crate::store::ActivationCommit;
 use crate::store::rows::CommitColumns;
 use sqlx::Postgres;
@@ -331,31 +331,13 @@ pub(super) fn sql(applied: &str, clauses: Clauses, p: &mut Params, ended: Option
         .collect();
         out.push(format!(
             "new_tasks AS (
-             -- A task with an owner is claimed as it is scheduled: its first
-             -- attempt runs, as claim_activities would have started it.
-             INSERT INTO activity_tasks (run_id, seq, name, input, options, lease_ms, status, visible_at_ms,
-                                         schedule_to_start_ms, heartbeat_timeout_ms, close_deadline_ms,
-                                         start_deadline_ms, attempt, lease_token, lease_owner,
-                                         lease_expires_at_ms, heartbeat_deadline_ms)
-             SELECT a.run_id, a.seq, a.name, a.input, a.options, a.lease_ms,
-                    -- A task scheduled by the activation that closes its run
-                    -- never runs.
-                    CASE WHEN a.closing THEN 'abandoned'
-                         WHEN a.owner IS NOT NULL THEN 'running'
-                         ELSE 'scheduled' END,
-                    COALESCE(a.expires, a.visible_at),
-                    a.schedule_to_start, a.heartbeat_timeout, a.close_deadline,
-                    CASE WHEN a.owner IS NULL THEN a.start_deadline END,
-                    CASE WHEN a.owner IS NULL THEN 0 ELSE 1 END,
-                    CASE WHEN a.owner IS NULL THEN 0 ELSE 1 END,
-                    a.owner, a.expires,
-                    CASE WHEN a.owner IS NOT NULL AND a.heartbeat_timeout > 0
-                         THEN a.now + a.heartbeat_timeout END
+             {}
                FROM UNNEST({}) AS a (run_id, seq, name, input, options, lease_ms, visible_at,
                                      schedule_to_start, heartbeat_timeout, close_deadline,
                                      start_deadline, owner, expires, now, closing)
               WHERE a.run_id IN (SELECT run_id FROM {applied})
          )",
+            insert_tasks("a.run_id", "a.closing", "a.now"),
             a.join(", ")
         ));
     }
@@ -428,12 +410,5 @@ pub(super) fn reaches_others(run: &str, clauses: Clauses) -> String {
     if !clauses.closing {
         return "false".to_owned();
     }
-    format!(
-        "(i.closing AND (
-             EXISTS (SELECT 1 FROM children WHERE child_run_id = {run} AND NOT resolved)
-             OR EXISTS (SELECT 1 FROM children
-                         WHERE parent_run_id = {run} AND NOT resolved AND child_run_id IS NOT NULL
-                           AND parent_close_policy IN ('terminate', 'request_cancel'))
-             OR EXISTS (SELECT 1 FROM updates WHERE run_id = {run} AND NOT completed)))"
-    )
+    format!("(i.closing AND {})", clauses.reaches_others(run))
 }
