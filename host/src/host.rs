@@ -4,7 +4,9 @@
 
 use crate::activity::Activities;
 use crate::model::{Event, EventHash, Failure, History, RunId, Sha256Hex};
-use crate::scheduler::{Clock, SystemClock, Wakeups, activation_loop, activity_loop, change_loop};
+use crate::scheduler::{
+    Clock, Closing, SystemClock, Wakeups, activation_loop, activity_loop, change_loop,
+};
 use crate::store::{
     CreateRun, Created, IdConflictPolicy, IdReusePolicy, ListFilter, ModuleRecord, RunOptions,
     RunRecord, RunStatus, Store, StoreError, WaitingOn,
@@ -16,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::futures::Notified;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How a host behaves. The defaults suit one host on a laptop.
@@ -422,7 +424,7 @@ impl Host {
     ) -> Result<(RunId, Option<RunRecord>), HostError> {
         let run_id = self.new_run_id();
         let notify = self.inner.wakeups.on_close(&run_id);
-        let mut closed = Box::pin(notify.notified());
+        let mut closed = Box::pin(notify.notify.notified());
         closed.as_mut().enable();
         let started = self.create(run_id.clone(), request, None).await;
         // A run this call created, not an open one it was given instead.
@@ -738,14 +740,14 @@ impl Host {
     async fn wait_on(
         &self,
         run_id: &RunId,
-        notify: &Notify,
+        closing: &Closing,
         mut running: Option<Pin<Box<Notified<'_>>>>,
     ) -> Result<RunRecord, HostError> {
         loop {
             let mut closed = match running.take() {
                 Some(closed) => closed,
                 None => {
-                    let mut closed = Box::pin(notify.notified());
+                    let mut closed = Box::pin(closing.notify.notified());
                     // Registered before the status is read, so a close in between is not missed.
                     closed.as_mut().enable();
                     let run = self.inner.store.run(run_id).await?;
@@ -757,7 +759,12 @@ impl Host {
             };
             // Another host may close it: look again now and then.
             tokio::select! {
-                () = closed.as_mut() => {}
+                () = closed.as_mut() => {
+                    // Closed here, by a commit that knew the run as it closed.
+                    if let Some(record) = closing.record() {
+                        return Ok(record);
+                    }
+                }
                 () = tokio::time::sleep(self.inner.config.poll_interval.min(WAITER_POLL)) => {}
             }
         }

@@ -631,12 +631,20 @@ async fn a_full_instance_pool_evicts_idle_runs(backend: Backend) {
 }
 
 /// `start_and_wait` gives a closed run's record, the same a later read
-/// gives; a run still open when the wait ends gives none; and under
+/// gives (completed or failed: the host that closes the run by an
+/// activity's result passes the record on from memory, and it must be the
+/// one stored); a run still open when the wait ends gives none; and under
 /// `UseExisting` it waits on the open run it was given.
 async fn start_and_wait_gives_the_outcome_or_the_open_run(backend: Backend) {
     let calls = Calls::default();
     let mut activities = approval_activities(&calls, 0, false);
     activities.register("greet", |_: ActivityContext, name: String| async move {
+        if name == "Nobody" {
+            return Err(ActivityError::non_retryable(
+                "NoSuchPerson",
+                "there is nobody to greet",
+            ));
+        }
         Ok::<_, ActivityError>(format!("Hello, {name}!"))
     });
     let t = TestHost::new(backend, activities).await;
@@ -654,11 +662,24 @@ async fn start_and_wait_gives_the_outcome_or_the_open_run(backend: Backend) {
     let record = record.expect("hello closes well within a minute");
     assert_eq!(record.status, RunStatus::Completed, "{record:?}");
     assert_eq!(record.output, Some(json!("Hello, Ada!")));
-    let described = t.host.describe(&run).await.unwrap();
+    assert_eq!(record, t.host.describe(&run).await.unwrap());
+
+    let (run, record) = t
+        .host
+        .start_and_wait(
+            request("hello-nobody", "hello", json!("Nobody"), &hello),
+            wait,
+        )
+        .await
+        .unwrap();
+    let record = record.expect("hello fails well within a minute");
+    assert_eq!(record.status, RunStatus::Failed, "{record:?}");
     assert_eq!(
-        (record.run_id, record.last_seq, record.closed_at_ms),
-        (described.run_id, described.last_seq, described.closed_at_ms)
+        record.failure.as_ref().map(|f| f.error_type.as_str()),
+        Some("NoSuchPerson"),
+        "{record:?}"
     );
+    assert_eq!(record, t.host.describe(&run).await.unwrap());
 
     // The approval waits days of virtual time: the wait ends first.
     let approval = t.deploy("approval-workflow").await;

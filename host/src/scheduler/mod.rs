@@ -25,7 +25,7 @@ use crate::metrics::{ActivationResult, AttemptPlace};
 use crate::model::RunId;
 use crate::store::{
     ActivityStore, ActivityTask, AttemptOutcome, Change, Changes, ClaimActivity, FinishedAttempt,
-    StoreError, TIMEOUT_BATCH,
+    RunRecord, StoreError, TIMEOUT_BATCH,
 };
 use crate::workflow::{ActivationReport, DriverError, LocalActivity};
 use std::time::{Duration, Instant};
@@ -158,7 +158,7 @@ pub(crate) struct Wakeups {
     /// A run closed on this host: the seal loop has work.
     pub(crate) sealer: Notify,
     /// Per run with someone waiting for it to stop running: wakes only them.
-    closed: Mutex<HashMap<RunId, Arc<Notify>>>,
+    closed: Mutex<HashMap<RunId, Arc<Closing>>>,
     /// Per run with someone waiting for an update's answer: woken by every
     /// committed activation of the run.
     updated: Mutex<HashMap<RunId, Arc<Notify>>>,
@@ -173,7 +173,7 @@ impl Wakeups {
     }
 
     /// The notification that fires when `run` stops running on this host.
-    pub(crate) fn on_close(&self, run: &RunId) -> Arc<Notify> {
+    pub(crate) fn on_close(&self, run: &RunId) -> Arc<Closing> {
         self.closed
             .lock()
             .expect("wake-ups poisoned")
@@ -183,7 +183,7 @@ impl Wakeups {
     }
 
     /// Forgets `run`'s notification once its last waiter is gone.
-    pub(crate) fn forget_close(&self, run: &RunId, notify: Arc<Notify>) {
+    pub(crate) fn forget_close(&self, run: &RunId, notify: Arc<Closing>) {
         let mut map = self.closed.lock().expect("wake-ups poisoned");
         // One reference is the map's, one is the caller's: nobody else waits.
         if Arc::strong_count(&notify) <= 2 {
@@ -214,12 +214,33 @@ impl Wakeups {
         }
     }
 
-    pub(crate) fn run_closed(&self, run: &RunId) {
+    /// `run` stopped running on this host; `record`, the run as it closed,
+    /// when the closing commit knew it exactly (see
+    /// [`ActivationReport::closed_run`](ActivationReport)).
+    pub(crate) fn run_closed(&self, run: &RunId, record: Option<&RunRecord>) {
         self.sealer.notify_one();
         self.run_activated(run);
-        if let Some(n) = self.closed.lock().expect("wake-ups poisoned").get(run) {
-            n.notify_waiters();
+        if let Some(closing) = self.closed.lock().expect("wake-ups poisoned").get(run) {
+            if let Some(record) = record {
+                *closing.record.lock().expect("wake-ups poisoned") = Some(record.clone());
+            }
+            closing.notify.notify_waiters();
         }
+    }
+}
+
+/// What waiters on one run's close share: the notification, and the run as
+/// it closed when the host that closed it passed it on.
+#[derive(Default)]
+pub(crate) struct Closing {
+    pub(crate) notify: Notify,
+    record: Mutex<Option<RunRecord>>,
+}
+
+impl Closing {
+    /// The run as it closed, if this host closed it and knew it exactly.
+    pub(crate) fn record(&self) -> Option<RunRecord> {
+        self.record.lock().expect("wake-ups poisoned").clone()
     }
 }
 
@@ -365,7 +386,8 @@ pub(crate) async fn activated_here(
     }
     if let Some(status) = report.closed {
         host.metrics.run_closed(status);
-        host.wakeups.run_closed(run_id);
+        host.wakeups
+            .run_closed(run_id, report.closed_run.as_deref());
     }
 }
 
@@ -386,44 +408,59 @@ async fn claim_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(host.config.max_concurrent_activities.max(1)));
     let default_timeout_ms = host.config.default_start_to_close.as_millis() as u64;
     let mut outage = Outage::new("claiming activity tasks");
+    // When the next task becomes visible, as last read from the store.
+    let mut next: Option<u64> = None;
+    // Whether the store may hold something to claim. Only tasks handed over
+    // in line leave it `false`: anything else that makes a task claimable
+    // (a commit of this host's that handed nothing over, another host's
+    // work, a retry, a timeout) wakes the loop, and a due `next` is looked at.
+    let mut look = true;
     while !*shutdown.borrow() {
         let woken = host.wakeups.activities.notified();
         let free = permits.available_permits() as u32;
         let now = host.clock.now_ms();
-        let tasks = if free == 0 {
-            Vec::new()
-        } else {
-            match host
-                .store
-                .claim_activities(&host.config.host_id, &names, now, default_timeout_ms, free)
-                .await
-            {
-                Ok(t) => {
-                    outage.recovered();
-                    t
+        if look || next.is_some_and(|at| at <= now) {
+            let tasks = if free == 0 {
+                Vec::new()
+            } else {
+                match host
+                    .store
+                    .claim_activities(&host.config.host_id, &names, now, default_timeout_ms, free)
+                    .await
+                {
+                    Ok(t) => {
+                        outage.recovered();
+                        t
+                    }
+                    Err(e) => {
+                        back_off(outage.failed(&e), woken, &mut shutdown).await;
+                        continue;
+                    }
                 }
+            };
+            let claimed_any = !tasks.is_empty();
+            start_attempts(&host, &permits, tasks, "claimed").await;
+            if claimed_any {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            next = match host.store.next_activity_at(&names).await {
+                Ok(at) => at,
                 Err(e) => {
                     back_off(outage.failed(&e), woken, &mut shutdown).await;
                     continue;
                 }
-            }
-        };
-        let claimed_any = !tasks.is_empty();
-        start_attempts(&host, &permits, tasks, "claimed").await;
-        if claimed_any {
-            tokio::task::yield_now().await;
-            continue;
+            };
+            outage.recovered();
         }
-        let next = match host.store.next_activity_at(&names).await {
-            Ok(at) => at,
-            Err(e) => {
-                back_off(outage.failed(&e), woken, &mut shutdown).await;
-                continue;
-            }
-        };
-        outage.recovered();
+        look = true;
         if free == 0 {
-            wait(&host, woken, still_ahead(next, now), &mut shutdown).await;
+            // Every slot is busy: look again once one frees.
+            let freed = permits.clone().acquire_owned();
+            tokio::select! {
+                _ = freed => {}
+                () = wait(&host, woken, still_ahead(next, now), &mut shutdown) => {}
+            }
             continue;
         }
         // Wait in line like a remote worker's poll: an activation that
@@ -431,7 +468,12 @@ async fn claim_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
         let handoff = host.driver.handoff();
         let mut place = handoff.wait(&host.config.host_id, &names, free);
         let handed = tokio::select! {
-            handed = place.handed() => handed,
+            handed = place.handed() => {
+                // Claimed in the commit that scheduled them: the store has
+                // nothing new for this loop.
+                look = false;
+                handed
+            }
             () = wait(&host, woken, still_ahead(next, now), &mut shutdown) => {
                 handoff.leave(&mut place).await
             }
@@ -472,9 +514,9 @@ fn spawn_attempt(host: Arc<HostInner>, task: ActivityTask, permit: Option<OwnedS
             default_timeout_ms: host.config.default_start_to_close.as_millis() as u64,
         };
         let outcome = runner.run(&task).await;
+        let retry = matches!(outcome, AttemptOutcome::Retry { .. });
         // A retry that must start in time has a deadline.
-        let deadline = matches!(outcome, AttemptOutcome::Retry { .. })
-            && task.options.schedule_to_start_timeout_ms > 0;
+        let deadline = retry && task.options.schedule_to_start_timeout_ms > 0;
         let label = outcome.label();
         match finish_attempt(&host, &task, outcome).await {
             Ok(()) => {
@@ -491,7 +533,11 @@ fn spawn_attempt(host: Arc<HostInner>, task: ActivityTask, permit: Option<OwnedS
             }
         }
         drop(permit);
-        host.wakeups.activities.notify_one();
+        if retry {
+            // The task becomes claimable again, maybe before what the
+            // claim loop waits for.
+            host.wakeups.activities.notify_one();
+        }
     });
 }
 

@@ -485,6 +485,30 @@ pub enum RunOutcome {
 }
 
 impl RunOutcome {
+    /// What a run closed with this outcome holds: its output, or why it
+    /// failed (a cancel, a termination and a timeout are failures of their
+    /// own type). Neither for a run still running or continued as new.
+    pub fn result(&self) -> (Option<&Value>, Option<Failure>) {
+        match self {
+            RunOutcome::Running | RunOutcome::ContinuedAsNew { .. } => (None, None),
+            RunOutcome::Completed { output } => (Some(output), None),
+            RunOutcome::Failed { failure } => (None, Some(failure.clone())),
+            RunOutcome::Cancelled { message } => {
+                (None, Some(Failure::new("Cancelled", message.clone())))
+            }
+            RunOutcome::Terminated { reason } => {
+                (None, Some(Failure::new("Terminated", reason.clone())))
+            }
+            RunOutcome::TimedOut { timeout } => (
+                None,
+                Some(Failure::new(
+                    "TimedOut",
+                    format!("the {timeout} timeout passed"),
+                )),
+            ),
+        }
+    }
+
     /// The status a run has after a commit with this outcome.
     pub fn status(&self) -> RunStatus {
         match self {

@@ -66,6 +66,11 @@ pub(crate) struct ActivationReport {
     pub(crate) local_activities: Vec<LocalActivity>,
     /// The run stopped running, with this status: it closed, or was parked (stuck).
     pub(crate) closed: Option<RunStatus>,
+    /// The run as its close left it, when the commit that closed it was
+    /// fenced on nothing having reached the run since this host's last
+    /// commit of it: what a read of the run would give, so that a waiter on
+    /// this host need not read it.
+    pub(crate) closed_run: Option<Box<RunRecord>>,
 }
 
 /// Tasks of an activation handed to a waiting poll.
@@ -585,10 +590,21 @@ impl Driver {
         };
         // `None`: the result is recorded; the instance ran ahead of a run
         // that moved on, and is dropped.
-        self.commit_prepared(&claim, prepared, |next| {
-            self.store.finish_and_commit(finished, next)
-        })
-        .await
+        // The run as this commit would close it. Exact: the commit applies
+        // only if nothing reached the run since the commit that left
+        // `committed.run` (no cancel or termination request, no other write).
+        let closed_run = closed_record(&prepared.ahead.run_after, &prepared.commit);
+        let report = self
+            .commit_prepared(&claim, prepared, |next| {
+                self.store.finish_and_commit(finished, next)
+            })
+            .await?;
+        Ok(report.map(|mut report| {
+            if report.closed.is_some() {
+                report.closed_run = closed_run.map(Box::new);
+            }
+            report
+        }))
     }
 
     async fn finish_alone(
@@ -781,6 +797,7 @@ impl Driver {
                 local_activities
             },
             closed,
+            closed_run: None,
         };
         // A timer started and cancelled in the same activation never reaches the table.
         let removed = commit.removed_timers.clone();
@@ -1139,4 +1156,25 @@ fn merge_attributes(current: &mut Value, upsert: &Value) {
             current.insert(key.clone(), value.clone());
         }
     }
+}
+
+/// `run_after`, the run as `commit` leaves it, closed as the store closes
+/// it: the outcome's status, output and failure, `closed_at_ms` the commit's
+/// time. `None` for a commit that leaves it running, and for a
+/// continue-as-new (whose close also links the next run).
+fn closed_record(run_after: &RunRecord, commit: &ActivationCommit) -> Option<RunRecord> {
+    if matches!(
+        commit.outcome,
+        RunOutcome::Running | RunOutcome::ContinuedAsNew { .. }
+    ) {
+        return None;
+    }
+    let (output, failure) = commit.outcome.result();
+    Some(RunRecord {
+        status: commit.outcome.status(),
+        output: output.cloned(),
+        failure,
+        closed_at_ms: Some(commit.now_ms),
+        ..run_after.clone()
+    })
 }

@@ -349,31 +349,11 @@ pub(in crate::store) fn outcome_columns(
     run_id: &RunId,
     outcome: &RunOutcome,
 ) -> StoreResult<(RunStatus, Option<String>, Option<String>)> {
-    let failure = |f: Failure| to_json(&f, format_args!("run {run_id}: failure")).map(Some);
-    Ok(match outcome {
-        RunOutcome::Running => (RunStatus::Running, None, None),
-        RunOutcome::Completed { output } => (RunStatus::Completed, Some(output.to_string()), None),
-        RunOutcome::Failed { failure: f } => (RunStatus::Failed, None, failure(f.clone())?),
-        RunOutcome::Cancelled { message } => (
-            RunStatus::Cancelled,
-            None,
-            failure(Failure::new("Cancelled", message.clone()))?,
-        ),
-        RunOutcome::Terminated { reason } => (
-            RunStatus::Terminated,
-            None,
-            failure(Failure::new("Terminated", reason.clone()))?,
-        ),
-        RunOutcome::TimedOut { timeout } => (
-            RunStatus::TimedOut,
-            None,
-            failure(Failure::new(
-                "TimedOut",
-                format!("the {timeout} timeout passed"),
-            ))?,
-        ),
-        RunOutcome::ContinuedAsNew { .. } => (RunStatus::ContinuedAsNew, None, None),
-    })
+    let (output, failure) = outcome.result();
+    let failure = failure
+        .map(|f| to_json(&f, format_args!("run {run_id}: failure")))
+        .transpose()?;
+    Ok((outcome.status(), output.map(Value::to_string), failure))
 }
 
 /// A message (a signal, an update, a request) for a run that is closed or unknown.
