@@ -9,6 +9,7 @@
 //! - The web UI ([`ui`]): read-only pages of runs, histories and modules
 //!   under `/ui`, built from the same service calls.
 //! - [`Tokens`]: `authorization: Bearer <token>`; deploys need an admin token.
+//! - [`ServerTls`]: the same port over TLS ([`serve_tls`]).
 //!
 //! ```no_run
 //! # async fn f(host: weft::Host) -> std::io::Result<()> {
@@ -22,11 +23,13 @@ mod http;
 mod mapping;
 mod module_service;
 pub(crate) mod proto;
+mod tls;
 mod ui;
 mod worker_service;
 mod workflow_service;
 
 pub use auth::Tokens;
+pub use tls::{ServerTls, TlsError};
 
 use crate::client::MAX_MESSAGE_BYTES;
 use crate::host::Host;
@@ -100,6 +103,22 @@ pub async fn serve(
             tracing::debug!("cannot set TCP_NODELAY on an accepted connection: {e}");
         }
     });
+    axum::serve(listener, router(host, tokens))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// [`serve`] over TLS with `tls`'s certificate: the same routes, gRPC and
+/// HTTP on one port, chosen by ALPN. A connection that does not complete
+/// its handshake within 10 s is dropped.
+pub async fn serve_tls(
+    host: Host,
+    listener: tokio::net::TcpListener,
+    tls: &ServerTls,
+    tokens: Tokens,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tls.listen(listener)?;
     axum::serve(listener, router(host, tokens))
         .with_graceful_shutdown(shutdown)
         .await

@@ -15,7 +15,7 @@ mod start;
 mod versions;
 
 use clap::{Parser, Subcommand};
-use weft::client::{Client, DEFAULT_ADDRESS};
+use weft::client::{Client, ClientTls, DEFAULT_ADDRESS};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +39,10 @@ pub(crate) struct Global {
     /// Bearer token for a host that needs one.
     #[arg(long, global = true, env = "WEFT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// For an `https://` address: the PEM certificate of the CA that signed
+    /// the host's certificate (default: the system's roots).
+    #[arg(long, global = true, env = "WEFT_CA_FILE", value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// Readable text, or JSON for scripts.
     #[arg(long, global = true, value_enum, default_value = "text")]
     output: output::Format,
@@ -46,7 +50,15 @@ pub(crate) struct Global {
 
 impl Global {
     async fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::connect(&self.address, self.token.as_deref()).await?)
+        Ok(Client::connect_with(&self.address, self.token.as_deref(), &self.tls()?).await?)
+    }
+
+    /// How an `https://` host is trusted.
+    fn tls(&self) -> anyhow::Result<ClientTls> {
+        Ok(match &self.ca_file {
+            Some(path) => ClientTls::from_ca_file(path)?,
+            None => ClientTls::default(),
+        })
     }
 }
 

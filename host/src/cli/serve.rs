@@ -2,9 +2,10 @@
 
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use weft::api::Tokens;
+use weft::api::{ServerTls, Tokens};
 use weft::audit::Signer;
 use weft::store::{PostgresOptions, PostgresStore, Store};
 use weft::{Activities, Host, HostConfig};
@@ -21,6 +22,8 @@ pub(crate) struct DevArgs {
     tokens: TokenArgs,
     #[command(flatten)]
     signing: SigningArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(clap::Args)]
@@ -43,6 +46,37 @@ pub(crate) struct ServerArgs {
     tokens: TokenArgs,
     #[command(flatten)]
     signing: SigningArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+#[derive(clap::Args)]
+struct TlsArgs {
+    /// Serve TLS with the PEM certificate chain in FILE (the host's
+    /// certificate first); needs --tls-key.
+    #[arg(long, env = "WEFT_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "WEFT_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Listen beyond loopback without TLS: tokens and payloads cross the
+    /// network readable by anyone on the path. Only for a network you trust,
+    /// or behind a proxy that terminates TLS on the same machine.
+    #[arg(long)]
+    insecure_plaintext: bool,
+}
+
+impl TlsArgs {
+    /// The certificate to serve, or plaintext where that is allowed.
+    fn server_tls(&self, command: &str, listen: SocketAddr) -> anyhow::Result<Option<ServerTls>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(ServerTls::from_pem_files(cert, key)?)),
+            _ if listen.ip().is_loopback() || self.insecure_plaintext => Ok(None),
+            _ => bail!(
+                "`weft {command}` would listen on {listen} in plaintext, where bearer tokens and payloads cross the network readable by anyone on the path; give --tls-cert FILE --tls-key FILE (or WEFT_TLS_CERT/WEFT_TLS_KEY), listen on 127.0.0.1 behind a proxy that terminates TLS, or pass --insecure-plaintext on a network you trust"
+            ),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -52,7 +86,7 @@ struct SigningArgs {
     /// FILE`), so auditors can check an export with the public key alone
     /// (`weft verify FILE --public-key KEY`).
     #[arg(long, env = "WEFT_SIGNING_KEY_FILE", value_name = "FILE")]
-    signing_key: Option<std::path::PathBuf>,
+    signing_key: Option<PathBuf>,
 }
 
 impl SigningArgs {
@@ -107,12 +141,13 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
         }
         tokens = Tokens::open();
     }
+    let tls = args.tls.server_tls("dev", args.listen)?;
     let config = HostConfig {
         host_id: "dev".into(),
         signer: args.signing.signer()?,
         ..HostConfig::default()
     };
-    run(&args.database, args.listen, tokens, config).await
+    run(&args.database, args.listen, tls, tokens, config).await
 }
 
 pub(crate) async fn server(args: ServerArgs) -> anyhow::Result<()> {
@@ -122,18 +157,20 @@ pub(crate) async fn server(args: ServerArgs) -> anyhow::Result<()> {
             "`weft server` denies every request without tokens; set WEFT_ADMIN_TOKENS and WEFT_TOKENS (or --admin-token/--user-token), or use `weft dev` on loopback"
         );
     }
+    let tls = args.tls.server_tls("server", args.listen)?;
     let mut config = HostConfig::default();
     config.host_id = args
         .host_id
         .unwrap_or_else(|| format!("{}-{}", config.host_id, args.listen.port()));
     config.run_lease = Duration::from_secs(args.run_lease.max(1));
     config.signer = args.signing.signer()?;
-    run(&args.database, args.listen, tokens, config).await
+    run(&args.database, args.listen, tls, tokens, config).await
 }
 
 async fn run(
     database: &str,
     listen: SocketAddr,
+    tls: Option<ServerTls>,
     tokens: Tokens,
     config: HostConfig,
 ) -> anyhow::Result<()> {
@@ -165,9 +202,13 @@ async fn run(
         "bearer tokens required"
     };
     let shown = weft::store::redact_url(database);
-    eprintln!("weft host {host_id} on {shown}: listening on http://{local} ({auth})");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!("weft host {host_id} on {shown}: listening on {scheme}://{local} ({auth})");
     tracing::info!(%local, %host_id, "listening");
-    weft::api::serve(host, listener, tokens, shutdown_signal()).await?;
+    match &tls {
+        Some(tls) => weft::api::serve_tls(host, listener, tls, tokens, shutdown_signal()).await?,
+        None => weft::api::serve(host, listener, tokens, shutdown_signal()).await?,
+    }
     eprintln!("weft host {host_id}: stopping");
     tokio::time::timeout(Duration::from_secs(30), running.shutdown())
         .await

@@ -31,7 +31,7 @@ use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// Where a client connects when told nothing else.
 pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:7233";
@@ -105,24 +105,101 @@ impl Interceptor for Bearer {
     }
 }
 
-/// Opens a channel to a Weft host, failing fast with advice when it is not there.
-pub(crate) async fn channel(address: &str) -> Result<Channel, ClientError> {
-    let endpoint = Channel::from_shared(address.to_owned()).map_err(|e| ClientError {
+/// How a client trusts a host it reaches at an `https://` address: the
+/// system's root certificates, or the operator's own CA.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    ca_pem: Option<Vec<u8>>,
+}
+
+impl ClientTls {
+    /// Trusts hosts whose certificate the PEM CA certificate(s) in `pem` sign
+    /// (instead of the system's roots).
+    pub fn with_ca_pem(pem: impl Into<Vec<u8>>) -> Self {
+        Self {
+            ca_pem: Some(pem.into()),
+        }
+    }
+
+    /// [`with_ca_pem`](Self::with_ca_pem) from a file.
+    pub fn from_ca_file(path: &std::path::Path) -> Result<Self, ClientError> {
+        let pem = std::fs::read(path).map_err(|e| ClientError {
+            code: tonic::Code::InvalidArgument,
+            message: format!(
+                "cannot read the CA file {} ({e}); give the PEM certificate of the CA that signed the host's certificate",
+                path.display()
+            ),
+        })?;
+        Ok(Self::with_ca_pem(pem))
+    }
+}
+
+/// The endpoint of a Weft host at `address`: TLS for `https://` (trusting
+/// what `tls` says), plaintext for `http://`. Nothing is connected yet.
+pub(crate) fn endpoint(address: &str, tls: &ClientTls) -> Result<Endpoint, ClientError> {
+    let invalid = |message: String| ClientError {
         code: tonic::Code::InvalidArgument,
-        message: format!(
+        message,
+    };
+    let endpoint = Channel::from_shared(address.to_owned()).map_err(|e| {
+        invalid(format!(
             "{address:?} is not a valid address ({e}); use a URL such as {DEFAULT_ADDRESS}"
-        ),
+        ))
     })?;
-    endpoint
+    let endpoint = match endpoint.uri().scheme_str() {
+        Some("https") => {
+            let config = match &tls.ca_pem {
+                Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+                None => ClientTlsConfig::new().with_native_roots(),
+            };
+            endpoint
+                .tls_config(config)
+                .map_err(|e| invalid(format!("cannot use TLS towards {address} ({e})")))?
+        }
+        Some("http") if tls.ca_pem.is_some() => {
+            return Err(invalid(format!(
+                "a CA file was given for {address}, a plaintext address; write https:// to reach a host that serves TLS"
+            )));
+        }
+        Some("http") => endpoint,
+        _ => {
+            return Err(invalid(format!(
+                "{address:?} names no scheme weft speaks; use http://HOST:PORT, or https://HOST:PORT for a host that serves TLS"
+            )));
+        }
+    };
+    Ok(endpoint
         .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
+        .tcp_nodelay(true))
+}
+
+/// Opens a channel to a Weft host, failing fast with advice when it is not there.
+pub(crate) async fn channel(address: &str, tls: &ClientTls) -> Result<Channel, ClientError> {
+    endpoint(address, tls)?
         .connect()
         .await
-        .map_err(|e| ClientError {
-            code: tonic::Code::Unavailable,
-            message: format!(
-                "cannot reach a Weft host at {address} ({e}); start one with `weft dev`, or point --address / WEFT_ADDRESS at yours"
-            ),
+        .map_err(|e| {
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                why = format!("{why}: {cause}");
+                source = cause.source();
+            }
+            if why.contains("certificate") {
+                // Retrying cannot help: the host is there, and not trusted.
+                return ClientError {
+                    code: tonic::Code::FailedPrecondition,
+                    message: format!(
+                        "the host at {address} is not trusted ({why}); give the PEM certificate of the CA that signed its certificate with --ca-file (WEFT_CA_FILE), and use the host name the certificate names"
+                    ),
+                };
+            }
+            ClientError {
+                code: tonic::Code::Unavailable,
+                message: format!(
+                    "cannot reach a Weft host at {address} ({why}); start one with `weft dev`, or point --address / WEFT_ADDRESS at yours"
+                ),
+            }
         })
 }
 
@@ -500,9 +577,20 @@ fn run_ref(workflow_id: &str, run_id: Option<&str>) -> Option<proto::RunRef> {
 }
 
 impl Client {
-    /// Connects to a host, e.g. `http://127.0.0.1:7233`, with a bearer token if it needs one.
+    /// Connects to a host, e.g. `http://127.0.0.1:7233`, with a bearer token
+    /// if it needs one; an `https://` host must have a certificate the
+    /// system trusts (else see [`connect_with`](Self::connect_with)).
     pub async fn connect(address: &str, token: Option<&str>) -> Result<Self, ClientError> {
-        let channel = channel(address).await?;
+        Self::connect_with(address, token, &ClientTls::default()).await
+    }
+
+    /// [`connect`](Self::connect), trusting an `https://` host as `tls` says.
+    pub async fn connect_with(
+        address: &str,
+        token: Option<&str>,
+        tls: &ClientTls,
+    ) -> Result<Self, ClientError> {
+        let channel = channel(address, tls).await?;
         let bearer = Bearer::new(token)?;
         Ok(Self {
             workflows: WorkflowServiceClient::with_interceptor(channel.clone(), bearer.clone())

@@ -32,7 +32,7 @@
 
 use crate::activity::{Activities, AttemptRunner, Called, HeartbeatSink};
 use crate::api::proto::{self, worker_service_client::WorkerServiceClient};
-use crate::client::{Bearer, ClientError, MAX_MESSAGE_BYTES};
+use crate::client::{Bearer, ClientError, ClientTls, MAX_MESSAGE_BYTES};
 use crate::model::{ActivityOptions, RunId};
 use crate::scheduler::SystemClock;
 use crate::store::{ActivityTask, Heartbeat, StoreError};
@@ -67,6 +67,8 @@ pub struct WorkerOptions {
     /// abandons them (the host runs each again once its start-to-close or
     /// heartbeat timeout expires). `None` waits for all of them.
     pub shutdown_grace: Option<Duration>,
+    /// How an `https://` host is trusted: the system's roots unless a CA is given.
+    pub tls: ClientTls,
 }
 
 impl Default for WorkerOptions {
@@ -81,6 +83,7 @@ impl Default for WorkerOptions {
             poll_wait: Duration::from_secs(30),
             pollers: 2,
             shutdown_grace: None,
+            tls: ClientTls::default(),
         }
     }
 }
@@ -107,17 +110,7 @@ impl Worker {
     /// (and remade after a host restart) when it is needed, so a worker may
     /// start before its host.
     pub fn connect(address: &str, options: WorkerOptions) -> Result<Self, ClientError> {
-        let channel = Channel::from_shared(address.to_owned())
-            .map_err(|e| ClientError {
-                code: Code::InvalidArgument,
-                message: format!(
-                    "{address:?} is not a valid address ({e}); use a URL such as {}",
-                    crate::client::DEFAULT_ADDRESS
-                ),
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = crate::client::endpoint(address, &options.tls)?.connect_lazy();
         let bearer = Bearer::new(options.token.as_deref())?;
         let client = WorkerServiceClient::with_interceptor(channel, bearer)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)

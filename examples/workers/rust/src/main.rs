@@ -8,6 +8,7 @@
 
 use clap::Parser;
 use std::time::Duration;
+use weft::client::ClientTls;
 use weft::worker::{Worker, WorkerOptions};
 use weft::{Activities, ActivityContext, ActivityError};
 
@@ -23,6 +24,10 @@ struct Args {
     /// Attempts run at once.
     #[arg(long, default_value = "16")]
     max_concurrent: usize,
+    /// For an `https://` host: the PEM certificate of the CA that signed its
+    /// certificate (default: the system's roots).
+    #[arg(long, env = "WEFT_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -48,6 +53,10 @@ async fn main() -> anyhow::Result<()> {
         // Ctrl-C waits this long for a greeting in flight, then leaves it
         // to be retried.
         shutdown_grace: Some(Duration::from_secs(10)),
+        tls: match &args.ca_file {
+            Some(path) => ClientTls::from_ca_file(path)?,
+            None => ClientTls::default(),
+        },
         ..WorkerOptions::default()
     };
     let worker = Worker::connect(&args.address, options)?;

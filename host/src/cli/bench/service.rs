@@ -35,6 +35,7 @@ pub(crate) async fn worker(g: &Global, args: WorkerArgs) -> anyhow::Result<()> {
         worker_id: format!("bench-worker-{}", std::process::id()),
         max_concurrent: args.max_concurrent,
         shutdown_grace: Some(Duration::from_secs(5)),
+        tls: g.tls()?,
         ..WorkerOptions::default()
     };
     let worker = Worker::connect(&g.address, options)?;
