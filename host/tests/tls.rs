@@ -235,3 +235,58 @@ fn the_command_line_serves_and_speaks_tls_and_refuses_plaintext_beyond_loopback(
     let untrusted = weft(&address, &["list"]);
     assert!(untrusted.failed().contains("--ca-file"), "{untrusted:?}");
 }
+
+/// `sslmode=require` in a Postgres URL gives the store encrypted
+/// connections (Postgres says so in `pg_stat_ssl`); `verify-full` against a
+/// server whose certificate no trusted CA signed is refused, not downgraded.
+#[tokio::test]
+async fn a_postgres_url_with_sslmode_connects_encrypted_or_not_at_all() {
+    let url = common::database_url();
+    let with = |mode: &str| {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}sslmode={mode}")
+    };
+    let schema = common::unique("weft_tls");
+    let options = weft::store::PostgresOptions {
+        schema: Some(schema.clone()),
+        application_name: Some(schema.clone()),
+    };
+    let store = weft::store::PostgresStore::connect_with(&with("require"), options)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("sslmode=require: {e} (the Postgres at DATABASE_URL must have ssl = on, as Debian's has by default)")
+        });
+    use weft::store::RunStore;
+    store.next_timer_at().await.unwrap();
+
+    let plain = sqlx::PgPool::connect(&url).await.unwrap();
+    let (connections, encrypted): (i64, Option<bool>) = sqlx::query_as(
+        "SELECT count(*), bool_and(s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+          WHERE a.application_name = $1",
+    )
+    .bind(&schema)
+    .fetch_one(&plain)
+    .await
+    .unwrap();
+    assert!(connections > 0, "the store holds no connection");
+    assert_eq!(encrypted, Some(true), "{connections} connections");
+    store.close().await;
+
+    let Err(refused) =
+        weft::store::PostgresStore::connect_in_schema(&with("verify-full"), &schema).await
+    else {
+        panic!("verify-full accepted a certificate no trusted CA signed");
+    };
+    assert!(
+        matches!(&refused, weft::store::StoreError::Refused(m) if m.contains("sslrootcert")),
+        "{refused}"
+    );
+
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA \"{schema}\" CASCADE"
+    )))
+    .execute(&plain)
+    .await
+    .unwrap();
+    plain.close().await;
+}

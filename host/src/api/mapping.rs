@@ -333,6 +333,7 @@ pub(crate) fn status(e: HostError) -> Status {
             | StoreError::VersionTaken { .. } => Code::AlreadyExists,
             StoreError::NotFound { .. } => Code::NotFound,
             StoreError::Corrupt(_) => Code::DataLoss,
+            StoreError::Refused(_) => Code::FailedPrecondition,
         },
         HostError::Load(crate::wasm::LoadError::Compiler { .. }) => Code::Internal,
         HostError::Load(_) => Code::InvalidArgument,

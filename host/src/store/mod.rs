@@ -93,6 +93,11 @@ pub enum StoreError {
     /// Stored data that cannot be read back (a corrupted row, a bad migration).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The database cannot be used as configured, and retrying cannot
+    /// change that (its TLS certificate is not trusted, say): the message
+    /// says what to fix.
+    #[error("the database cannot be used as configured: {0}")]
+    Refused(String),
 }
 
 impl StoreError {

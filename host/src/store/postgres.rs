@@ -234,10 +234,14 @@ impl PostgresStore {
             .connect_with(statements)
             .await
             .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot connect to {}: {e}; check that it is up",
-                    where_()
-                ))
+                let why = e.to_string();
+                if why.contains("certificate") {
+                    return StoreError::Refused(format!(
+                        "cannot connect to {} over TLS: {why}; name the CA that signed the server's certificate with sslrootcert=FILE in the URL, connect by the host name the certificate names, or use sslmode=require to encrypt without verifying the server",
+                        where_()
+                    ));
+                }
+                StoreError::Unavailable(format!("cannot connect to {}: {why}; check that it is up", where_()))
             })?;
         // The statements of many runs are planned at each call (see
         // `batch::Pools`); at most one per lane is in flight.
