@@ -139,16 +139,33 @@ fn dev_host_through_the_cli_and_http() {
     assert!(replay.ok().contains("replays identically"), "{replay:?}");
     assert!(replay.ok().contains("ends completed"), "{replay:?}");
 
-    // Start over HTTP as plain `curl -d` sends it (a form's content type),
-    // then cancel and terminate through the CLI.
-    let (status, body) = http_as(
+    // An open host takes no write that a web page could send it across
+    // sites: not a form (what plain `curl -d` sends) nor text, and nothing
+    // addressed to a name other than loopback's (DNS rebinding).
+    let start = br#"{"workflow_type": "counter", "workflow_id": "count-2", "module": "scenarios", "input": {"signals": 3}}"#;
+    for content_type in ["application/x-www-form-urlencoded", "text/plain"] {
+        let (status, body) = http_as(&socket, "POST", "/v1/workflows", None, content_type, start);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (415, Some("invalid_argument")),
+            "{body}"
+        );
+        assert!(
+            body.to_string().contains("content-type: application/json"),
+            "{body}"
+        );
+    }
+    let (status, _, body) = http_raw(
         &socket,
-        "POST",
+        "GET",
         "/v1/workflows",
-        None,
-        "application/x-www-form-urlencoded",
-        br#"{"workflow_type": "counter", "workflow_id": "count-2", "module": "scenarios", "input": {"signals": 3}}"#,
+        &[("Host", "rebound.example:7233")],
+        b"",
     );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("DNS rebinding"), "{body}");
+    // Started as JSON, then cancelled and terminated through the CLI.
+    let (status, body) = http(&socket, "POST", "/v1/workflows", None, start);
     assert_eq!(status, 200, "{body}");
     let (status, body) = http(&socket, "POST", "/v1/workflows", None, br#"{"input": 1}"#);
     assert_eq!(
@@ -377,6 +394,19 @@ fn server_requires_tokens_and_admin_for_deploys() {
     )
     .json();
     assert_eq!(runs, json!([]));
+    // Checking bytes compiles them: an admin's power.
+    let e = weft_env(
+        addr,
+        &["check", &scenarios(), "--name", "scenarios"],
+        &[("WEFT_TOKEN", "user-secret")],
+    );
+    assert!(e.failed().contains("admin token"), "{e:?}");
+    weft_env(
+        addr,
+        &["check", &scenarios(), "--name", "scenarios"],
+        &[("WEFT_TOKEN", "admin-secret")],
+    )
+    .ok();
 
     let (status, body) = http(&socket, "GET", "/v1/workflows", None, b"");
     assert_eq!(
@@ -710,4 +740,53 @@ async fn a_completion_sent_while_the_host_restarts_is_delivered() {
         .expect("the worker task does not panic")
         .expect("the worker stops cleanly");
     drop(host);
+}
+
+#[test]
+fn tokens_come_from_files_kept_out_of_the_process_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let admin = file("admin", "# the operators\nadmin-from-file\n");
+    let user = file("user", "user-a, user-b\n\n");
+    let client = file("client", "user-b\n");
+    let db = dir.path().join("weft.db");
+    let host = HostProcess::start(
+        &[
+            "server",
+            "--database",
+            db.to_str().unwrap(),
+            "--host-id",
+            "token-files",
+            "--admin-token-file",
+            &admin,
+            "--user-token-file",
+            &user,
+        ],
+        &[],
+    );
+    let addr = host.address.as_str();
+    let listed = weft_env(
+        addr,
+        &["list", "--output", "json"],
+        &[("WEFT_TOKEN_FILE", client.as_str())],
+    );
+    assert_eq!(listed.json(), json!([]));
+    let e = weft_env(
+        addr,
+        &["deploy", &scenarios(), "--name", "scenarios"],
+        &[("WEFT_TOKEN_FILE", client.as_str())],
+    );
+    assert!(e.failed().contains("admin token"), "{e:?}");
+    weft_env(
+        addr,
+        &["deploy", &scenarios(), "--name", "scenarios"],
+        &[("WEFT_TOKEN", "admin-from-file")],
+    )
+    .ok();
+    let e = weft_env(addr, &["list"], &[("WEFT_TOKEN", "# the operators")]);
+    assert!(e.failed().contains("not one this host accepts"), "{e:?}");
 }

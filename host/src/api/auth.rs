@@ -2,28 +2,43 @@
 //!
 //! A request carries `authorization: Bearer <token>`. An admin token may do
 //! everything; a user token everything but changing which code runs run on
-//! (deploys, defaults, upgrades, resumes, resets, garbage collection): clients and
+//! (deploys, defaults, upgrades, resumes, resets, garbage collection) and
+//! compiling code it brings (checking a module's bytes): clients and
 //! activity workers. Without tokens a server refuses to start unless it is
-//! told to be open ([`Tokens::open`], what `weft dev` on loopback uses).
+//! told to be open ([`Tokens::open`], what `weft dev` on loopback uses); an
+//! open host answers only requests addressed to a loopback name and takes
+//! writes only as JSON, so that web pages cannot use it.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use subtle::{Choice, ConstantTimeEq};
 
-/// The tokens a server accepts.
+/// The tokens a server accepts, kept as their SHA-256 digests: compared in
+/// constant time, they say nothing of a token's length or content, and a
+/// debug print of them shows no secret.
 #[derive(Clone, Debug, Default)]
 pub struct Tokens {
-    admin: Vec<String>,
-    user: Vec<String>,
+    admin: Vec<[u8; 32]>,
+    user: Vec<[u8; 32]>,
     open: bool,
 }
 
+/// Who a request comes from, as the token check found it. It travels in the
+/// request's extensions to the services, for the calls whose content
+/// decides what they need (checking a module's bytes compiles them: an
+/// admin's power).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
+pub(crate) enum Role {
     Admin,
     User,
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 impl Tokens {
@@ -39,9 +54,10 @@ impl Tokens {
     /// strings are ignored.
     pub fn new(admin: Vec<String>, user: Vec<String>) -> Self {
         let keep = |v: Vec<String>| {
-            v.into_iter()
-                .map(|t| t.trim().to_owned())
+            v.iter()
+                .map(|t| t.trim())
                 .filter(|t| !t.is_empty())
+                .map(digest)
                 .collect()
         };
         Self {
@@ -61,27 +77,23 @@ impl Tokens {
     }
 
     fn role(&self, token: &str) -> Option<Role> {
-        // Every token is compared, so the time taken does not say which one nearly matched.
-        let mut role = None;
-        for t in &self.admin {
-            if constant_time_eq(t.as_bytes(), token.as_bytes()) {
-                role = Some(Role::Admin);
-            }
+        // Every digest is compared, in constant time, so the time taken
+        // says neither which token nearly matched nor how long any is.
+        let presented = digest(token);
+        let any = |digests: &[[u8; 32]]| {
+            digests
+                .iter()
+                .fold(Choice::from(0), |found, d| found | d.ct_eq(&presented))
+        };
+        let (admin, user) = (any(&self.admin), any(&self.user));
+        if bool::from(admin) {
+            Some(Role::Admin)
+        } else if bool::from(user) {
+            Some(Role::User)
+        } else {
+            None
         }
-        for t in &self.user {
-            if constant_time_eq(t.as_bytes(), token.as_bytes()) && role.is_none() {
-                role = Some(Role::User);
-            }
-        }
-        role
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// What changes the code runs run on is admin only: deploying a module,
@@ -107,11 +119,20 @@ fn needs_admin(request: &Request) -> bool {
 /// Refuses a request without an acceptable token before it reaches a service.
 pub(crate) async fn check(
     State(tokens): State<Arc<Tokens>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let path = request.uri().path();
-    if tokens.open || matches!(path, "/healthz" | "/" | "/ui/login") {
+    if tokens.open {
+        return match open_refusal(&request) {
+            Some(refusal) => refusal,
+            None => {
+                request.extensions_mut().insert(Role::Admin);
+                next.run(request).await
+            }
+        };
+    }
+    if matches!(path, "/healthz" | "/" | "/ui/login") {
         return next.run(request).await;
     }
     // The web UI's pages are read with the token its login page keeps in a cookie.
@@ -131,12 +152,9 @@ pub(crate) async fn check(
     if ui_page && presented.is_none_or(|t| tokens.role(t).is_none()) {
         return axum::response::Redirect::to("/ui/login").into_response();
     }
-    let grpc = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/grpc"));
-    let denied = match presented.map(|t| tokens.role(t)) {
+    let grpc = content_type(&request).is_some_and(|c| c.starts_with("application/grpc"));
+    let found = presented.map(|t| tokens.role(t));
+    let denied = match found {
         None => Some((
             tonic::Code::Unauthenticated,
             "this host needs a bearer token: pass --token or set WEFT_TOKEN (header `authorization: Bearer <token>`)",
@@ -152,7 +170,12 @@ pub(crate) async fn check(
         Some(Some(_)) => None,
     };
     match denied {
-        None => next.run(request).await,
+        None => {
+            if let Some(Some(role)) = found {
+                request.extensions_mut().insert(role);
+            }
+            next.run(request).await
+        }
         Some((code, message)) if grpc => grpc_refusal(code, message),
         Some((code, message)) => {
             let status = if code == tonic::Code::PermissionDenied {
@@ -163,6 +186,70 @@ pub(crate) async fn check(
             super::http::error_body(status, code, message).into_response()
         }
     }
+}
+
+fn content_type(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// An open host (no tokens, on loopback) trusts whoever can reach it, and a
+/// web page in the user's browser can reach loopback. Two things keep such
+/// pages out: a request must be addressed to a loopback name (a page whose
+/// own name was rebound to 127.0.0.1 sends its own name), and a write must
+/// be JSON (a page may post a form or text across sites without asking, but
+/// JSON only after a CORS preflight, which this host never grants).
+fn open_refusal(request: &Request) -> Option<Response> {
+    let grpc = content_type(request).is_some_and(|c| c.starts_with("application/grpc"));
+    let refuse = |status: StatusCode, code: tonic::Code, message: &str| {
+        Some(if grpc {
+            grpc_refusal(code, message)
+        } else {
+            super::http::error_body(status, code, message).into_response()
+        })
+    };
+    let named = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    if let Some(named) = named.filter(|n| !loopback_name(n)) {
+        let message = format!(
+            "this development host has no tokens, so it answers only requests addressed to a loopback name (localhost, 127.0.0.1, [::1]); this one was addressed to {named:?}, as a web page reaching it through DNS rebinding would be; use http://127.0.0.1:PORT, or give the host tokens"
+        );
+        return refuse(
+            StatusCode::FORBIDDEN,
+            tonic::Code::PermissionDenied,
+            &message,
+        );
+    }
+    let json = content_type(request).is_some_and(|c| {
+        c.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !grpc && request.method() == axum::http::Method::POST && !json {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            tonic::Code::InvalidArgument,
+            "this development host has no tokens, so it takes writes only as JSON (content-type: application/json), which a web page elsewhere cannot send it; with curl, add -H 'content-type: application/json'",
+        );
+    }
+    None
+}
+
+/// `localhost`, `127.x.x.x` or `[::1]`, with or without a port.
+fn loopback_name(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => return v6.split(']').next() == Some("::1"),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A gRPC error as gRPC clients expect it: HTTP 200 with the status in headers.
@@ -183,6 +270,32 @@ fn grpc_refusal(code: tonic::Code, message: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_names_are_localhost_127_and_the_v6_loopback() {
+        for name in [
+            "localhost",
+            "LOCALHOST:7233",
+            "127.0.0.1",
+            "127.0.0.1:7233",
+            "127.9.9.9:1",
+            "[::1]",
+            "[::1]:7233",
+        ] {
+            assert!(loopback_name(name), "{name}");
+        }
+        for name in [
+            "evil.example",
+            "evil.example:7233",
+            "localhost.evil.example",
+            "10.0.0.1:7233",
+            "[::2]:7233",
+            "127.0.0.1.nip.io",
+            "",
+        ] {
+            assert!(!loopback_name(name), "{name}");
+        }
+    }
 
     #[test]
     fn roles_come_from_the_token_lists() {

@@ -1,6 +1,7 @@
 //! `weft.v1.ModuleService`: deploying workflow modules, their defaults, the
 //! compatibility check, upgrades and garbage collection.
 
+use super::auth::Role;
 use super::mapping::{self, status};
 use super::proto::{self, module_service_server::ModuleService};
 use crate::host::{Host, HostError};
@@ -161,6 +162,7 @@ impl ModuleService for Modules {
         &self,
         request: Request<proto::CheckRequest>,
     ) -> Result<Response<Self::CheckStream>, Status> {
+        let admin = request.extensions().get::<Role>() == Some(&Role::Admin);
         let r = request.into_inner();
         if r.name.is_empty() {
             return Err(Status::invalid_argument(
@@ -168,6 +170,12 @@ impl ModuleService for Modules {
             ));
         }
         let module = match r.candidate {
+            // Compiling bytes from the caller is as much a power as deploying them.
+            Some(proto::check_request::Candidate::Wasm(_)) if !admin => {
+                return Err(Status::permission_denied(
+                    "checking a module's bytes compiles them, which needs an admin token as deploying does; use an admin token, or have the candidate deployed without making it the default (`weft deploy FILE --name NAME --version V --no-default`) and check that with `--version V`",
+                ));
+            }
             Some(proto::check_request::Candidate::Wasm(wasm)) => {
                 self.host.compile(&wasm).await.map_err(|e| match e {
                     HostError::Load(load) => {

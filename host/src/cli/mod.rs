@@ -39,6 +39,16 @@ pub(crate) struct Global {
     /// Bearer token for a host that needs one.
     #[arg(long, global = true, env = "WEFT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The bearer token from a file (its first line): kept out of the
+    /// process list and the environment.
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "token"
+    )]
+    token_file: Option<std::path::PathBuf>,
     /// For an `https://` address: the PEM certificate of the CA that signed
     /// the host's certificate (default: the system's roots).
     #[arg(long, global = true, env = "WEFT_CA_FILE", value_name = "FILE")]
@@ -50,7 +60,24 @@ pub(crate) struct Global {
 
 impl Global {
     async fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::connect_with(&self.address, self.token.as_deref(), &self.tls()?).await?)
+        let token = self.token()?;
+        Ok(Client::connect_with(&self.address, token.as_deref(), &self.tls()?).await?)
+    }
+
+    /// The bearer token: given, or the first line of the token file.
+    fn token(&self) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.token_file else {
+            return Ok(self.token.clone());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the token file {} ({e})", path.display()))?;
+        match text.lines().map(str::trim).find(|l| !l.is_empty()) {
+            Some(token) => Ok(Some(token.to_owned())),
+            None => anyhow::bail!(
+                "the token file {} is empty; write the token on its first line",
+                path.display()
+            ),
+        }
     }
 
     /// How an `https://` host is trusted.

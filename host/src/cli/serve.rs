@@ -122,16 +122,54 @@ struct TokenArgs {
         hide_env_values = true
     )]
     user: Vec<String>,
+    /// Admin tokens from a file, one per line: kept out of the process list
+    /// and the environment.
+    #[arg(
+        long = "admin-token-file",
+        env = "WEFT_ADMIN_TOKENS_FILE",
+        value_name = "FILE"
+    )]
+    admin_file: Option<PathBuf>,
+    /// User tokens from a file, one per line.
+    #[arg(
+        long = "user-token-file",
+        env = "WEFT_TOKENS_FILE",
+        value_name = "FILE"
+    )]
+    user_file: Option<PathBuf>,
 }
 
 impl TokenArgs {
-    fn tokens(self) -> Tokens {
-        Tokens::new(self.admin, self.user)
+    fn tokens(self) -> anyhow::Result<Tokens> {
+        let mut admin = self.admin;
+        let mut user = self.user;
+        if let Some(path) = &self.admin_file {
+            admin.extend(tokens_in(path)?);
+        }
+        if let Some(path) = &self.user_file {
+            user.extend(tokens_in(path)?);
+        }
+        Ok(Tokens::new(admin, user))
     }
 }
 
+/// The tokens in a file: one per line (or comma-separated); blank lines and
+/// lines starting with `#` are skipped.
+fn tokens_in(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .flat_map(|l| l.split(','))
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect())
+}
+
 pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    let mut tokens = args.tokens.tokens();
+    let mut tokens = args.tokens.tokens()?;
     if tokens.is_empty() {
         if !args.listen.ip().is_loopback() {
             bail!(
@@ -151,10 +189,10 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn server(args: ServerArgs) -> anyhow::Result<()> {
-    let tokens = args.tokens.tokens();
+    let tokens = args.tokens.tokens()?;
     if tokens.is_empty() {
         bail!(
-            "`weft server` denies every request without tokens; set WEFT_ADMIN_TOKENS and WEFT_TOKENS (or --admin-token/--user-token), or use `weft dev` on loopback"
+            "`weft server` denies every request without tokens; set WEFT_ADMIN_TOKENS and WEFT_TOKENS (or --admin-token-file/--user-token-file, WEFT_ADMIN_TOKENS_FILE/WEFT_TOKENS_FILE), or use `weft dev` on loopback"
         );
     }
     let tls = args.tls.server_tls("server", args.listen)?;

@@ -221,12 +221,19 @@ pub fn http_raw(
     stream
         .set_read_timeout(Some(Duration::from_secs(90)))
         .unwrap();
-    let extra: String = headers
+    let mut extra: String = headers
         .iter()
         .map(|(name, value)| format!("{name}: {value}\r\n"))
         .collect();
+    // Addressed to the socket unless the caller names the host itself.
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        extra = format!("Host: {socket}\r\n{extra}");
+    }
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {socket}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();

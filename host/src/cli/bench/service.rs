@@ -31,7 +31,7 @@ pub(crate) struct WorkerArgs {
 /// exits, however it exits.
 pub(crate) async fn worker(g: &Global, args: WorkerArgs) -> anyhow::Result<()> {
     let options = WorkerOptions {
-        token: g.token.clone(),
+        token: g.token()?,
         worker_id: format!("bench-worker-{}", std::process::id()),
         max_concurrent: args.max_concurrent,
         shutdown_grace: Some(Duration::from_secs(5)),
