@@ -455,6 +455,26 @@ fn server_requires_tokens_and_admin_for_deploys() {
         b"token=user-secret",
     );
     assert_eq!(status, 303, "{head}");
+    // A token that could add cookie attributes is refused, and the form,
+    // posted before any token is checked, is small.
+    let (status, _, _) = http_raw(
+        &socket,
+        "POST",
+        "/ui/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"token=x%3B%20Domain%3Devil.example",
+    );
+    assert_eq!(status, 400);
+    let mut big = b"token=".to_vec();
+    big.resize(8 << 10, b'a');
+    let (status, _, _) = http_raw(
+        &socket,
+        "POST",
+        "/ui/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &big,
+    );
+    assert_eq!(status, 413);
     let cookie = head
         .lines()
         .find_map(|l| l.strip_prefix("set-cookie: "))

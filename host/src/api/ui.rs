@@ -21,6 +21,7 @@ use super::http::{RunQuery, http_status};
 use super::proto::{self, workflow_service_server::WorkflowService};
 use crate::client::{HistoryView, ModuleView, RunView, format_time as when};
 use axum::Form;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -33,6 +34,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Request;
+
+/// The largest login form accepted.
+const LOGIN_BODY_BYTES: usize = 4 << 10;
 
 /// The cookie the login page sets.
 pub(crate) const TOKEN_COOKIE: &str = "weft_token";
@@ -90,7 +94,14 @@ pub(crate) fn routes(state: Arc<ApiState>) -> axum::Router {
         .route("/ui", get(runs))
         .route("/ui/workflows/{id}", get(run))
         .route("/ui/modules", get(modules))
-        .route("/ui/login", get(login_form).post(login))
+        .route(
+            "/ui/login",
+            // Anyone may post here, before any token is checked: a token's
+            // worth of body, not the API's 64 MiB.
+            get(login_form)
+                .post(login)
+                .layer(DefaultBodyLimit::max(LOGIN_BODY_BYTES)),
+        )
         .with_state(state)
 }
 
@@ -570,10 +581,13 @@ struct Login {
 
 async fn login(Form(form): Form<Login>) -> Response {
     let token = form.token.trim();
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+    if !token68(token) {
+        // Anything else could end the cookie and add attributes of its own.
         return (
             StatusCode::BAD_REQUEST,
-            login_page(Some("That is not a token: paste the value of WEFT_TOKEN.")),
+            login_page(Some(
+                "That is not a token: paste the value of WEFT_TOKEN (letters, digits and - . _ ~ + / only, = at the end).",
+            )),
         )
             .into_response();
     }
@@ -584,6 +598,16 @@ async fn login(Form(form): Form<Login>) -> Response {
         headers.insert(header::SET_COOKIE, value);
     }
     (headers, Redirect::to("/ui")).into_response()
+}
+
+/// RFC 7235's token68, what a bearer token is made of: letters, digits and
+/// `-._~+/`, then any number of `=`.
+fn token68(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
 /// The token in a request's `weft_token` cookie.
@@ -615,5 +639,15 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::COOKIE, "a=1; weft_token=t0k; b=2".parse().unwrap());
         assert_eq!(cookie_token(&headers), Some("t0k"));
+    }
+
+    #[test]
+    fn a_login_token_is_token68() {
+        for ok in ["t0k", "admin-secret", "a.b_c~d+e/f", "YWJj==", "x="] {
+            assert!(token68(ok), "{ok}");
+        }
+        for bad in ["", "=", "a;Domain=evil", "a b", "a,b", "é", "a\"b", "=a"] {
+            assert!(!token68(bad), "{bad}");
+        }
     }
 }
