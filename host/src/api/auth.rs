@@ -152,7 +152,6 @@ pub(crate) async fn check(
     if ui_page && presented.is_none_or(|t| tokens.role(t).is_none()) {
         return axum::response::Redirect::to("/ui/login").into_response();
     }
-    let grpc = content_type(&request).is_some_and(|c| c.starts_with("application/grpc"));
     let found = presented.map(|t| tokens.role(t));
     let denied = match found {
         None => Some((
@@ -176,16 +175,29 @@ pub(crate) async fn check(
             }
             next.run(request).await
         }
-        Some((code, message)) if grpc => grpc_refusal(code, message),
         Some((code, message)) => {
             let status = if code == tonic::Code::PermissionDenied {
                 StatusCode::FORBIDDEN
             } else {
                 StatusCode::UNAUTHORIZED
             };
-            super::http::error_body(status, code, message).into_response()
+            refusal(&request, status, code, message)
         }
     }
+}
+
+/// A refusal as the caller's protocol expects it: gRPC's status headers,
+/// or the HTTP API's JSON error with `status`.
+fn refusal(request: &Request, status: StatusCode, code: tonic::Code, message: &str) -> Response {
+    if is_grpc(request) {
+        grpc_refusal(code, message)
+    } else {
+        super::http::error_body(status, code, message).into_response()
+    }
+}
+
+fn is_grpc(request: &Request) -> bool {
+    content_type(request).is_some_and(|c| c.starts_with("application/grpc"))
 }
 
 fn content_type(request: &Request) -> Option<&str> {
@@ -202,13 +214,8 @@ fn content_type(request: &Request) -> Option<&str> {
 /// be JSON (a page may post a form or text across sites without asking, but
 /// JSON only after a CORS preflight, which this host never grants).
 fn open_refusal(request: &Request) -> Option<Response> {
-    let grpc = content_type(request).is_some_and(|c| c.starts_with("application/grpc"));
     let refuse = |status: StatusCode, code: tonic::Code, message: &str| {
-        Some(if grpc {
-            grpc_refusal(code, message)
-        } else {
-            super::http::error_body(status, code, message).into_response()
-        })
+        Some(refusal(request, status, code, message))
     };
     let named = request
         .headers()
@@ -230,7 +237,7 @@ fn open_refusal(request: &Request) -> Option<Response> {
             .next()
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
     });
-    if !grpc && request.method() == axum::http::Method::POST && !json {
+    if !is_grpc(request) && request.method() == axum::http::Method::POST && !json {
         return refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             tonic::Code::InvalidArgument,

@@ -14,6 +14,7 @@ mod serve;
 mod start;
 mod versions;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use weft::client::{Client, ClientTls, DEFAULT_ADDRESS};
 
@@ -64,17 +65,15 @@ impl Global {
         Ok(Client::connect_with(&self.address, token.as_deref(), &self.tls()?).await?)
     }
 
-    /// The bearer token: given, or the first line of the token file.
+    /// The bearer token: given, or the first in the token file.
     fn token(&self) -> anyhow::Result<Option<String>> {
         let Some(path) = &self.token_file else {
             return Ok(self.token.clone());
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read the token file {} ({e})", path.display()))?;
-        match text.lines().map(str::trim).find(|l| !l.is_empty()) {
-            Some(token) => Ok(Some(token.to_owned())),
+        match tokens_in(path)?.into_iter().next() {
+            Some(token) => Ok(Some(token)),
             None => anyhow::bail!(
-                "the token file {} is empty; write the token on its first line",
+                "the token file {} holds no token; write the token on its first line",
                 path.display()
             ),
         }
@@ -208,6 +207,22 @@ pub(crate) fn json_arg(flag: &str, text: &str) -> anyhow::Result<serde_json::Val
             "{flag} is not JSON ({e}); quote strings as JSON, e.g. {flag} '\"Ada\"' or {flag} '{{\"amount\": 10}}'"
         )
     })
+}
+
+/// The tokens in a file: one per line (or comma-separated); blank lines and
+/// lines starting with `#` are skipped. The server's token files and the
+/// CLI's read alike.
+pub(crate) fn tokens_in(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .flat_map(|l| l.split(','))
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect())
 }
 
 #[cfg(test)]

@@ -144,28 +144,13 @@ impl TokenArgs {
         let mut admin = self.admin;
         let mut user = self.user;
         if let Some(path) = &self.admin_file {
-            admin.extend(tokens_in(path)?);
+            admin.extend(super::tokens_in(path)?);
         }
         if let Some(path) = &self.user_file {
-            user.extend(tokens_in(path)?);
+            user.extend(super::tokens_in(path)?);
         }
         Ok(Tokens::new(admin, user))
     }
-}
-
-/// The tokens in a file: one per line (or comma-separated); blank lines and
-/// lines starting with `#` are skipped.
-fn tokens_in(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the token file {}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .flat_map(|l| l.split(','))
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty())
-        .collect())
 }
 
 pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {

@@ -600,9 +600,7 @@ impl Driver {
             })
             .await?;
         Ok(report.map(|mut report| {
-            if report.closed.is_some() {
-                report.closed_run = closed_run.map(Box::new);
-            }
+            report.closed_run = closed_run.map(Box::new);
             report
         }))
     }
