@@ -101,3 +101,59 @@ mod sqlite_in_memory {
 mod postgres {
     weft::conformance_tests!(super::postgres_schema());
 }
+
+/// The notification triggers stay quiet for a host's own sessions (it
+/// announces its work itself, after its commits) and still wake hosts for
+/// any other session: an older host in a rolling upgrade, a statement typed
+/// by hand. Notifications arrive in commit order, so a quiet host write
+/// committed first and a loud one after must give the loud one's first.
+#[tokio::test]
+async fn postgres_triggers_notify_for_other_sessions_only() {
+    let fixture = postgres_schema().await;
+    let schema = &fixture.schema;
+    let url = database_url();
+    let mut listener = sqlx::postgres::PgListener::connect(&url)
+        .await
+        .expect("connect a listener");
+    listener.listen("weft_work").await.expect("LISTEN");
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    let mut host = pool.acquire().await.expect("a connection");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET search_path TO \"{schema}\""
+    )))
+    .execute(&mut *host)
+    .await
+    .unwrap();
+    sqlx::query("SET weft.notify TO 'host'")
+        .execute(&mut *host)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO timers (run_id, seq, fire_at_ms) VALUES ('r-host', 1, 1)")
+        .execute(&mut *host)
+        .await
+        .expect("a host session inserts a timer");
+    drop(host);
+    let mut other = pool.acquire().await.expect("a connection");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET search_path TO \"{schema}\""
+    )))
+    .execute(&mut *other)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO runs (run_id, workflow_id, workflow_type, module_sha256, status,
+                           last_seq, last_hash, created_at_ms)
+         VALUES ('r-other', 'w-other', 't', 'm', 'running', 0, '', 1)",
+    )
+    .execute(&mut *other)
+    .await
+    .expect("another session inserts a run");
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+        .await
+        .expect("a notification within 10 s")
+        .expect("the listener's connection stays up");
+    assert_eq!(first.payload(), format!("run {schema}"));
+    drop(other);
+    pool.close().await;
+    fixture.teardown().await;
+}

@@ -243,7 +243,8 @@ impl PostgresStore {
                 }
                 StoreError::Unavailable(format!("cannot connect to {}: {why}; check that it is up", where_()))
             })?;
-        // The statements of many runs are planned at each call (see
+        // The statements of many runs are planned once per session too, with
+        // only index lookups and nested loops to choose from (see
         // `batch::Pools`); at most one per lane is in flight.
         let many = PgPoolOptions::new()
             .max_connections(BATCH_POOL_SIZE)
@@ -251,7 +252,10 @@ impl PostgresStore {
             .test_before_acquire(false)
             .connect_lazy_with(connect.clone().options([
                 ("weft.notify", "host"),
-                ("plan_cache_mode", "force_custom_plan"),
+                ("plan_cache_mode", "force_generic_plan"),
+                ("enable_seqscan", "off"),
+                ("enable_hashjoin", "off"),
+                ("enable_mergejoin", "off"),
             ]));
         if let Some(schema) = schema {
             // The name was checked to be a plain identifier.
@@ -431,7 +435,7 @@ impl RunStore for PostgresStore {
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
             "WITH candidates AS (
                  (SELECT run_id FROM runs
-                   WHERE status = 'running' AND wakeups > handled_wakeups AND lease_expires_at_ms <= $2
+                   WHERE status = 'running' AND woken AND lease_expires_at_ms <= $2
                    ORDER BY woken_at_ms
                    LIMIT $5)
                  UNION
@@ -1201,10 +1205,14 @@ async fn end_and_append(
                     AND NOT (SELECT fits FROM run)
              ), r AS (
                  -- As the attempt's end and then the append would leave it:
-                 -- woken by the result, and that wake-up handled.
+                 -- woken by the result, and that wake-up handled. Nothing
+                 -- waits for the run then, so `woken_at_ms` keeps its value
+                 -- (it counts only while the run is woken): a step that
+                 -- leaves the run open changes no indexed column, and
+                 -- Postgres updates the row in place (HOT; migration 0008).
                  UPDATE runs
                     SET last_seq = $4, last_hash = $5, handled_wakeups = $6,
-                        wakeups = wakeups + 1, woken_at_ms = $45,
+                        wakeups = wakeups + 1,
                         lease_owner = NULL, lease_expires_at_ms = 0,
                         status = $7, output = $8, failure = $9, closed_at_ms = $10
                   WHERE run_id = $1 AND lease_token = $2 AND last_seq = $3 AND status = 'running'

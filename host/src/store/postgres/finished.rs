@@ -150,9 +150,11 @@ fn sql(clauses: Clauses) -> &'static str {
                   WHERE runs.run_id = i.run_id AND i.is_final AND NOT run.fits
                     AND i.run_id IN (SELECT run_id FROM t)
              ), r AS (
+                 -- As in `end_and_append`: `woken_at_ms` keeps its value,
+                 -- so that a step can be an update in place (HOT).
                  UPDATE runs
                     SET last_seq = i.last_seq, last_hash = i.last_hash, handled_wakeups = i.handled_wakeups,
-                        wakeups = runs.wakeups + 1, woken_at_ms = i.now,
+                        wakeups = runs.wakeups + 1,
                         lease_owner = NULL, lease_expires_at_ms = 0,
                         status = i.status, output = i.output, failure = i.failure,
                         closed_at_ms = i.closed_at_ms
