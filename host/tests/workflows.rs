@@ -453,6 +453,56 @@ async fn runaway_guests_are_stopped_and_parked(backend: Backend) {
     t.stop().await;
 }
 
+/// What a guest hands the host is checked at the boundary: a NaN backoff
+/// coefficient, a NUL in a name, an output too deep or too large each park
+/// their run with a reason naming the fault, and nothing of it is stored —
+/// so each run's history stays readable (a NaN stored as JSON `null` made
+/// it unreadable) and the host keeps serving the others.
+async fn bad_guest_values_are_refused_at_the_boundary(backend: Backend) {
+    let calls = Calls::default();
+    let t = TestHost::new(backend, hello_activities(&calls)).await;
+    let bad = t.deploy("test-misbehave").await;
+    let good = t.deploy("hello-workflow").await;
+    let mut runs = Vec::new();
+    for (workflow, needle) in [
+        (
+            "nan_retry",
+            "backoff coefficient NaN: it must be a finite number",
+        ),
+        ("nul_name", "an activity's name contains a NUL character"),
+        (
+            "deep_output",
+            "the workflow's output is nested more than 128 levels deep",
+        ),
+        (
+            "big_output",
+            "the workflow's output is 3145730 bytes, over the limit of",
+        ),
+    ] {
+        let run = t
+            .start(&bad, workflow, &format!("{workflow}-1"), json!(null))
+            .await;
+        runs.push((run, workflow, needle));
+    }
+    let hello = t.start(&good, "hello", "hello-beside", json!("Ada")).await;
+    assert!(completed(&t.finished(&hello).await));
+    for (run, workflow, needle) in runs {
+        let record = t
+            .until(&run, "stuck", |r| r.status == RunStatus::Stuck)
+            .await;
+        let reason = record.stuck.unwrap();
+        assert!(reason.to_string().contains(needle), "{workflow}: {reason}");
+        let history = t.host.history(&run).await.expect("the history reads back");
+        assert_eq!(
+            kinds(&history),
+            ["workflow_started"],
+            "{workflow}: nothing of the refused activation is stored"
+        );
+    }
+    assert_eq!(calls.count("greet"), 1, "only the hello's activity ran");
+    t.stop().await;
+}
+
 async fn bad_input_gets_clear_errors(backend: Backend) {
     // `greet` never answers, so the run of "same-id" below is still open
     // when the same id is started again (a hello run finishes in
@@ -724,5 +774,6 @@ both_backends!(
     a_changed_module_diverges_with_a_diff,
     live_nondeterminism_parks_the_run,
     runaway_guests_are_stopped_and_parked,
+    bad_guest_values_are_refused_at_the_boundary,
     bad_input_gets_clear_errors,
 );

@@ -106,19 +106,80 @@ pub(crate) fn job_to_wit(job: &Job) -> wit::Job {
     }
 }
 
-/// The guest's status, with its output parsed; an output that is not JSON is the guest's bug.
-pub(crate) fn status_from_wit(status: wit::Status) -> Result<GuestStatus, String> {
+/// Longest name or id a guest may pass (an activity name, a child's
+/// workflow type or id, an update id, a failure's error type), in bytes.
+pub(crate) const MAX_NAME_BYTES: usize = 1_000;
+
+/// A JSON payload the guest passed, parsed: at most `limit` bytes, valid
+/// JSON, nested at most 128 deep. Else why not, naming `what`: a bug in
+/// the workflow, never stored.
+pub(crate) fn payload(what: &str, text: &str, limit: usize) -> Result<serde_json::Value, String> {
+    if text.len() > limit {
+        return Err(format!(
+            "{what} is {} bytes, over the limit of {limit} bytes: pass a reference (an id, a URL) instead of the data",
+            text.len()
+        ));
+    }
+    serde_json::from_str(text).map_err(|e| {
+        // serde_json stops at 128 levels; the text may be valid JSON.
+        if e.to_string().starts_with("recursion limit exceeded") {
+            format!("{what} is nested more than 128 levels deep: flatten it")
+        } else {
+            format!("{what} is not valid JSON: {e}")
+        }
+    })
+}
+
+/// A name or id the guest passed: at most [`MAX_NAME_BYTES`], no NUL (a
+/// database cannot store one in text). Else why not, naming `what`.
+pub(crate) fn name(what: &str, text: &str) -> Result<(), String> {
+    if text.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "{what} is {} bytes, over the limit of {MAX_NAME_BYTES}: use a shorter name",
+            text.len()
+        ));
+    }
+    if text.contains('\0') {
+        return Err(format!(
+            "{what} contains a NUL character, which cannot be stored: remove it"
+        ));
+    }
+    Ok(())
+}
+
+/// A failure the guest reported: its error type a [`name`], its message at
+/// most `limit` bytes.
+pub(crate) fn failure(what: &str, f: wit::Failure, limit: usize) -> Result<Failure, String> {
+    name(&format!("the error type of {what}"), &f.error_type)?;
+    if f.message.len() > limit {
+        return Err(format!(
+            "the message of {what} is {} bytes, over the limit of {limit} bytes: keep the message short and put details in an activity's output",
+            f.message.len()
+        ));
+    }
+    Ok(f.into())
+}
+
+/// The guest's status, with its output parsed and checked against `limit`
+/// bytes; a bad output is the guest's bug.
+pub(crate) fn status_from_wit(status: wit::Status, limit: usize) -> Result<GuestStatus, String> {
     Ok(match status {
         wit::Status::Pending => GuestStatus::Pending,
-        wit::Status::Completed(text) => GuestStatus::Completed(
-            serde_json::from_str(&text)
-                .map_err(|e| format!("the workflow's output is not valid JSON: {e}"))?,
-        ),
-        wit::Status::Failed(f) => GuestStatus::Failed(f.into()),
-        wit::Status::Cancelled(message) => GuestStatus::Cancelled(message),
-        wit::Status::ContinuedAsNew(text) => GuestStatus::ContinuedAsNew(
-            serde_json::from_str(&text)
-                .map_err(|e| format!("the continue-as-new input is not valid JSON: {e}"))?,
-        ),
+        wit::Status::Completed(text) => {
+            GuestStatus::Completed(payload("the workflow's output", &text, limit)?)
+        }
+        wit::Status::Failed(f) => GuestStatus::Failed(failure("the workflow's failure", f, limit)?),
+        wit::Status::Cancelled(message) => {
+            if message.len() > limit {
+                return Err(format!(
+                    "the workflow's cancellation message is {} bytes, over the limit of {limit} bytes",
+                    message.len()
+                ));
+            }
+            GuestStatus::Cancelled(message)
+        }
+        wit::Status::ContinuedAsNew(text) => {
+            GuestStatus::ContinuedAsNew(payload("the continue-as-new input", &text, limit)?)
+        }
     })
 }

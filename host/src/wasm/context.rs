@@ -1,9 +1,9 @@
 //! The host side of `interface context`: every call either answers from the
 //! run's recorded state or records a command. Calls are quick and never block.
 
-use super::bindings::{context, wit};
+use super::bindings::{self, context, wit};
 use super::state::{Diverging, GuestState};
-use crate::model::{ActivityOptions, ChildRequest, Command, Failure};
+use crate::model::{ActivityOptions, ChildRequest, Command};
 use serde_json::Value;
 
 impl wit::Host for GuestState {}
@@ -38,16 +38,35 @@ impl GuestState {
     /// Parses a payload the guest passed; a bad one traps the guest with a
     /// message naming what it was for, since it is a bug in the workflow.
     fn payload(&self, what: &str, text: &str) -> wasmtime::Result<Value> {
-        if text.len() > self.max_payload_bytes {
+        bindings::payload(what, text, self.max_payload_bytes).map_err(wasmtime::Error::msg)
+    }
+}
+
+/// Checks a name or id the guest passed ([`bindings::name`]); a bad one
+/// traps the guest.
+fn name(what: &str, text: &str) -> wasmtime::Result<()> {
+    bindings::name(what, text).map_err(wasmtime::Error::msg)
+}
+
+/// Checks an activity's options: a retry policy's backoff coefficient must
+/// be a finite number (a NaN or an infinity cannot be stored as JSON: the
+/// run's history could not be read back).
+fn check_options(name: &str, options: &ActivityOptions) -> wasmtime::Result<()> {
+    if let Some(retry) = &options.retry {
+        let c = retry.backoff_coefficient;
+        if !c.is_finite() {
             return Err(wasmtime::Error::msg(format!(
-                "{what} is {} bytes, over the limit of {} bytes: pass a reference (an id, a URL) instead of the data",
-                text.len(),
-                self.max_payload_bytes
+                "the retry policy of activity {name:?} has backoff coefficient {c}: it must be a finite number, e.g. 2.0"
             )));
         }
-        serde_json::from_str(text)
-            .map_err(|e| wasmtime::Error::msg(format!("{what} is not valid JSON: {e}")))
+        for t in &retry.non_retryable_error_types {
+            self::name(
+                &format!("a non-retryable error type of activity {name:?}"),
+                t,
+            )?;
+        }
     }
+    Ok(())
 }
 
 impl context::Host for GuestState {
@@ -65,8 +84,10 @@ impl context::Host for GuestState {
         input: String,
         options: wit::ActivityOptions,
     ) -> wasmtime::Result<u32> {
+        self::name("an activity's name", &name)?;
         let input = self.payload(&format!("the input of activity {name:?}"), &input)?;
         let options: ActivityOptions = options.into();
+        check_options(&name, &options)?;
         let seq = self.take_seq();
         self.issue(Command::ScheduleActivity {
             seq,
@@ -83,6 +104,14 @@ impl context::Host for GuestState {
     }
 
     fn start_child(&mut self, options: wit::ChildOptions) -> wasmtime::Result<u32> {
+        name("a child workflow's type", &options.workflow_type)?;
+        name(
+            &format!(
+                "the workflow id of child workflow {:?}",
+                options.workflow_type
+            ),
+            &options.workflow_id,
+        )?;
         let input = self.payload(
             &format!("the input of child workflow {:?}", options.workflow_type),
             &options.input,
@@ -116,9 +145,15 @@ impl context::Host for GuestState {
         id: String,
         outcome: Result<String, wit::Failure>,
     ) -> wasmtime::Result<()> {
+        name("an update's id", &id)?;
         let outcome = match outcome {
             Ok(text) => Ok(self.payload(&format!("the answer to update {id:?}"), &text)?),
-            Err(failure) => Err(Failure::from(failure)),
+            Err(failure) => {
+                Err(
+                    bindings::failure(&format!("update {id:?}"), failure, self.max_payload_bytes)
+                        .map_err(wasmtime::Error::msg)?,
+                )
+            }
         };
         self.issue(Command::CompleteUpdate {
             update_id: id,
@@ -128,6 +163,7 @@ impl context::Host for GuestState {
     }
 
     fn patched(&mut self, change_id: String) -> wasmtime::Result<bool> {
+        name("a patch's change id", &change_id)?;
         if let Some(answer) = self.patch_answers.get(&change_id) {
             return Ok(*answer);
         }
@@ -149,6 +185,11 @@ impl context::Host for GuestState {
                 "the status line is {} bytes, over the limit of {MAX_STATUS_LINE}: keep it to a short sentence",
                 text.len()
             )));
+        }
+        if text.contains('\0') {
+            return Err(wasmtime::Error::msg(
+                "the status line contains a NUL character, which cannot be stored: remove it",
+            ));
         }
         self.issue(Command::SetStatusLine { text })?;
         Ok(())

@@ -177,7 +177,8 @@ impl Instance {
     }
 
     fn finish(&mut self, status: bindings::wit::Status) -> Result<Activation, GuestError> {
-        let status = bindings::status_from_wit(status)
+        let limit = self.store.data().max_payload_bytes;
+        let status = bindings::status_from_wit(status, limit)
             .map_err(|message| GuestError::Contract { message })?;
         Ok(Activation {
             status,

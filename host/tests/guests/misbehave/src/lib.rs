@@ -6,11 +6,17 @@
 //! - `panic` panics with "this workflow panics on purpose";
 //! - `hello` is the hello example changed: it schedules `greet-v2` instead of
 //!   `greet`, so replaying a history of the real `hello` against this module
-//!   must report nondeterminism at the first command.
+//!   must report nondeterminism at the first command;
+//! - `nan_retry`, `nul_name`, `deep_output` and `big_output` pass the host
+//!   what it must refuse at the boundary: a retry policy whose backoff
+//!   coefficient is NaN (JSON has no NaN: stored, the history could not be
+//!   read back), an activity name with a NUL, an output nested 200 deep and
+//!   one of 3 MiB.
 
 use serde::de::IgnoredAny;
+use serde_json::{Value, json};
 use std::hint::black_box;
-use weft_sdk::{Context, WorkflowError};
+use weft_sdk::{Context, RetryPolicy, WorkflowError};
 
 /// Loops forever without waiting. `black_box` keeps the optimizer from
 /// proving the loop does nothing.
@@ -42,4 +48,45 @@ async fn hello(ctx: Context, name: String) -> Result<String, WorkflowError> {
     Ok(greeting)
 }
 
-weft_sdk::export_workflows!(spin, bomb, panic, hello);
+/// Schedules an activity whose retry policy's backoff coefficient is NaN.
+async fn nan_retry(ctx: Context, _: IgnoredAny) -> Result<String, WorkflowError> {
+    let out: String = ctx
+        .activity("greet", "Ada")
+        .retry(RetryPolicy {
+            backoff_coefficient: f64::NAN,
+            ..RetryPolicy::default()
+        })
+        .await?;
+    Ok(out)
+}
+
+/// Schedules an activity whose name holds a NUL.
+async fn nul_name(ctx: Context, _: IgnoredAny) -> Result<String, WorkflowError> {
+    let out: String = ctx.activity("gr\0eet", "Ada").await?;
+    Ok(out)
+}
+
+/// Returns valid JSON nested 200 arrays deep.
+async fn deep_output(_ctx: Context, _: IgnoredAny) -> Result<Value, WorkflowError> {
+    let mut v = json!(0);
+    for _ in 0..200 {
+        v = Value::Array(vec![v]);
+    }
+    Ok(v)
+}
+
+/// Returns a 3 MiB string.
+async fn big_output(_ctx: Context, _: IgnoredAny) -> Result<String, WorkflowError> {
+    Ok("x".repeat(3 << 20))
+}
+
+weft_sdk::export_workflows!(
+    spin,
+    bomb,
+    panic,
+    hello,
+    nan_retry,
+    nul_name,
+    deep_output,
+    big_output
+);
