@@ -773,6 +773,8 @@ fn tokens_come_from_files_kept_out_of_the_process_list() {
     let admin = file("admin", "# the operators\nadmin-from-file\n");
     let user = file("user", "user-a, user-b\n\n");
     let client = file("client", "user-b\n");
+    let clients = file("clients", "client-only\n");
+    let workers = file("workers", "# payments\nworker-pay:charge+refund\n");
     let db = dir.path().join("weft.db");
     let host = HostProcess::start(
         &[
@@ -785,6 +787,10 @@ fn tokens_come_from_files_kept_out_of_the_process_list() {
             &admin,
             "--user-token-file",
             &user,
+            "--client-token-file",
+            &clients,
+            "--worker-token-file",
+            &workers,
         ],
         &[],
     );
@@ -809,4 +815,13 @@ fn tokens_come_from_files_kept_out_of_the_process_list() {
     .ok();
     let e = weft_env(addr, &["list"], &[("WEFT_TOKEN", "# the operators")]);
     assert!(e.failed().contains("not one this host accepts"), "{e:?}");
+    // A client token reads runs; a worker token does not.
+    let listed = weft_env(
+        addr,
+        &["list", "--output", "json"],
+        &[("WEFT_TOKEN", "client-only")],
+    );
+    assert_eq!(listed.json(), json!([]));
+    let e = weft_env(addr, &["list"], &[("WEFT_TOKEN", "worker-pay")]);
+    assert!(e.failed().contains("a worker token may only poll"), "{e:?}");
 }

@@ -29,19 +29,18 @@ impl Served {
     }
 
     async fn with_config(backend: Backend, config: HostConfig) -> Self {
+        Self::with_tokens(backend, config, weft::api::Tokens::open()).await
+    }
+
+    async fn with_tokens(backend: Backend, config: HostConfig, tokens: weft::api::Tokens) -> Self {
         let t = TestHost::with_config(backend, Activities::new(), config).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let host = t.host.clone();
-        tokio::spawn(weft::api::serve(
-            host,
-            listener,
-            weft::api::Tokens::open(),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        tokio::spawn(weft::api::serve(host, listener, tokens, async {
+            let _ = stopped.await;
+        }));
         Self {
             t,
             address,
@@ -512,7 +511,93 @@ async fn every_idle_poller_is_woken(backend: Backend) {
     s.stop().await;
 }
 
+/// Least privilege: a client token cannot take activity tasks, a worker
+/// token can do nothing else, and a worker token scoped to named
+/// activities may neither poll for nor report on any other.
+async fn worker_and_client_tokens_keep_to_their_calls(backend: Backend) {
+    let tokens = weft::api::Tokens::new(vec![], vec![])
+        .with_clients(vec!["client-1".into()])
+        .with_workers(vec!["any-1".into(), "pay-1:charge+refund".into()])
+        .unwrap();
+    let s = Served::with_tokens(backend, common::test_config(), tokens).await;
+    let greeter = || {
+        let mut a = Activities::new();
+        a.register("greet", |_: ActivityContext, name: String| async move {
+            Ok::<_, ActivityError>(format!("Hello, {name}!"))
+        });
+        a
+    };
+    let refused = |token: &str| {
+        let options = WorkerOptions {
+            worker_id: format!("with-{token}"),
+            token: Some(token.into()),
+            ..WorkerOptions::default()
+        };
+        let worker = Worker::connect(&s.address, options).unwrap();
+        let activities = greeter();
+        async move {
+            let run = worker.run(activities, std::future::pending());
+            tokio::time::timeout(Duration::from_secs(30), run)
+                .await
+                .expect("a refused worker stops at once")
+                .expect_err("the host refuses the worker")
+                .to_string()
+        }
+    };
+    let e = refused("client-1").await;
+    assert!(e.contains("a client token cannot take"), "{e}");
+    let e = refused("pay-1").await;
+    assert!(
+        e.contains("serves only charge, refund, not activity \"greet\""),
+        "{e}"
+    );
+
+    let client = weft::client::Client::connect(&s.address, Some("any-1"))
+        .await
+        .unwrap();
+    let e = client
+        .list(None, None, None, 10)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("a worker token may only poll"), "{e}");
+    let client = weft::client::Client::connect(&s.address, Some("client-1"))
+        .await
+        .unwrap();
+    assert!(client.list(None, None, None, 10).await.unwrap().is_empty());
+
+    // A worker token for any activity serves greet.
+    let options = WorkerOptions {
+        worker_id: "any".into(),
+        token: Some("any-1".into()),
+        ..WorkerOptions::default()
+    };
+    let worker = Worker::connect(&s.address, options).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        worker
+            .run(greeter(), async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let module = s.t.deploy("test-activities").await;
+    let run =
+        s.t.start(
+            &module,
+            "call",
+            "greet-scoped",
+            json!({ "activity": "greet", "input": "Ada" }),
+        )
+        .await;
+    assert_eq!(s.finished_with(&run).await, json!({ "ok": "Hello, Ada!" }));
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    s.stop().await;
+}
+
 both_backends!(
+    worker_and_client_tokens_keep_to_their_calls,
     a_remote_worker_runs_the_activity,
     failures_follow_the_stored_policy,
     heartbeat_details_reach_the_next_attempt,

@@ -3,8 +3,13 @@
 //! A request carries `authorization: Bearer <token>`. An admin token may do
 //! everything; a user token everything but changing which code runs run on
 //! (deploys, defaults, upgrades, resumes, resets, garbage collection) and
-//! compiling code it brings (checking a module's bytes): clients and
-//! activity workers. Without tokens a server refuses to start unless it is
+//! compiling code it brings (checking a module's bytes). Least privilege
+//! splits a user's powers in two: a client token starts, signals, queries,
+//! updates, cancels and reads runs but cannot take activity tasks; a worker
+//! token only polls for activity tasks and reports on them, optionally only
+//! for the activities it names (`TOKEN:charge+refund`), so a leaked worker
+//! token neither reads runs nor completes another team's activities.
+//! Without tokens a server refuses to start unless it is
 //! told to be open ([`Tokens::open`], what `weft dev` on loopback uses); an
 //! open host answers only requests addressed to a loopback name and takes
 //! writes only as JSON, so that web pages cannot use it.
@@ -14,6 +19,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use subtle::{Choice, ConstantTimeEq};
 
@@ -24,17 +30,44 @@ use subtle::{Choice, ConstantTimeEq};
 pub struct Tokens {
     admin: Vec<[u8; 32]>,
     user: Vec<[u8; 32]>,
+    client: Vec<[u8; 32]>,
+    worker: Vec<([u8; 32], Option<Scope>)>,
     open: bool,
 }
+
+/// The activities a worker token may take and report on.
+pub(crate) type Scope = Arc<BTreeSet<String>>;
 
 /// Who a request comes from, as the token check found it. It travels in the
 /// request's extensions to the services, for the calls whose content
 /// decides what they need (checking a module's bytes compiles them: an
-/// admin's power).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// admin's power; a scoped worker names its activities in its calls).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
     Admin,
     User,
+    Client,
+    /// Activity tasks only: of any activity (`None`), or of these.
+    Worker(Option<Scope>),
+}
+
+impl Role {
+    /// Whether this role may take and report on tasks of activity `name`.
+    pub(crate) fn serves(&self, name: &str) -> bool {
+        match self {
+            Role::Admin | Role::User | Role::Worker(None) => true,
+            Role::Worker(Some(scope)) => scope.contains(name),
+            Role::Client => false,
+        }
+    }
+
+    /// The activities a scoped worker token names, for its refusals.
+    pub(crate) fn scope(&self) -> Option<String> {
+        match self {
+            Role::Worker(Some(scope)) => Some(scope.iter().cloned().collect::<Vec<_>>().join(", ")),
+            _ => None,
+        }
+    }
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -63,8 +96,53 @@ impl Tokens {
         Self {
             admin: keep(admin),
             user: keep(user),
-            open: false,
+            ..Self::default()
         }
+    }
+
+    /// Adds client tokens: runs, but no activity tasks. Empty strings are ignored.
+    pub fn with_clients(mut self, client: Vec<String>) -> Self {
+        self.client.extend(
+            client
+                .iter()
+                .map(|t| t.trim())
+                .filter(|t| !t.is_empty())
+                .map(digest),
+        );
+        self
+    }
+
+    /// Adds worker tokens: activity tasks only. Each is `TOKEN` (any
+    /// activity) or `TOKEN:NAME+NAME…` (only those; `:` cannot be part of a
+    /// bearer token). Empty strings are ignored.
+    pub fn with_workers(mut self, worker: Vec<String>) -> Result<Self, String> {
+        for entry in worker.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+            let (token, scope) = match entry.split_once(':') {
+                None => (entry, None),
+                Some((token, names)) => {
+                    let names: BTreeSet<String> = names
+                        .split('+')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                    if names.is_empty() {
+                        return Err(
+                            "a worker token ends in ':' but names no activity; write TOKEN:NAME+NAME, or TOKEN alone for any activity".into(),
+                        );
+                    }
+                    (token.trim(), Some(Arc::new(names)))
+                }
+            };
+            if token.is_empty() {
+                return Err(
+                    "a worker token entry has activities but no token; write TOKEN:NAME+NAME"
+                        .into(),
+                );
+            }
+            self.worker.push((digest(token), scope));
+        }
+        Ok(self)
     }
 
     pub fn is_open(&self) -> bool {
@@ -73,7 +151,11 @@ impl Tokens {
 
     /// No token is accepted: such a server would refuse every request.
     pub fn is_empty(&self) -> bool {
-        !self.open && self.admin.is_empty() && self.user.is_empty()
+        !self.open
+            && self.admin.is_empty()
+            && self.user.is_empty()
+            && self.client.is_empty()
+            && self.worker.is_empty()
     }
 
     fn role(&self, token: &str) -> Option<Role> {
@@ -85,15 +167,28 @@ impl Tokens {
                 .iter()
                 .fold(Choice::from(0), |found, d| found | d.ct_eq(&presented))
         };
-        let (admin, user) = (any(&self.admin), any(&self.user));
+        let (admin, user, client) = (any(&self.admin), any(&self.user), any(&self.client));
+        let mut worker = None;
+        for (d, scope) in &self.worker {
+            if bool::from(d.ct_eq(&presented)) {
+                worker = Some(Role::Worker(scope.clone()));
+            }
+        }
         if bool::from(admin) {
             Some(Role::Admin)
         } else if bool::from(user) {
             Some(Role::User)
+        } else if bool::from(client) {
+            Some(Role::Client)
         } else {
-            None
+            worker
         }
     }
+}
+
+/// The calls of activity workers: polling for tasks and reporting on them.
+fn is_worker_call(request: &Request) -> bool {
+    request.uri().path().starts_with("/weft.v1.WorkerService/")
 }
 
 /// What changes the code runs run on is admin only: deploying a module,
@@ -149,7 +244,7 @@ pub(crate) async fn check(
                 .then(|| super::ui::cookie_token(request.headers()))
                 .flatten()
         });
-    if ui_page && presented.is_none_or(|t| tokens.role(t).is_none()) {
+    if ui_page && presented.is_none_or(|t| matches!(tokens.role(t), None | Some(Role::Worker(_)))) {
         return axum::response::Redirect::to("/ui/login").into_response();
     }
     let found = presented.map(|t| tokens.role(t));
@@ -162,9 +257,17 @@ pub(crate) async fn check(
             tonic::Code::Unauthenticated,
             "the bearer token is not one this host accepts; check WEFT_TOKEN against the server's tokens",
         )),
-        Some(Some(Role::User)) if needs_admin(&request) => Some((
+        Some(Some(Role::User | Role::Client)) if needs_admin(&request) => Some((
             tonic::Code::PermissionDenied,
             "deploying modules, changing defaults, upgrading, resuming, resetting and collecting garbage need an admin token (the server's --admin-token / WEFT_ADMIN_TOKENS)",
+        )),
+        Some(Some(Role::Client)) if is_worker_call(&request) => Some((
+            tonic::Code::PermissionDenied,
+            "a client token cannot take or report on activity tasks; give the worker a worker token (the server's --worker-token / WEFT_WORKER_TOKENS)",
+        )),
+        Some(Some(Role::Worker(_))) if !is_worker_call(&request) => Some((
+            tonic::Code::PermissionDenied,
+            "a worker token may only poll for activity tasks and report on them; use a client token (--client-token) for runs",
         )),
         Some(Some(_)) => None,
     };
@@ -302,6 +405,33 @@ mod tests {
         ] {
             assert!(!loopback_name(name), "{name}");
         }
+    }
+
+    #[test]
+    fn worker_tokens_may_name_their_activities() {
+        let t = Tokens::default()
+            .with_clients(vec!["c1".into()])
+            .with_workers(vec!["w-any".into(), "w-pay:charge+refund".into()])
+            .unwrap();
+        assert_eq!(t.role("c1"), Some(Role::Client));
+        assert_eq!(t.role("w-any"), Some(Role::Worker(None)));
+        let scoped = t.role("w-pay").unwrap();
+        assert!(scoped.serves("charge") && scoped.serves("refund"));
+        assert!(!scoped.serves("greet"));
+        assert_eq!(scoped.scope().as_deref(), Some("charge, refund"));
+        assert_eq!(
+            t.role("w-pay:charge+refund"),
+            None,
+            "the scope is not part of the token"
+        );
+        assert!(!Role::Client.serves("charge"));
+        for bad in ["w:", ":charge", "w: + "] {
+            assert!(
+                Tokens::default().with_workers(vec![bad.into()]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(!t.is_empty());
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! the attempt claimed for nobody: it is retried once its lease expires
 //! (at least once, as every attempt).
 
+use super::auth::Role;
 use super::mapping::status;
 use super::proto::{self, worker_service_server::WorkerService};
 use crate::activity::{ActivityError, exhausted, outcome_of_failure};
@@ -131,6 +132,31 @@ impl Workers {
         Ok(value)
     }
 
+    /// A worker token scoped to named activities reports only on those: the
+    /// task's name is read (one look-up, only for such tokens). A task that
+    /// is no longer current is left to the call's own stale answer.
+    async fn check_scope(&self, role: Option<&Role>, token: &TaskToken) -> Result<(), Status> {
+        let Some(role) = role.filter(|r| r.scope().is_some()) else {
+            return Ok(());
+        };
+        let task = self
+            .host
+            .store
+            .current_attempt(&token.run_id, token.seq, token.lease_token)
+            .await
+            .map_err(|e| status(e.into()))?;
+        match task {
+            Some(task) if !role.serves(&task.name) => Err(Status::permission_denied(format!(
+                "this worker token serves only {}; activity {} of run {} is {:?}",
+                role.scope().unwrap_or_default(),
+                token.seq,
+                token.run_id,
+                task.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Records how an attempt ended; a stale attempt is refused.
     async fn finish(&self, token: &TaskToken, outcome: AttemptOutcome) -> Result<(), Status> {
         let retry = matches!(outcome, AttemptOutcome::Retry { .. });
@@ -224,11 +250,22 @@ impl WorkerService for Workers {
         &self,
         request: Request<proto::PollActivityTaskRequest>,
     ) -> Result<Response<proto::PollActivityTaskResponse>, Status> {
+        // The auth layer puts the caller's role here; without one (no such
+        // layer) nothing is scoped.
+        let role = request.extensions().get::<Role>().cloned();
         let r = request.into_inner();
         if r.activity_names.is_empty() {
             return Err(Status::invalid_argument(
                 "activity_names is empty; list the activities this worker serves",
             ));
+        }
+        if let Some(role) = &role
+            && let Some(name) = r.activity_names.iter().find(|n| !role.serves(n))
+        {
+            return Err(Status::permission_denied(format!(
+                "this worker token serves only {}, not activity {name:?}; poll for those, or ask for a token that names {name:?}",
+                role.scope().unwrap_or_default()
+            )));
         }
         let worker_id = if r.worker_id.is_empty() {
             "worker"
@@ -315,8 +352,10 @@ impl WorkerService for Workers {
         &self,
         request: Request<proto::CompleteActivityTaskRequest>,
     ) -> Result<Response<proto::CompleteActivityTaskResponse>, Status> {
+        let role = request.extensions().get::<Role>().cloned();
         let r = request.into_inner();
         let token = TaskToken::parse(&r.task_token)?;
+        self.check_scope(role.as_ref(), &token).await?;
         let outcome = match self.payload("output_json", &r.output_json, || {
             format!(
                 "the output of activity {} of run {}",
@@ -347,8 +386,10 @@ impl WorkerService for Workers {
         &self,
         request: Request<proto::FailActivityTaskRequest>,
     ) -> Result<Response<proto::FailActivityTaskResponse>, Status> {
+        let role = request.extensions().get::<Role>().cloned();
         let r = request.into_inner();
         let token = TaskToken::parse(&r.task_token)?;
+        self.check_scope(role.as_ref(), &token).await?;
         let Some(task) = self
             .host
             .store
@@ -384,8 +425,10 @@ impl WorkerService for Workers {
         &self,
         request: Request<proto::HeartbeatActivityTaskRequest>,
     ) -> Result<Response<proto::HeartbeatActivityTaskResponse>, Status> {
+        let role = request.extensions().get::<Role>().cloned();
         let r = request.into_inner();
         let token = TaskToken::parse(&r.task_token)?;
+        self.check_scope(role.as_ref(), &token).await?;
         let details = match r.details_json.as_deref() {
             None => None,
             Some(text) => Some(

@@ -122,6 +122,25 @@ struct TokenArgs {
         hide_env_values = true
     )]
     user: Vec<String>,
+    /// Tokens for clients only: start, signal, query, update, cancel and
+    /// read runs, but never take activity tasks (comma-separated).
+    #[arg(
+        long = "client-token",
+        env = "WEFT_CLIENT_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    client: Vec<String>,
+    /// Tokens for activity workers only: poll for tasks and report on them,
+    /// nothing else. `TOKEN:NAME+NAME` serves only the activities named
+    /// (comma-separated).
+    #[arg(
+        long = "worker-token",
+        env = "WEFT_WORKER_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    worker: Vec<String>,
     /// Admin tokens from a file, one per line: kept out of the process list
     /// and the environment.
     #[arg(
@@ -137,19 +156,38 @@ struct TokenArgs {
         value_name = "FILE"
     )]
     user_file: Option<PathBuf>,
+    /// Client tokens from a file, one per line.
+    #[arg(
+        long = "client-token-file",
+        env = "WEFT_CLIENT_TOKENS_FILE",
+        value_name = "FILE"
+    )]
+    client_file: Option<PathBuf>,
+    /// Worker tokens from a file, one per line (`TOKEN` or `TOKEN:NAME+NAME`).
+    #[arg(
+        long = "worker-token-file",
+        env = "WEFT_WORKER_TOKENS_FILE",
+        value_name = "FILE"
+    )]
+    worker_file: Option<PathBuf>,
 }
 
 impl TokenArgs {
     fn tokens(self) -> anyhow::Result<Tokens> {
-        let mut admin = self.admin;
-        let mut user = self.user;
-        if let Some(path) = &self.admin_file {
-            admin.extend(super::tokens_in(path)?);
-        }
-        if let Some(path) = &self.user_file {
-            user.extend(super::tokens_in(path)?);
-        }
-        Ok(Tokens::new(admin, user))
+        let read = |mut tokens: Vec<String>, file: &Option<PathBuf>| -> anyhow::Result<_> {
+            if let Some(path) = file {
+                tokens.extend(super::tokens_in(path)?);
+            }
+            Ok(tokens)
+        };
+        let admin = read(self.admin, &self.admin_file)?;
+        let user = read(self.user, &self.user_file)?;
+        let client = read(self.client, &self.client_file)?;
+        let worker = read(self.worker, &self.worker_file)?;
+        Tokens::new(admin, user)
+            .with_clients(client)
+            .with_workers(worker)
+            .map_err(|e| anyhow::anyhow!("--worker-token: {e}"))
     }
 }
 
