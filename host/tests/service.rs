@@ -344,6 +344,29 @@ fn dev_host_through_the_cli_and_http() {
         "an unreachable host is a retryable failure: {e:?}"
     );
     assert!(e.stderr.contains("cannot reach a Weft host"), "{e:?}");
+
+    // An id that holds a terminal escape is printed escaped, never obeyed.
+    weft(
+        addr,
+        &[
+            "start",
+            "counter",
+            "--id",
+            "evil\u{1b}]0;pwned\u{7}",
+            "--module",
+            "scenarios",
+            "--input",
+            r#"{"signals": 1}"#,
+        ],
+    )
+    .ok();
+    for args in [&["list"][..], &["describe", "evil\u{1b}]0;pwned\u{7}"]] {
+        let out = weft(addr, args).ok().to_owned();
+        assert!(
+            !out.contains('\u{1b}') && out.contains("evil\\u{1b}]0;pwned\\u{7}"),
+            "{args:?}: {out:?}"
+        );
+    }
 }
 
 #[test]

@@ -167,7 +167,7 @@ pub(crate) async fn verify(g: &Global, a: VerifyArgs) -> anyhow::Result<()> {
             output::json(&v)
         }
         output::Format::Text => {
-            println!(
+            say!(
                 "run {} of {}: {} events, hash chain verified, head {}{}",
                 verified.run_id,
                 verified.workflow_id,
@@ -180,17 +180,17 @@ pub(crate) async fn verify(g: &Global, a: VerifyArgs) -> anyhow::Result<()> {
                 }
             );
             if let Some(seq) = anchor {
-                println!(
+                say!(
                     "the given head is event {seq}'s hash: events 1 to {seq} are the ones it was taken from"
                 );
             }
             if let Some(key) = &a.public_key {
-                println!(
+                say!(
                     "the head is signed by {}: this is the record that host exported",
                     key.trim().to_ascii_lowercase()
                 );
                 if let Some(seal) = &export.seal {
-                    println!(
+                    say!(
                         "sealed when the run closed ({}): the {} events are the ones the host closed it with",
                         weft::client::format_time(seal.sealed_at_ms),
                         seal.event_count
@@ -219,9 +219,9 @@ pub(crate) fn keygen(g: &Global, a: KeygenArgs) -> anyhow::Result<()> {
             "public_key": signer.public_key(),
         })),
         output::Format::Text => {
-            println!("wrote a signing key to {}", a.out.display());
-            println!("public key {}", signer.public_key());
-            println!(
+            say!("wrote a signing key to {}", a.out.display());
+            say!("public key {}", signer.public_key());
+            say!(
                 "start the host with --signing-key {} and give auditors the public key",
                 a.out.display()
             );
@@ -277,7 +277,7 @@ pub(crate) async fn replay(g: &Global, a: ReplayArgs) -> anyhow::Result<()> {
             "head": replayed.verified.head,
             "verdict": replayed.verdict_text(),
         })),
-        output::Format::Text => println!("{}", replayed.verdict_text()),
+        output::Format::Text => say!("{}", replayed.verdict_text()),
     }
     if !identical {
         return Err(Refused::new(

@@ -54,7 +54,7 @@ pub(crate) fn report(g: &Global, deployed: &DeployedView) -> anyhow::Result<()> 
     match g.output {
         output::Format::Json => output::json(deployed),
         output::Format::Text => {
-            println!(
+            say!(
                 "deployed module {} {} (sha256 {}, {} KiB)",
                 m.name,
                 m.version,
@@ -62,11 +62,13 @@ pub(crate) fn report(g: &Global, deployed: &DeployedView) -> anyhow::Result<()> 
                 m.size.div_ceil(1024)
             );
             if deployed.is_default {
-                println!("new runs of {} take version {}", m.name, m.version);
+                say!("new runs of {} take version {}", m.name, m.version);
             } else if deployed.diverging.is_empty() {
-                println!(
+                say!(
                     "new runs of {} keep their default; make this one it with `weft modules default {} {}`",
-                    m.name, m.name, m.version
+                    m.name,
+                    m.name,
+                    m.version
                 );
             }
             for run in &deployed.diverging {
@@ -75,7 +77,7 @@ pub(crate) fn report(g: &Global, deployed: &DeployedView) -> anyhow::Result<()> 
                     .as_ref()
                     .map(|d| format!("diverges at {d}"))
                     .unwrap_or_else(|| format!("cannot be checked: {}", run.message));
-                println!("  open run {} {why}", run.workflow_id);
+                say!("  open run {} {why}", run.workflow_id);
             }
         }
     }
@@ -100,12 +102,18 @@ pub(crate) async fn list(g: &Global) -> anyhow::Result<()> {
     match g.output {
         output::Format::Json => output::json(&modules),
         output::Format::Text => {
-            println!(
+            say!(
                 "{:<24} {:<16} {:<14} {:>8} {:>7} {:>5} {:>7}",
-                "NAME", "VERSION", "SHA256", "KIB", "DEFAULT", "OPEN", "CLOSED"
+                "NAME",
+                "VERSION",
+                "SHA256",
+                "KIB",
+                "DEFAULT",
+                "OPEN",
+                "CLOSED"
             );
             for m in &modules {
-                println!(
+                say!(
                     "{:<24} {:<16} {:<14} {:>8} {:>7} {:>5} {:>7}",
                     m.name,
                     m.version,
@@ -117,7 +125,7 @@ pub(crate) async fn list(g: &Global) -> anyhow::Result<()> {
                 );
             }
             if modules.iter().any(|m| m.open_runs + m.closed_runs > 0) {
-                println!("(the runs on a module: weft list --module NAME --version VERSION)");
+                say!("(the runs on a module: weft list --module NAME --version VERSION)");
             }
         }
     }

@@ -87,12 +87,16 @@ pub(crate) async fn list(g: &Global, a: ListArgs) -> anyhow::Result<()> {
     match g.output {
         output::Format::Json => output::json(&runs),
         output::Format::Text => {
-            println!(
+            say!(
                 "{:<28} {:<20} {:<16} {:<32} {:>6}  STATUS LINE",
-                "WORKFLOW ID", "TYPE", "STATUS", "RUN ID", "EVENTS"
+                "WORKFLOW ID",
+                "TYPE",
+                "STATUS",
+                "RUN ID",
+                "EVENTS"
             );
             for r in &runs {
-                println!(
+                say!(
                     "{:<28} {:<20} {:<16} {:<32} {:>6}  {}",
                     r.workflow_id,
                     r.workflow_type,
@@ -121,7 +125,7 @@ pub(crate) async fn show(g: &Global, a: RunArgs) -> anyhow::Result<()> {
             } else {
                 "HASH CHAIN BROKEN: the stored history was altered"
             };
-            println!(
+            say!(
                 "run {}: {} events, {chain}",
                 history.run_id,
                 history.events.len()
@@ -137,7 +141,7 @@ pub(crate) async fn show(g: &Global, a: RunArgs) -> anyhow::Result<()> {
                 } else {
                     detail
                 };
-                println!("{:>5} {:<30} {detail}", e.seq, e.kind);
+                say!("{:>5} {:<30} {detail}", e.seq, e.kind);
             }
         }
     }
@@ -172,11 +176,13 @@ pub(crate) async fn replay(g: &Global, id: &str, run_id: Option<&str>) -> anyhow
     let verdict = g.client().await?.replay(id, run_id).await?;
     match g.output {
         output::Format::Json => output::json(&verdict),
-        output::Format::Text if verdict.identical => println!(
+        output::Format::Text if verdict.identical => say!(
             "run {} replays identically: {} events, the workflow ends {}",
-            verdict.run_id, verdict.events, verdict.status
+            verdict.run_id,
+            verdict.events,
+            verdict.status
         ),
-        output::Format::Text => println!("run {}: {}", verdict.run_id, verdict.divergence),
+        output::Format::Text => say!("run {}: {}", verdict.run_id, verdict.divergence),
     }
     if !verdict.identical {
         anyhow::bail!(

@@ -40,7 +40,7 @@ pub(crate) async fn signal(g: &Global, a: SignalArgs) -> anyhow::Result<()> {
         .await?;
     match g.output {
         output::Format::Json => output::json(&json!({ "run_id": run_id, "signal": a.name })),
-        output::Format::Text => println!("signalled {} to run {run_id} of {}", a.name, a.id),
+        output::Format::Text => say!("signalled {} to run {run_id} of {}", a.name, a.id),
     }
     Ok(())
 }
@@ -54,7 +54,7 @@ pub(crate) async fn query(g: &Global, a: QueryArgs) -> anyhow::Result<()> {
         .await?;
     match g.output {
         output::Format::Json => output::json(&answer),
-        output::Format::Text => println!("{answer}"),
+        output::Format::Text => say!("{answer}"),
     }
     Ok(())
 }
@@ -68,7 +68,7 @@ pub(crate) async fn update(g: &Global, a: UpdateArgs) -> anyhow::Result<()> {
         .await?;
     match g.output {
         output::Format::Json => output::json(&answer),
-        output::Format::Text => println!("{answer}"),
+        output::Format::Text => say!("{answer}"),
     }
     Ok(())
 }
@@ -83,9 +83,10 @@ pub(crate) async fn cancel(g: &Global, a: CancelArgs) -> anyhow::Result<()> {
         output::Format::Json => {
             output::json(&json!({ "run_id": run_id, "cancel_requested": true }))
         }
-        output::Format::Text => println!(
+        output::Format::Text => say!(
             "asked run {run_id} of {} to cancel; the workflow decides how (see `weft describe {}`)",
-            a.id, a.id
+            a.id,
+            a.id
         ),
     }
     Ok(())
@@ -99,7 +100,7 @@ pub(crate) async fn terminate(g: &Global, a: CancelArgs) -> anyhow::Result<()> {
         .await?;
     match g.output {
         output::Format::Json => output::json(&json!({ "run_id": run_id, "terminated": true })),
-        output::Format::Text => println!("terminated run {run_id} of {}", a.id),
+        output::Format::Text => say!("terminated run {run_id} of {}", a.id),
     }
     Ok(())
 }

@@ -4,6 +4,16 @@
 //! (`--address`, `WEFT_ADDRESS`; `--token`, `WEFT_TOKEN`), printing readable
 //! text or, with `--output json`, JSON for scripts.
 
+/// `println!` for text a person reads: control characters other than
+/// newline and tab are shown escaped ([`output::terminal_safe`]), so a
+/// workflow id, a name or a message cannot move the cursor, recolour or
+/// retitle the terminal. JSON output and exported files are printed as is.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        println!("{}", $crate::cli::output::terminal_safe(&format!($($arg)*)))
+    };
+}
+
 mod audit;
 mod bench;
 mod deploy;

@@ -17,52 +17,71 @@ pub(crate) fn json<T: Serialize>(value: &T) {
     );
 }
 
+/// `text` with every control character but newline and tab written as an
+/// escape (`\u{1b}`): what the terminal shows is the text, never an
+/// instruction to the terminal.
+pub(crate) fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.contains(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 pub(crate) fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
 }
 
 /// A run in a few lines.
 pub(crate) fn run(r: &RunView) {
-    println!("workflow id   {}", r.workflow_id);
-    println!("run id        {}", r.run_id);
-    println!("type          {}", r.workflow_type);
-    println!("module        {}", short(&r.module_sha256));
-    println!("status        {}", r.status);
+    say!("workflow id   {}", r.workflow_id);
+    say!("run id        {}", r.run_id);
+    say!("type          {}", r.workflow_type);
+    say!("module        {}", short(&r.module_sha256));
+    say!("status        {}", r.status);
     if let Some(line) = &r.status_line {
-        println!("status line   {line}");
+        say!("status line   {line}");
     }
     if let Some(output) = &r.output {
-        println!("output        {output}");
+        say!("output        {output}");
     }
     if let Some(FailureView {
         error_type,
         message,
     }) = &r.failure
     {
-        println!("failure       {error_type}: {message}");
+        say!("failure       {error_type}: {message}");
     }
     if let Some(stuck) = &r.stuck {
-        println!("stuck         {stuck}");
+        say!("stuck         {stuck}");
     }
     if let Some(reason) = &r.cancel_requested {
-        println!("cancel asked  {reason}");
+        say!("cancel asked  {reason}");
     }
     if let Some(next) = &r.continued_to {
-        println!("continued to  {next}");
+        say!("continued to  {next}");
     }
     if let Some(parent) = &r.parent_workflow_id {
-        println!("parent        {parent}");
+        say!("parent        {parent}");
     }
     if r.search_attributes
         .as_object()
         .is_some_and(|o| !o.is_empty())
     {
-        println!("attributes    {}", r.search_attributes);
+        say!("attributes    {}", r.search_attributes);
     }
     if let Some(memo) = &r.memo {
-        println!("memo          {memo}");
+        say!("memo          {memo}");
     }
-    println!("events        {}", r.events);
+    say!("events        {}", r.events);
     waiting_on(r);
 }
 
@@ -74,7 +93,7 @@ fn waiting_on(r: &RunView) {
     {
         return;
     }
-    println!("waiting on");
+    say!("waiting on");
     for a in &r.pending_activities {
         let what = format!("activity {} {}", a.seq, a.name);
         let state = if a.state == "running" {
@@ -93,9 +112,9 @@ fn waiting_on(r: &RunView) {
                 format_time(a.next_at_ms)
             )
         };
-        println!("  {what:<30} {state}");
+        say!("  {what:<30} {state}");
         if let Some(f) = &a.last_failure {
-            println!("  {:<30} last failure {}: {}", "", f.error_type, f.message);
+            say!("  {:<30} last failure {}: {}", "", f.error_type, f.message);
         }
         if let Some(at) = a.heartbeat_at_ms {
             let details = a
@@ -103,7 +122,7 @@ fn waiting_on(r: &RunView) {
                 .as_ref()
                 .map(|d| format!(" {d}"))
                 .unwrap_or_default();
-            println!(
+            say!(
                 "  {:<30} last heartbeat{details} at {}",
                 "",
                 format_time(at)
@@ -111,7 +130,7 @@ fn waiting_on(r: &RunView) {
         }
     }
     for t in &r.pending_timers {
-        println!(
+        say!(
             "  {:<30} fires at {}",
             format!("timer {}", t.seq),
             format_time(t.fire_at_ms)
@@ -119,7 +138,7 @@ fn waiting_on(r: &RunView) {
     }
     for c in &r.pending_children {
         let run = c.run_id.as_deref().unwrap_or("not started");
-        println!(
+        say!(
             "  {:<30} run {run}",
             format!("child {} {}", c.seq, c.workflow_id)
         );
@@ -150,5 +169,17 @@ pub(crate) fn require_completed(r: &RunView) -> anyhow::Result<()> {
                 r.workflow_id
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(super::terminal_safe("order-1\tok\n"), "order-1\tok\n");
+        assert_eq!(
+            super::terminal_safe("a\u{1b}]0;pwned\u{7}b\u{9b}c\u{7f}"),
+            "a\\u{1b}]0;pwned\\u{7}b\\u{9b}c\\u{7f}"
+        );
     }
 }

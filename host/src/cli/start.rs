@@ -90,7 +90,7 @@ pub(crate) async fn run(g: &Global, a: StartArgs) -> anyhow::Result<()> {
     if !a.wait {
         match g.output {
             output::Format::Json => output::json(&started),
-            output::Format::Text => println!(
+            output::Format::Text => say!(
                 "started run {} (workflow id {}) on module {}",
                 started.run_id,
                 started.workflow_id,
@@ -100,7 +100,7 @@ pub(crate) async fn run(g: &Global, a: StartArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if g.output == output::Format::Text {
-        println!(
+        say!(
             "started run {} (workflow id {}) on module {}",
             started.run_id,
             started.workflow_id,
@@ -118,9 +118,9 @@ pub(crate) async fn run(g: &Global, a: StartArgs) -> anyhow::Result<()> {
     match g.output {
         output::Format::Json => output::json(&run),
         output::Format::Text => match (&run.output, &run.failure) {
-            (Some(out), _) if run.status == "completed" => println!("completed: {out}"),
-            (_, Some(f)) => println!("{}: {}: {}", run.status, f.error_type, f.message),
-            _ => println!("{}", json!(run.status)),
+            (Some(out), _) if run.status == "completed" => say!("completed: {out}"),
+            (_, Some(f)) => say!("{}: {}: {}", run.status, f.error_type, f.message),
+            _ => say!("{}", json!(run.status)),
         },
     }
     output::require_completed(&run)

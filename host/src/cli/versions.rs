@@ -148,7 +148,7 @@ async fn collect<T>(
     let mut all = Vec::new();
     while let Some(item) = results.next().await? {
         if let Some(line) = show(&item) {
-            bar.suspend(|| println!("{line}"));
+            bar.suspend(|| say!("{line}"));
         }
         bar.inc(1);
         all.push(item);
@@ -204,7 +204,7 @@ pub(crate) async fn check(g: &Global, a: CheckArgs) -> anyhow::Result<()> {
             "failed": failed,
             "open_runs_blocking": blocking,
         })),
-        output::Format::Text => println!(
+        output::Format::Text => say!(
             "{} runs of {}: {identical} replay identically, {diverged} diverge, {failed} could not be checked; {blocking} open run(s) would not replay",
             checked.len(),
             a.name
@@ -259,7 +259,7 @@ pub(crate) async fn upgrade(g: &Global, a: UpgradeArgs) -> anyhow::Result<()> {
     let count = |r: &str| upgraded.iter().filter(|u| u.result == r).count();
     match g.output {
         output::Format::Json => output::json(&upgraded),
-        output::Format::Text => println!(
+        output::Format::Text => say!(
             "{} open runs of {}: {} moved to {}, {} would move, {} stay, {} skipped",
             upgraded.len(),
             a.name,
@@ -320,7 +320,7 @@ pub(crate) async fn reset(g: &Global, a: ResetArgs) -> anyhow::Result<()> {
         .await?;
     match g.output {
         output::Format::Json => output::json(&reset),
-        output::Format::Text => println!(
+        output::Format::Text => say!(
             "{} continues as run {} on module {}: {} events kept, {} signal(s) and {} update(s) queued again{}",
             reset.workflow_id,
             reset.run_id,
@@ -347,7 +347,7 @@ pub(crate) async fn resume(g: &Global, a: ResumeArgs) -> anyhow::Result<()> {
         .await?;
     match g.output {
         output::Format::Json => output::json(&run),
-        output::Format::Text => println!(
+        output::Format::Text => say!(
             "run {} of {} is running again on module {}",
             run.run_id,
             run.workflow_id,
@@ -379,7 +379,7 @@ pub(crate) async fn modules(g: &Global, command: Option<ModulesCommand>) -> anyh
                 .with_context(|| format!("cannot write {}", out.display()))?;
             match g.output {
                 output::Format::Json => output::json(&record),
-                output::Format::Text => println!(
+                output::Format::Text => say!(
                     "wrote module {} {} (sha256 {}) to {}",
                     record.name,
                     record.version,
@@ -399,14 +399,14 @@ pub(crate) async fn modules(g: &Global, command: Option<ModulesCommand>) -> anyh
                 output::Format::Json => output::json(&garbage),
                 output::Format::Text => {
                     let verb = if dry_run { "would delete" } else { "deleted" };
-                    println!(
+                    say!(
                         "{verb} {} closed runs ({} events) and {} modules",
                         garbage.runs,
                         garbage.events,
                         garbage.modules.len()
                     );
                     for m in &garbage.modules {
-                        println!("  {} {} ({})", m.name, m.version, output::short(&m.sha256));
+                        say!("  {} {} ({})", m.name, m.version, output::short(&m.sha256));
                     }
                 }
             }
