@@ -157,3 +157,56 @@ async fn postgres_triggers_notify_for_other_sessions_only() {
     pool.close().await;
     fixture.teardown().await;
 }
+
+/// What Postgres refuses for good — a NUL in text, a key over the index
+/// size limit — is a rejected request, not an outage to retry: retrying
+/// the same write can never succeed. The store stays usable.
+#[tokio::test]
+async fn postgres_refusals_of_the_data_are_not_retryable() {
+    use weft::model::{Event, History, RunId, Sha256Hex};
+    use weft::store::{CreateRun, RunOptions, RunStore, StoreError};
+    let fixture = postgres_schema().await;
+    let create = |workflow_id: String, run_id: &str| {
+        let mut history = History::default();
+        history.push(
+            Event::WorkflowStarted {
+                workflow_type: "order".into(),
+                workflow_id: workflow_id.clone(),
+                input: serde_json::json!(null),
+                module_sha256: Sha256Hex::of(b"m"),
+                seed: 1,
+                parent: None,
+                continued_from: None,
+            },
+            1,
+        );
+        CreateRun {
+            run_id: RunId(run_id.into()),
+            workflow_id,
+            workflow_type: "order".into(),
+            module_sha256: Sha256Hex::of(b"m"),
+            first_event: history.events()[0].clone(),
+            now_ms: 1,
+            options: RunOptions::default(),
+        }
+    };
+    for (workflow_id, sqlstate) in [
+        ("nul\0id".to_owned(), "22021"),
+        ("x".repeat(1 << 20), "54000"),
+    ] {
+        match fixture.store.create_run(create(workflow_id, "r-bad")).await {
+            Err(e @ StoreError::Rejected(_)) => {
+                assert!(!e.is_retryable());
+                assert!(e.to_string().contains(sqlstate), "{e}");
+                assert!(e.to_string().contains("not retryable"), "{e}");
+            }
+            other => panic!("expected a rejection ({sqlstate}), got {other:?}"),
+        }
+    }
+    fixture
+        .store
+        .create_run(create("fine".into(), "r-fine"))
+        .await
+        .expect("the store still writes");
+    fixture.teardown().await;
+}

@@ -334,6 +334,7 @@ pub(crate) fn status(e: HostError) -> Status {
             StoreError::NotFound { .. } => Code::NotFound,
             StoreError::Corrupt(_) => Code::DataLoss,
             StoreError::Refused(_) => Code::FailedPrecondition,
+            StoreError::Rejected(_) => Code::InvalidArgument,
         },
         HostError::Load(crate::wasm::LoadError::Compiler { .. }) => Code::Internal,
         HostError::Load(_) => Code::InvalidArgument,

@@ -98,6 +98,13 @@ pub enum StoreError {
     /// says what to fix.
     #[error("the database cannot be used as configured: {0}")]
     Refused(String),
+    /// The database refused this request's data for good (a value it
+    /// cannot store, a key over its size limit): retrying the same request
+    /// can never succeed.
+    #[error(
+        "the database refused the request: {0}; this is not retryable: change what was sent (a shorter id or name, no NUL character) and send it again"
+    )]
+    Rejected(String),
 }
 
 impl StoreError {
@@ -113,9 +120,44 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::ColumnDecode { .. }
             | sqlx::Error::Decode(_)
             | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
+            sqlx::Error::Database(db) if permanent(db.as_ref()) => StoreError::Rejected(format!(
+                "{} ({} {})",
+                db.message(),
+                if db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some()
+                {
+                    "SQLSTATE"
+                } else {
+                    "SQLite code"
+                },
+                db.code().as_deref().unwrap_or("?")
+            )),
             other => StoreError::Unavailable(other.to_string()),
         }
     }
+}
+
+/// Whether a database error is about the request itself, so that the same
+/// request can never succeed: by SQLSTATE class on Postgres (22 data
+/// exception, 54 program limit exceeded — an index key too large —, 21
+/// cardinality, 23 integrity, 42 syntax or access rule, 0A unsupported),
+/// by primary result code on SQLite (TOOBIG, CONSTRAINT, MISMATCH, RANGE).
+/// Everything else — connections, serialization failures and deadlocks,
+/// resources, shutdowns, locks — may pass, and stays retryable.
+fn permanent(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = db.code() else {
+        return false;
+    };
+    if db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
+        return matches!(code.get(..2), Some("22" | "54" | "21" | "23" | "42" | "0A"));
+    }
+    // SQLite: an extended result code; its low byte is the primary one.
+    code.parse::<i32>()
+        .is_ok_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25))
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
