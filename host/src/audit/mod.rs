@@ -24,8 +24,11 @@
 //! # Ok(()) }
 //! ```
 
+mod chained;
 mod signing;
 
+pub(crate) use chained::reconciled;
+pub use chained::{ChainedRun, Closed, closed_by};
 pub use signing::{HeadSignature, Signer, check_signature, sealed_message, signed_message};
 
 use crate::store::Seal;
@@ -37,46 +40,88 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 impl crate::Host {
-    /// A run's complete record, from this host's store.
+    /// A run's complete record, from this host's store. What it says of
+    /// the run (ids, type, module, status, output, failure) is read from
+    /// the events, not from the `runs` row; the head is signed only if the
+    /// chain verifies.
     pub async fn export(&self, run_id: &crate::model::RunId) -> Result<Export, crate::HostError> {
-        let run = self.describe(run_id).await?;
+        let row = self.store().run(run_id).await?;
         let history = self.history(run_id).await?;
-        let module = self.module_record(&run.module_sha256).await.ok();
+        let chained = ChainedRun::of(history.events().iter().map(|e| &e.event)).ok_or_else(|| {
+            crate::store::StoreError::Corrupt(format!(
+                "run {run_id}'s history does not begin with workflow_started; check it with `weft verify`"
+            ))
+        })?;
+        if chained.module_sha256 != row.module_sha256 {
+            tracing::error!(%run_id, "run {run_id}'s row names module {} but its history is on {}; the history wins (was the runs table edited?)", row.module_sha256, chained.module_sha256);
+        }
+        let module = self.module_record(&chained.module_sha256).await.ok();
+        let (status, output, failure) = match &chained.closed {
+            Some(c) => (c.status, c.output.clone(), c.failure.clone()),
+            None if row.status.is_open() => (row.status, None, None),
+            None => (crate::RunStatus::Running, None, None),
+        };
+        let chain = history.verify();
         let mut export = Export::new(
             ExportedRun {
-                run_id: run.run_id.to_string(),
-                workflow_id: run.workflow_id.clone(),
-                workflow_type: run.workflow_type.clone(),
-                status: run.status.as_str().into(),
-                output: run.output.clone(),
-                failure: run.failure.clone(),
+                run_id: run_id.to_string(),
+                workflow_id: chained.workflow_id,
+                workflow_type: chained.workflow_type,
+                status: status.as_str().into(),
+                output,
+                failure,
             },
             ExportedModule {
-                sha256: run.module_sha256.clone(),
+                sha256: chained.module_sha256,
                 name: module.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
                 version: module.map(|m| m.version).unwrap_or_default(),
             },
             history.into_events(),
             self.clock().now_ms(),
         );
-        export.signature = self.sign_head(&export.run.run_id, export.event_count, &export.head);
+        export.signature = match chain {
+            Ok(()) => self.sign_head(&export.run.run_id, export.event_count, &export.head),
+            Err(e) => {
+                tracing::error!(%run_id, error = %e, "run {run_id}'s history does not verify: its export is not signed");
+                None
+            }
+        };
         export.seal = self.store().seal(run_id).await?;
         Ok(export)
     }
 
     /// Seals up to `limit` closed runs that have no seal yet, when this host
-    /// has a signing key: checks each history's chain, signs its head and
-    /// keeps the seal. Returns how many it sealed. A run whose chain does not
-    /// verify is left unsealed, and said so in the log.
+    /// has a signing key: re-reads each history from the store, checks its
+    /// chain and that its last event closes the run, signs its head and
+    /// keeps the seal. Returns how many it sealed. A run whose history does
+    /// not verify, or cannot be read, is left unsealed, and said so in the
+    /// log; the others are sealed all the same.
     pub async fn seal_closed_runs(&self, limit: u32) -> Result<usize, crate::HostError> {
         let Some(signer) = self.config().signer.clone() else {
             return Ok(0);
         };
         let mut sealed = 0;
         for run_id in self.store().unsealed_runs(limit).await? {
-            let history = self.history(&run_id).await?;
+            let history = match self.history(&run_id).await {
+                Ok(history) => history,
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) => {
+                    tracing::error!(run_id = %run_id, error = %e, "a closed run's history cannot be read: it is not sealed");
+                    self.metrics().run_unsealable();
+                    continue;
+                }
+            };
+            let closed = history
+                .events()
+                .last()
+                .is_some_and(|e| e.event.is_terminal());
             if let Err(e) = history.verify() {
                 tracing::error!(run_id = %run_id, error = %e, "a closed run's history does not verify: it is not sealed");
+                self.metrics().run_unsealable();
+                continue;
+            }
+            if !closed {
+                tracing::error!(run_id = %run_id, "run {run_id} is closed in the runs table but its history does not end in a closing event: it is not sealed");
                 self.metrics().run_unsealable();
                 continue;
             }
@@ -336,6 +381,19 @@ pub enum AuditError {
         "the history is not the one the host sealed when the run closed: {how}; it was altered in the database after the run closed"
     )]
     SealBroken { how: String },
+    #[error(
+        "the export's {field} is {stated}, but its events say {chained}: the export was edited after it was written; trust the events, or ask the host for a fresh export"
+    )]
+    RunDiffers {
+        /// The field of the export, such as `run.output`.
+        field: String,
+        stated: String,
+        chained: String,
+    },
+    #[error(
+        "the replay computed {computed}, but the history records {recorded}: the record is not what this module did"
+    )]
+    OutcomeDiffers { computed: String, recorded: String },
     #[error("the module cannot be loaded: {0}")]
     Module(String),
     #[error("the history cannot be replayed: {0}")]
@@ -362,7 +420,12 @@ pub fn verify_export(text: &str) -> Result<(Export, Verified), AuditError> {
         .get("events")
         .and_then(Value::as_array)
         .ok_or_else(|| malformed("it has no `events` list"))?;
+    check_fields(&raw, TOP_FIELDS, "")?;
+    if let Some(run) = raw.get("run") {
+        check_fields(run, RUN_FIELDS, "run.")?;
+    }
     let mut prev = EventHash::GENESIS;
+    let mut parsed = Vec::with_capacity(raw_events.len());
     for (i, raw_event) in raw_events.iter().enumerate() {
         let expected = i as u64 + 1;
         let seq = raw_event.get("seq").and_then(Value::as_u64);
@@ -440,6 +503,7 @@ pub fn verify_export(text: &str) -> Result<(Export, Verified), AuditError> {
             }));
         }
         prev = hash;
+        parsed.push(event);
     }
     let export: Export = serde_json::from_value(raw).map_err(malformed)?;
     let held = export.events.len() as u64;
@@ -455,6 +519,7 @@ pub fn verify_export(text: &str) -> Result<(Export, Verified), AuditError> {
             computed: prev.to_hex(),
         });
     }
+    check_run(&export, &parsed)?;
     let verified = Verified {
         run_id: export.run.run_id.clone(),
         workflow_id: export.run.workflow_id.clone(),
@@ -463,6 +528,123 @@ pub fn verify_export(text: &str) -> Result<(Export, Verified), AuditError> {
         head: prev.to_hex(),
     };
     Ok((export, verified))
+}
+
+/// The fields an export has at its top level, and in its `run`.
+const TOP_FIELDS: &[&str] = &[
+    "format",
+    "exported_at_ms",
+    "run",
+    "module",
+    "event_count",
+    "head",
+    "signature",
+    "seal",
+    "events",
+];
+const RUN_FIELDS: &[&str] = &[
+    "run_id",
+    "workflow_id",
+    "workflow_type",
+    "status",
+    "output",
+    "failure",
+];
+
+/// A field a reader would be shown that no export has is refused, not
+/// ignored.
+fn check_fields(value: &Value, known: &[&str], prefix: &str) -> Result<(), AuditError> {
+    let Some(map) = value.as_object() else {
+        return Err(malformed(format!("`{prefix}` is not an object")));
+    };
+    match map.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(AuditError::RunDiffers {
+            field: format!("{prefix}{k}"),
+            stated: map[k].to_string(),
+            chained: "nothing: exports have no such field".into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The export's `run` and `module` sections against what its events say:
+/// the first field that differs.
+fn check_run(export: &Export, events: &[Event]) -> Result<(), AuditError> {
+    let Some(chained) = ChainedRun::of(events) else {
+        return Err(AuditError::Altered {
+            seq: 1,
+            kind: export
+                .events
+                .first()
+                .map(|e| e.kind.clone())
+                .unwrap_or_default(),
+            how: "a history begins with workflow_started".into(),
+        });
+    };
+    let differs = |field: &str, stated: String, chained: String| {
+        Err(AuditError::RunDiffers {
+            field: field.into(),
+            stated,
+            chained,
+        })
+    };
+    let run = &export.run;
+    if run.workflow_id != chained.workflow_id {
+        return differs(
+            "run.workflow_id",
+            format!("{:?}", run.workflow_id),
+            format!("{:?}", chained.workflow_id),
+        );
+    }
+    if run.workflow_type != chained.workflow_type {
+        return differs(
+            "run.workflow_type",
+            format!("{:?}", run.workflow_type),
+            format!("{:?}", chained.workflow_type),
+        );
+    }
+    if export.module.sha256 != chained.module_sha256 {
+        return differs(
+            "module.sha256",
+            export.module.sha256.to_string(),
+            chained.module_sha256.to_string(),
+        );
+    }
+    let (status, output, failure) = match &chained.closed {
+        Some(c) => (c.status.as_str(), c.output.clone(), c.failure.clone()),
+        None => ("running", None, None),
+    };
+    let claims_open = matches!(run.status.as_str(), "running" | "stuck");
+    let status_agrees = match &chained.closed {
+        Some(_) => run.status == status,
+        None => claims_open,
+    };
+    if !status_agrees {
+        return differs(
+            "run.status",
+            format!("{:?}", run.status),
+            match chained.closed {
+                Some(_) => format!("{status:?} (event {} closes the run)", export.events.len()),
+                None => "running (no event closes the run)".into(),
+            },
+        );
+    }
+    let shown = |v: &Option<Value>| {
+        v.as_ref()
+            .filter(|v| !v.is_null())
+            .map_or_else(|| "none".into(), Value::to_string)
+    };
+    if shown(&run.output) != shown(&output) {
+        return differs("run.output", shown(&run.output), shown(&output));
+    }
+    if run.failure != failure {
+        let shown = |f: &Option<Failure>| {
+            f.as_ref()
+                .map_or_else(|| "none".into(), |f| format!("{f:?}"))
+        };
+        return differs("run.failure", shown(&run.failure), shown(&failure));
+    }
+    Ok(())
 }
 
 /// [`verify_export`], keeping only what it established.
@@ -475,7 +657,8 @@ pub fn verify(text: &str) -> Result<Verified, AuditError> {
 pub struct OfflineReplay {
     pub verified: Verified,
     pub verdict: ReplayVerdict,
-    /// The run's recorded result, for comparison with the replayed status.
+    /// The output the replay computed (the guest's own return value), when
+    /// it completed; it is the one the history's closing event records.
     pub output: Option<Value>,
 }
 
@@ -543,9 +726,19 @@ pub async fn replay_offline(module: &[u8], export_json: &str) -> Result<OfflineR
             },
             e => AuditError::Replay(e.to_string()),
         })?;
+    let output = match &verdict {
+        ReplayVerdict::Identical { status, .. } => {
+            chained::check_outcome(status, history.events().last())?;
+            match status {
+                crate::model::GuestStatus::Completed(output) => Some(output.clone()),
+                _ => None,
+            }
+        }
+        ReplayVerdict::Diverged(_) => None,
+    };
     Ok(OfflineReplay {
         verified,
         verdict,
-        output: export.run.output,
+        output,
     })
 }

@@ -263,6 +263,9 @@ pub(crate) async fn replay(g: &Global, a: ReplayArgs) -> anyhow::Result<()> {
                 anyhow::Error::new(e)
             }
             audit::AuditError::Replay(_) => anyhow::Error::new(e),
+            audit::AuditError::OutcomeDiffers { .. } => {
+                Refused::new(DIVERGES, e.to_string()).into()
+            }
             e => altered(e),
         })?;
     let identical = matches!(
