@@ -114,6 +114,23 @@ async fn a_history_altered_before_its_seal_is_not_sealed() {
         "{}",
         sealer.metrics_text()
     );
+
+    // The seal loop tries it once, not at every poll: logged and counted once.
+    let config = HostConfig {
+        signer: Some(audit::Signer::generate().unwrap()),
+        poll_interval: std::time::Duration::from_millis(10),
+        ..HostConfig::default()
+    };
+    let looping = Host::new(db.store.clone(), Activities::new(), config).unwrap();
+    let running = looping.run().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let metrics = looping.metrics_text();
+    running.shutdown().await;
+    assert!(
+        metrics.lines().any(|l| l == "weft_unsealable_runs_total 1"),
+        "{metrics}"
+    );
+    assert_eq!(db.store.seal(&run).await.unwrap(), None);
     db.drop().await;
 }
 

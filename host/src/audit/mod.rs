@@ -97,17 +97,39 @@ impl crate::Host {
     /// not verify, or cannot be read, is left unsealed, and said so in the
     /// log; the others are sealed all the same.
     pub async fn seal_closed_runs(&self, limit: u32) -> Result<usize, crate::HostError> {
+        self.seal_closed_runs_skipping(limit, &mut Default::default())
+            .await
+    }
+
+    /// [`Self::seal_closed_runs`], passing over the runs in `unsealable`
+    /// and adding to it those it finds it cannot seal: the seal loop keeps
+    /// it, so that each is logged and counted once, and a batch full of
+    /// them does not keep the runs behind them from being sealed.
+    async fn seal_closed_runs_skipping(
+        &self,
+        limit: u32,
+        unsealable: &mut std::collections::HashSet<crate::model::RunId>,
+    ) -> Result<usize, crate::HostError> {
         let Some(signer) = self.config().signer.clone() else {
             return Ok(0);
         };
         let mut sealed = 0;
-        for run_id in self.store().unsealed_runs(limit).await? {
+        let skipped = u32::try_from(unsealable.len()).unwrap_or(u32::MAX);
+        let candidates = self
+            .store()
+            .unsealed_runs(limit.saturating_add(skipped))
+            .await?;
+        for run_id in candidates {
+            if unsealable.contains(&run_id) {
+                continue;
+            }
             let history = match self.history(&run_id).await {
                 Ok(history) => history,
                 Err(e) if e.is_retryable() => return Err(e),
                 Err(e) => {
                     tracing::error!(run_id = %run_id, error = %e, "a closed run's history cannot be read: it is not sealed");
                     self.metrics().run_unsealable();
+                    unsealable.insert(run_id);
                     continue;
                 }
             };
@@ -118,11 +140,13 @@ impl crate::Host {
             if let Err(e) = history.verify() {
                 tracing::error!(run_id = %run_id, error = %e, "a closed run's history does not verify: it is not sealed");
                 self.metrics().run_unsealable();
+                unsealable.insert(run_id);
                 continue;
             }
             if !closed {
                 tracing::error!(run_id = %run_id, "run {run_id} is closed in the runs table but its history does not end in a closing event: it is not sealed");
                 self.metrics().run_unsealable();
+                unsealable.insert(run_id);
                 continue;
             }
             let seal = signer.seal(
@@ -161,9 +185,13 @@ const SEAL_BATCH: u32 = 100;
 /// closed on other hosts.
 pub(crate) async fn seal_loop(host: crate::Host, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let poll = host.config().poll_interval;
+    let mut unsealable = std::collections::HashSet::new();
     while !*shutdown.borrow() {
         let woken = host.wakeups().sealer.notified();
-        let busy = match host.seal_closed_runs(SEAL_BATCH).await {
+        let busy = match host
+            .seal_closed_runs_skipping(SEAL_BATCH, &mut unsealable)
+            .await
+        {
             Ok(n) => n == SEAL_BATCH as usize,
             Err(e) => {
                 tracing::warn!(error = %e, "sealing closed runs failed; trying again later");
