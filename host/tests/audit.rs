@@ -680,6 +680,29 @@ async fn a_runs_row_edited_in_the_database_changes_nothing_shown(backend: Backen
         weft::outcome(&host.wait(&run).await.unwrap()),
         Ok(real.clone())
     );
+    // The same through the service (what `weft describe`, `weft wait`,
+    // `weft export` and GET …/result ask).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(weft::api::serve(
+        host.clone(),
+        listener,
+        weft::api::Tokens::open(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let client = weft::client::Client::connect(&address, None).await.unwrap();
+    let id = Some(run.as_str());
+    let view = client.describe("order-7", id).await.unwrap();
+    assert_eq!(view.output.as_ref(), Some(&real));
+    let view = client.await_result("order-7", id, None).await.unwrap();
+    assert_eq!(view.output.as_ref(), Some(&real));
+    let exported = client.export("order-7", id).await.unwrap().to_json();
+    let (exported, _) = audit::verify_export(&exported).unwrap();
+    assert_eq!(exported.run.output.as_ref(), Some(&real));
+    audit::check_signature(&exported, &key).unwrap();
     let text = host.export(&run).await.unwrap().to_json();
     assert!(!text.contains("a yacht"), "{text}");
     let (export, _) = audit::verify_export(&text).unwrap();
@@ -720,6 +743,12 @@ async fn a_runs_row_edited_in_the_database_changes_nothing_shown(backend: Backen
     let export = host.export(&run).await.unwrap();
     assert_eq!(export.signature, None, "a broken chain is not signed");
     assert!(audit::verify(&export.to_json()).is_err());
+    let served = client.history("order-7", id).await.unwrap();
+    assert!(!served.chain_verified);
+    assert_eq!(served.signature, None, "a broken chain is not signed");
+    let e = client.describe("order-7", id).await.unwrap_err();
+    assert!(e.to_string().contains("does not match its hash"), "{e}");
+    let _ = stop.send(());
     env.shutdown().await;
     db.drop().await;
 }

@@ -56,21 +56,9 @@ impl crate::Host {
             tracing::error!(%run_id, "run {run_id}'s row names module {} but its history is on {}; the history wins (was the runs table edited?)", row.module_sha256, chained.module_sha256);
         }
         let module = self.module_record(&chained.module_sha256).await.ok();
-        let (status, output, failure) = match &chained.closed {
-            Some(c) => (c.status, c.output.clone(), c.failure.clone()),
-            None if row.status.is_open() => (row.status, None, None),
-            None => (crate::RunStatus::Running, None, None),
-        };
         let chain = history.verify();
         let mut export = Export::new(
-            ExportedRun {
-                run_id: run_id.to_string(),
-                workflow_id: chained.workflow_id,
-                workflow_type: chained.workflow_type,
-                status: status.as_str().into(),
-                output,
-                failure,
-            },
+            ExportedRun::of(run_id.as_str(), chained.clone(), row.status),
             ExportedModule {
                 sha256: chained.module_sha256,
                 name: module.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
@@ -268,6 +256,27 @@ pub struct ExportedRun {
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+}
+
+impl ExportedRun {
+    /// The run section of an export of `chained`'s history: all of it from
+    /// the events but the run id, and, while the history is open, whether
+    /// the run is parked (`stuck`), which only the runs table knows.
+    pub fn of(run_id: &str, chained: ChainedRun, row_status: crate::RunStatus) -> Self {
+        let (status, output, failure) = match chained.closed {
+            Some(c) => (c.status, c.output, c.failure),
+            None if row_status.is_open() => (row_status, None, None),
+            None => (crate::RunStatus::Running, None, None),
+        };
+        Self {
+            run_id: run_id.to_owned(),
+            workflow_id: chained.workflow_id,
+            workflow_type: chained.workflow_type,
+            status: status.as_str().into(),
+            output,
+            failure,
+        }
+    }
 }
 
 /// The module an export's run is on.
