@@ -7,7 +7,9 @@
 //! number, time, kind, fields and chain hash — and the count and head hash of
 //! the chain. [`verify`] works on the raw text, so that a field added,
 //! removed or edited anywhere is caught even where the model would ignore or
-//! drop it; it names the first event out of place. Verifying proves the
+//! drop it; it names the first event out of place, and then checks that the
+//! export's `run` and `module` sections say what the events say
+//! ([`ChainedRun`]: the events are the record). Verifying proves the
 //! record is internally consistent; comparing its head hash with one kept
 //! elsewhere (the host's, or one published when the run closed) proves no
 //! event was cut off the end. A host with a signing key ([`Signer`]) signs
