@@ -711,8 +711,58 @@ impl Host {
         }
     }
 
+    /// The run's record. Its status, output and failure are read from its
+    /// last event (the `runs` row is only an index), and that event must
+    /// match its hash.
     pub async fn describe(&self, run_id: &RunId) -> Result<RunRecord, HostError> {
-        Ok(self.inner.store.run(run_id).await?)
+        let run = self.inner.store.run(run_id).await?;
+        self.as_chained(run).await
+    }
+
+    /// `run`, a `runs` row, with what its history's last event says in
+    /// place of the row's status, output and failure (see
+    /// [`crate::audit::ChainedRun`]); a last event that does not match its
+    /// hash is refused as corrupt. Reads the last two events.
+    async fn as_chained(&self, run: RunRecord) -> Result<RunRecord, HostError> {
+        let store = &self.inner.store;
+        let mut tail = store
+            .events_after(&run.run_id, run.last_seq.saturating_sub(2))
+            .await?;
+        if tail.is_empty() && run.last_seq > 0 {
+            // The row claims more events than there are.
+            tail = store.history(&run.run_id).await?.into_events();
+        }
+        let n = tail.len();
+        if let Some(last) = tail.last() {
+            let prev = match n {
+                2.. if tail[n - 2].seq + 1 == last.seq => Some(tail[n - 2].hash),
+                _ if last.seq == 1 => Some(crate::model::EventHash::GENESIS),
+                // Cannot be checked from here: the row's count is off, and
+                // `reconciled` says so.
+                _ => None,
+            };
+            if let Some(prev) = prev {
+                let hash = crate::model::EventHash::chain(
+                    &prev,
+                    last.seq,
+                    last.event.kind(),
+                    last.recorded_at_ms,
+                    &last.event.payload_json(),
+                );
+                if hash != last.hash {
+                    tracing::error!(run_id = %run.run_id, seq = last.seq, "a run's last event does not match its hash");
+                    return Err(StoreError::Corrupt(format!(
+                        "run {}'s last event {} ({}) does not match its hash: the history was altered in the database; check it with `weft verify {}`",
+                        run.run_id,
+                        last.seq,
+                        last.event.kind(),
+                        run.workflow_id
+                    ))
+                    .into());
+                }
+            }
+        }
+        Ok(crate::audit::reconciled(run, tail.last()))
     }
 
     /// What a run waits on: its unresolved activities (attempts, the last
@@ -752,7 +802,10 @@ impl Host {
                     closed.as_mut().enable();
                     let run = self.inner.store.run(run_id).await?;
                     if run.status != RunStatus::Running {
-                        return Ok(run);
+                        let run = self.as_chained(run).await?;
+                        if run.status != RunStatus::Running {
+                            return Ok(run);
+                        }
                     }
                     closed
                 }

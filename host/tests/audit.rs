@@ -114,6 +114,23 @@ async fn a_history_altered_before_its_seal_is_not_sealed() {
         "{}",
         sealer.metrics_text()
     );
+
+    // The seal loop tries it once, not at every poll: logged and counted once.
+    let config = HostConfig {
+        signer: Some(audit::Signer::generate().unwrap()),
+        poll_interval: std::time::Duration::from_millis(10),
+        ..HostConfig::default()
+    };
+    let looping = Host::new(db.store.clone(), Activities::new(), config).unwrap();
+    let running = looping.run().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let metrics = looping.metrics_text();
+    running.shutdown().await;
+    assert!(
+        metrics.lines().any(|l| l == "weft_unsealable_runs_total 1"),
+        "{metrics}"
+    );
+    assert_eq!(db.store.seal(&run).await.unwrap(), None);
     db.drop().await;
 }
 
@@ -299,11 +316,14 @@ async fn a_signed_export_proves_which_host_wrote_it() {
         audit::check_signature(&forged, &key),
         Err(AuditError::BadSignature)
     );
-    // Cut short and re-headed: the count and head are signed too.
+    // Cut short and re-headed (and the run said open, as the shorter
+    // chain is): the count and head are signed too.
     let cut = edit(&text, |v| {
         events(v).pop();
         let n = events(v).len();
         v["event_count"] = json!(n);
+        v["run"]["status"] = json!("running");
+        v["run"].as_object_mut().unwrap().remove("output");
         rechain(v);
     });
     let (cut, _) = audit::verify_export(&cut).unwrap();
@@ -488,3 +508,249 @@ fn auditors_export_verify_and_replay_through_the_cli() {
         "{checked:?}"
     );
 }
+
+/// Runs `sql` (with the run id as `$1`) on the test's database, as someone
+/// with write access to it would; returns the rows it changed.
+async fn tamper(db: &common::Db, sql: &'static str, run: &RunId) -> u64 {
+    match &db.schema {
+        None => {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.url))
+                .await
+                .unwrap();
+            let n = sqlx::query(sql)
+                .bind(run.as_str())
+                .execute(&pool)
+                .await
+                .unwrap()
+                .rows_affected();
+            pool.close().await;
+            n
+        }
+        Some(schema) => {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SET search_path = \"{schema}\""
+            )))
+            .execute(&mut c)
+            .await
+            .unwrap();
+            let n = sqlx::query(sql)
+                .bind(run.as_str())
+                .execute(&mut c)
+                .await
+                .unwrap()
+                .rows_affected();
+            c.close().await.unwrap();
+            n
+        }
+    }
+}
+
+/// Attack 1: a closed, sealed run's export with its status rewritten to
+/// `running` and its seal removed. The events end in a closing event, so
+/// the status is refused (naming it and the event), and a closed history
+/// without a seal is refused with the public key even where no one
+/// checked the `run` section.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_run_cannot_be_passed_off_as_open() {
+    let signer = audit::Signer::generate().unwrap();
+    let key = signer.public_key();
+    let text = completed_order_export_signed(Some(signer)).await;
+    let reopened = edit(&text, |v| {
+        v["run"]["status"] = json!("running");
+        v["run"].as_object_mut().unwrap().remove("output");
+        v.as_object_mut().unwrap().remove("seal");
+    });
+    let e = audit::verify_export(&reopened).unwrap_err();
+    assert!(
+        matches!(&e, AuditError::RunDiffers { field, .. } if field == "run.status"),
+        "{e}"
+    );
+    let said = e.to_string();
+    assert!(
+        said.contains("\"running\"") && said.contains("\"completed\" (event 12 closes the run)"),
+        "{said}"
+    );
+
+    // The same forgery handed straight to the signature check.
+    let (export, _) = audit::verify_export(&text).unwrap();
+    let mut forged = export.clone();
+    forged.run.status = "running".into();
+    forged.seal = None;
+    let e = audit::check_signature(&forged, &key).unwrap_err();
+    assert!(
+        matches!(&e, AuditError::RunDiffers { field, .. } if field == "run.status"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("workflow_completed"), "{e}");
+    forged.run.status = "stuck".into();
+    assert!(audit::check_signature(&forged, &key).is_err());
+    forged.run.status = "completed".into();
+    assert_eq!(
+        audit::check_signature(&forged, &key),
+        Err(AuditError::Unsealed {
+            status: "completed".into()
+        })
+    );
+}
+
+/// Attack 2: an export whose `run` section is rewritten (the output, and
+/// every other field a reader is shown) no longer verifies, naming the
+/// field and both values; offline replay refuses it too, and on the real
+/// export reports the output the replay itself computed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_section_must_agree_with_the_events() {
+    let signer = audit::Signer::generate().unwrap();
+    let key = signer.public_key();
+    let text = completed_order_export_signed(Some(signer)).await;
+    let (export, _) = audit::verify_export(&text).unwrap();
+    audit::check_signature(&export, &key).unwrap();
+
+    let forged = edit(&text, |v| v["run"]["output"] = json!("a yacht"));
+    let e = audit::verify_export(&forged).unwrap_err();
+    assert_eq!(
+        e,
+        AuditError::RunDiffers {
+            field: "run.output".into(),
+            stated: "\"a yacht\"".into(),
+            chained: "\"shipd reserved book\"".into(),
+        }
+    );
+    let v1 = guest("test-versions-v1");
+    assert_eq!(audit::replay_offline(&v1, &forged).await.unwrap_err(), e);
+
+    type Edit = (&'static str, fn(&mut Value));
+    let edits: [Edit; 6] = [
+        ("run.workflow_id", |v| {
+            v["run"]["workflow_id"] = json!("order-8")
+        }),
+        ("run.workflow_type", |v| {
+            v["run"]["workflow_type"] = json!("refund")
+        }),
+        ("module.sha256", |v| {
+            v["module"]["sha256"] = json!("ab".repeat(32))
+        }),
+        ("run.status", |v| v["run"]["status"] = json!("failed")),
+        ("run.failure", |v| {
+            v["run"]["failure"] = json!({"error_type": "X", "message": "y"})
+        }),
+        ("run.result", |v| v["run"]["result"] = json!("a yacht")),
+    ];
+    for (field, change) in edits {
+        let e = audit::verify_export(&edit(&text, change)).unwrap_err();
+        assert!(
+            matches!(&e, AuditError::RunDiffers { field: f, .. } if f == field),
+            "{field}: {e}"
+        );
+    }
+    // Output removed from a completed run: also a difference.
+    let removed = edit(&text, |v| {
+        v["run"].as_object_mut().unwrap().remove("output");
+    });
+    assert!(audit::verify_export(&removed).is_err());
+
+    let replayed = audit::replay_offline(&v1, &text).await.unwrap();
+    assert_eq!(replayed.output, Some(json!("shipd reserved book")));
+}
+
+/// Attack 3, on both backends: the `runs` row edited in the database
+/// (output, status) changes nothing a reader is shown, since the closing
+/// event is read; and the closing event edited is refused, not shown, and
+/// its export is not signed.
+async fn a_runs_row_edited_in_the_database_changes_nothing_shown(backend: Backend) {
+    let db = fresh_db(backend).await;
+    let signer = audit::Signer::generate().unwrap();
+    let key = signer.public_key();
+    let (env, run) = completed_order(&db, Some(signer)).await;
+    let host = env.host();
+    host.seal_closed_runs(10).await.unwrap();
+    let real = json!("shipd reserved book");
+
+    let n = tamper(
+        &db,
+        "UPDATE runs SET output = '\"a yacht\"' WHERE run_id = $1",
+        &run,
+    )
+    .await;
+    assert_eq!(n, 1);
+    let described = host.describe(&run).await.unwrap();
+    assert_eq!(described.output.as_ref(), Some(&real));
+    assert_eq!(
+        weft::outcome(&host.wait(&run).await.unwrap()),
+        Ok(real.clone())
+    );
+    // The same through the service (what `weft describe`, `weft wait`,
+    // `weft export` and GET …/result ask).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(weft::api::serve(
+        host.clone(),
+        listener,
+        weft::api::Tokens::open(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let client = weft::client::Client::connect(&address, None).await.unwrap();
+    let id = Some(run.as_str());
+    let view = client.describe("order-7", id).await.unwrap();
+    assert_eq!(view.output.as_ref(), Some(&real));
+    let view = client.await_result("order-7", id, None).await.unwrap();
+    assert_eq!(view.output.as_ref(), Some(&real));
+    let exported = client.export("order-7", id).await.unwrap().to_json();
+    let (exported, _) = audit::verify_export(&exported).unwrap();
+    assert_eq!(exported.run.output.as_ref(), Some(&real));
+    audit::check_signature(&exported, &key).unwrap();
+    let text = host.export(&run).await.unwrap().to_json();
+    assert!(!text.contains("a yacht"), "{text}");
+    let (export, _) = audit::verify_export(&text).unwrap();
+    assert_eq!(export.run.output.as_ref(), Some(&real));
+    audit::check_signature(&export, &key).unwrap();
+
+    tamper(
+        &db,
+        "UPDATE runs SET status = 'failed', output = NULL WHERE run_id = $1",
+        &run,
+    )
+    .await;
+    let described = host.describe(&run).await.unwrap();
+    assert_eq!(
+        (described.status, described.output.as_ref()),
+        (weft::RunStatus::Completed, Some(&real))
+    );
+    assert_eq!(
+        weft::outcome(&host.wait(&run).await.unwrap()),
+        Ok(real.clone())
+    );
+    let (export, _) = audit::verify_export(&host.export(&run).await.unwrap().to_json()).unwrap();
+    assert_eq!(export.run.status, "completed");
+
+    // The closing event itself edited: refused, naming the event.
+    let n = tamper(
+        &db,
+        "UPDATE events SET payload = replace(payload, 'shipd', 'yacht') WHERE run_id = $1 AND seq = 12",
+        &run,
+    )
+    .await;
+    assert_eq!(n, 1);
+    let e = host.describe(&run).await.unwrap_err().to_string();
+    assert!(
+        e.contains("last event 12 (workflow_completed) does not match its hash"),
+        "{e}"
+    );
+    let export = host.export(&run).await.unwrap();
+    assert_eq!(export.signature, None, "a broken chain is not signed");
+    assert!(audit::verify(&export.to_json()).is_err());
+    let served = client.history("order-7", id).await.unwrap();
+    assert!(!served.chain_verified);
+    assert_eq!(served.signature, None, "a broken chain is not signed");
+    let e = client.describe("order-7", id).await.unwrap_err();
+    assert!(e.to_string().contains("does not match its hash"), "{e}");
+    let _ = stop.send(());
+    env.shutdown().await;
+    db.drop().await;
+}
+
+both_backends!(a_runs_row_edited_in_the_database_changes_nothing_shown);

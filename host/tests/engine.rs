@@ -98,12 +98,18 @@ async fn a_module_is_compiled_once_and_reused_from_the_disk_cache() {
     let bytes = common::guest("hello-workflow");
     let first = weft::wasm::WasmEngine::new(config.clone()).unwrap();
     let m = first.load(&bytes).unwrap();
-    let cached: Vec<_> = std::fs::read_dir(dir.path())
+    let mut cached: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
-        .map(|e| e.unwrap().file_name())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(cached.len(), 1, "{cached:?}");
-    assert!(cached[0].to_str().unwrap().starts_with(m.sha256().as_str()));
+    cached.sort();
+    assert_eq!(
+        cached.len(),
+        2,
+        "the artifact and the host's key: {cached:?}"
+    );
+    assert!(cached[0].starts_with(m.sha256().as_str()), "{cached:?}");
+    assert_eq!(cached[1], "cache-mac.key");
     // A new engine (a restarted process) loads the artifact instead of compiling.
     let second = weft::wasm::WasmEngine::new(config).unwrap();
     let m2 = second.load(&bytes).unwrap();
@@ -111,5 +117,47 @@ async fn a_module_is_compiled_once_and_reused_from_the_disk_cache() {
     assert_eq!(
         instance.start("hello", &json!("Bo")).await.unwrap().status,
         GuestStatus::Pending
+    );
+}
+
+/// A compiled artifact another host wrote (valid, but not tagged with this
+/// host's key), planted in the cache under the right name, is not loaded:
+/// the module is compiled again and the artifact rewritten with this
+/// host's tag.
+#[tokio::test]
+async fn a_planted_artifact_is_compiled_again_not_loaded() {
+    let ours = tempfile::tempdir().unwrap();
+    let theirs = tempfile::tempdir().unwrap();
+    let config = |dir: &std::path::Path| weft::wasm::EngineConfig {
+        cache_dir: Some(dir.join("cache")),
+        pooled_instances: 0,
+        ..Default::default()
+    };
+    let bytes = common::guest("hello-workflow");
+    weft::wasm::WasmEngine::new(config(theirs.path()))
+        .unwrap()
+        .load(&bytes)
+        .unwrap();
+    let artifact = |dir: &std::path::Path| {
+        std::fs::read_dir(dir.join("cache"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .unwrap()
+    };
+    let planted = artifact(theirs.path());
+    let ours_engine = weft::wasm::WasmEngine::new(config(ours.path())).unwrap();
+    let name = planted.file_name().unwrap();
+    std::fs::copy(&planted, ours.path().join("cache").join(name)).unwrap();
+    let m = ours_engine.load(&bytes).unwrap();
+    let mut instance = Instance::new(&ours_engine, &m, options()).await.unwrap();
+    assert_eq!(
+        instance.start("hello", &json!("Bo")).await.unwrap().status,
+        GuestStatus::Pending
+    );
+    assert_ne!(
+        std::fs::read(artifact(ours.path())).unwrap(),
+        std::fs::read(&planted).unwrap(),
+        "the planted artifact was loaded, not compiled again"
     );
 }

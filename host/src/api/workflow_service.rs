@@ -313,9 +313,14 @@ impl WorkflowService for Workflows {
     ) -> Result<Response<proto::HistoryResponse>, Status> {
         let run_id = self.resolve(request.get_ref().run.as_ref()).await?;
         let history = self.host.history(&run_id).await.map_err(status)?;
-        let signature = self
-            .host
-            .sign_head(run_id.as_str(), history.len() as u64, &history.last_hash())
+        let chain_verified = history.verify().is_ok();
+        // A head whose chain does not verify is never signed.
+        let signature = chain_verified
+            .then(|| {
+                self.host
+                    .sign_head(run_id.as_str(), history.len() as u64, &history.last_hash())
+            })
+            .flatten()
             .map(|s| proto::HeadSignature {
                 public_key: s.public_key,
                 signature: s.signature,
@@ -335,7 +340,7 @@ impl WorkflowService for Workflows {
             });
         Ok(Response::new(proto::HistoryResponse {
             run_id: run_id.to_string(),
-            chain_verified: history.verify().is_ok(),
+            chain_verified,
             signature,
             seal,
             events: history.events().iter().map(mapping::event).collect(),

@@ -7,7 +7,9 @@
 //! number, time, kind, fields and chain hash — and the count and head hash of
 //! the chain. [`verify`] works on the raw text, so that a field added,
 //! removed or edited anywhere is caught even where the model would ignore or
-//! drop it; it names the first event out of place. Verifying proves the
+//! drop it; it names the first event out of place, and then checks that the
+//! export's `run` and `module` sections say what the events say
+//! ([`ChainedRun`]: the events are the record). Verifying proves the
 //! record is internally consistent; comparing its head hash with one kept
 //! elsewhere (the host's, or one published when the run closed) proves no
 //! event was cut off the end. A host with a signing key ([`Signer`]) signs
@@ -24,8 +26,11 @@
 //! # Ok(()) }
 //! ```
 
+mod chained;
 mod signing;
 
+pub(crate) use chained::reconciled;
+pub use chained::{ChainedRun, Closed, closed_by};
 pub use signing::{HeadSignature, Signer, check_signature, sealed_message, signed_message};
 
 use crate::store::Seal;
@@ -37,47 +42,101 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 impl crate::Host {
-    /// A run's complete record, from this host's store.
+    /// A run's complete record, from this host's store. What it says of
+    /// the run (ids, type, module, status, output, failure) is read from
+    /// the events, not from the `runs` row; the head is signed only if the
+    /// chain verifies.
     pub async fn export(&self, run_id: &crate::model::RunId) -> Result<Export, crate::HostError> {
-        let run = self.describe(run_id).await?;
+        let row = self.store().run(run_id).await?;
         let history = self.history(run_id).await?;
-        let module = self.module_record(&run.module_sha256).await.ok();
+        let chained = ChainedRun::of(history.events().iter().map(|e| &e.event)).ok_or_else(|| {
+            crate::store::StoreError::Corrupt(format!(
+                "run {run_id}'s history does not begin with workflow_started; check it with `weft verify`"
+            ))
+        })?;
+        if chained.module_sha256 != row.module_sha256 {
+            tracing::error!(%run_id, "run {run_id}'s row names module {} but its history is on {}; the history wins (was the runs table edited?)", row.module_sha256, chained.module_sha256);
+        }
+        let module = self.module_record(&chained.module_sha256).await.ok();
+        let chain = history.verify();
         let mut export = Export::new(
-            ExportedRun {
-                run_id: run.run_id.to_string(),
-                workflow_id: run.workflow_id.clone(),
-                workflow_type: run.workflow_type.clone(),
-                status: run.status.as_str().into(),
-                output: run.output.clone(),
-                failure: run.failure.clone(),
-            },
+            ExportedRun::of(run_id.as_str(), chained.clone(), row.status),
             ExportedModule {
-                sha256: run.module_sha256.clone(),
+                sha256: chained.module_sha256,
                 name: module.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
                 version: module.map(|m| m.version).unwrap_or_default(),
             },
             history.into_events(),
             self.clock().now_ms(),
         );
-        export.signature = self.sign_head(&export.run.run_id, export.event_count, &export.head);
+        export.signature = match chain {
+            Ok(()) => self.sign_head(&export.run.run_id, export.event_count, &export.head),
+            Err(e) => {
+                tracing::error!(%run_id, error = %e, "run {run_id}'s history does not verify: its export is not signed");
+                None
+            }
+        };
         export.seal = self.store().seal(run_id).await?;
         Ok(export)
     }
 
     /// Seals up to `limit` closed runs that have no seal yet, when this host
-    /// has a signing key: checks each history's chain, signs its head and
-    /// keeps the seal. Returns how many it sealed. A run whose chain does not
-    /// verify is left unsealed, and said so in the log.
+    /// has a signing key: re-reads each history from the store, checks its
+    /// chain and that its last event closes the run, signs its head and
+    /// keeps the seal. Returns how many it sealed. A run whose history does
+    /// not verify, or cannot be read, is left unsealed, and said so in the
+    /// log; the others are sealed all the same.
     pub async fn seal_closed_runs(&self, limit: u32) -> Result<usize, crate::HostError> {
+        self.seal_closed_runs_skipping(limit, &mut Default::default())
+            .await
+    }
+
+    /// [`Self::seal_closed_runs`], passing over the runs in `unsealable`
+    /// and adding to it those it finds it cannot seal: the seal loop keeps
+    /// it, so that each is logged and counted once, and a batch full of
+    /// them does not keep the runs behind them from being sealed.
+    async fn seal_closed_runs_skipping(
+        &self,
+        limit: u32,
+        unsealable: &mut std::collections::HashSet<crate::model::RunId>,
+    ) -> Result<usize, crate::HostError> {
         let Some(signer) = self.config().signer.clone() else {
             return Ok(0);
         };
         let mut sealed = 0;
-        for run_id in self.store().unsealed_runs(limit).await? {
-            let history = self.history(&run_id).await?;
+        let skipped = u32::try_from(unsealable.len()).unwrap_or(u32::MAX);
+        let candidates = self
+            .store()
+            .unsealed_runs(limit.saturating_add(skipped))
+            .await?;
+        for run_id in candidates {
+            if unsealable.contains(&run_id) {
+                continue;
+            }
+            let history = match self.history(&run_id).await {
+                Ok(history) => history,
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) => {
+                    tracing::error!(run_id = %run_id, error = %e, "a closed run's history cannot be read: it is not sealed");
+                    self.metrics().run_unsealable();
+                    unsealable.insert(run_id);
+                    continue;
+                }
+            };
+            let closed = history
+                .events()
+                .last()
+                .is_some_and(|e| e.event.is_terminal());
             if let Err(e) = history.verify() {
                 tracing::error!(run_id = %run_id, error = %e, "a closed run's history does not verify: it is not sealed");
                 self.metrics().run_unsealable();
+                unsealable.insert(run_id);
+                continue;
+            }
+            if !closed {
+                tracing::error!(run_id = %run_id, "run {run_id} is closed in the runs table but its history does not end in a closing event: it is not sealed");
+                self.metrics().run_unsealable();
+                unsealable.insert(run_id);
                 continue;
             }
             let seal = signer.seal(
@@ -116,9 +175,13 @@ const SEAL_BATCH: u32 = 100;
 /// closed on other hosts.
 pub(crate) async fn seal_loop(host: crate::Host, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let poll = host.config().poll_interval;
+    let mut unsealable = std::collections::HashSet::new();
     while !*shutdown.borrow() {
         let woken = host.wakeups().sealer.notified();
-        let busy = match host.seal_closed_runs(SEAL_BATCH).await {
+        let busy = match host
+            .seal_closed_runs_skipping(SEAL_BATCH, &mut unsealable)
+            .await
+        {
             Ok(n) => n == SEAL_BATCH as usize,
             Err(e) => {
                 tracing::warn!(error = %e, "sealing closed runs failed; trying again later");
@@ -195,6 +258,27 @@ pub struct ExportedRun {
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+}
+
+impl ExportedRun {
+    /// The run section of an export of `chained`'s history: all of it from
+    /// the events but the run id, and, while the history is open, whether
+    /// the run is parked (`stuck`), which only the runs table knows.
+    pub fn of(run_id: &str, chained: ChainedRun, row_status: crate::RunStatus) -> Self {
+        let (status, output, failure) = match chained.closed {
+            Some(c) => (c.status, c.output, c.failure),
+            None if row_status.is_open() => (row_status, None, None),
+            None => (crate::RunStatus::Running, None, None),
+        };
+        Self {
+            run_id: run_id.to_owned(),
+            workflow_id: chained.workflow_id,
+            workflow_type: chained.workflow_type,
+            status: status.as_str().into(),
+            output,
+            failure,
+        }
+    }
 }
 
 /// The module an export's run is on.
@@ -336,6 +420,19 @@ pub enum AuditError {
         "the history is not the one the host sealed when the run closed: {how}; it was altered in the database after the run closed"
     )]
     SealBroken { how: String },
+    #[error(
+        "the export's {field} is {stated}, but its events say {chained}: the export was edited after it was written; trust the events, or ask the host for a fresh export"
+    )]
+    RunDiffers {
+        /// The field of the export, such as `run.output`.
+        field: String,
+        stated: String,
+        chained: String,
+    },
+    #[error(
+        "the replay computed {computed}, but the history records {recorded}: the record is not what this module did"
+    )]
+    OutcomeDiffers { computed: String, recorded: String },
     #[error("the module cannot be loaded: {0}")]
     Module(String),
     #[error("the history cannot be replayed: {0}")]
@@ -362,7 +459,12 @@ pub fn verify_export(text: &str) -> Result<(Export, Verified), AuditError> {
         .get("events")
         .and_then(Value::as_array)
         .ok_or_else(|| malformed("it has no `events` list"))?;
+    check_fields(&raw, TOP_FIELDS, "")?;
+    if let Some(run) = raw.get("run") {
+        check_fields(run, RUN_FIELDS, "run.")?;
+    }
     let mut prev = EventHash::GENESIS;
+    let mut parsed = Vec::with_capacity(raw_events.len());
     for (i, raw_event) in raw_events.iter().enumerate() {
         let expected = i as u64 + 1;
         let seq = raw_event.get("seq").and_then(Value::as_u64);
@@ -440,6 +542,7 @@ pub fn verify_export(text: &str) -> Result<(Export, Verified), AuditError> {
             }));
         }
         prev = hash;
+        parsed.push(event);
     }
     let export: Export = serde_json::from_value(raw).map_err(malformed)?;
     let held = export.events.len() as u64;
@@ -455,6 +558,7 @@ pub fn verify_export(text: &str) -> Result<(Export, Verified), AuditError> {
             computed: prev.to_hex(),
         });
     }
+    check_run(&export, &parsed)?;
     let verified = Verified {
         run_id: export.run.run_id.clone(),
         workflow_id: export.run.workflow_id.clone(),
@@ -463,6 +567,123 @@ pub fn verify_export(text: &str) -> Result<(Export, Verified), AuditError> {
         head: prev.to_hex(),
     };
     Ok((export, verified))
+}
+
+/// The fields an export has at its top level, and in its `run`.
+const TOP_FIELDS: &[&str] = &[
+    "format",
+    "exported_at_ms",
+    "run",
+    "module",
+    "event_count",
+    "head",
+    "signature",
+    "seal",
+    "events",
+];
+const RUN_FIELDS: &[&str] = &[
+    "run_id",
+    "workflow_id",
+    "workflow_type",
+    "status",
+    "output",
+    "failure",
+];
+
+/// A field a reader would be shown that no export has is refused, not
+/// ignored.
+fn check_fields(value: &Value, known: &[&str], prefix: &str) -> Result<(), AuditError> {
+    let Some(map) = value.as_object() else {
+        return Err(malformed(format!("`{prefix}` is not an object")));
+    };
+    match map.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(AuditError::RunDiffers {
+            field: format!("{prefix}{k}"),
+            stated: map[k].to_string(),
+            chained: "nothing: exports have no such field".into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The export's `run` and `module` sections against what its events say:
+/// the first field that differs.
+fn check_run(export: &Export, events: &[Event]) -> Result<(), AuditError> {
+    let Some(chained) = ChainedRun::of(events) else {
+        return Err(AuditError::Altered {
+            seq: 1,
+            kind: export
+                .events
+                .first()
+                .map(|e| e.kind.clone())
+                .unwrap_or_default(),
+            how: "a history begins with workflow_started".into(),
+        });
+    };
+    let differs = |field: &str, stated: String, chained: String| {
+        Err(AuditError::RunDiffers {
+            field: field.into(),
+            stated,
+            chained,
+        })
+    };
+    let run = &export.run;
+    if run.workflow_id != chained.workflow_id {
+        return differs(
+            "run.workflow_id",
+            format!("{:?}", run.workflow_id),
+            format!("{:?}", chained.workflow_id),
+        );
+    }
+    if run.workflow_type != chained.workflow_type {
+        return differs(
+            "run.workflow_type",
+            format!("{:?}", run.workflow_type),
+            format!("{:?}", chained.workflow_type),
+        );
+    }
+    if export.module.sha256 != chained.module_sha256 {
+        return differs(
+            "module.sha256",
+            export.module.sha256.to_string(),
+            chained.module_sha256.to_string(),
+        );
+    }
+    let (status, output, failure) = match &chained.closed {
+        Some(c) => (c.status.as_str(), c.output.clone(), c.failure.clone()),
+        None => ("running", None, None),
+    };
+    let claims_open = matches!(run.status.as_str(), "running" | "stuck");
+    let status_agrees = match &chained.closed {
+        Some(_) => run.status == status,
+        None => claims_open,
+    };
+    if !status_agrees {
+        return differs(
+            "run.status",
+            format!("{:?}", run.status),
+            match chained.closed {
+                Some(_) => format!("{status:?} (event {} closes the run)", export.events.len()),
+                None => "running (no event closes the run)".into(),
+            },
+        );
+    }
+    let shown = |v: &Option<Value>| {
+        v.as_ref()
+            .filter(|v| !v.is_null())
+            .map_or_else(|| "none".into(), Value::to_string)
+    };
+    if shown(&run.output) != shown(&output) {
+        return differs("run.output", shown(&run.output), shown(&output));
+    }
+    if run.failure != failure {
+        let shown = |f: &Option<Failure>| {
+            f.as_ref()
+                .map_or_else(|| "none".into(), |f| format!("{f:?}"))
+        };
+        return differs("run.failure", shown(&run.failure), shown(&failure));
+    }
+    Ok(())
 }
 
 /// [`verify_export`], keeping only what it established.
@@ -475,7 +696,8 @@ pub fn verify(text: &str) -> Result<Verified, AuditError> {
 pub struct OfflineReplay {
     pub verified: Verified,
     pub verdict: ReplayVerdict,
-    /// The run's recorded result, for comparison with the replayed status.
+    /// The output the replay computed (the guest's own return value), when
+    /// it completed; it is the one the history's closing event records.
     pub output: Option<Value>,
 }
 
@@ -543,9 +765,19 @@ pub async fn replay_offline(module: &[u8], export_json: &str) -> Result<OfflineR
             },
             e => AuditError::Replay(e.to_string()),
         })?;
+    let output = match &verdict {
+        ReplayVerdict::Identical { status, .. } => {
+            chained::check_outcome(status, history.events().last())?;
+            match status {
+                crate::model::GuestStatus::Completed(output) => Some(output.clone()),
+                _ => None,
+            }
+        }
+        ReplayVerdict::Diverged(_) => None,
+    };
     Ok(OfflineReplay {
         verified,
         verdict,
-        output: export.run.output,
+        output,
     })
 }

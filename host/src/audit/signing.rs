@@ -15,7 +15,7 @@
 use super::{AuditError, Export, anchored};
 use crate::model::EventHash;
 use crate::store::Seal;
-use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -75,8 +75,25 @@ impl Signer {
         Ok(Self(SigningKey::from_bytes(&seed)))
     }
 
-    /// A key from a file `weft keygen` wrote.
+    /// A key from a file `weft keygen` wrote. On unix the file must be
+    /// readable by its owner only: a key others can read is refused.
     pub fn from_file(path: &Path) -> Result<Self, String> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| format!("cannot read the signing key {}: {e}", path.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(format!(
+                    "the signing key {} can be read by others (mode {:o}): anyone who reads it can sign as this host; run `chmod 600 {}` (and make a new key with `weft keygen` if others may have read it)",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                ));
+            }
+        }
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the signing key {}: {e}", path.display()))?;
         Self::from_hex(&text).map_err(|e| {
@@ -122,14 +139,31 @@ impl Signer {
 /// Checks that a verified export's head is signed by `public_key` (64 hex
 /// digits), and that a closed run's history is the one that key sealed when
 /// the run closed (see [`crate::store::Seal`]).
+///
+/// Whether the run is closed is read from its events, not from what the
+/// export's `run` says: a history whose last event closes the run must
+/// carry a valid seal, and a `run.status` that claims the run open while
+/// the chain ends in a closing event is refused.
 pub fn check_signature(export: &Export, public_key: &str) -> Result<(), AuditError> {
     check_export_signature(export, public_key)?;
-    let open = matches!(export.run.status.as_str(), "running" | "stuck");
-    match &export.seal {
-        Some(seal) => check_seal(export, seal, public_key),
-        None if open => Ok(()),
-        None => Err(AuditError::Unsealed {
-            status: export.run.status.clone(),
+    let closed = export.events.last().and_then(|e| {
+        let event = crate::model::Event::from_parts(&e.kind, &e.payload.to_string()).ok()?;
+        super::closed_by(&event).map(|c| (e.seq, e.kind.clone(), c.status))
+    });
+    let claims_open = matches!(export.run.status.as_str(), "running" | "stuck");
+    match (&export.seal, closed) {
+        (_, Some((seq, kind, status))) if claims_open => Err(AuditError::RunDiffers {
+            field: "run.status".into(),
+            stated: format!("{:?}", export.run.status),
+            chained: format!(
+                "{:?} (event {seq}, {kind}, closes the run)",
+                status.as_str()
+            ),
+        }),
+        (Some(seal), _) => check_seal(export, seal, public_key),
+        (None, None) => Ok(()),
+        (None, Some((_, _, status))) => Err(AuditError::Unsealed {
+            status: status.as_str().into(),
         }),
     }
 }
@@ -191,7 +225,11 @@ fn signed_by(
     Ok(hex::decode(signature)
         .ok()
         .and_then(|b| <[u8; 64]>::try_from(b).ok())
-        .is_some_and(|b| key.verify(message, &Signature::from_bytes(&b)).is_ok()))
+        // Strict: no small-order keys, no malleable (non-canonical) signatures.
+        .is_some_and(|b| {
+            key.verify_strict(message, &Signature::from_bytes(&b))
+                .is_ok()
+        }))
 }
 
 /// The key `public_key` names, or [`AuditError::BadKey`].
@@ -224,5 +262,46 @@ mod tests {
         assert_ne!(a, signer.sign_head("run-1", 4, &head));
         assert_ne!(a, signer.sign_head("run-2", 3, &head));
         assert!(Signer::from_hex("abcd").is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("host.key");
+        let signer = Signer::generate().unwrap();
+        std::fs::write(&path, signer.secret_hex()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            Signer::from_file(&path).unwrap().public_key(),
+            signer.public_key()
+        );
+        for mode in [0o640, 0o604, 0o644] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = Signer::from_file(&path).unwrap_err();
+            assert!(e.contains("chmod 600") && e.contains("host.key"), "{e}");
+        }
+    }
+
+    /// A signature `verify` takes but `verify_strict` refuses: with the
+    /// identity point as the public key (small order), R the identity and
+    /// s = 0 "sign" every message.
+    #[test]
+    fn a_weak_key_signs_nothing() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let key = hex::encode(identity);
+        let mut sig = [0u8; 64];
+        sig[0] = 1;
+        let message = signed_message("run-1", 3, &EventHash([3; 32]));
+        assert_eq!(
+            signed_by(&key, &key, &hex::encode(sig), &message),
+            Ok(false)
+        );
+        let signer = Signer::generate().unwrap();
+        let good = signer.sign_head("run-1", 3, &EventHash([3; 32]));
+        let key = signer.public_key();
+        assert_eq!(signed_by(&key, &key, &good.signature, &message), Ok(true));
     }
 }

@@ -25,7 +25,9 @@ pub(crate) struct ExportArgs {
 #[derive(clap::Args)]
 pub(crate) struct VerifyArgs {
     /// An export (`weft export ID > run.json`), or a workflow id whose
-    /// history the host holds. Exit code 4 when it does not verify.
+    /// history the host holds. Exit code 4 when it does not verify: an
+    /// event altered, missing or reordered, or a `run` field (status,
+    /// output, …) that differs from what the events say.
     target: String,
     /// With a file: also compare its head hash with the host's record of
     /// the run, proving no event was cut off the end.
@@ -38,15 +40,17 @@ pub(crate) struct VerifyArgs {
     head: Option<String>,
     /// The exporting host's public key (`weft keygen` printed it): the
     /// export's head must carry that host's signature, proving the file is
-    /// the one it exported, and a closed run must carry its seal, proving its
-    /// history is the one it closed with — without asking any host.
+    /// the one it exported, and a history whose last event closes the run
+    /// must carry its seal, proving it is the one the run closed with —
+    /// whatever the file's `status` says, without asking any host.
     #[arg(long, value_name = "KEY")]
     public_key: Option<String>,
 }
 
 #[derive(clap::Args)]
 pub(crate) struct KeygenArgs {
-    /// Where to write the secret key (readable by its owner only).
+    /// Where to write the secret key (readable by its owner only; a host
+    /// refuses a key file others can read).
     #[arg(short = 'o', long, value_name = "FILE")]
     out: PathBuf,
 }
@@ -58,8 +62,10 @@ pub(crate) struct ReplayArgs {
     /// An earlier run of the workflow id.
     #[arg(long)]
     run_id: Option<String>,
-    /// Replay this export offline: no host, no database, no network. Exit
-    /// code 3 when it diverges, 4 when the export does not verify.
+    /// Replay this export offline: no host, no database, no network. Prints
+    /// the result the replay computed; exit code 3 when it diverges or ends
+    /// otherwise than the closing event records, 4 when the export does not
+    /// verify.
     #[arg(long, requires = "module", conflicts_with = "id")]
     history: Option<PathBuf>,
     /// The module the export names (`weft modules get NAME VERSION -o FILE`).
@@ -263,6 +269,9 @@ pub(crate) async fn replay(g: &Global, a: ReplayArgs) -> anyhow::Result<()> {
                 anyhow::Error::new(e)
             }
             audit::AuditError::Replay(_) => anyhow::Error::new(e),
+            audit::AuditError::OutcomeDiffers { .. } => {
+                Refused::new(DIVERGES, e.to_string()).into()
+            }
             e => altered(e),
         })?;
     let identical = matches!(

@@ -136,7 +136,8 @@ enum Command {
     Cancel(messages::CancelArgs),
     /// Ends a run now, without the workflow's say.
     Terminate(messages::CancelArgs),
-    /// Shows a run: status, output or failure, status line, search attributes.
+    /// Shows a run: status, output or failure (read from its closing event),
+    /// status line, search attributes.
     Describe(inspect::RunArgs),
     /// Lists runs, newest first.
     List(inspect::ListArgs),
@@ -150,7 +151,8 @@ enum Command {
     /// Writes a run's complete record (history, hash chain, module) as JSON.
     Export(audit::ExportArgs),
     /// Checks an export's (or a run's) hash chain and names the first
-    /// altered, missing or reordered event.
+    /// altered, missing or reordered event, then that what the export says
+    /// of the run (ids, module, status, output, failure) is what its events say.
     Verify(audit::VerifyArgs),
     /// Makes a signing key for `weft server --signing-key` and prints its
     /// public key, which auditors give to `weft verify --public-key`.

@@ -84,7 +84,9 @@ struct SigningArgs {
     /// Sign the head of every history this host exports or serves, and seal
     /// every run once it closes, with the key in FILE (`weft keygen -o
     /// FILE`), so auditors can check an export with the public key alone
-    /// (`weft verify FILE --public-key KEY`).
+    /// (`weft verify FILE --public-key KEY`). FILE must be readable by its
+    /// owner only (`chmod 600 FILE`). Only heads whose chain verifies are
+    /// signed or sealed.
     #[arg(long, env = "WEFT_SIGNING_KEY_FILE", value_name = "FILE")]
     signing_key: Option<PathBuf>,
 }

@@ -1,8 +1,8 @@
 //! The client's side of auditing: a run's export, fetched from a host.
 
 use super::{Client, ClientError};
-use crate::audit::{Export, ExportedModule, ExportedRun};
-use crate::model::{EventHash, Failure, RecordedEvent, Sha256Hex};
+use crate::audit::{ChainedRun, Export, ExportedModule, ExportedRun};
+use crate::model::{EventHash, RecordedEvent};
 
 impl Client {
     /// A run's complete record as [`crate::audit::Export`]: the run, its
@@ -16,11 +16,6 @@ impl Client {
         let history = self.history(workflow_id, Some(&run.run_id)).await?;
         let signature = history.signature.clone();
         let seal = history.seal.clone();
-        let module = self
-            .modules()
-            .await?
-            .into_iter()
-            .find(|m| m.sha256 == run.module_sha256);
         let broken = |what: String| ClientError {
             code: tonic::Code::DataLoss,
             message: format!("run {}: {what}", run.run_id),
@@ -40,17 +35,23 @@ impl Client {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        // What the export says of the run is read from its events.
+        let chained = ChainedRun::of(events.iter().map(|e| &e.event))
+            .ok_or_else(|| broken("its history does not begin with workflow_started".into()))?;
+        let module = self
+            .modules()
+            .await?
+            .into_iter()
+            .find(|m| m.sha256 == chained.module_sha256.as_str());
+        let row_status = match run.status.as_str() {
+            "stuck" => crate::RunStatus::Stuck,
+            _ => crate::RunStatus::Running,
+        };
+        let sha256 = chained.module_sha256.clone();
         let mut export = Export::new(
-            ExportedRun {
-                run_id: run.run_id.clone(),
-                workflow_id: run.workflow_id,
-                workflow_type: run.workflow_type,
-                status: run.status,
-                output: run.output,
-                failure: run.failure.map(|f| Failure::new(f.error_type, f.message)),
-            },
+            ExportedRun::of(&run.run_id, chained, row_status),
             ExportedModule {
-                sha256: Sha256Hex(run.module_sha256),
+                sha256,
                 name: module.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
                 version: module.map(|m| m.version).unwrap_or_default(),
             },

@@ -335,13 +335,16 @@ impl Event {
     }
 
     /// The JSON object stored as the event's payload: every field but `kind`.
+    /// Its text is canonical ([`super::canonical`]): the same bytes for the
+    /// same event whatever serde_json's features or version.
     pub fn payload_json(&self) -> String {
-        let mut value = serde_json::to_value(self).expect("events always serialize");
-        if let Value::Object(map) = &mut value {
-            map.remove("kind");
+        // Serialised once into a tree, then written once in canonical order:
+        // derive(Serialize) writes fields in declaration order, so the tree
+        // (or a buffering serializer) is what sorts them.
+        match serde_json::to_value(self).expect("events always serialize") {
+            Value::Object(map) => super::canonical::object_without(&map, "kind"),
+            other => unreachable!("an internally tagged enum serialises as an object, not {other}"),
         }
-        // serde_json's map is ordered by key, so this text is canonical.
-        value.to_string()
     }
 
     /// Rebuilds an event from its stored `kind` and payload.

@@ -13,8 +13,20 @@ impl EventHash {
     pub const GENESIS: EventHash = EventHash([0; 32]);
 
     /// The chain rule. Every field is framed so that no two different events
-    /// hash alike: `seq` and `recorded_at` as 8 big-endian bytes, `kind` and the
-    /// payload text each preceded by its length as 8 big-endian bytes.
+    /// hash alike. Byte for byte, the SHA-256 input is:
+    ///
+    /// | bytes | what |
+    /// |---|---|
+    /// | 32 | the previous event's hash ([`EventHash::GENESIS`], all zeros, before event 1) |
+    /// | 8 | `seq`, the event's number from 1, unsigned big-endian |
+    /// | 8 | the length of `kind` in bytes, unsigned big-endian |
+    /// | n | `kind`, the event's stable name in ASCII (`workflow_started`) |
+    /// | 8 | `recorded_at_ms`, ms since the Unix epoch, unsigned big-endian |
+    /// | 8 | the length of the payload text in bytes, unsigned big-endian |
+    /// | m | the payload text: the event's fields but `kind` as one JSON object, in the canonical form of [`super::canonical`] (sorted keys, no whitespace, fixed string escapes and number format), UTF-8 |
+    ///
+    /// Test vectors (events, their payload text and hashes) are kept in
+    /// `host/tests/vectors/chain.json` and checked by this module's tests.
     pub fn chain(
         prev: &EventHash,
         seq: u64,
@@ -169,5 +181,42 @@ pub(crate) fn seal(prev: EventHash, seq: u64, event: Event, recorded_at_ms: u64)
         recorded_at_ms,
         event,
         hash,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// The committed vectors: each payload text is the canonical text of
+    /// the event it describes, and the chain over them gives their hashes.
+    /// A change to how events are written or hashed fails here first.
+    #[test]
+    fn the_chain_test_vectors_hold() {
+        let text = include_str!("../../tests/vectors/chain.json");
+        let vectors: Value = serde_json::from_str(text).unwrap();
+        let mut prev = EventHash::GENESIS;
+        let events = vectors["events"].as_array().unwrap();
+        assert!(events.len() >= 7);
+        for v in events {
+            let seq = v["seq"].as_u64().unwrap();
+            let kind = v["kind"].as_str().unwrap();
+            let at = v["recorded_at_ms"].as_u64().unwrap();
+            let payload = v["payload"].as_str().unwrap();
+            let event = Event::from_parts(kind, payload).unwrap();
+            assert_eq!(
+                event.payload_json(),
+                payload,
+                "event {seq}'s canonical text"
+            );
+            let hash = EventHash::chain(&prev, seq, kind, at, payload);
+            assert_eq!(
+                hash.to_hex(),
+                v["hash"].as_str().unwrap(),
+                "event {seq}'s hash"
+            );
+            prev = hash;
+        }
     }
 }

@@ -19,6 +19,7 @@
 //! ```
 
 mod activation;
+pub mod canonical;
 mod event;
 mod failure;
 mod hash;

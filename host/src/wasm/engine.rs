@@ -1,4 +1,5 @@
 use super::bindings::WorkflowPre;
+use super::cache::DiskCache;
 use super::state::GuestState;
 use crate::model::Sha256Hex;
 use std::collections::HashMap;
@@ -20,7 +21,10 @@ pub struct EngineConfig {
     /// instantiate instead of 25); 0 allocates on demand. Keep it above the
     /// host's warm instances plus concurrent activations.
     pub pooled_instances: u32,
-    /// Where compiled modules are cached across restarts; `None` keeps them in memory only.
+    /// Where compiled modules are cached across restarts; `None` keeps them
+    /// in memory only. Created 0700, with a per-host key (`cache-mac.key`,
+    /// 0600) that tags each artifact: an artifact whose tag does not match is
+    /// compiled again, never loaded.
     pub cache_dir: Option<PathBuf>,
     /// Largest payload (input, output, signal) a guest may pass, in bytes.
     pub max_payload_bytes: usize,
@@ -103,6 +107,8 @@ pub struct WasmEngine {
     linker: Linker<GuestState>,
     pub(crate) config: EngineConfig,
     modules: Mutex<HashMap<Sha256Hex, Arc<LoadedModule>>>,
+    /// The on-disk cache, when configured and usable.
+    disk: Option<DiskCache>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -153,11 +159,22 @@ impl WasmEngine {
             })
             .map_err(|e| wasmtime::Error::msg(format!("cannot start the epoch thread: {e}")))?;
 
+        let disk = config
+            .cache_dir
+            .as_ref()
+            .and_then(|dir| match DiskCache::open(dir) {
+                Ok(cache) => Some(cache),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), "compiled modules are not cached on disk: {e}");
+                    None
+                }
+            });
         Ok(Self {
             engine,
             linker,
             config,
             modules: Mutex::new(HashMap::new()),
+            disk,
             ticker_stop,
         })
     }
@@ -233,23 +250,24 @@ impl WasmEngine {
     }
 
     fn compile(&self, sha256: &Sha256Hex, bytes: &[u8]) -> Result<Component, LoadError> {
-        let cached = self.config.cache_dir.as_ref().map(|dir| {
+        let cached = self.disk.as_ref().map(|disk| {
             let compat = {
                 use std::hash::{Hash, Hasher};
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 self.engine.precompile_compatibility_hash().hash(&mut h);
                 h.finish()
             };
-            dir.join(format!("{sha256}-{compat:016x}.cwasm"))
+            (disk, format!("{sha256}-{compat:016x}.cwasm"))
         });
-        if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
-            // SAFETY: the file was written by `Component::serialize` of this
-            // engine configuration (the name carries its compatibility hash)
-            // into a directory this host owns.
-            match unsafe { Component::deserialize_file(&self.engine, path) } {
+        if let Some(bytes) = cached.as_ref().and_then(|(disk, name)| disk.read(name)) {
+            // SAFETY: these bytes were written by `Component::serialize` of
+            // this engine configuration (the name carries its compatibility
+            // hash): their tag, checked over these very bytes in memory, is
+            // keyed by a secret only this host's cache directory holds.
+            match unsafe { Component::deserialize(&self.engine, &bytes) } {
                 Ok(c) => return Ok(c),
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), "ignoring unreadable compiled module: {e:#}")
+                    tracing::warn!(module = %sha256, "ignoring unreadable compiled module: {e:#}")
                 }
             }
         }
@@ -257,16 +275,13 @@ impl WasmEngine {
             sha256: sha256.clone(),
             reason: format!("{e:#}"),
         })?;
-        if let Some(path) = &cached {
-            let write = || -> std::io::Result<()> {
-                std::fs::create_dir_all(path.parent().expect("cache file has a parent"))?;
-                let bytes = component.serialize().map_err(std::io::Error::other)?;
-                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                std::fs::write(&tmp, bytes)?;
-                std::fs::rename(&tmp, path)
-            };
-            if let Err(e) = write() {
-                tracing::warn!(path = %path.display(), "cannot cache the compiled module: {e}");
+        if let Some((disk, name)) = &cached {
+            let written = component
+                .serialize()
+                .map_err(std::io::Error::other)
+                .and_then(|bytes| disk.write(name, &bytes));
+            if let Err(e) = written {
+                tracing::warn!(module = %sha256, "cannot cache the compiled module: {e}");
             }
         }
         Ok(component)

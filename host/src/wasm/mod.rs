@@ -1,5 +1,7 @@
 //! The WebAssembly side: one shared [`WasmEngine`], compiled modules cached by
-//! sha256 ([`LoadedModule`]), and guest [`Instance`]s driven one activation at a time.
+//! sha256 ([`LoadedModule`]) in memory and, tagged with a per-host key, on disk
+//! (see `cache.rs`: only artifacts this host wrote are loaded), and guest
+//! [`Instance`]s driven one activation at a time.
 //!
 //! Determinism by construction lives here. A workflow guest links against
 //! Weft's own `context` interface plus a *virtual* WASI ([`state`]): clocks
@@ -21,6 +23,7 @@
 //! ```
 
 mod bindings;
+mod cache;
 mod context;
 mod engine;
 mod instance;
