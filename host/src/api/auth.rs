@@ -61,6 +61,11 @@ impl Role {
         }
     }
 
+    /// A worker token limited to named activities.
+    pub(crate) fn is_scoped(&self) -> bool {
+        matches!(self, Role::Worker(Some(_)))
+    }
+
     /// The activities a scoped worker token names, for its refusals.
     pub(crate) fn scope(&self) -> Option<String> {
         match self {
@@ -72,6 +77,16 @@ impl Role {
 
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+/// The digests of `tokens`, trimmed, empty ones left out.
+fn digests(tokens: &[String]) -> Vec<[u8; 32]> {
+    tokens
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .map(digest)
+        .collect()
 }
 
 impl Tokens {
@@ -86,29 +101,16 @@ impl Tokens {
     /// Admin tokens may deploy; user tokens may do everything else. Empty
     /// strings are ignored.
     pub fn new(admin: Vec<String>, user: Vec<String>) -> Self {
-        let keep = |v: Vec<String>| {
-            v.iter()
-                .map(|t| t.trim())
-                .filter(|t| !t.is_empty())
-                .map(digest)
-                .collect()
-        };
         Self {
-            admin: keep(admin),
-            user: keep(user),
+            admin: digests(&admin),
+            user: digests(&user),
             ..Self::default()
         }
     }
 
     /// Adds client tokens: runs, but no activity tasks. Empty strings are ignored.
     pub fn with_clients(mut self, client: Vec<String>) -> Self {
-        self.client.extend(
-            client
-                .iter()
-                .map(|t| t.trim())
-                .filter(|t| !t.is_empty())
-                .map(digest),
-        );
+        self.client.extend(digests(&client));
         self
     }
 

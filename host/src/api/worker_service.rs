@@ -136,9 +136,9 @@ impl Workers {
     /// task's name is read (one look-up, only for such tokens). A task that
     /// is no longer current is left to the call's own stale answer.
     async fn check_scope(&self, role: Option<&Role>, token: &TaskToken) -> Result<(), Status> {
-        let Some(role) = role.filter(|r| r.scope().is_some()) else {
+        if !role.is_some_and(Role::is_scoped) {
             return Ok(());
-        };
+        }
         let task = self
             .host
             .store
@@ -146,14 +146,8 @@ impl Workers {
             .await
             .map_err(|e| status(e.into()))?;
         match task {
-            Some(task) if !role.serves(&task.name) => Err(Status::permission_denied(format!(
-                "this worker token serves only {}; activity {} of run {} is {:?}",
-                role.scope().unwrap_or_default(),
-                token.seq,
-                token.run_id,
-                task.name
-            ))),
-            _ => Ok(()),
+            Some(task) => scope_check(role, token, &task.name),
+            None => Ok(()),
         }
     }
 
@@ -389,7 +383,6 @@ impl WorkerService for Workers {
         let role = request.extensions().get::<Role>().cloned();
         let r = request.into_inner();
         let token = TaskToken::parse(&r.task_token)?;
-        self.check_scope(role.as_ref(), &token).await?;
         let Some(task) = self
             .host
             .store
@@ -399,6 +392,7 @@ impl WorkerService for Workers {
         else {
             return Err(token.stale("it finished, timed out, was cancelled or was taken over"));
         };
+        scope_check(role.as_ref(), &token, &task.name)?;
         let error_type = if r.error_type.is_empty() {
             "ActivityFailed".to_owned()
         } else {
@@ -465,5 +459,18 @@ impl WorkerService for Workers {
             }
             Err(e) => Err(status(e.into())),
         }
+    }
+}
+
+/// A scoped worker token's refusal of a task of an activity it does not name.
+fn scope_check(role: Option<&Role>, token: &TaskToken, name: &str) -> Result<(), Status> {
+    match role {
+        Some(role) if !role.serves(name) => Err(Status::permission_denied(format!(
+            "this worker token serves only {}; activity {} of run {} is {name:?}",
+            role.scope().unwrap_or_default(),
+            token.seq,
+            token.run_id,
+        ))),
+        _ => Ok(()),
     }
 }

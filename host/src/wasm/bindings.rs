@@ -139,6 +139,11 @@ pub(crate) fn name(what: &str, text: &str) -> Result<(), String> {
             text.len()
         ));
     }
+    no_nul(what, text)
+}
+
+/// Text the guest passed that a database must store as text: no NUL.
+pub(crate) fn no_nul(what: &str, text: &str) -> Result<(), String> {
     if text.contains('\0') {
         return Err(format!(
             "{what} contains a NUL character, which cannot be stored: remove it"

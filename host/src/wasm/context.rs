@@ -186,11 +186,7 @@ impl context::Host for GuestState {
                 text.len()
             )));
         }
-        if text.contains('\0') {
-            return Err(wasmtime::Error::msg(
-                "the status line contains a NUL character, which cannot be stored: remove it",
-            ));
-        }
+        bindings::no_nul("the status line", &text).map_err(wasmtime::Error::msg)?;
         self.issue(Command::SetStatusLine { text })?;
         Ok(())
     }
