@@ -107,6 +107,7 @@ mod postgres {
 /// any other session: an older host in a rolling upgrade, a statement typed
 /// by hand. Notifications arrive in commit order, so a quiet host write
 /// committed first and a loud one after must give the loud one's first.
+/// Other tests share the channel; their payloads name their own schemas.
 #[tokio::test]
 async fn postgres_triggers_notify_for_other_sessions_only() {
     let fixture = postgres_schema().await;
@@ -148,10 +149,22 @@ async fn postgres_triggers_notify_for_other_sessions_only() {
     .execute(&mut *other)
     .await
     .expect("another session inserts a run");
-    let first = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
-        .await
-        .expect("a notification within 10 s")
-        .expect("the listener's connection stays up");
+    // Tests running beside this one notify on the same channel for their
+    // own schemas: only this schema's notifications count.
+    let ours = format!(" {schema}");
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let n = listener
+                .recv()
+                .await
+                .expect("the listener's connection stays up");
+            if n.payload().ends_with(&ours) {
+                return n;
+            }
+        }
+    })
+    .await
+    .expect("a notification for this schema within 10 s");
     assert_eq!(first.payload(), format!("run {schema}"));
     drop(other);
     pool.close().await;
