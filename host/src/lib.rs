@@ -44,6 +44,7 @@ pub mod api;
 pub mod audit;
 pub mod client;
 mod host;
+pub mod limits;
 mod metrics;
 pub mod model;
 pub mod scheduler;
@@ -56,5 +57,6 @@ pub mod workflow;
 
 pub use activity::{Activities, ActivityContext, ActivityError};
 pub use host::{Host, HostConfig, HostError, Running, StartOptions, StartRequest, outcome};
+pub use limits::RunLimits;
 pub use scheduler::{Clock, ManualClock, SystemClock};
 pub use store::{IdConflictPolicy, IdReusePolicy, ListFilter, RunStatus};

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use weft::model::{Event, GuestStatus};
-use weft::store::{RunStatus, StoreError};
+use weft::store::{RunRecord, RunStatus, StoreError};
 use weft::workflow::ReplayVerdict;
 use weft::{Activities, ActivityContext, ActivityError, HostError, IdConflictPolicy, StartRequest};
 
@@ -761,6 +761,153 @@ async fn start_and_wait_gives_the_outcome_or_the_open_run(backend: Backend) {
     t.stop().await;
 }
 
+/// What one run may hold (`weft::limits`), with the limits made small: a
+/// run at a limit completes, one past it is parked with a reason naming the
+/// setting (nothing of that activation stored), and a history past its
+/// maximum is terminated with the reason recorded. Twice: with warm
+/// instances, and with none, so that every activation counts again from a
+/// replay of the history.
+async fn a_run_is_held_to_its_limits(backend: Backend) {
+    for warm_instances in [256, 0] {
+        held_to_limits(backend, warm_instances).await;
+    }
+}
+
+async fn held_to_limits(backend: Backend, warm_instances: usize) {
+    let calls = Calls::default();
+    let config = weft::wasm::EngineConfig {
+        run_limits: weft::RunLimits {
+            max_pending_activities: 5,
+            max_pending_timers: 5,
+            max_commands_per_activation: 20,
+            max_search_attribute_bytes: 1_000,
+            warn_history_events: 20,
+            max_history_events: 40,
+            ..weft::RunLimits::default()
+        },
+        ..weft::wasm::EngineConfig::default()
+    };
+    let engine = Arc::new(weft::wasm::WasmEngine::new(config).unwrap());
+    let host_config = weft::HostConfig {
+        warm_instances,
+        ..common::test_config()
+    };
+    let mut activities = Activities::new();
+    let counted = calls.clone();
+    activities.register("greet", move |_: ActivityContext, name: String| {
+        let calls = counted.clone();
+        async move {
+            calls.record("greet");
+            Ok::<_, ActivityError>(format!("Hello, {name}!"))
+        }
+    });
+    let t = TestHost::with_engine(backend, activities, host_config, engine).await;
+    let module = t.deploy("test-misbehave").await;
+    let start = |workflow: &'static str, id: &'static str, input: Value| {
+        let (t, module) = (&t, &module);
+        async move { (t.start(module, workflow, id, input).await, workflow, id) }
+    };
+    // At the limits, and past them only in sequence: completes.
+    let fine = [
+        start(
+            "fan_out",
+            "at-the-limits",
+            json!({"timers": 5, "activities": 5}),
+        )
+        .await,
+        start("fan_out", "one-after-another", json!({"rounds": 8})).await,
+        start("chatty", "twenty-lines", json!(20)).await,
+        start("big_attributes", "small-attributes", json!(900)).await,
+        start("long_history", "short-history", json!(8)).await,
+    ];
+    let over = [
+        (
+            start("fan_out", "six-timers", json!({"timers": 6})).await,
+            "the run already has 5 timers pending, the limit (--max-pending-timers)",
+        ),
+        (
+            start("fan_out", "six-activities", json!({"activities": 6})).await,
+            "the run already has 5 activities pending, the limit (--max-pending-activities)",
+        ),
+        (
+            start("chatty", "twenty-one-lines", json!(21)).await,
+            "the run already has 20 commands in this activation, the limit (--max-commands-per-activation)",
+        ),
+        (
+            start("big_attributes", "big-attributes", json!(1_000)).await,
+            "over the limit of 1000 (--max-search-attribute-bytes)",
+        ),
+    ];
+    let long = start("long_history", "long-history", json!(100)).await;
+    let open = |r: &RunRecord| r.status == RunStatus::Running;
+    for _ in 0..300 {
+        let mut waiting = false;
+        for (run, _, _) in fine
+            .iter()
+            .chain(over.iter().map(|(r, _)| r))
+            .chain([&long])
+        {
+            waiting |= open(&t.host.describe(run).await.unwrap());
+        }
+        if !waiting {
+            break;
+        }
+        t.clock.advance(Duration::from_millis(5));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for (run, workflow, id) in &fine {
+        let record = t.host.describe(run).await.unwrap();
+        assert!(
+            completed(&record),
+            "{workflow} {id} (warm {warm_instances}): {record:?}"
+        );
+    }
+    for ((run, workflow, id), needle) in &over {
+        let record = t.host.describe(run).await.unwrap();
+        assert_eq!(
+            record.status,
+            RunStatus::Stuck,
+            "{workflow} {id} (warm {warm_instances}): {record:?}"
+        );
+        let reason = record.stuck.unwrap().to_string();
+        assert!(reason.contains(needle), "{workflow} {id}: {reason}");
+        let history = t.host.history(run).await.unwrap();
+        assert_eq!(
+            kinds(&history),
+            ["workflow_started"],
+            "{id}: nothing of the refused activation is stored"
+        );
+    }
+    let (run, _, _) = &long;
+    let record = t.host.describe(run).await.unwrap();
+    assert_eq!(
+        record.status,
+        RunStatus::Terminated,
+        "(warm {warm_instances}) {record:?}"
+    );
+    let history = t.host.history(run).await.unwrap();
+    // Terminated at the first activation that found 40 events or more (an
+    // activation adds three: activation_started, timer_fired, timer_started).
+    assert!(
+        (41..=43).contains(&history.len()),
+        "terminated on reaching 40 events: {:?}",
+        kinds(&history)
+    );
+    match &history.events().last().unwrap().event {
+        weft::model::Event::WorkflowTerminated { reason } => assert!(
+            reason.contains("events, the limit of 40 (--max-history-events)"),
+            "{reason}"
+        ),
+        other => panic!("the history ends with {other:?}"),
+    }
+    assert_eq!(
+        calls.count("greet"),
+        5,
+        "only the run at the limit ran activities"
+    );
+    t.stop().await;
+}
+
 both_backends!(
     start_and_wait_gives_the_outcome_or_the_open_run,
     a_full_instance_pool_evicts_idle_runs,
@@ -775,5 +922,6 @@ both_backends!(
     live_nondeterminism_parks_the_run,
     runaway_guests_are_stopped_and_parked,
     bad_guest_values_are_refused_at_the_boundary,
+    a_run_is_held_to_its_limits,
     bad_input_gets_clear_errors,
 );

@@ -8,7 +8,7 @@ use std::time::Duration;
 use weft::api::{ServerTls, Tokens};
 use weft::audit::Signer;
 use weft::store::{PostgresOptions, PostgresStore, Store};
-use weft::{Activities, Host, HostConfig};
+use weft::{Activities, Host, HostConfig, RunLimits};
 
 #[derive(clap::Args)]
 pub(crate) struct DevArgs {
@@ -24,6 +24,8 @@ pub(crate) struct DevArgs {
     signing: SigningArgs,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    limits: RunLimitArgs,
 }
 
 #[derive(clap::Args)]
@@ -48,6 +50,67 @@ pub(crate) struct ServerArgs {
     signing: SigningArgs,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    limits: RunLimitArgs,
+}
+
+/// What one run may hold (`weft::limits`): the defaults are Temporal's.
+#[derive(clap::Args)]
+struct RunLimitArgs {
+    /// Activities a run may have scheduled and not resolved.
+    #[arg(long, env = "WEFT_MAX_PENDING_ACTIVITIES", default_value_t = RunLimits::default().max_pending_activities, value_name = "N")]
+    max_pending_activities: usize,
+    /// Timers a run may have started and neither fired nor cancelled.
+    #[arg(long, env = "WEFT_MAX_PENDING_TIMERS", default_value_t = RunLimits::default().max_pending_timers, value_name = "N")]
+    max_pending_timers: usize,
+    /// Child workflows a run may have started and not resolved.
+    #[arg(long, env = "WEFT_MAX_PENDING_CHILDREN", default_value_t = RunLimits::default().max_pending_children, value_name = "N")]
+    max_pending_children: usize,
+    /// Commands one activation may issue.
+    #[arg(long, env = "WEFT_MAX_COMMANDS_PER_ACTIVATION", default_value_t = RunLimits::default().max_commands_per_activation, value_name = "N")]
+    max_commands_per_activation: usize,
+    /// Bytes of a run's search attributes (their JSON text).
+    #[arg(long, env = "WEFT_MAX_SEARCH_ATTRIBUTE_BYTES", default_value_t = RunLimits::default().max_search_attribute_bytes, value_name = "BYTES")]
+    max_search_attribute_bytes: usize,
+    /// Events in a history at which the host logs a warning for the run.
+    #[arg(long, env = "WEFT_WARN_HISTORY_EVENTS", default_value_t = RunLimits::default().warn_history_events, value_name = "N")]
+    warn_history_events: u64,
+    /// Bytes of a history at which the host logs a warning for the run.
+    #[arg(long, env = "WEFT_WARN_HISTORY_BYTES", default_value_t = RunLimits::default().warn_history_bytes, value_name = "BYTES")]
+    warn_history_bytes: u64,
+    /// Events in a history at which the host terminates the run.
+    #[arg(long, env = "WEFT_MAX_HISTORY_EVENTS", default_value_t = RunLimits::default().max_history_events, value_name = "N")]
+    max_history_events: u64,
+    /// Bytes of a history at which the host terminates the run.
+    #[arg(long, env = "WEFT_MAX_HISTORY_BYTES", default_value_t = RunLimits::default().max_history_bytes, value_name = "BYTES")]
+    max_history_bytes: u64,
+}
+
+impl RunLimitArgs {
+    fn limits(&self) -> anyhow::Result<RunLimits> {
+        if self.warn_history_events > self.max_history_events
+            || self.warn_history_bytes > self.max_history_bytes
+        {
+            bail!(
+                "the history warning sizes ({} events, {} bytes) must not exceed the maximums ({} events, {} bytes): lower --warn-history-events/--warn-history-bytes or raise --max-history-events/--max-history-bytes",
+                self.warn_history_events,
+                self.warn_history_bytes,
+                self.max_history_events,
+                self.max_history_bytes
+            );
+        }
+        Ok(RunLimits {
+            max_pending_activities: self.max_pending_activities,
+            max_pending_timers: self.max_pending_timers,
+            max_pending_children: self.max_pending_children,
+            max_commands_per_activation: self.max_commands_per_activation,
+            max_search_attribute_bytes: self.max_search_attribute_bytes,
+            warn_history_events: self.warn_history_events,
+            warn_history_bytes: self.warn_history_bytes,
+            max_history_events: self.max_history_events,
+            max_history_bytes: self.max_history_bytes,
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -205,11 +268,12 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
         tokens = Tokens::open();
     }
     let tls = args.tls.server_tls("dev", args.listen)?;
-    let config = HostConfig {
+    let mut config = HostConfig {
         host_id: "dev".into(),
         signer: args.signing.signer()?,
         ..HostConfig::default()
     };
+    config.engine.run_limits = args.limits.limits()?;
     run(&args.database, args.listen, tls, tokens, config).await
 }
 
@@ -227,6 +291,7 @@ pub(crate) async fn server(args: ServerArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("{}-{}", config.host_id, args.listen.port()));
     config.run_lease = Duration::from_secs(args.run_lease.max(1));
     config.signer = args.signing.signer()?;
+    config.engine.run_limits = args.limits.limits()?;
     run(&args.database, args.listen, tls, tokens, config).await
 }
 

@@ -139,6 +139,13 @@ impl History {
 
     /// Recomputes the chain and reports the first event out of place.
     pub fn verify(&self) -> Result<(), ChainError> {
+        self.verify_measured().map(|_| ())
+    }
+
+    /// [`History::verify`], and the history's size in bytes: the sum of its
+    /// events' canonical payload texts, as the run's history limits count it.
+    pub fn verify_measured(&self) -> Result<u64, ChainError> {
+        let mut bytes = 0u64;
         let mut prev = EventHash::GENESIS;
         for (i, e) in self.events.iter().enumerate() {
             let expected = i as u64 + 1;
@@ -148,13 +155,9 @@ impl History {
                     found: e.seq,
                 });
             }
-            let h = EventHash::chain(
-                &prev,
-                e.seq,
-                e.event.kind(),
-                e.recorded_at_ms,
-                &e.event.payload_json(),
-            );
+            let payload = e.event.payload_json();
+            bytes += payload.len() as u64;
+            let h = EventHash::chain(&prev, e.seq, e.event.kind(), e.recorded_at_ms, &payload);
             if h != e.hash {
                 return Err(ChainError::Altered {
                     seq: e.seq,
@@ -163,25 +166,32 @@ impl History {
             }
             prev = h;
         }
-        Ok(())
+        Ok(bytes)
     }
 }
 
 /// Numbers and hashes one event that follows `prev`.
 pub(crate) fn seal(prev: EventHash, seq: u64, event: Event, recorded_at_ms: u64) -> RecordedEvent {
-    let hash = EventHash::chain(
-        &prev,
-        seq,
-        event.kind(),
-        recorded_at_ms,
-        &event.payload_json(),
-    );
-    RecordedEvent {
+    seal_measured(prev, seq, event, recorded_at_ms).0
+}
+
+/// [`seal`], and the length of the event's payload text (what
+/// [`History::verify_measured`] counts).
+pub(crate) fn seal_measured(
+    prev: EventHash,
+    seq: u64,
+    event: Event,
+    recorded_at_ms: u64,
+) -> (RecordedEvent, usize) {
+    let payload = event.payload_json();
+    let hash = EventHash::chain(&prev, seq, event.kind(), recorded_at_ms, &payload);
+    let recorded = RecordedEvent {
         seq,
         recorded_at_ms,
         event,
         hash,
-    }
+    };
+    (recorded, payload.len())
 }
 
 #[cfg(test)]

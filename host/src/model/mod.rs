@@ -30,6 +30,6 @@ pub use event::{
     ActivityOptions, Event, ParentClosePolicy, ParentLink, RecordedEvent, RetryPolicy,
 };
 pub use failure::Failure;
-pub(crate) use hash::seal;
 pub use hash::{ChainError, EventHash, History};
+pub(crate) use hash::{seal, seal_measured};
 pub use ids::{RunId, Sha256Hex};

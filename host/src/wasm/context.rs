@@ -13,7 +13,11 @@ impl GuestState {
     /// divergences ([`GuestState::expected`]), a command other than the one
     /// the history records at this point traps the guest here, so that the
     /// trap's backtrace names the guest code that issued it.
+    ///
+    /// A command over one of the run's limits ([`crate::limits::RunLimits`])
+    /// traps the guest with the limit and its setting.
     fn issue(&mut self, command: Command) -> wasmtime::Result<()> {
+        self.check_limits(&command)?;
         let now_ms = self.clock.now_ms();
         if let Some(expected) = &mut self.expected {
             let issued = command.to_event(now_ms);
@@ -25,8 +29,71 @@ impl GuestState {
             }
             expected.next += 1;
         }
+        match &command {
+            Command::ScheduleActivity { seq, .. } => {
+                self.open.activities.insert(*seq);
+            }
+            Command::StartTimer { seq, .. } => {
+                self.open.timers.insert(*seq);
+            }
+            Command::CancelTimer { seq } => {
+                self.open.timers.remove(seq);
+            }
+            Command::StartChild { seq, .. } => {
+                self.open.children.insert(*seq);
+            }
+            _ => {}
+        }
         self.commands.push(command);
         Ok(())
+    }
+
+    fn check_limits(&self, command: &Command) -> wasmtime::Result<()> {
+        let limits = &self.run_limits;
+        let over = |what: &str, limit: usize, setting: &str, fix: &str| {
+            Err(wasmtime::Error::msg(format!(
+                "the run already has {limit} {what}, the limit ({setting}): {fix}"
+            )))
+        };
+        if self.commands.len() >= limits.max_commands_per_activation {
+            return over(
+                "commands in this activation",
+                limits.max_commands_per_activation,
+                "--max-commands-per-activation",
+                "issue fewer per activation, e.g. await some work between batches, or split it into child workflows",
+            );
+        }
+        match command {
+            Command::ScheduleActivity { .. }
+                if self.open.activities.len() >= limits.max_pending_activities =>
+            {
+                over(
+                    "activities pending",
+                    limits.max_pending_activities,
+                    "--max-pending-activities",
+                    "await some before scheduling more, or split the work into child workflows",
+                )
+            }
+            Command::StartTimer { .. } if self.open.timers.len() >= limits.max_pending_timers => {
+                over(
+                    "timers pending",
+                    limits.max_pending_timers,
+                    "--max-pending-timers",
+                    "let some fire or cancel them before starting more",
+                )
+            }
+            Command::StartChild { .. }
+                if self.open.children.len() >= limits.max_pending_children =>
+            {
+                over(
+                    "child workflows pending",
+                    limits.max_pending_children,
+                    "--max-pending-children",
+                    "await some before starting more, or start them from several children",
+                )
+            }
+            _ => Ok(()),
+        }
     }
 
     fn take_seq(&mut self) -> u32 {

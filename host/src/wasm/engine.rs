@@ -28,6 +28,9 @@ pub struct EngineConfig {
     pub cache_dir: Option<PathBuf>,
     /// Largest payload (input, output, signal) a guest may pass, in bytes.
     pub max_payload_bytes: usize,
+    /// What one run may hold: pending work, commands per activation,
+    /// search attributes, history size.
+    pub run_limits: crate::limits::RunLimits,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +41,7 @@ impl Default for EngineConfig {
             pooled_instances: 320,
             cache_dir: None,
             max_payload_bytes: 2 << 20,
+            run_limits: crate::limits::RunLimits::default(),
         }
     }
 }

@@ -87,6 +87,7 @@ impl Instance {
             options.seed,
             config.memory_limit_bytes,
             config.max_payload_bytes,
+            config.run_limits.clone(),
         );
         state.info = options.info;
         state.recorded_patches = options.recorded_patches;
@@ -218,6 +219,10 @@ impl Instance {
     pub async fn deliver(&mut self, jobs: &[Job]) -> Result<Activation, GuestError> {
         self.check_usable()?;
         self.arm();
+        let open = &mut self.store.data_mut().open;
+        for job in jobs {
+            open.resolve(job);
+        }
         let jobs: Vec<bindings::wit::Job> = jobs.iter().map(bindings::job_to_wit).collect();
         match self.bindings.call_deliver(&mut self.store, &jobs).await {
             Ok(status) => self.finish(status),
@@ -235,6 +240,8 @@ impl Instance {
         self.check_usable()?;
         self.arm();
         let input = input.to_string();
+        // Commands a validator tries are dropped, and so is their count.
+        let open = self.store.data().open.clone();
         let answer = match self
             .bindings
             .call_validate_update(&mut self.store, name, &input)
@@ -243,6 +250,7 @@ impl Instance {
             Ok(answer) => answer,
             Err(e) => return Err(self.classify(e)),
         };
+        self.store.data_mut().open = open;
         let issued = std::mem::take(&mut self.store.data_mut().commands);
         if !issued.is_empty() {
             tracing::warn!(run_id = %self.store.data().run_id, "the validator of update {name:?} issued {} command(s); validators must only read state, the commands were dropped", issued.len());
@@ -260,6 +268,7 @@ impl Instance {
         self.check_usable()?;
         self.arm();
         let input = input.to_string();
+        let open = self.store.data().open.clone();
         let answer = match self
             .bindings
             .call_query(&mut self.store, name, &input)
@@ -268,7 +277,9 @@ impl Instance {
             Ok(answer) => answer,
             Err(e) => return Err(self.classify(e)),
         };
-        // A query must not issue commands; any it tried are dropped.
+        // A query must not issue commands; any it tried are dropped, and
+        // so is their count.
+        self.store.data_mut().open = open;
         let issued = std::mem::take(&mut self.store.data_mut().commands);
         if !issued.is_empty() {
             tracing::warn!(run_id = %self.store.data().run_id, "query {name:?} issued {} command(s); queries must only read state, the commands were dropped", issued.len());

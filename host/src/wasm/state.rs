@@ -220,6 +220,10 @@ pub(crate) struct GuestState {
     /// recorded for its commands. `None` in live runs.
     pub(crate) expected: Option<Expected>,
     pub(crate) max_payload_bytes: usize,
+    /// What the run may hold ([`crate::limits`]).
+    pub(crate) run_limits: crate::limits::RunLimits,
+    /// The run's pending work, counted against `run_limits`.
+    pub(crate) open: OpenWork,
     /// Epoch ticks left in the current guest call.
     pub(crate) ticks_left: u64,
     /// Who the run is, as `info` tells the guest.
@@ -228,6 +232,38 @@ pub(crate) struct GuestState {
     pub(crate) recorded_patches: BTreeSet<String>,
     /// The first answer `patched` gave for each change id; it holds for the run.
     pub(crate) patch_answers: BTreeMap<String, bool>,
+}
+
+/// The run's work in flight, by command sequence number: activities
+/// scheduled and not resolved, timers started and neither fired nor
+/// cancelled, children started and not resolved. Kept from the commands the
+/// guest issues and the jobs delivered to it, so a replay counts the same.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct OpenWork {
+    pub(crate) activities: BTreeSet<u32>,
+    pub(crate) timers: BTreeSet<u32>,
+    pub(crate) children: BTreeSet<u32>,
+}
+
+impl OpenWork {
+    /// Closes what a delivered job resolves.
+    pub(crate) fn resolve(&mut self, job: &crate::model::Job) {
+        use crate::model::Job;
+        match job {
+            Job::ActivityResolved { seq, .. } => {
+                self.activities.remove(seq);
+            }
+            Job::TimerFired { seq } => {
+                self.timers.remove(seq);
+            }
+            Job::ChildResolved { seq, .. } => {
+                self.children.remove(seq);
+            }
+            Job::SignalReceived { .. }
+            | Job::UpdateReceived { .. }
+            | Job::CancelRequested { .. } => {}
+        }
+    }
 }
 
 /// What a run knows about itself, from its first event.
@@ -244,6 +280,7 @@ impl GuestState {
         seed: u64,
         memory_limit_bytes: usize,
         max_payload_bytes: usize,
+        run_limits: crate::limits::RunLimits,
     ) -> Self {
         let clock = Arc::new(RunClock::default());
         let rng = RunRng::new(seed);
@@ -276,6 +313,8 @@ impl GuestState {
             commands: Vec::new(),
             expected: None,
             max_payload_bytes,
+            run_limits,
+            open: OpenWork::default(),
             ticks_left: 0,
             info: RunInfo::default(),
             recorded_patches: BTreeSet::new(),

@@ -39,6 +39,8 @@ struct Warm {
     start: StartInfo,
     last_seq: u64,
     last_time_ms: u64,
+    /// The history's size in bytes ([`crate::model::History::verify_measured`]).
+    history_bytes: u64,
     /// What this host last committed for the run, when this instance made
     /// that commit (not when it was rebuilt by replay for a query).
     committed: Option<Committed>,
@@ -335,12 +337,15 @@ impl Driver {
     /// Rebuilds a run's instance by replaying its stored history.
     async fn rebuild(&self, run: &RunRecord) -> Result<Result<Warm, ReplayError>, DriverError> {
         let history = self.store.history(&run.run_id).await?;
-        if let Err(e) = history.verify() {
-            return Err(DriverError::Store(StoreError::Corrupt(format!(
-                "run {}: {e}",
-                run.run_id
-            ))));
-        }
+        let history_bytes = match history.verify_measured() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                return Err(DriverError::Store(StoreError::Corrupt(format!(
+                    "run {}: {e}",
+                    run.run_id
+                ))));
+            }
+        };
         let (start, activations) = match parse_history(&history) {
             Ok(parsed) => parsed,
             Err(e) => return Ok(Err(e.into())),
@@ -372,6 +377,7 @@ impl Driver {
                     start,
                     last_seq: history.len() as u64,
                     last_time_ms,
+                    history_bytes,
                     committed: None,
                 }),
                 Err(e) => Err(e),
@@ -414,6 +420,12 @@ impl Driver {
             },
         };
 
+        let limits = &self.engine.config.run_limits;
+        if let Some(reason) = limits.history_over(run.last_seq, warm.history_bytes) {
+            drop(warm);
+            let verdict = Event::WorkflowTerminated { reason };
+            return self.close_by_host(claim, &run, verdict, now).await;
+        }
         let prepared = match self.prepare(claim, &run, &pending, warm, first, now).await {
             Ok(p) => p,
             Err(error) => {
@@ -498,6 +510,7 @@ impl Driver {
             start,
             last_seq: 1,
             last_time_ms: 0,
+            history_bytes: create.first_event.event.payload_json().len() as u64,
             committed: None,
         };
         // Nobody else can see the run before the transaction commits: the
@@ -555,7 +568,12 @@ impl Driver {
             return self.finish_alone(finished).await;
         };
         let committed = warm.committed.clone().expect("take_committed checks it");
-        if host_verdict(&committed.run, finished.now_ms).is_some() {
+        let limits = &self.engine.config.run_limits;
+        if host_verdict(&committed.run, finished.now_ms).is_some()
+            || limits
+                .history_over(committed.run.last_seq, warm.history_bytes)
+                .is_some()
+        {
             self.put_warm(finished.run_id.clone(), warm);
             return self.finish_alone(finished).await;
         }
@@ -654,7 +672,23 @@ impl Driver {
         let mut events = vec![Event::ActivationStarted { time_ms }];
         events.extend(job_events);
         events.extend(command_events(&commands, &status, time_ms));
-        let sealed = seal_all(run.last_seq, run.last_hash, events, now);
+        let (sealed, bytes) = seal_all(run.last_seq, run.last_hash, events, now);
+        let limits = &self.engine.config.run_limits;
+        let before = (run.last_seq, warm.history_bytes);
+        warm.history_bytes += bytes;
+        let after = (run.last_seq + sealed.len() as u64, warm.history_bytes);
+        if limits.history_warning_crossed(before, after) {
+            tracing::warn!(
+                run_id = %run.run_id,
+                events = after.0,
+                bytes = after.1,
+                "the run's history passed its warning size ({} events or {} bytes); at {} events or {} bytes the host terminates the run: continue-as-new before then",
+                limits.warn_history_events,
+                limits.warn_history_bytes,
+                limits.max_history_events,
+                limits.max_history_bytes,
+            );
+        }
         let new_last_seq = sealed.last().map(|e| e.seq).unwrap_or(run.last_seq);
 
         let outcome = match &status {
@@ -779,6 +813,17 @@ impl Driver {
                     merge_attributes(&mut search_attributes, &attributes);
                     commit.search_attributes = Some(search_attributes.clone());
                 }
+            }
+        }
+        if let Some(attributes) = &commit.search_attributes {
+            let size = attributes.to_string().len();
+            let limit = limits.max_search_attribute_bytes;
+            if size > limit {
+                return Err(GuestError::Contract {
+                    message: format!(
+                        "the run's search attributes would be {size} bytes, over the limit of {limit} (--max-search-attribute-bytes): keep them to small values that runs are found by (ids, states), and the data in the workflow"
+                    ),
+                });
             }
         }
         let closed = (status != GuestStatus::Pending).then(|| commit.outcome.status());
@@ -907,7 +952,7 @@ impl Driver {
         };
         tracing::info!(run_id = %run.run_id, "run closed by the host: {}", verdict.payload_json());
         let status = outcome.status();
-        let events = seal_all(run.last_seq, run.last_hash, vec![verdict], now);
+        let (events, _) = seal_all(run.last_seq, run.last_hash, vec![verdict], now);
         let commit = ActivationCommit {
             run_id: run.run_id.clone(),
             lease_token: claim.lease_token,
@@ -1096,22 +1141,28 @@ fn ordered_jobs(pending: &PendingJobs) -> (Vec<Event>, Vec<Job>) {
 }
 
 /// Numbers and hashes events that follow `last_seq`/`last_hash`.
+/// Numbers and hashes `events` after event `last_seq`; with the bytes of
+/// their payloads.
 fn seal_all(
     last_seq: u64,
     last_hash: EventHash,
     events: Vec<Event>,
     recorded_at_ms: u64,
-) -> Vec<RecordedEvent> {
+) -> (Vec<RecordedEvent>, u64) {
     let mut prev = last_hash;
-    events
+    let mut bytes = 0u64;
+    let sealed = events
         .into_iter()
         .enumerate()
         .map(|(i, event)| {
-            let sealed = crate::model::seal(prev, last_seq + 1 + i as u64, event, recorded_at_ms);
+            let (sealed, size) =
+                crate::model::seal_measured(prev, last_seq + 1 + i as u64, event, recorded_at_ms);
             prev = sealed.hash;
+            bytes += size as u64;
             sealed
         })
-        .collect()
+        .collect();
+    (sealed, bytes)
 }
 
 /// The verdict the host passes on a run before activating it, if any:

@@ -12,10 +12,17 @@
 //!   coefficient is NaN (JSON has no NaN: stored, the history could not be
 //!   read back), an activity name with a NUL, an output nested 200 deep and
 //!   one of 3 MiB.
+//! - `fan_out`, `chatty`, `big_attributes` and `long_history` test the
+//!   run's limits: `fan_out` starts `timers` timers, then `activities`
+//!   `greet` activities at once (after `rounds` rounds of one timer each,
+//!   awaited one after another); `chatty` sets its status line `n` times
+//!   in one activation; `big_attributes` upserts a search attribute of
+//!   `n` bytes; `long_history` sleeps 1 ms `n` times.
 
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 use std::hint::black_box;
+use std::time::Duration;
 use weft_sdk::{Context, RetryPolicy, WorkflowError};
 
 /// Loops forever without waiting. `black_box` keeps the optimizer from
@@ -80,7 +87,59 @@ async fn big_output(_ctx: Context, _: IgnoredAny) -> Result<String, WorkflowErro
     Ok("x".repeat(3 << 20))
 }
 
+#[derive(serde::Deserialize)]
+struct FanOut {
+    #[serde(default)]
+    rounds: u32,
+    #[serde(default)]
+    timers: u32,
+    #[serde(default)]
+    activities: u32,
+}
+
+async fn fan_out(ctx: Context, input: FanOut) -> Result<u32, WorkflowError> {
+    for _ in 0..input.rounds {
+        ctx.sleep(Duration::from_millis(1)).await;
+    }
+    weft_sdk::join_all((0..input.timers).map(|_| ctx.sleep(Duration::from_millis(5)))).await;
+    let greetings = weft_sdk::join_all(
+        (0..input.activities).map(|i| ctx.activity::<String>("greet", &format!("n{i}"))),
+    )
+    .await;
+    let mut done = input.timers;
+    for greeting in greetings {
+        greeting?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+async fn chatty(ctx: Context, n: u32) -> Result<(), WorkflowError> {
+    for i in 0..n {
+        ctx.set_status_line(&format!("line {i}"));
+    }
+    Ok(())
+}
+
+async fn big_attributes(ctx: Context, n: usize) -> Result<(), WorkflowError> {
+    let value = "x".repeat(n);
+    ctx.upsert_search_attributes([("blob", value.as_str().into())]);
+    ctx.sleep(Duration::from_millis(1)).await;
+    Ok(())
+}
+
+async fn long_history(ctx: Context, n: u32) -> Result<u32, WorkflowError> {
+    for _ in 0..n {
+        ctx.sleep(Duration::from_millis(1)).await;
+    }
+    Ok(n)
+}
+
 weft_sdk::export_workflows!(
+    fan_out,
+    chatty,
+    big_attributes,
+    long_history,
     spin,
     bomb,
     panic,

@@ -1,0 +1,96 @@
+//! What one run may hold: pending work, commands per activation, history
+//! size and search attributes. Temporal's published defaults are the
+//! reference; each limit names its setting in the error it gives, and
+//! `weft server`/`weft dev` take each as a flag and an environment variable.
+//!
+//! Guest-side limits (pending work, commands, search attributes) stop the
+//! activation that would cross them: the run is parked as stuck with the
+//! reason, nothing of that activation is recorded, and a fixed module
+//! resumes it. History limits are the host's: past the warning size the host
+//! logs once per run; past the maximum it terminates the run, recording
+//! the reason in its history, as Temporal does.
+
+/// Limits on one run. [`Default`] gives the documented defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Activities scheduled and not yet resolved, at most (`--max-pending-activities`).
+    pub max_pending_activities: usize,
+    /// Timers started and neither fired nor cancelled, at most (`--max-pending-timers`).
+    pub max_pending_timers: usize,
+    /// Child workflows started and not yet resolved, at most (`--max-pending-children`).
+    pub max_pending_children: usize,
+    /// Commands one activation may issue (`--max-commands-per-activation`).
+    pub max_commands_per_activation: usize,
+    /// Bytes of a run's search attributes (their JSON text), at most
+    /// (`--max-search-attribute-bytes`).
+    pub max_search_attribute_bytes: usize,
+    /// Events in a history at which the host warns (`--warn-history-events`).
+    pub warn_history_events: u64,
+    /// Bytes of a history at which the host warns (`--warn-history-bytes`).
+    pub warn_history_bytes: u64,
+    /// Events in a history at which the host terminates the run (`--max-history-events`).
+    pub max_history_events: u64,
+    /// Bytes of a history at which the host terminates the run (`--max-history-bytes`).
+    pub max_history_bytes: u64,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        Self {
+            max_pending_activities: 2_000,
+            max_pending_timers: 2_000,
+            max_pending_children: 2_000,
+            max_commands_per_activation: 10_000,
+            max_search_attribute_bytes: 40 << 10,
+            warn_history_events: 10_240,
+            warn_history_bytes: 10 << 20,
+            max_history_events: 51_200,
+            max_history_bytes: 50 << 20,
+        }
+    }
+}
+
+impl RunLimits {
+    /// Why a history of `events` events and `bytes` bytes may grow no more,
+    /// if it may not: the reason the run is terminated with.
+    pub(crate) fn history_over(&self, events: u64, bytes: u64) -> Option<String> {
+        if events >= self.max_history_events {
+            Some(format!(
+                "the history reached {events} events, the limit of {} (--max-history-events): a long-running workflow must continue-as-new before its history grows this long",
+                self.max_history_events
+            ))
+        } else if bytes >= self.max_history_bytes {
+            Some(format!(
+                "the history reached {bytes} bytes, the limit of {} (--max-history-bytes): pass references (ids, URLs) instead of large payloads, and continue-as-new before the history grows this large",
+                self.max_history_bytes
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Whether a history growing from `before` to `after` (events, bytes)
+    /// crossed a warning size.
+    pub(crate) fn history_warning_crossed(&self, before: (u64, u64), after: (u64, u64)) -> bool {
+        (before.0 < self.warn_history_events && after.0 >= self.warn_history_events)
+            || (before.1 < self.warn_history_bytes && after.1 >= self.warn_history_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_limits_name_their_setting() {
+        let limits = RunLimits::default();
+        assert_eq!(limits.history_over(51_199, 0), None);
+        let reason = limits.history_over(51_200, 0).unwrap();
+        assert!(reason.contains("--max-history-events"), "{reason}");
+        let reason = limits.history_over(3, 50 << 20).unwrap();
+        assert!(reason.contains("--max-history-bytes"), "{reason}");
+        assert!(limits.history_warning_crossed((10_239, 0), (10_240, 0)));
+        assert!(!limits.history_warning_crossed((10_240, 0), (10_300, 0)));
+        assert!(limits.history_warning_crossed((5, (10 << 20) - 1), (6, 10 << 20)));
+    }
+}
