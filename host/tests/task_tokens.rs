@@ -57,12 +57,22 @@ async fn serve(host: &weft::Host) -> (String, oneshot::Sender<()>) {
     (address, stop)
 }
 
-type Client = WorkerServiceClient<
-    InterceptedService<
-        Channel,
-        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
-    >,
->;
+/// Sends `authorization: Bearer <token>` with every call.
+#[derive(Clone)]
+struct Bearer(&'static str);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        let value = format!("Bearer {}", self.0).parse().unwrap();
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
+
+type Client = WorkerServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// A worker's connection with `token` as its bearer token.
 async fn worker(address: &str, token: &'static str) -> Client {
@@ -71,15 +81,7 @@ async fn worker(address: &str, token: &'static str) -> Client {
         .connect()
         .await
         .unwrap();
-    let bearer: Box<
-        dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send,
-    > = Box::new(move |mut request: tonic::Request<()>| {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        Ok(request)
-    });
-    WorkerServiceClient::with_interceptor(channel, bearer)
+    WorkerServiceClient::with_interceptor(channel, Bearer(token))
 }
 
 /// Starts a run whose one activity is `greet`, and polls its task.

@@ -161,7 +161,7 @@ impl Workers {
         &self,
         claimed: Vec<ActivityTask>,
         batch: bool,
-        worker: &Worker<'_>,
+        poller: &Poller<'_>,
     ) -> Result<Response<proto::PollActivityTaskResponse>, Status> {
         let mut tasks = Vec::with_capacity(claimed.len());
         for task in claimed {
@@ -169,8 +169,8 @@ impl Workers {
                 let _ = self.finish(&TaskToken::of(&task), outcome).await;
                 continue;
             }
-            tracing::debug!(run_id = %task.run_id, seq = task.seq, activity = %task.name, attempt = task.attempt, worker_id = worker.id, "an activity attempt went to a remote worker");
-            tasks.push(self.task(&task, worker));
+            tracing::debug!(run_id = %task.run_id, seq = task.seq, activity = %task.name, attempt = task.attempt, worker_id = poller.id, "an activity attempt went to a remote worker");
+            tasks.push(self.task(&task, poller));
         }
         if tasks.iter().any(|t| t.heartbeat_timeout_ms > 0) {
             self.host.wakeups.timeouts.notify_one();
@@ -186,9 +186,9 @@ impl Workers {
         }))
     }
 
-    fn task(&self, task: &ActivityTask, worker: &Worker<'_>) -> proto::ActivityTask {
+    fn task(&self, task: &ActivityTask, poller: &Poller<'_>) -> proto::ActivityTask {
         proto::ActivityTask {
-            task_token: TaskToken::of(task).encode(worker.key, worker.credential),
+            task_token: TaskToken::of(task).encode(poller.key, poller.credential),
             activity_name: task.name.clone(),
             input_json: task.input.to_string(),
             attempt: task.attempt,
@@ -212,7 +212,7 @@ enum PayloadError {
 
 /// The poller that tasks are answered to: its id (for the log) and what
 /// its task tokens are bound to.
-struct Worker<'a> {
+struct Poller<'a> {
     id: &'a str,
     key: &'a TaskTokenKey,
     credential: &'a Credential,
@@ -258,7 +258,7 @@ impl WorkerService for Workers {
             &r.worker_id
         };
         let key = self.key().await?;
-        let worker = Worker {
+        let poller = Poller {
             id: worker_id,
             key: &key,
             credential: &credential,
@@ -290,7 +290,7 @@ impl WorkerService for Workers {
                 .await
                 .map_err(|e| status(e.into()))?;
             if !claimed.is_empty() {
-                let answer = self.answer(claimed, batch, &worker).await?;
+                let answer = self.answer(claimed, batch, &poller).await?;
                 if answer.get_ref().task.is_some() || !answer.get_ref().tasks.is_empty() {
                     return Ok(answer);
                 }
@@ -334,7 +334,7 @@ impl WorkerService for Workers {
                 Woke::Look | Woke::GiveUp => handoff.leave(&mut place).await,
             };
             if !handed.is_empty() || gave_up {
-                return self.answer(handed, batch, &worker).await;
+                return self.answer(handed, batch, &poller).await;
             }
         }
     }
