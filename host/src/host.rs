@@ -199,6 +199,19 @@ pub(crate) struct HostInner {
     pub(crate) wakeups: Wakeups,
     pub(crate) metrics: crate::metrics::Metrics,
     rng: RunRng,
+    /// The database's task-token key, read once ([`HostInner::task_token_key`]).
+    task_token_key: tokio::sync::OnceCell<[u8; 32]>,
+}
+
+impl HostInner {
+    /// The key that MACs the task tokens of remote workers: the database's,
+    /// shared by every host on it, read on first use and kept.
+    pub(crate) async fn task_token_key(&self) -> Result<[u8; 32], StoreError> {
+        self.task_token_key
+            .get_or_try_init(|| self.store.task_token_key())
+            .await
+            .copied()
+    }
 }
 
 /// A durable workflow host. Cheap to clone.
@@ -304,6 +317,7 @@ impl Host {
                 wakeups: Wakeups::default(),
                 metrics: crate::metrics::Metrics::default(),
                 rng,
+                task_token_key: tokio::sync::OnceCell::new(),
             }),
         }
     }

@@ -18,6 +18,7 @@
 //! | job | something the host delivers to the guest: an activity result, a fired timer, a signal |
 //! | activation | one turn of the guest: jobs in, commands out, appended in one transaction |
 //! | activity | a native function with side effects, at-least-once, retried by policy |
+//! | task token | what a remote worker gets with an activity attempt and echoes back in its reports: the attempt, MAC'd with the database's key and bound to the worker token that polled it |
 //! | replay | re-running the guest from event 1, answering every import from the history |
 //! | nondeterminism | on replay the guest issues a command that differs from the recorded one |
 //!

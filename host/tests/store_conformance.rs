@@ -25,12 +25,19 @@ fn unique_name(prefix: &str) -> String {
 
 struct SqliteFile {
     store: SqliteStore,
+    path: String,
     _dir: tempfile::TempDir,
 }
 
 impl Fixture for SqliteFile {
     fn store(&self) -> &dyn Store {
         &self.store
+    }
+    async fn reopen(&self) -> Option<Box<dyn Store>> {
+        let store = SqliteStore::open(&self.path)
+            .await
+            .expect("open the SQLite file again");
+        Some(Box::new(store))
     }
     async fn teardown(self) {
         self.store.close().await;
@@ -40,10 +47,13 @@ impl Fixture for SqliteFile {
 async fn sqlite_file() -> SqliteFile {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("weft.db");
-    let store = SqliteStore::open(path.to_str().expect("a UTF-8 path"))
-        .await
-        .expect("open SQLite");
-    SqliteFile { store, _dir: dir }
+    let path = path.to_str().expect("a UTF-8 path").to_owned();
+    let store = SqliteStore::open(&path).await.expect("open SQLite");
+    SqliteFile {
+        store,
+        path,
+        _dir: dir,
+    }
 }
 
 async fn sqlite_in_memory() -> SqliteStore {
@@ -65,6 +75,12 @@ struct PostgresSchema {
 impl Fixture for PostgresSchema {
     fn store(&self) -> &dyn Store {
         &self.store
+    }
+    async fn reopen(&self) -> Option<Box<dyn Store>> {
+        let store = PostgresStore::connect_in_schema(&database_url(), &self.schema)
+            .await
+            .expect("connect to the schema again");
+        Some(Box::new(store))
     }
     async fn teardown(self) {
         self.store.close().await;

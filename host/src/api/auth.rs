@@ -75,6 +75,30 @@ impl Role {
     }
 }
 
+/// Which credential a request came with: the SHA-256 digest of its bearer
+/// token, or none on an open host. It travels in the request's extensions
+/// beside the [`Role`]: a task token is bound to the credential that polled
+/// the task ([`super::task_token`]), so that another worker token cannot
+/// report on it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Credential(Option<[u8; 32]>);
+
+impl Credential {
+    /// No token: an open host, where whoever reaches it is trusted alike.
+    pub(crate) fn open() -> Self {
+        Self(None)
+    }
+
+    pub(crate) fn of_token(token: &str) -> Self {
+        Self(Some(digest(token)))
+    }
+
+    /// The bytes a task token's MAC covers: the digest, or none.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_ref().map_or(&[], |d| d.as_slice())
+    }
+}
+
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -225,6 +249,7 @@ pub(crate) async fn check(
             Some(refusal) => refusal,
             None => {
                 request.extensions_mut().insert(Role::Admin);
+                request.extensions_mut().insert(Credential::open());
                 next.run(request).await
             }
         };
@@ -250,6 +275,7 @@ pub(crate) async fn check(
         return axum::response::Redirect::to("/ui/login").into_response();
     }
     let found = presented.map(|t| tokens.role(t));
+    let credential = presented.map(Credential::of_token);
     let denied = match found {
         None => Some((
             tonic::Code::Unauthenticated,
@@ -275,8 +301,9 @@ pub(crate) async fn check(
     };
     match denied {
         None => {
-            if let Some(Some(role)) = found {
+            if let (Some(Some(role)), Some(credential)) = (found, credential) {
                 request.extensions_mut().insert(role);
+                request.extensions_mut().insert(credential);
             }
             next.run(request).await
         }

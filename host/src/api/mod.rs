@@ -23,6 +23,7 @@ mod http;
 mod mapping;
 mod module_service;
 pub(crate) mod proto;
+mod task_token;
 mod tls;
 mod ui;
 mod worker_service;
@@ -98,6 +99,7 @@ pub async fn serve(
     tokens: Tokens,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    read_task_token_key(&host).await?;
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY on an accepted connection: {e}");
@@ -118,8 +120,23 @@ pub async fn serve_tls(
     tokens: Tokens,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    read_task_token_key(&host).await?;
     let listener = tls.listen(listener)?;
     axum::serve(listener, router(host, tokens))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Reads the database's task-token key before the first worker polls, so
+/// that a database without one answers at startup, not on a worker's call.
+async fn read_task_token_key(host: &Host) -> std::io::Result<()> {
+    host.inner()
+        .task_token_key()
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            std::io::Error::other(format!(
+                "cannot read the task-token key from the database: {e}"
+            ))
+        })
 }

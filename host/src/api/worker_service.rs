@@ -14,16 +14,22 @@
 //! poll answers with it once that commit applied. A poll asks for up to
 //! `max_tasks` at once (a worker's free slots); one without it gets one task.
 //!
+//! Each task goes out with a [`TaskToken`]: the attempt it names, MAC'd
+//! with the database's key and bound to the worker credential that polled
+//! it. Complete, fail and heartbeat take the attempt only from a token
+//! whose MAC holds for their own credential.
+//!
 //! A poll whose caller goes away between the claim and the answer leaves
 //! the attempt claimed for nobody: it is retried once its lease expires
 //! (at least once, as every attempt).
 
-use super::auth::Role;
+use super::auth::{Credential, Role};
 use super::mapping::status;
 use super::proto::{self, worker_service_server::WorkerService};
+use super::task_token::{TaskToken, TaskTokenKey};
 use crate::activity::{ActivityError, exhausted, outcome_of_failure};
 use crate::host::{Host, HostInner};
-use crate::model::{Failure, RunId};
+use crate::model::Failure;
 use crate::scheduler::record_attempt;
 use crate::store::{ActivityTask, AttemptOutcome, FinishedAttempt, Heartbeat, StoreError};
 use serde_json::Value;
@@ -49,59 +55,26 @@ pub(crate) fn server(host: &Host) -> proto::worker_service_server::WorkerService
     .max_encoding_message_size(crate::client::MAX_MESSAGE_BYTES)
 }
 
-/// Names one attempt: run, seq, the attempt's lease token and its number.
-struct TaskToken {
-    run_id: RunId,
-    seq: u32,
-    lease_token: i64,
-    /// 0 in a token without it (from an older host): such a result is
-    /// recorded, and never committed together with the activation it wakes.
-    attempt: u32,
-}
-
-impl TaskToken {
-    fn encode(task: &ActivityTask) -> String {
-        format!(
-            "{}/{}/{}/{}",
-            task.run_id, task.seq, task.lease_token, task.attempt
-        )
-    }
-
-    fn parse(token: &str) -> Result<Self, Status> {
-        let bad = || {
-            Status::invalid_argument(format!(
-                "task_token {token:?} is not one this host handed out; send the task_token of the polled task unchanged"
-            ))
-        };
-        let parts: Vec<&str> = token.split('/').collect();
-        let (run_id, seq, lease_token, attempt) = match parts.as_slice() {
-            [run, seq, lease] => (*run, *seq, *lease, "0"),
-            [run, seq, lease, attempt] => (*run, *seq, *lease, *attempt),
-            _ => return Err(bad()),
-        };
-        if run_id.is_empty() {
-            return Err(bad());
-        }
-        Ok(Self {
-            run_id: RunId(run_id.to_owned()),
-            seq: seq.parse().map_err(|_| bad())?,
-            lease_token: lease_token.parse().map_err(|_| bad())?,
-            attempt: attempt.parse().map_err(|_| bad())?,
-        })
-    }
-
-    /// The refusal of a report for an attempt that is no longer current.
-    fn stale(&self, reason: &str) -> Status {
-        Status::failed_precondition(format!(
-            "activity {} of run {} is no longer this attempt's ({reason}); drop the attempt, its result is not recorded",
-            self.seq, self.run_id
-        ))
-    }
-}
-
 impl Workers {
     fn now(&self) -> u64 {
         self.host.clock.now_ms()
+    }
+
+    /// The database's task-token key (read once, at the API's start).
+    async fn key(&self) -> Result<TaskTokenKey, Status> {
+        let key = self
+            .host
+            .task_token_key()
+            .await
+            .map_err(|e| status(e.into()))?;
+        Ok(TaskTokenKey::new(key))
+    }
+
+    /// The attempt a report's `task_token` names, if it was handed to the
+    /// caller's credential.
+    async fn attempt_of<T>(&self, request: &Request<T>, token: &str) -> Result<TaskToken, Status> {
+        let key = self.key().await?;
+        TaskToken::verify(token, &key, &credential(request))
     }
 
     fn default_lease_ms(&self) -> u64 {
@@ -188,17 +161,16 @@ impl Workers {
         &self,
         claimed: Vec<ActivityTask>,
         batch: bool,
-        worker_id: &str,
+        poller: &Poller<'_>,
     ) -> Result<Response<proto::PollActivityTaskResponse>, Status> {
         let mut tasks = Vec::with_capacity(claimed.len());
         for task in claimed {
             if let Some(outcome) = exhausted(&task) {
-                let token = TaskToken::parse(&TaskToken::encode(&task))?;
-                let _ = self.finish(&token, outcome).await;
+                let _ = self.finish(&TaskToken::of(&task), outcome).await;
                 continue;
             }
-            tracing::debug!(run_id = %task.run_id, seq = task.seq, activity = %task.name, attempt = task.attempt, worker_id, "an activity attempt went to a remote worker");
-            tasks.push(self.task(&task));
+            tracing::debug!(run_id = %task.run_id, seq = task.seq, activity = %task.name, attempt = task.attempt, worker_id = poller.id, "an activity attempt went to a remote worker");
+            tasks.push(self.task(&task, poller));
         }
         if tasks.iter().any(|t| t.heartbeat_timeout_ms > 0) {
             self.host.wakeups.timeouts.notify_one();
@@ -214,9 +186,9 @@ impl Workers {
         }))
     }
 
-    fn task(&self, task: &ActivityTask) -> proto::ActivityTask {
+    fn task(&self, task: &ActivityTask, poller: &Poller<'_>) -> proto::ActivityTask {
         proto::ActivityTask {
-            task_token: TaskToken::encode(task),
+            task_token: TaskToken::of(task).encode(poller.key, poller.credential),
             activity_name: task.name.clone(),
             input_json: task.input.to_string(),
             attempt: task.attempt,
@@ -238,6 +210,24 @@ enum PayloadError {
     TooLarge(String),
 }
 
+/// The poller that tasks are answered to: its id (for the log) and what
+/// its task tokens are bound to.
+struct Poller<'a> {
+    id: &'a str,
+    key: &'a TaskTokenKey,
+    credential: &'a Credential,
+}
+
+/// The credential a request came with, as the auth layer found it; none
+/// without that layer (then nothing is checked, as for an open host).
+fn credential<T>(request: &Request<T>) -> Credential {
+    request
+        .extensions()
+        .get::<Credential>()
+        .cloned()
+        .unwrap_or_default()
+}
+
 #[tonic::async_trait]
 impl WorkerService for Workers {
     async fn poll_activity_task(
@@ -247,6 +237,7 @@ impl WorkerService for Workers {
         // The auth layer puts the caller's role here; without one (no such
         // layer) nothing is scoped.
         let role = request.extensions().get::<Role>().cloned();
+        let credential = credential(&request);
         let r = request.into_inner();
         if r.activity_names.is_empty() {
             return Err(Status::invalid_argument(
@@ -265,6 +256,12 @@ impl WorkerService for Workers {
             "worker"
         } else {
             &r.worker_id
+        };
+        let key = self.key().await?;
+        let poller = Poller {
+            id: worker_id,
+            key: &key,
+            credential: &credential,
         };
         let wait = match r.wait_ms {
             0 => DEFAULT_WAIT,
@@ -293,7 +290,7 @@ impl WorkerService for Workers {
                 .await
                 .map_err(|e| status(e.into()))?;
             if !claimed.is_empty() {
-                let answer = self.answer(claimed, batch, worker_id).await?;
+                let answer = self.answer(claimed, batch, &poller).await?;
                 if answer.get_ref().task.is_some() || !answer.get_ref().tasks.is_empty() {
                     return Ok(answer);
                 }
@@ -337,7 +334,7 @@ impl WorkerService for Workers {
                 Woke::Look | Woke::GiveUp => handoff.leave(&mut place).await,
             };
             if !handed.is_empty() || gave_up {
-                return self.answer(handed, batch, worker_id).await;
+                return self.answer(handed, batch, &poller).await;
             }
         }
     }
@@ -347,8 +344,10 @@ impl WorkerService for Workers {
         request: Request<proto::CompleteActivityTaskRequest>,
     ) -> Result<Response<proto::CompleteActivityTaskResponse>, Status> {
         let role = request.extensions().get::<Role>().cloned();
+        let token = self
+            .attempt_of(&request, &request.get_ref().task_token)
+            .await?;
         let r = request.into_inner();
-        let token = TaskToken::parse(&r.task_token)?;
         self.check_scope(role.as_ref(), &token).await?;
         let outcome = match self.payload("output_json", &r.output_json, || {
             format!(
@@ -381,8 +380,10 @@ impl WorkerService for Workers {
         request: Request<proto::FailActivityTaskRequest>,
     ) -> Result<Response<proto::FailActivityTaskResponse>, Status> {
         let role = request.extensions().get::<Role>().cloned();
+        let token = self
+            .attempt_of(&request, &request.get_ref().task_token)
+            .await?;
         let r = request.into_inner();
-        let token = TaskToken::parse(&r.task_token)?;
         let Some(task) = self
             .host
             .store
@@ -420,8 +421,10 @@ impl WorkerService for Workers {
         request: Request<proto::HeartbeatActivityTaskRequest>,
     ) -> Result<Response<proto::HeartbeatActivityTaskResponse>, Status> {
         let role = request.extensions().get::<Role>().cloned();
+        let token = self
+            .attempt_of(&request, &request.get_ref().task_token)
+            .await?;
         let r = request.into_inner();
-        let token = TaskToken::parse(&r.task_token)?;
         self.check_scope(role.as_ref(), &token).await?;
         let details = match r.details_json.as_deref() {
             None => None,

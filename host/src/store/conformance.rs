@@ -45,6 +45,7 @@ mod lifecycle;
 mod modules;
 mod requests;
 mod seals;
+mod secrets;
 mod signals;
 mod versions;
 mod workflow_ids;
@@ -61,6 +62,7 @@ pub use lifecycle::*;
 pub use modules::*;
 pub use requests::*;
 pub use seals::*;
+pub use secrets::*;
 pub use signals::*;
 pub use versions::*;
 pub use workflow_ids::*;
@@ -68,6 +70,12 @@ pub use workflow_ids::*;
 /// What the suite runs against: a store, and how to clean up after it.
 pub trait Fixture: Send + Sync + 'static {
     fn store(&self) -> &dyn Store;
+    /// The same database opened again, as another host or a restarted one
+    /// opens it; `None` for a database no one else can open (SQLite in
+    /// memory), whose tests then check one open only.
+    fn reopen(&self) -> impl Future<Output = Option<Box<dyn Store>>> + Send {
+        async { None }
+    }
     /// Called after a test that passed (a failed test leaves its data for a post-mortem).
     fn teardown(self) -> impl Future<Output = ()> + Send
     where
@@ -100,6 +108,17 @@ impl Fixture for PostgresStore {
 #[macro_export]
 #[doc(hidden)]
 macro_rules! conformance_tests {
+    // Behaviours that open the database again take the fixture itself.
+    (@fixture_tests $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let fixture = $make.await;
+                $crate::store::conformance::$name(&fixture).await;
+                $crate::store::conformance::Fixture::teardown(fixture).await;
+            }
+        )*
+    };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,6 +233,9 @@ macro_rules! conformance_tests {
             finish_and_commit_of_many_runs_at_once_gives_each_its_own_answer,
             commit_activation_of_many_runs_at_once_gives_each_its_own_answer,
             a_task_claimed_as_it_is_scheduled_runs_its_first_attempt,
+        );
+        $crate::conformance_tests!(@fixture_tests $make;
+            one_task_token_key_per_database,
         );
     };
 }

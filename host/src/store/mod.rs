@@ -4,8 +4,9 @@
 //! work be found quickly: runs that need an activation ([`RunStore`]), activity
 //! tasks ([`ActivityStore`]), the signal inbox ([`SignalStore`]), deployed
 //! modules ([`ModuleStore`]) and what operators change about them: default
-//! versions, upgrades, retention ([`VersionStore`]); and the seals a signing
-//! host puts on closed runs ([`SealStore`]). [`Store`] is all of them together.
+//! versions, upgrades, retention ([`VersionStore`]); the seals a signing
+//! host puts on closed runs ([`SealStore`]); and the secrets every host on
+//! one database shares ([`SecretStore`]). [`Store`] is all of them together.
 //!
 //! Two implementations behave the same: [`SqliteStore`] (the embedded default)
 //! and [`PostgresStore`] (many hosts on one database). The contract is pinned
@@ -34,11 +35,13 @@ mod expiry;
 mod postgres;
 mod rows;
 mod seals;
+mod secrets;
 mod sqlite;
 mod versions;
 
 pub use postgres::{PostgresOptions, PostgresStore, redact_url};
 pub use seals::{Seal, SealStore};
+pub use secrets::SecretStore;
 pub use sqlite::SqliteStore;
 pub use versions::{
     ChangeModule, Garbage, GarbageRequest, ModuleUsage, Reapplied, ReappliedUpdate, VersionStore,
@@ -1011,11 +1014,25 @@ pub trait ModuleStore: Send + Sync {
 
 /// Every storage trait at once: what a host needs.
 pub trait Store:
-    HistoryStore + RunStore + ActivityStore + SignalStore + ModuleStore + VersionStore + SealStore
+    HistoryStore
+    + RunStore
+    + ActivityStore
+    + SignalStore
+    + ModuleStore
+    + VersionStore
+    + SealStore
+    + SecretStore
 {
 }
 impl<
-    T: HistoryStore + RunStore + ActivityStore + SignalStore + ModuleStore + VersionStore + SealStore,
+    T: HistoryStore
+        + RunStore
+        + ActivityStore
+        + SignalStore
+        + ModuleStore
+        + VersionStore
+        + SealStore
+        + SecretStore,
 > Store for T
 {
 }

@@ -17,10 +17,12 @@ use std::fmt::Display;
 
 mod lifecycle;
 mod seals;
+mod secrets;
 mod versions;
 
 pub(super) use lifecycle::*;
 pub(super) use seals::*;
+pub(super) use secrets::*;
 pub(super) use versions::*;
 
 /// A `u64` as stored in a signed 64-bit column. Values past `i64::MAX` (about

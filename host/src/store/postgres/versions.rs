@@ -16,6 +16,11 @@ crate::store::rows::seal_store! {
     reader: pool,
 }
 
+crate::store::rows::secret_store! {
+    store: PostgresStore,
+    writer: pool,
+}
+
 /// Writes what a reset run inherits after its event 1 (the rest of the kept
 /// history, the activities and timers it left pending) in one statement, the
 /// rows travelling as arrays, and moves the run's last seq and hash on.

@@ -16,6 +16,11 @@ crate::store::rows::seal_store! {
     reader: reader,
 }
 
+crate::store::rows::secret_store! {
+    store: SqliteStore,
+    writer: writer,
+}
+
 /// Writes what a reset run inherits after its event 1 (the rest of the kept
 /// history, the activities and timers it left pending) with the activation
 /// commit's chunked inserts, and moves the run's last seq and hash on.
