@@ -661,7 +661,14 @@ impl Host {
         );
         self.inner
             .store
-            .send_update(run_id, &update_id, name, input, self.inner.clock.now_ms())
+            .send_update(
+                run_id,
+                &update_id,
+                name,
+                input,
+                self.inner.clock.now_ms(),
+                self.inner.config.engine.run_limits.max_updates_in_flight as u64,
+            )
             .await?;
         self.inner.wakeups.activations.notify_one();
         let notify = self.inner.wakeups.on_update(run_id);
@@ -701,7 +708,13 @@ impl Host {
         self.check_payload(|| format!("signal {name:?} to run {run_id}"), &input)?;
         self.inner
             .store
-            .send_signal(run_id, name, input, self.inner.clock.now_ms())
+            .send_signal(
+                run_id,
+                name,
+                input,
+                self.inner.clock.now_ms(),
+                self.inner.config.engine.run_limits.max_pending_signals as u64,
+            )
             .await?;
         self.inner.wakeups.activations.notify_one();
         Ok(())

@@ -3,7 +3,9 @@
 //! reference; each limit names its setting in the error it gives, and
 //! `weft server`/`weft dev` take each as a flag and an environment variable.
 //!
-//! Guest-side limits (pending work, commands, search attributes) stop the
+//! Signals and updates past their limits are refused to their sender
+//! (ResourceExhausted, HTTP 429), who may send again once the workflow has
+//! caught up. Guest-side limits (pending work, commands, search attributes) stop the
 //! activation that would cross them: the run is parked as stuck with the
 //! reason, nothing of that activation is recorded, and a fixed module
 //! resumes it. History limits are the host's: past the warning size the host
@@ -19,6 +21,12 @@ pub struct RunLimits {
     pub max_pending_timers: usize,
     /// Child workflows started and not yet resolved, at most (`--max-pending-children`).
     pub max_pending_children: usize,
+    /// Signals sent to a run and not yet taken by it, at most
+    /// (`--max-pending-signals`): a sender past it is refused, and may send
+    /// again once the workflow catches up.
+    pub max_pending_signals: usize,
+    /// Updates sent to a run and not yet answered, at most (`--max-updates-in-flight`).
+    pub max_updates_in_flight: usize,
     /// Commands one activation may issue (`--max-commands-per-activation`).
     pub max_commands_per_activation: usize,
     /// Bytes of a run's search attributes (their JSON text), at most
@@ -40,6 +48,8 @@ impl Default for RunLimits {
             max_pending_activities: 2_000,
             max_pending_timers: 2_000,
             max_pending_children: 2_000,
+            max_pending_signals: 2_000,
+            max_updates_in_flight: 10,
             max_commands_per_activation: 10_000,
             max_search_attribute_bytes: 40 << 10,
             warn_history_events: 10_240,

@@ -104,6 +104,7 @@ pub(crate) fn http_status(code: tonic::Code) -> StatusCode {
         FailedPrecondition => StatusCode::UNPROCESSABLE_ENTITY,
         Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

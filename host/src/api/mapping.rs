@@ -335,6 +335,7 @@ pub(crate) fn status(e: HostError) -> Status {
             StoreError::Corrupt(_) => Code::DataLoss,
             StoreError::Refused(_) => Code::FailedPrecondition,
             StoreError::Rejected(_) => Code::InvalidArgument,
+            StoreError::Full { .. } => Code::ResourceExhausted,
         },
         HostError::Load(crate::wasm::LoadError::Compiler { .. }) => Code::Internal,
         HostError::Load(_) => Code::InvalidArgument,

@@ -66,6 +66,12 @@ struct RunLimitArgs {
     /// Child workflows a run may have started and not resolved.
     #[arg(long, env = "WEFT_MAX_PENDING_CHILDREN", default_value_t = RunLimits::default().max_pending_children, value_name = "N")]
     max_pending_children: usize,
+    /// Signals a run may hold not yet taken; a sender past it is refused.
+    #[arg(long, env = "WEFT_MAX_PENDING_SIGNALS", default_value_t = RunLimits::default().max_pending_signals, value_name = "N")]
+    max_pending_signals: usize,
+    /// Updates a run may hold not yet answered; a sender past it is refused.
+    #[arg(long, env = "WEFT_MAX_UPDATES_IN_FLIGHT", default_value_t = RunLimits::default().max_updates_in_flight, value_name = "N")]
+    max_updates_in_flight: usize,
     /// Commands one activation may issue.
     #[arg(long, env = "WEFT_MAX_COMMANDS_PER_ACTIVATION", default_value_t = RunLimits::default().max_commands_per_activation, value_name = "N")]
     max_commands_per_activation: usize,
@@ -103,6 +109,8 @@ impl RunLimitArgs {
             max_pending_activities: self.max_pending_activities,
             max_pending_timers: self.max_pending_timers,
             max_pending_children: self.max_pending_children,
+            max_pending_signals: self.max_pending_signals,
+            max_updates_in_flight: self.max_updates_in_flight,
             max_commands_per_activation: self.max_commands_per_activation,
             max_search_attribute_bytes: self.max_search_attribute_bytes,
             warn_history_events: self.warn_history_events,

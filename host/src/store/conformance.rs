@@ -163,6 +163,7 @@ macro_rules! conformance_tests {
             activity_lease_follows_start_to_close_timeout,
             claim_activities_filters_by_name,
             signal_to_closed_or_unknown_run_is_not_found,
+            signals_and_updates_past_their_limits_are_refused,
             modules_are_stored_once_by_sha256,
             next_timer_at_and_next_activity_at,
             reclaim_leases_frees_and_fences,

@@ -108,6 +108,18 @@ pub enum StoreError {
         "the database refused the request: {0}; this is not retryable: change what was sent (a shorter id or name, no NUL character) and send it again"
     )]
     Rejected(String),
+    /// A run already holds as many of something (signals not yet taken,
+    /// updates not yet answered) as its limit allows; sending again once
+    /// the workflow has caught up can succeed.
+    #[error(
+        "run {run_id} already has {limit} {what}, the limit ({setting}); send again once the workflow has taken some, or raise the limit"
+    )]
+    Full {
+        run_id: RunId,
+        what: &'static str,
+        limit: u64,
+        setting: &'static str,
+    },
 }
 
 impl StoreError {
@@ -949,17 +961,21 @@ pub struct ListFilter {
 #[async_trait]
 pub trait SignalStore: Send + Sync {
     /// Queues a signal for an open run and increments its `wakeups`.
-    /// A closed run: [`StoreError::NotFound`] naming it.
+    /// A closed run: [`StoreError::NotFound`] naming it. A run holding
+    /// `max_pending` signals not yet taken: [`StoreError::Full`] (senders
+    /// racing may each pass the check: the bound holds to within their number).
     async fn send_signal(
         &self,
         run_id: &RunId,
         name: &str,
         input: Value,
         now_ms: u64,
+        max_pending: u64,
     ) -> StoreResult<i64>;
     /// Queues an update (already validated) for an open run (running or
     /// stuck) and increments its `wakeups`. The same `update_id` twice is a
-    /// no-op. A closed run: [`StoreError::NotFound`] naming it.
+    /// no-op. A closed run: [`StoreError::NotFound`] naming it. A run with
+    /// `max_in_flight` updates not yet answered: [`StoreError::Full`].
     async fn send_update(
         &self,
         run_id: &RunId,
@@ -967,6 +983,7 @@ pub trait SignalStore: Send + Sync {
         name: &str,
         input: Value,
         now_ms: u64,
+        max_in_flight: u64,
     ) -> StoreResult<()>;
     /// An update's outcome once the workflow answered it (`None` while it has not).
     /// A run that closed without answering it: `Err(Failure "UpdateNotCompleted")`.

@@ -1628,12 +1628,14 @@ impl SignalStore for PostgresStore {
         name: &str,
         input: Value,
         now_ms: u64,
+        max_pending: u64,
     ) -> StoreResult<i64> {
         let id: Option<i64> = sqlx::query_scalar(
             "WITH r AS (
                  UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $4 ELSE woken_at_ms END,
                                  wakeups = wakeups + 1
                   WHERE run_id = $1 AND status IN ('running', 'stuck')
+                    AND (SELECT count(*) FROM signals WHERE run_id = $1 AND NOT consumed) < $5
                  RETURNING run_id
              )
              INSERT INTO signals (run_id, name, input, received_at_ms)
@@ -1644,11 +1646,27 @@ impl SignalStore for PostgresStore {
         .bind(name)
         .bind(input.to_string())
         .bind(int(now_ms))
+        .bind(int(max_pending))
         .fetch_optional(&self.pool)
         .await?;
-        let id = id.ok_or_else(|| StoreError::NotFound {
-            what: format!("open run {run_id} (it is closed or unknown; signals go to open runs)"),
-        })?;
+        let Some(id) = id else {
+            // Closed, unknown, or full: which, for the error.
+            let open: Option<bool> = sqlx::query_scalar(
+                "SELECT status IN ('running', 'stuck') FROM runs WHERE run_id = $1",
+            )
+            .bind(run_id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+            return Err(if open == Some(true) {
+                rows::signals_full(run_id, max_pending)
+            } else {
+                StoreError::NotFound {
+                    what: format!(
+                        "open run {run_id} (it is closed or unknown; signals go to open runs)"
+                    ),
+                }
+            });
+        };
         self.notifier.notify(Kinds::RUN);
         Ok(id)
     }
@@ -1660,9 +1678,19 @@ impl SignalStore for PostgresStore {
         name: &str,
         input: Value,
         now_ms: u64,
+        max_in_flight: u64,
     ) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await?;
-        lifecycle::send_update(&mut conn, run_id, update_id, name, &input, int(now_ms)).await?;
+        lifecycle::send_update(
+            &mut conn,
+            run_id,
+            update_id,
+            name,
+            &input,
+            int(now_ms),
+            int(max_in_flight),
+        )
+        .await?;
         self.notifier.notify(Kinds::RUN);
         Ok(())
     }

@@ -1054,19 +1054,31 @@ impl SignalStore for SqliteStore {
         name: &str,
         input: Value,
         now_ms: u64,
+        max_pending: u64,
     ) -> StoreResult<i64> {
         let mut tx = self.begin_write().await?;
         let woken = sqlx::query(
             "UPDATE runs SET woken_at_ms = CASE WHEN wakeups = handled_wakeups THEN $2 ELSE woken_at_ms END,
                              wakeups = wakeups + 1
-              WHERE run_id = $1 AND status IN ('running', 'stuck')",
+              WHERE run_id = $1 AND status IN ('running', 'stuck')
+                AND (SELECT count(*) FROM signals WHERE run_id = $1 AND NOT consumed) < $3",
         )
         .bind(run_id.as_str())
         .bind(int(now_ms))
+        .bind(int(max_pending))
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if woken != 1 {
+            let open: Option<bool> = sqlx::query_scalar(
+                "SELECT status IN ('running', 'stuck') FROM runs WHERE run_id = $1",
+            )
+            .bind(run_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if open == Some(true) {
+                return Err(rows::signals_full(run_id, max_pending));
+            }
             return Err(StoreError::NotFound {
                 what: format!(
                     "open run {run_id} (it is closed or unknown; signals go to open runs)"
@@ -1093,9 +1105,19 @@ impl SignalStore for SqliteStore {
         name: &str,
         input: Value,
         now_ms: u64,
+        max_in_flight: u64,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        lifecycle::send_update(&mut tx, run_id, update_id, name, &input, int(now_ms)).await?;
+        lifecycle::send_update(
+            &mut tx,
+            run_id,
+            update_id,
+            name,
+            &input,
+            int(now_ms),
+            int(max_in_flight),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -28,7 +28,7 @@ fn claim_of(run: &Run, seq: u32, host: &str, now_ms: u64) -> ClaimActivity {
 /// asks to cancel the activities `seqs`.
 async fn cancel_in_activation(store: &dyn Store, run: &mut Run, seqs: &[u32], now_ms: u64) {
     let signal = store
-        .send_signal(&run.id, "stop", json!(null), now_ms)
+        .send_signal(&run.id, "stop", json!(null), now_ms, 2_000)
         .await
         .expect("send_signal");
     let seqs = seqs.to_vec();

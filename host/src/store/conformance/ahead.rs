@@ -230,7 +230,7 @@ async fn signal_came_first(store: &dyn Store, shape: &str, prepare: Prepare) {
     let (run, claim, task) =
         run_with_a_running_attempt(store, &format!("wf-ahead-signal-{shape}")).await;
     store
-        .send_signal(&run.id, "nudge", json!(1), T0 + 2)
+        .send_signal(&run.id, "nudge", json!(1), T0 + 2, 2_000)
         .await
         .expect("send_signal");
     let next = prepare(&run, &claim, T0 + 3);
@@ -545,7 +545,7 @@ pub async fn finish_and_commit_of_many_runs_at_once_gives_each_its_own_answer(st
         runs.push(run_with_a_running_attempt(store, &format!("wf-many-results-{i}")).await);
     }
     store
-        .send_signal(&runs[5].0.id, "nudge", json!(1), T0 + 2)
+        .send_signal(&runs[5].0.id, "nudge", json!(1), T0 + 2, 2_000)
         .await
         .expect("send_signal");
     let calls: Vec<(FinishedAttempt, ActivationCommit)> = runs
@@ -658,11 +658,11 @@ pub async fn commit_activation_of_many_runs_at_once_gives_each_its_own_answer(st
         .expect("claim_runs");
     assert_eq!(claims.len(), runs.len());
     store
-        .send_signal(&runs[4].id, "nudge", json!(1), T0 + 1)
+        .send_signal(&runs[4].id, "nudge", json!(1), T0 + 1, 2_000)
         .await
         .expect("send_signal");
     store
-        .send_update(&runs[5].id, "u-1", "approve", json!(true), T0 + 1)
+        .send_update(&runs[5].id, "u-1", "approve", json!(true), T0 + 1, 10)
         .await
         .expect("send_update");
     let commits: Vec<ActivationCommit> = runs

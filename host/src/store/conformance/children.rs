@@ -440,7 +440,7 @@ pub async fn a_parent_cancels_its_child(store: &dyn Store) {
         .await;
     child_run.activate(store, T0 + 1, |_, _| {}).await;
     store
-        .send_signal(&parent.id, "stop", Value::Null, T0 + 2)
+        .send_signal(&parent.id, "stop", Value::Null, T0 + 2, 2_000)
         .await
         .expect("send_signal");
     parent
@@ -515,13 +515,13 @@ pub async fn continue_as_new_moves_signals_and_the_parent_link(store: &dyn Store
         .await;
     old.activate(store, T0 + 1, |_, _| {}).await;
     let first = store
-        .send_signal(&old.id, "a", json!(1), T0 + 2)
+        .send_signal(&old.id, "a", json!(1), T0 + 2, 2_000)
         .await
         .expect("send_signal");
     let claim = claim_only(store, "host-a", T0 + 3, &old).await;
     // Arrives while the run is continuing as new: the next run gets it.
     store
-        .send_signal(&old.id, "b", json!(2), T0 + 4)
+        .send_signal(&old.id, "b", json!(2), T0 + 4, 2_000)
         .await
         .expect("send_signal");
     let (next, mut new) = child_request(&parent, "wf-can-parent", 1, "wf-can", T0 + 5);
@@ -695,7 +695,7 @@ pub async fn a_parent_and_its_children_closing_at_once_all_commit(store: &dyn St
         start_child_in(&parent, &mut commit, 1, child, ParentClosePolicy::Terminate);
         parent.apply(store, commit).await;
         store
-            .send_signal(&parent.id, "finish", Value::Null, T0 + 1)
+            .send_signal(&parent.id, "finish", Value::Null, T0 + 1, 2_000)
             .await
             .expect("send_signal");
         pairs.push((parent, child_run));

@@ -50,7 +50,7 @@ pub async fn claim_takes_a_signalled_run(store: &dyn Store) {
     run.activate(store, T0, |_, _| {}).await;
     assert_not_claimable(store, T0 + 1, "an idle run").await;
     store
-        .send_signal(&run.id, "approve", json!({"ok": true}), T0 + 2)
+        .send_signal(&run.id, "approve", json!({"ok": true}), T0 + 2, 2_000)
         .await
         .expect("send_signal");
     let claim = claim_only(store, "host-a", T0 + 3, &run).await;
@@ -66,7 +66,7 @@ pub async fn claim_returns_each_run_once(store: &dyn Store) {
     })
     .await;
     store
-        .send_signal(&run.id, "poke", Value::Null, T0 + 1)
+        .send_signal(&run.id, "poke", Value::Null, T0 + 1, 2_000)
         .await
         .expect("send_signal");
     let claims = store
@@ -195,7 +195,7 @@ pub async fn park_run_makes_the_run_stuck(store: &dyn Store) {
     assert_eq!(record.status, RunStatus::Stuck);
     assert_eq!(record.stuck, Some(reason));
     store
-        .send_signal(&run.id, "still-open", Value::Null, T0 + 1_001)
+        .send_signal(&run.id, "still-open", Value::Null, T0 + 1_001, 2_000)
         .await
         .expect("a stuck run is open");
     assert_not_claimable(store, T0 + 1_000_000, "a stuck run").await;
@@ -236,13 +236,13 @@ pub async fn release_after_an_empty_wake_up_settles_the_run(store: &dyn Store) {
     let mut run = Run::start(store, "wf-empty-wake", T0).await;
     run.activate(store, T0, |_, _| {}).await;
     store
-        .send_signal(&run.id, "s1", json!(1), T0 + 1)
+        .send_signal(&run.id, "s1", json!(1), T0 + 1, 2_000)
         .await
         .expect("send_signal");
     let claim = claim_only(store, "host-a", T0 + 2, &run).await;
     // A second signal arrives between the claim and the read, and is consumed with the first.
     store
-        .send_signal(&run.id, "s2", json!(2), T0 + 3)
+        .send_signal(&run.id, "s2", json!(2), T0 + 3, 2_000)
         .await
         .expect("send_signal");
     let jobs = store
@@ -282,7 +282,7 @@ pub async fn release_after_an_empty_wake_up_settles_the_run(store: &dyn Store) {
     assert_not_claimable(store, T0 + 6, "nothing is waiting").await;
     // A new signal still wakes it.
     store
-        .send_signal(&run.id, "s3", json!(3), T0 + 7)
+        .send_signal(&run.id, "s3", json!(3), T0 + 7, 2_000)
         .await
         .expect("send_signal");
     claim_only(store, "host-a", T0 + 8, &run).await;
@@ -294,7 +294,7 @@ pub async fn reclaim_leases_frees_and_fences(store: &dyn Store) {
         .await;
     let two = Run::start(store, "wf-r2", T0 + 1).await;
     store
-        .send_signal(&one.id, "wake", Value::Null, T0 + 2)
+        .send_signal(&one.id, "wake", Value::Null, T0 + 2, 2_000)
         .await
         .expect("send_signal");
     let held = store
@@ -435,7 +435,7 @@ pub async fn next_timer_at_and_next_activity_at(store: &dyn Store) {
 
     // Parking the early run leaves only the late run's timer to wait for.
     store
-        .send_signal(&early.id, "wake", Value::Null, T0 + 1)
+        .send_signal(&early.id, "wake", Value::Null, T0 + 1, 2_000)
         .await
         .expect("send_signal");
     let claim = claim_only(store, "host-a", T0 + 2, &early).await;

@@ -72,7 +72,7 @@ pub async fn commit_consumes_jobs(store: &dyn Store) {
         .await
         .expect("finish_attempt");
     let signal = store
-        .send_signal(&run.id, "cancel-timer", json!(null), T0 + 3)
+        .send_signal(&run.id, "cancel-timer", json!(null), T0 + 3, 2_000)
         .await
         .expect("send_signal");
 
@@ -134,7 +134,7 @@ pub async fn commit_completed_closes_the_run(store: &dyn Store) {
         .await
         .expect("claim");
     store
-        .send_signal(&run.id, "finish", json!({}), T0 + 2)
+        .send_signal(&run.id, "finish", json!({}), T0 + 2, 2_000)
         .await
         .expect("send_signal");
     let claim = claim_only(store, "host-a", T0 + 3, &run).await;
@@ -200,7 +200,7 @@ pub async fn commit_completed_closes_the_run(store: &dyn Store) {
     );
     assert!(is_not_found(
         &store
-            .send_signal(&run.id, "late", Value::Null, T0 + 5)
+            .send_signal(&run.id, "late", Value::Null, T0 + 5, 2_000)
             .await
     ));
 }
@@ -375,15 +375,15 @@ pub async fn pending_jobs_are_ordered(store: &dyn Store) {
         .await
         .expect("finish 1");
     let a = store
-        .send_signal(&run.id, "a", json!("first"), T0 + 70)
+        .send_signal(&run.id, "a", json!("first"), T0 + 70, 2_000)
         .await
         .expect("signal a");
     let b = store
-        .send_signal(&run.id, "b", json!("second"), T0 + 70)
+        .send_signal(&run.id, "b", json!("second"), T0 + 70, 2_000)
         .await
         .expect("signal b");
     let c = store
-        .send_signal(&run.id, "c", json!("third"), T0 + 65)
+        .send_signal(&run.id, "c", json!("third"), T0 + 65, 2_000)
         .await
         .expect("signal c");
     assert!(a < b && b < c, "inbox ids increase in arrival order");

@@ -87,7 +87,7 @@ pub async fn history_keeps_every_event_kind_exactly(store: &dyn Store) {
     run.apply(store, commit).await;
     // Close it, so that the last kinds are stored too.
     store
-        .send_signal(&run.id, "wake", Value::Null, T0 + 9)
+        .send_signal(&run.id, "wake", Value::Null, T0 + 9, 2_000)
         .await
         .expect("send_signal");
     let claim = claim_only(store, "host-a", T0 + 10, &run).await;

@@ -414,7 +414,7 @@ pub async fn status_line_search_attributes_and_memo_round_trip(store: &dyn Store
     );
 
     store
-        .send_signal(&run.id, "poke", Value::Null, T0 + 2)
+        .send_signal(&run.id, "poke", Value::Null, T0 + 2, 2_000)
         .await
         .expect("send_signal");
     run.activate(store, T0 + 3, |_, _| {}).await;

@@ -256,15 +256,15 @@ pub async fn updates_are_delivered_answered_and_failed_on_close(store: &dyn Stor
     let mut run = start(store, "wf-updates", T0, RunOptions::default()).await;
     run.activate(store, T0, |_, _| {}).await;
     store
-        .send_update(&run.id, "u-1", "rename", json!("ada"), T0 + 10)
+        .send_update(&run.id, "u-1", "rename", json!("ada"), T0 + 10, 10)
         .await
         .expect("send_update");
     store
-        .send_update(&run.id, "u-2", "rename", json!("bob"), T0 + 10)
+        .send_update(&run.id, "u-2", "rename", json!("bob"), T0 + 10, 10)
         .await
         .expect("send_update");
     store
-        .send_update(&run.id, "u-1", "rename", json!("duplicate"), T0 + 11)
+        .send_update(&run.id, "u-1", "rename", json!("duplicate"), T0 + 11, 10)
         .await
         .expect("the same update id twice is a no-op");
     assert_eq!(
@@ -338,7 +338,7 @@ pub async fn updates_are_delivered_answered_and_failed_on_close(store: &dyn Stor
     assert_not_claimable(store, T0 + 13, "every update was taken").await;
 
     store
-        .send_update(&run.id, "u-3", "rename", json!(""), T0 + 20)
+        .send_update(&run.id, "u-3", "rename", json!(""), T0 + 20, 10)
         .await
         .expect("send_update");
     let rejected = Failure::new("InvalidName", "a name cannot be empty");
@@ -369,7 +369,7 @@ pub async fn updates_are_delivered_answered_and_failed_on_close(store: &dyn Stor
     );
 
     store
-        .send_update(&run.id, "u-4", "rename", json!("eve"), T0 + 30)
+        .send_update(&run.id, "u-4", "rename", json!("eve"), T0 + 30, 10)
         .await
         .expect("send_update");
     close(
@@ -396,7 +396,7 @@ pub async fn updates_are_delivered_answered_and_failed_on_close(store: &dyn Stor
         "an answered update keeps its answer"
     );
     match store
-        .send_update(&run.id, "u-5", "rename", json!("x"), T0 + 32)
+        .send_update(&run.id, "u-5", "rename", json!("x"), T0 + 32, 10)
         .await
     {
         Err(StoreError::NotFound { what }) => {
@@ -412,7 +412,105 @@ pub async fn updates_are_delivered_answered_and_failed_on_close(store: &dyn Stor
     ));
     assert!(is_not_found(
         &store
-            .send_update(&RunId::from("nobody"), "u", "x", Value::Null, T0)
+            .send_update(&RunId::from("nobody"), "u", "x", Value::Null, T0, 10)
             .await
     ));
+}
+
+/// A run holds at most so many signals not yet taken and updates not yet
+/// answered: a sender past either limit is refused with
+/// [`StoreError::Full`] naming the limit, nothing is queued or woken, and
+/// once the workflow takes them (answers them) there is room again. A
+/// resend of a queued update is never refused.
+pub async fn signals_and_updates_past_their_limits_are_refused(store: &dyn Store) {
+    let mut run = start(store, "wf-full", T0, RunOptions::default()).await;
+    run.activate(store, T0, |_, _| {}).await;
+    for i in 0..3 {
+        store
+            .send_signal(&run.id, "poke", json!(i), T0 + 1, 3)
+            .await
+            .expect("room for three signals");
+    }
+    match store
+        .send_signal(&run.id, "poke", json!(3), T0 + 2, 3)
+        .await
+    {
+        Err(e @ StoreError::Full { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("--max-pending-signals"), "{text}");
+            assert!(text.contains(run.id.as_str()), "{text}");
+            assert!(!e.is_retryable(), "the store does not retry it on its own");
+        }
+        other => panic!("a fourth signal must be refused, got {other:?}"),
+    }
+    for id in ["u-1", "u-2"] {
+        store
+            .send_update(&run.id, id, "rename", json!(id), T0 + 3, 2)
+            .await
+            .expect("room for two updates");
+    }
+    match store
+        .send_update(&run.id, "u-3", "rename", json!("u-3"), T0 + 4, 2)
+        .await
+    {
+        Err(e @ StoreError::Full { .. }) => {
+            assert!(e.to_string().contains("--max-updates-in-flight"), "{e}")
+        }
+        other => panic!("a third update must be refused, got {other:?}"),
+    }
+    store
+        .send_update(&run.id, "u-1", "rename", json!("again"), T0 + 4, 2)
+        .await
+        .expect("a resend of a queued update is a no-op, not refused");
+
+    let claim = claim_only(store, "host-a", T0 + 5, &run).await;
+    let jobs = store
+        .pending_jobs(&run.id, T0 + 5)
+        .await
+        .expect("pending_jobs");
+    assert_eq!(jobs.signals.len(), 3, "the refused signal was not queued");
+    assert_eq!(jobs.updates.len(), 2, "the refused update was not queued");
+    let mut events: Vec<Event> = jobs
+        .signals
+        .iter()
+        .map(|s| Event::SignalReceived {
+            name: s.name.clone(),
+            input: s.input.clone(),
+        })
+        .collect();
+    events.push(Event::UpdateReceived {
+        update_id: "u-1".into(),
+        name: "rename".into(),
+        input: json!("u-1"),
+    });
+    events.push(Event::UpdateReceived {
+        update_id: "u-2".into(),
+        name: "rename".into(),
+        input: json!("u-2"),
+    });
+    events.push(Event::UpdateCompleted {
+        update_id: "u-1".into(),
+        output: json!("done"),
+    });
+    let mut commit = run.commit(&claim, events, T0 + 6);
+    commit.consumed_signals = jobs.signals.iter().map(|s| s.id).collect();
+    commit.consumed_updates = vec!["u-1".into(), "u-2".into()];
+    commit.completed_updates = vec![("u-1".into(), Ok(json!("done")))];
+    run.apply(store, commit).await;
+
+    store
+        .send_signal(&run.id, "poke", json!(3), T0 + 7, 3)
+        .await
+        .expect("taken signals make room");
+    store
+        .send_update(&run.id, "u-3", "rename", json!("u-3"), T0 + 7, 2)
+        .await
+        .expect("an answered update makes room (u-2 is still in flight)");
+    match store
+        .send_update(&run.id, "u-4", "rename", json!("u-4"), T0 + 8, 2)
+        .await
+    {
+        Err(StoreError::Full { .. }) => {}
+        other => panic!("u-2 and u-3 are in flight: u-4 must be refused, got {other:?}"),
+    }
 }

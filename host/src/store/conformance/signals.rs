@@ -8,7 +8,7 @@ pub async fn signal_during_an_activation_keeps_the_run_runnable(store: &dyn Stor
     let jobs = store.pending_jobs(&run.id, T0).await.expect("pending_jobs");
     assert!(jobs.is_empty());
     let id = store
-        .send_signal(&run.id, "poke", json!(1), T0 + 1)
+        .send_signal(&run.id, "poke", json!(1), T0 + 1, 2_000)
         .await
         .expect("send_signal");
     let commit = run.commit(&claim, Vec::new(), T0 + 2);
@@ -29,7 +29,7 @@ pub async fn signal_during_an_activation_keeps_the_run_runnable(store: &dyn Stor
 pub async fn signal_to_closed_or_unknown_run_is_not_found(store: &dyn Store) {
     assert!(is_not_found(
         &store
-            .send_signal(&RunId::from("nobody"), "x", Value::Null, T0)
+            .send_signal(&RunId::from("nobody"), "x", Value::Null, T0, 2_000)
             .await
     ));
     let mut run = Run::start(store, "wf-closed", T0).await;
@@ -46,7 +46,10 @@ pub async fn signal_to_closed_or_unknown_run_is_not_found(store: &dyn Store) {
         };
     })
     .await;
-    match store.send_signal(&run.id, "x", Value::Null, T0 + 1).await {
+    match store
+        .send_signal(&run.id, "x", Value::Null, T0 + 1, 2_000)
+        .await
+    {
         Err(StoreError::NotFound { what }) => {
             assert!(what.contains(run.id.as_str()), "names the run: {what}")
         }

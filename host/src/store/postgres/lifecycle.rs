@@ -401,15 +401,21 @@ pub(super) async fn send_update(
     name: &str,
     input: &Value,
     now_ms: i64,
+    max_in_flight: i64,
 ) -> StoreResult<()> {
     // `r` locks the open run, so it cannot close (and miss this update when it
-    // fails the unanswered ones) before the update is stored.
-    let (open, status): (i64, Option<String>) = sqlx::query_as(
+    // fails the unanswered ones) before the update is stored. `room`: fewer
+    // than `max_in_flight` updates unanswered, or this one already known (a
+    // resend is a no-op, never refused).
+    let (open, status, room): (i64, Option<String>, bool) = sqlx::query_as(
         "WITH r AS (
              SELECT run_id FROM runs WHERE run_id = $1 AND status IN ('running', 'stuck') FOR NO KEY UPDATE
+         ), room AS (
+             SELECT (SELECT count(*) FROM updates WHERE run_id = $1 AND NOT completed) < $6
+                    OR EXISTS (SELECT 1 FROM updates WHERE run_id = $1 AND update_id = $2) AS ok
          ), ins AS (
              INSERT INTO updates (run_id, update_id, name, input, received_at_ms)
-             SELECT run_id, $2, $3, $4, $5 FROM r
+             SELECT run_id, $2, $3, $4, $5 FROM r WHERE (SELECT ok FROM room)
              ON CONFLICT (run_id, update_id) DO NOTHING
              RETURNING run_id
          ), w AS (
@@ -417,17 +423,21 @@ pub(super) async fn send_update(
                              wakeups = wakeups + 1
               WHERE run_id IN (SELECT run_id FROM ins)
          )
-         SELECT (SELECT count(*) FROM r), (SELECT status FROM runs WHERE run_id = $1)",
+         SELECT (SELECT count(*) FROM r), (SELECT status FROM runs WHERE run_id = $1), (SELECT ok FROM room)",
     )
     .bind(run_id.as_str())
     .bind(update_id)
     .bind(name)
     .bind(input.to_string())
     .bind(now_ms)
+    .bind(max_in_flight)
     .fetch_one(&mut *conn)
     .await?;
     if open != 1 {
         return Err(rows::not_open(run_id, status, "updates"));
+    }
+    if !room {
+        return Err(rows::updates_full(run_id, max_in_flight as u64));
     }
     Ok(())
 }

@@ -368,6 +368,26 @@ pub(in crate::store) fn not_open(run_id: &RunId, status: Option<String>, what: &
     }
 }
 
+/// A run holding `limit` signals not yet taken.
+pub(in crate::store) fn signals_full(run_id: &RunId, limit: u64) -> StoreError {
+    StoreError::Full {
+        run_id: run_id.clone(),
+        what: "signals not yet taken by the workflow",
+        limit,
+        setting: "--max-pending-signals",
+    }
+}
+
+/// A run holding `limit` updates not yet answered.
+pub(in crate::store) fn updates_full(run_id: &RunId, limit: u64) -> StoreError {
+    StoreError::Full {
+        run_id: run_id.clone(),
+        what: "updates not yet answered by the workflow",
+        limit,
+        setting: "--max-updates-in-flight",
+    }
+}
+
 /// The run that a continue-as-new creates could not be placed.
 pub(in crate::store) fn continue_refused(run_id: &RunId, refusal: StoreError) -> StoreError {
     StoreError::Conflict {

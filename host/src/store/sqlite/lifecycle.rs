@@ -378,10 +378,25 @@ pub(super) async fn send_update(
     name: &str,
     input: &Value,
     now_ms: i64,
+    max_in_flight: i64,
 ) -> StoreResult<()> {
     match status_of(conn, run_id).await? {
         Some(status) if RunStatus::parse(&status)?.is_open() => {}
         status => return Err(rows::not_open(run_id, status, "updates")),
+    }
+    // Room: fewer than `max_in_flight` unanswered, or this update already
+    // known (a resend is a no-op, never refused).
+    let room: bool = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM updates WHERE run_id = $1 AND NOT completed) < $3
+                OR EXISTS (SELECT 1 FROM updates WHERE run_id = $1 AND update_id = $2)",
+    )
+    .bind(run_id.as_str())
+    .bind(update_id)
+    .bind(max_in_flight)
+    .fetch_one(&mut *conn)
+    .await?;
+    if !room {
+        return Err(rows::updates_full(run_id, max_in_flight as u64));
     }
     let inserted = sqlx::query(
         "INSERT INTO updates (run_id, update_id, id, name, input, received_at_ms)
