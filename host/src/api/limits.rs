@@ -104,7 +104,12 @@ pub(crate) async fn bodies(
     request: Request,
     next: Next,
 ) -> Response {
-    if super::auth::is_grpc(&request) {
+    let path = request.uri().path();
+    // The routes anyone may call before a token is checked read no body, or
+    // their own few KiB (the sign-in form): reading one here would let a
+    // stranger make the host hold the request limit's worth.
+    let unchecked = matches!(path, "/healthz" | "/" | "/ui/login" | "/ui/logout");
+    if unchecked || super::auth::is_grpc(&request) {
         return next.run(request).await;
     }
     let limit = limits.for_http(request.method(), request.uri().path());
