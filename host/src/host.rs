@@ -141,6 +141,28 @@ impl HostError {
 /// nobody here.
 const WAITER_POLL: Duration = Duration::from_millis(500);
 
+/// An update to send ([`Host::update_within`]).
+#[derive(Clone, Debug)]
+pub struct UpdateCall {
+    pub run_id: RunId,
+    /// Makes the update idempotent: a second call with the same id waits
+    /// for the first one's answer. `None`: one is made up.
+    pub update_id: Option<String>,
+    pub name: String,
+    pub input: Value,
+    /// The longest the call waits for the answer; `None`: until it comes.
+    pub wait: Option<Duration>,
+}
+
+/// How an update call ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum UpdateAnswer {
+    /// The workflow's answer.
+    Answered(Value),
+    /// Accepted, not yet answered when the wait ran out; ask again with this id.
+    Pending { update_id: String },
+}
+
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct StartRequest {
@@ -630,7 +652,108 @@ impl Host {
         name: &str,
         input: Value,
     ) -> Result<Value, HostError> {
+        let call = UpdateCall {
+            run_id: run_id.clone(),
+            update_id: None,
+            name: name.into(),
+            input,
+            wait: None,
+        };
+        match self.update_within(call).await? {
+            UpdateAnswer::Answered(output) => Ok(output),
+            UpdateAnswer::Pending { update_id } => Err(HostError::Other(format!(
+                "update {name:?} ({update_id}) of run {run_id} was not answered"
+            ))),
+        }
+    }
+
+    /// [`update`](Self::update) under its own id, waiting at most
+    /// `call.wait`. An update id this run already took is not sent again:
+    /// the call waits for (or gives) the answer of the one sent, so a caller
+    /// whose wait ran out asks again with the same id.
+    pub async fn update_within(&self, call: UpdateCall) -> Result<UpdateAnswer, HostError> {
+        let UpdateCall {
+            run_id,
+            update_id,
+            name,
+            input,
+            wait,
+        } = call;
+        let run_id = &run_id;
         self.check_payload(|| format!("update {name:?} to run {run_id}"), &input)?;
+        let sent = match &update_id {
+            Some(id) => match self.inner.store.update_outcome(run_id, id).await {
+                Ok(Some(outcome)) => {
+                    return outcome.map(UpdateAnswer::Answered).map_err(|failure| {
+                        HostError::UpdateFailed {
+                            run_id: run_id.clone(),
+                            name,
+                            failure,
+                        }
+                    });
+                }
+                Ok(None) => true,
+                Err(StoreError::NotFound { .. }) => false,
+                Err(e) => return Err(e.into()),
+            },
+            None => false,
+        };
+        let update_id = update_id.unwrap_or_else(|| {
+            format!(
+                "upd-{:016x}{:016x}",
+                self.inner.rng.next_u64(),
+                self.inner.rng.next_u64()
+            )
+        });
+        if !sent {
+            self.send_new_update(run_id, &update_id, &name, input)
+                .await?;
+        }
+        let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+        let notify = self.inner.wakeups.on_update(run_id);
+        let result = loop {
+            let woken = notify.notified();
+            tokio::pin!(woken);
+            // Registered before the outcome is read, so an answer in between is not missed.
+            woken.as_mut().enable();
+            match self.inner.store.update_outcome(run_id, &update_id).await {
+                Ok(Some(outcome)) => {
+                    break outcome.map(UpdateAnswer::Answered).map_err(|failure| {
+                        HostError::UpdateFailed {
+                            run_id: run_id.clone(),
+                            name: name.clone(),
+                            failure,
+                        }
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => break Err(e.into()),
+            }
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                break Ok(UpdateAnswer::Pending {
+                    update_id: update_id.clone(),
+                });
+            }
+            let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+            // Another host may run the workflow: look again now and then.
+            tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep(self.inner.config.poll_interval.min(WAITER_POLL)) => {}
+                () = tokio::time::sleep_until(deadline.unwrap_or(far)) => {}
+            }
+        };
+        self.inner.wakeups.forget_update(run_id, notify);
+        result
+    }
+
+    /// Validates an update against the open run and records it.
+    async fn send_new_update(
+        &self,
+        run_id: &RunId,
+        update_id: &str,
+        name: &str,
+        input: Value,
+    ) -> Result<(), HostError> {
         let run = self.inner.store.run(run_id).await?;
         if !run.status.is_open() {
             return Err(HostError::Other(format!(
@@ -654,16 +777,11 @@ impl Host {
             }
             Err(e) => return Err(driver_error(e)),
         }
-        let update_id = format!(
-            "upd-{:016x}{:016x}",
-            self.inner.rng.next_u64(),
-            self.inner.rng.next_u64()
-        );
         self.inner
             .store
             .send_update(
                 run_id,
-                &update_id,
+                update_id,
                 name,
                 input,
                 self.inner.clock.now_ms(),
@@ -671,31 +789,7 @@ impl Host {
             )
             .await?;
         self.inner.wakeups.activations.notify_one();
-        let notify = self.inner.wakeups.on_update(run_id);
-        let result = loop {
-            let woken = notify.notified();
-            tokio::pin!(woken);
-            // Registered before the outcome is read, so an answer in between is not missed.
-            woken.as_mut().enable();
-            match self.inner.store.update_outcome(run_id, &update_id).await {
-                Ok(Some(outcome)) => {
-                    break outcome.map_err(|failure| HostError::UpdateFailed {
-                        run_id: run_id.clone(),
-                        name: name.into(),
-                        failure,
-                    });
-                }
-                Ok(None) => {}
-                Err(e) => break Err(e.into()),
-            }
-            // Another host may run the workflow: look again now and then.
-            tokio::select! {
-                () = woken => {}
-                () = tokio::time::sleep(self.inner.config.poll_interval.min(WAITER_POLL)) => {}
-            }
-        };
-        self.inner.wakeups.forget_update(run_id, notify);
-        result
+        Ok(())
     }
 
     /// Runs that match `filter`, newest first.

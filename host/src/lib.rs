@@ -57,7 +57,10 @@ pub mod worker;
 pub mod workflow;
 
 pub use activity::{Activities, ActivityContext, ActivityError};
-pub use host::{Host, HostConfig, HostError, Running, StartOptions, StartRequest, outcome};
+pub use host::{
+    Host, HostConfig, HostError, Running, StartOptions, StartRequest, UpdateAnswer, UpdateCall,
+    outcome,
+};
 pub use limits::RunLimits;
 pub use scheduler::{Clock, ManualClock, SystemClock};
 pub use store::{IdConflictPolicy, IdReusePolicy, ListFilter, RunStatus};

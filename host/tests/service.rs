@@ -463,68 +463,133 @@ fn server_requires_tokens_and_admin_for_deploys() {
         "{metrics}"
     );
 
-    // The web UI: a browser signs in once; the cookie reads pages and nothing else.
+    // The web UI: a browser signs in once, with the form's CSRF value; its
+    // cookie is a session id, not the token, reads pages and nothing else,
+    // and ends at sign-out.
     let (status, head, _) = http_raw(&socket, "GET", "/ui", &[], b"");
     assert_eq!(status, 303, "{head}");
     assert!(head.contains("location: /ui/login"), "{head}");
-    let (status, _, form) = http_raw(&socket, "GET", "/ui/login", &[], b"");
+    let (status, head, form) = http_raw(&socket, "GET", "/ui/login", &[], b"");
     assert_eq!(status, 200);
     assert!(form.contains(r#"name="token""#), "{form}");
-    let (status, head, _) = http_raw(
-        &socket,
-        "POST",
-        "/ui/login",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        b"token=user-secret",
+    let csrf_cookie = cookie_named(&head, "weft_login_csrf");
+    let csrf = csrf_cookie
+        .trim_start_matches("weft_login_csrf=")
+        .to_owned();
+    assert_eq!(csrf.len(), 64, "{head}");
+    assert!(
+        form.contains(&format!(r#"name="csrf" value="{csrf}""#)),
+        "{form}"
     );
-    assert_eq!(status, 303, "{head}");
+    let sign_in = |cookie: Option<&str>, body: &str| {
+        let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
+        if let Some(cookie) = cookie {
+            headers.push(("Cookie", cookie));
+        }
+        http_raw(&socket, "POST", "/ui/login", &headers, body.as_bytes())
+    };
+    // Without the form's CSRF value, or with another one: refused.
+    let (status, head, page) = sign_in(None, "token=user-secret");
+    assert_eq!(status, 403, "{head}");
+    assert!(page.contains("did not come from this host"), "{page}");
+    assert!(!head.contains("weft_session="), "{head}");
+    let (status, _, _) = sign_in(Some(&csrf_cookie), "token=user-secret&csrf=0000");
+    assert_eq!(status, 403);
+    let (status, _, _) = sign_in(None, &format!("token=user-secret&csrf={csrf}"));
+    assert_eq!(status, 403, "the value must match the cookie");
+    // The token is checked here, not on the next page.
+    let (status, head, page) = sign_in(Some(&csrf_cookie), &format!("token=wrong&csrf={csrf}"));
+    assert_eq!(status, 401, "{head}");
+    assert!(page.contains("does not accept that token"), "{page}");
+    assert!(!head.contains("weft_session="), "{head}");
     // A token that could add cookie attributes is refused, and the form,
     // posted before any token is checked, is small.
-    let (status, _, _) = http_raw(
-        &socket,
-        "POST",
-        "/ui/login",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        b"token=x%3B%20Domain%3Devil.example",
+    let (status, _, _) = sign_in(
+        Some(&csrf_cookie),
+        &format!("token=x%3B%20Domain%3Devil.example&csrf={csrf}"),
     );
     assert_eq!(status, 400);
-    let mut big = b"token=".to_vec();
-    big.resize(8 << 10, b'a');
-    let (status, _, _) = http_raw(
-        &socket,
-        "POST",
-        "/ui/login",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        &big,
-    );
+    let mut big = format!("csrf={csrf}&token=");
+    big.extend(std::iter::repeat_n('a', 8 << 10));
+    let (status, head, page) = sign_in(Some(&csrf_cookie), &big);
     assert_eq!(status, 413);
-    let cookie = head
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(page.contains("larger than any token"), "{page}");
+    let (status, head, _) = sign_in(
+        Some(&csrf_cookie),
+        &format!("token=user-secret&csrf={csrf}"),
+    );
+    assert_eq!(status, 303, "{head}");
+    let session = cookie_named(&head, "weft_session");
+    let set = head
         .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .expect("a cookie");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
-    let cookie = cookie.split(';').next().unwrap();
-    let (status, _, modules) = http_raw(&socket, "GET", "/ui/modules", &[("Cookie", cookie)], b"");
+        .find(|l| l.starts_with("set-cookie: weft_session="))
+        .unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/ui"),
+        "{set}"
+    );
+    assert!(!set.contains("Secure"), "plaintext: {set}");
+    assert!(!session.contains("user-secret"), "{session}");
+    assert_eq!(session.len(), "weft_session=".len() + 64, "{session}");
+    let (status, _, modules) =
+        http_raw(&socket, "GET", "/ui/modules", &[("Cookie", &session)], b"");
     assert_eq!(status, 200);
     assert!(modules.contains("scenarios"), "{modules}");
+    assert!(modules.contains("Sign out"), "{modules}");
     let (status, _, _) = http_raw(
         &socket,
         "GET",
         "/ui",
-        &[("Cookie", "weft_token=wrong")],
+        &[("Cookie", "weft_token=user-secret")],
         b"",
     );
-    assert_eq!(status, 303, "a wrong token is sent back to the login page");
-    let (status, _, _) = http_raw(&socket, "GET", "/v1/workflows", &[("Cookie", cookie)], b"");
+    assert_eq!(status, 303, "a token in a cookie is not a session");
+    let (status, _, _) = http_raw(
+        &socket,
+        "GET",
+        "/ui",
+        &[("Cookie", "weft_session=wrong")],
+        b"",
+    );
+    assert_eq!(
+        status, 303,
+        "an unknown session is sent back to the login page"
+    );
+    let (status, _, _) = http_raw(
+        &socket,
+        "GET",
+        "/v1/workflows",
+        &[("Cookie", &session)],
+        b"",
+    );
     assert_eq!(status, 401, "the cookie reads the UI's pages only");
     let (status, _, _) = http_raw(
         &socket,
         "POST",
         "/v1/workflows/x/terminate",
-        &[("Cookie", cookie)],
+        &[("Cookie", &session)],
         b"",
     );
     assert_eq!(status, 401, "the cookie changes nothing");
+    // Sign-out ends the session.
+    let (status, head, _) = http_raw(&socket, "POST", "/ui/logout", &[("Cookie", &session)], b"");
+    assert_eq!(status, 303, "{head}");
+    assert!(head.contains("location: /ui/login"), "{head}");
+    assert!(head.contains("weft_session=; Path=/ui"), "{head}");
+    let (status, head, _) = http_raw(&socket, "GET", "/ui/modules", &[("Cookie", &session)], b"");
+    assert_eq!(status, 303, "{head}");
+    assert!(head.contains("location: /ui/login"), "{head}");
+}
+
+/// `name=value` of the response's `Set-Cookie` for cookie `name`.
+fn cookie_named(head: &str, name: &str) -> String {
+    head.lines()
+        .filter_map(|l| l.strip_prefix("set-cookie: "))
+        .map(|c| c.split(';').next().unwrap())
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no cookie {name} in {head}"))
+        .to_owned()
 }
 
 /// The worker process `remote_worker_process_serves_the_activities` starts:
@@ -847,4 +912,43 @@ fn tokens_come_from_files_kept_out_of_the_process_list() {
     assert_eq!(listed.json(), json!([]));
     let e = weft_env(addr, &["list"], &[("WEFT_TOKEN", "worker-pay")]);
     assert!(e.failed().contains("a worker token may only poll"), "{e:?}");
+}
+
+/// `weft dev` takes its body limits from flags and the environment, and
+/// each refusal names the limit and the setting.
+#[test]
+fn body_limits_are_set_by_flag_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("weft.db");
+    let db = db.to_str().unwrap();
+    let refused = weft(
+        "http://127.0.0.1:1",
+        &["dev", "--database", db, "--max-request-bytes", "10"],
+    );
+    assert!(
+        refused
+            .failed()
+            .contains("--max-request-bytes 10 is too small"),
+        "{refused:?}"
+    );
+    let host = HostProcess::start(
+        &["dev", "--database", db, "--max-request-bytes", "2048"],
+        &[("WEFT_MAX_MODULE_BYTES", "4096")],
+    );
+    let socket = host.socket();
+    let (status, body) = http(&socket, "POST", "/v1/workflows", None, &[b' '; 3000]);
+    assert_eq!(status, 413, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("limit of 2048 bytes"), "{message}");
+    assert!(message.contains("--max-request-bytes"), "{message}");
+    assert_eq!(body["error"]["retryable"], json!(false));
+    let (status, body) = http(&socket, "PUT", "/v1/modules/m", None, &[0; 5000]);
+    assert_eq!(status, 413, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("limit of 4096 bytes"), "{message}");
+    assert!(message.contains("WEFT_MAX_MODULE_BYTES"), "{message}");
+    // Under the limits: answered as ever.
+    let (status, body) = http(&socket, "PUT", "/v1/modules/m", None, &[0; 3000]);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], json!("invalid_argument"));
 }

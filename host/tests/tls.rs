@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio_rustls::rustls;
-use weft::api::{ServerTls, Tokens};
+use weft::api::{Limits, ServeOptions, ServerTls, Tokens};
 use weft::client::{Client, ClientTls};
 use weft::worker::{Worker, WorkerOptions};
 use weft::{Activities, ActivityContext, ActivityError};
@@ -143,6 +143,42 @@ async fn grpc_http_and_workers_speak_tls_and_plaintext_and_strangers_are_refused
 
 /// `GET path` over HTTP/1.1 in TLS (ALPN `http/1.1`), trusting `ca`: the
 /// whole response as text.
+/// Over TLS the web UI's cookies are `Secure`: the sign-in form's CSRF
+/// cookie (and the session cookie, set the same way) never travel in
+/// plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_cookies_are_secure_over_tls() {
+    let pem = certificates();
+    let t = TestHost::new(Backend::Sqlite, Activities::new()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let options = ServeOptions {
+        tokens: Tokens::new(vec![], vec!["user-secret".into()]),
+        limits: Limits::default(),
+        tls: Some(ServerTls::from_pem(pem.cert.as_bytes(), pem.key.as_bytes()).unwrap()),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(weft::api::serve_with(
+        t.host.clone(),
+        listener,
+        options,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let response = http1_over_tls(port, &pem.ca, "/ui/login").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let cookie = response
+        .lines()
+        .find(|l| l.starts_with("set-cookie: weft_login_csrf="))
+        .unwrap_or_else(|| panic!("no CSRF cookie: {response}"));
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    assert!(cookie.contains("HttpOnly; SameSite=Strict"), "{cookie}");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    t.stop().await;
+}
+
 async fn http1_over_tls(port: u16, ca: &str, path: &str) -> String {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();

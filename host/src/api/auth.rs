@@ -14,6 +14,7 @@
 //! open host answers only requests addressed to a loopback name and takes
 //! writes only as JSON, so that web pages cannot use it.
 
+use super::sessions::Sessions;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -21,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Instant;
 use subtle::{Choice, ConstantTimeEq};
 
 /// The tokens a server accepts, kept as their SHA-256 digests: compared in
@@ -184,7 +186,7 @@ impl Tokens {
             && self.worker.is_empty()
     }
 
-    fn role(&self, token: &str) -> Option<Role> {
+    pub(crate) fn role(&self, token: &str) -> Option<Role> {
         // Every digest is compared, in constant time, so the time taken
         // says neither which token nearly matched nor how long any is.
         let presented = digest(token);
@@ -237,12 +239,21 @@ fn needs_admin(request: &Request) -> bool {
             && (path.ends_with("/resume") || path.ends_with("/reset")))
 }
 
+/// What the token check consults: the tokens, and the web UI's sessions
+/// (which its sign-in page starts from a token).
+#[derive(Default)]
+pub(crate) struct Access {
+    pub(crate) tokens: Tokens,
+    pub(crate) sessions: Sessions,
+}
+
 /// Refuses a request without an acceptable token before it reaches a service.
 pub(crate) async fn check(
-    State(tokens): State<Arc<Tokens>>,
+    State(access): State<Arc<Access>>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let tokens = &access.tokens;
     let path = request.uri().path();
     if tokens.open {
         return match open_refusal(&request) {
@@ -254,25 +265,34 @@ pub(crate) async fn check(
             }
         };
     }
-    if matches!(path, "/healthz" | "/" | "/ui/login") {
+    if matches!(path, "/healthz" | "/" | "/ui/login" | "/ui/logout") {
         return next.run(request).await;
     }
-    // The web UI's pages are read with the token its login page keeps in a cookie.
-    let ui_page =
-        request.method() == axum::http::Method::GET && (path == "/ui" || path.starts_with("/ui/"));
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .or_else(|| {
-            ui_page
-                .then(|| super::ui::cookie_token(request.headers()))
-                .flatten()
-        });
-    if ui_page && presented.is_none_or(|t| matches!(tokens.role(t), None | Some(Role::Worker(_)))) {
-        return axum::response::Redirect::to("/ui/login").into_response();
+        .map(str::trim);
+    // The web UI's pages are read by a bearer token or by a session its
+    // sign-in page started; a session reads pages, never changes anything.
+    let ui_page =
+        request.method() == axum::http::Method::GET && (path == "/ui" || path.starts_with("/ui/"));
+    if ui_page {
+        let role = match presented {
+            Some(token) => tokens.role(token),
+            None => super::ui::session_cookie(request.headers())
+                .and_then(|id| access.sessions.role(id, Instant::now())),
+        };
+        return match role {
+            None | Some(Role::Worker(_)) => {
+                axum::response::Redirect::to("/ui/login").into_response()
+            }
+            Some(role) => {
+                request.extensions_mut().insert(role);
+                next.run(request).await
+            }
+        };
     }
     let found = presented.map(|t| tokens.role(t));
     let credential = presented.map(Credential::of_token);
@@ -328,7 +348,7 @@ fn refusal(request: &Request, status: StatusCode, code: tonic::Code, message: &s
     }
 }
 
-fn is_grpc(request: &Request) -> bool {
+pub(crate) fn is_grpc(request: &Request) -> bool {
     content_type(request).is_some_and(|c| c.starts_with("application/grpc"))
 }
 

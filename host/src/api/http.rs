@@ -8,10 +8,10 @@
 //! | `GET /v1/workflows?status=&workflow_type=&limit=` | list |
 //! | `GET /v1/workflows/{id}` | describe |
 //! | `GET /v1/workflows/{id}/history` | the history, with `chain_verified` |
-//! | `GET /v1/workflows/{id}/result?timeout_ms=` | wait for the run to close |
+//! | `GET /v1/workflows/{id}/result?timeout_ms=` | wait for the run to close (at most the wait limit, 60 s: then `"closed": false`) |
 //! | `POST /v1/workflows/{id}/signals/{name}` | signal; the body is the input |
 //! | `POST /v1/workflows/{id}/queries/{name}` | query; the body (optional) is the input |
-//! | `POST /v1/workflows/{id}/updates/{name}` | update; the body is the input |
+//! | `POST /v1/workflows/{id}/updates/{name}?update_id=` | update; the body is the input; waits at most the wait limit for the answer |
 //! | `POST /v1/workflows/{id}/cancel`, `/terminate` | `{"reason"}` (optional) |
 //! | `POST /v1/workflows/{id}/replay` | replay against its module |
 //! | `POST /v1/workflows/{id}/resume` | resume a stuck run: `{"module_sha256"}` (optional; admin) |
@@ -21,14 +21,18 @@
 //! | `GET /metrics` | this host's metrics, Prometheus text format |
 //!
 //! Every `{id}` route takes `?run_id=` to address an earlier run.
-//! Errors are `{"error": {"code", "message", "retryable"}}` with a fitting status.
+//! Errors are `{"error": {"code", "message", "retryable"}}` with a fitting
+//! status, the framework's own refusals (a body over its
+//! [limit](super::Limits), a malformed path or query) included.
 
 use super::ApiState;
 use super::proto::{self, workflow_service_server::WorkflowService};
 use crate::client::{DeployedView, HistoryView, ModuleView, ReplayView, RunView, Started};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+// axum's `Path` and `Query`, refusing in the API's JSON error shape.
+use super::extract::{ApiPath as Path, ApiQuery as Query};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -62,7 +66,12 @@ pub(crate) fn error_body(status: StatusCode, code: tonic::Code, message: &str) -
     let body = json!({ "error": {
         "code": code_name(code),
         "message": message,
-        "retryable": code == tonic::Code::Unavailable,
+        // A wait that ran out (an update not yet answered) ends the same way
+        // as an unavailable database, and so does a run that holds as many
+        // signals or updates as it may (429, not a body over its limit: 413):
+        // the same call may succeed later.
+        "retryable": matches!(code, tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+            || status == StatusCode::TOO_MANY_REQUESTS,
     }});
     (status, Json(body)).into_response()
 }
@@ -80,6 +89,9 @@ fn code_name(code: tonic::Code) -> &'static str {
         Unavailable => "unavailable",
         DataLoss => "data_loss",
         DeadlineExceeded => "deadline_exceeded",
+        ResourceExhausted => "resource_exhausted",
+        OutOfRange => "out_of_range",
+        Unimplemented => "unimplemented",
         _ => "internal",
     }
 }
@@ -392,19 +404,29 @@ async fn query(
     Ok(Json(json!({ "output": output })))
 }
 
+/// `?run_id=&update_id=`: an update under the caller's id, so that asking
+/// again after a wait ran out waits for the same update.
+#[derive(Deserialize)]
+struct UpdateQuery {
+    #[serde(default)]
+    run_id: String,
+    #[serde(default)]
+    update_id: String,
+}
+
 async fn update(
     State(api): State<Arc<ApiState>>,
     Path((id, name)): Path<(String, String)>,
-    Query(q): Query<RunQuery>,
+    Query(q): Query<UpdateQuery>,
     body: Bytes,
 ) -> Answer<Value> {
     let r = api
         .workflows
         .update(Request::new(proto::UpdateRequest {
-            run: run_ref(id, q),
+            run: run_ref(id, RunQuery { run_id: q.run_id }),
             name,
             input_json: body_json(&body)?,
-            update_id: String::new(),
+            update_id: q.update_id,
         }))
         .await?;
     let output: Value = serde_json::from_str(&r.into_inner().output_json).unwrap_or(Value::Null);

@@ -9,37 +9,56 @@
 //! | `GET /ui?status=&workflow_type=&workflow_id=&module_sha256=` | runs, newest first |
 //! | `GET /ui/workflows/{id}?run_id=` | a run: its state, result and history |
 //! | `GET /ui/modules` | deployed modules, defaults and the runs on each |
-//! | `GET, POST /ui/login` | a host with tokens: the token, kept in a cookie |
+//! | `GET, POST /ui/login` | a host with tokens: sign in with a token |
+//! | `POST /ui/logout` | sign out |
 //!
-//! A browser cannot send a bearer header, so on a host with tokens the login
-//! page keeps the token in an `HttpOnly`, `SameSite=Strict` cookie that the
-//! token check accepts for `GET /ui…` only: the cookie can read pages, never
-//! change anything.
+//! A browser cannot send a bearer header, so on a host with tokens the
+//! sign-in page checks the token once and starts a [session](super::sessions):
+//! the cookie holds a random session id, never the token, is `HttpOnly`,
+//! `SameSite=Strict` (and `Secure` over TLS), and the token check accepts it
+//! for `GET /ui…` only: it can read pages, never change anything. The
+//! sign-in form carries a CSRF value that must match the one in a cookie
+//! the form's page set (double submit), so another site cannot sign a
+//! browser in under a token of its choosing.
 
 use super::ApiState;
+use super::auth::Role;
+use super::extract::{path_problem, query_problem};
 use super::http::{RunQuery, http_status};
 use super::proto::{self, workflow_service_server::WorkflowService};
+use super::sessions::secret;
 use crate::client::{HistoryView, ModuleView, RunView, format_time as when};
 use axum::Form;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
 use tonic::Request;
 
 /// The largest login form accepted.
 const LOGIN_BODY_BYTES: usize = 4 << 10;
 
-/// The cookie the login page sets.
-pub(crate) const TOKEN_COOKIE: &str = "weft_token";
+/// The cookie that holds a signed-in browser's session id.
+const SESSION_COOKIE: &str = "weft_session";
+
+/// The cookie that held the token itself, before sessions: cleared at sign-in.
+const OLD_TOKEN_COOKIE: &str = "weft_token";
+
+/// The sign-in form's CSRF cookie, sent back to `/ui/login` only.
+const CSRF_COOKIE: &str = "weft_login_csrf";
+
+/// How long a sign-in form stays good.
+const CSRF_MAX_AGE_SECONDS: u32 = 3600;
 
 /// How many runs the list shows.
 const LIST_LIMIT: u32 = 200;
@@ -86,6 +105,7 @@ form.filters label { display: flex; flex-direction: column; font-size: 12px; col
 input, select, button { font: inherit; padding: .2em .4em; }
 .muted { color: #5b6477; } .error { background: #fee2e2; padding: .8em 1em; }
 details summary { cursor: pointer; }
+form.signout { margin-left: auto; }
 "#;
 
 pub(crate) fn routes(state: Arc<ApiState>) -> axum::Router {
@@ -97,10 +117,14 @@ pub(crate) fn routes(state: Arc<ApiState>) -> axum::Router {
         .route(
             "/ui/login",
             // Anyone may post here, before any token is checked: a token's
-            // worth of body, not the API's 64 MiB.
+            // worth of body, not the API's request limit.
             get(login_form)
                 .post(login)
                 .layer(DefaultBodyLimit::max(LOGIN_BODY_BYTES)),
+        )
+        .route(
+            "/ui/logout",
+            post(logout).layer(DefaultBodyLimit::max(LOGIN_BODY_BYTES)),
         )
         .with_state(state)
 }
@@ -111,6 +135,18 @@ struct PageError(StatusCode, String);
 impl From<tonic::Status> for PageError {
     fn from(s: tonic::Status) -> Self {
         Self(http_status(s.code()), s.message().to_owned())
+    }
+}
+
+impl From<PathRejection> for PageError {
+    fn from(e: PathRejection) -> Self {
+        Self(e.status(), path_problem(&e))
+    }
+}
+
+impl From<QueryRejection> for PageError {
+    fn from(e: QueryRejection) -> Self {
+        Self(e.status(), query_problem(&e))
     }
 }
 
@@ -129,11 +165,16 @@ impl IntoResponse for PageError {
 }
 
 fn page(title: &str, content: Markup) -> Markup {
-    page_refreshed(title, None, content)
+    page_refreshed(title, None, false, content)
+}
+
+/// A page of a host with tokens has a sign-out button.
+fn signed_page(api: &ApiState, title: &str, content: Markup) -> Markup {
+    page_refreshed(title, None, !api.access.tokens.is_open(), content)
 }
 
 /// A page the browser loads again every `refresh` seconds.
-fn page_refreshed(title: &str, refresh: Option<u32>, content: Markup) -> Markup {
+fn page_refreshed(title: &str, refresh: Option<u32>, sign_out: bool, content: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -149,6 +190,11 @@ fn page_refreshed(title: &str, refresh: Option<u32>, content: Markup) -> Markup 
                     a.brand href="/ui" { "Weft" }
                     a href="/ui" { "Runs" }
                     a href="/ui/modules" { "Modules" }
+                    @if sign_out {
+                        form.signout method="post" action="/ui/logout" {
+                            button type="submit" { "Sign out" }
+                        }
+                    }
                 }
                 main { (content) }
             }
@@ -251,8 +297,9 @@ struct RunsQuery {
 
 async fn runs(
     State(api): State<Arc<ApiState>>,
-    Query(q): Query<RunsQuery>,
+    q: Result<Query<RunsQuery>, QueryRejection>,
 ) -> Result<Markup, PageError> {
+    let Query(q) = q?;
     let listed = api
         .workflows
         .list(Request::new(proto::ListRequest {
@@ -274,7 +321,8 @@ async fn runs(
         && q.workflow_type.is_empty()
         && q.workflow_id.is_empty()
         && q.module_sha256.is_empty());
-    Ok(page(
+    Ok(signed_page(
+        &api,
         "Runs",
         html! {
             h1 { "Runs" }
@@ -329,9 +377,10 @@ async fn runs(
 
 async fn run(
     State(api): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-    Query(q): Query<RunQuery>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<RunQuery>, QueryRejection>,
 ) -> Result<Markup, PageError> {
+    let (Path(id), Query(q)) = (id?, q?);
     let reference = || {
         Some(proto::RunRef {
             workflow_id: id.clone(),
@@ -367,6 +416,7 @@ async fn run(
     Ok(page_refreshed(
         &run.workflow_id,
         open.then_some(OPEN_RUN_REFRESH_SECONDS),
+        !api.access.tokens.is_open(),
         html! {
             h1 { (run.workflow_id) " " (status_badge(&run.status)) }
             dl {
@@ -522,7 +572,8 @@ async fn modules(State(api): State<Arc<ApiState>>) -> Result<Markup, PageError> 
     modules.sort_by(|a, b| {
         (a.name.as_str(), a.created_at_ms).cmp(&(b.name.as_str(), b.created_at_ms))
     });
-    Ok(page(
+    Ok(signed_page(
+        &api,
         "Modules",
         html! {
             h1 { "Modules" }
@@ -554,50 +605,154 @@ async fn modules(State(api): State<Arc<ApiState>>) -> Result<Markup, PageError> 
     ))
 }
 
-async fn login_form() -> Markup {
-    login_page(None)
+/// A cookie for the UI's paths: `HttpOnly`, `SameSite=Strict`, `Secure`
+/// over TLS; `max_age` 0 removes it.
+fn cookie(api: &ApiState, name: &str, value: &str, path: &str, max_age: Option<u32>) -> String {
+    let mut cookie = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Strict");
+    if let Some(seconds) = max_age {
+        cookie.push_str(&format!("; Max-Age={seconds}"));
+    }
+    if api.tls {
+        cookie.push_str("; Secure");
+    }
+    cookie
 }
 
-fn login_page(problem: Option<&str>) -> Markup {
-    page(
+fn with_cookies(cookies: &[String], response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    for c in cookies {
+        if let Ok(value) = HeaderValue::from_str(c) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+async fn login_form(State(api): State<Arc<ApiState>>) -> Response {
+    if api.access.tokens.is_open() {
+        return Redirect::to("/ui").into_response();
+    }
+    login_page(&api, StatusCode::OK, None)
+}
+
+/// The sign-in form with a fresh CSRF value, in the form and in its cookie.
+fn login_page(api: &ApiState, status: StatusCode, problem: Option<&str>) -> Response {
+    let csrf = secret();
+    let set = cookie(
+        api,
+        CSRF_COOKIE,
+        &csrf,
+        "/ui/login",
+        Some(CSRF_MAX_AGE_SECONDS),
+    );
+    let body = page(
         "Sign in",
         html! {
             h1 { "Sign in" }
-            p { "This host needs a token. It is kept in a cookie that can only read these pages." }
+            p { "This host needs a token. It is checked once; the browser then holds a session that can only read these pages." }
             @if let Some(problem) = problem { p.error { (problem) } }
             form method="post" action="/ui/login" {
+                input type="hidden" name="csrf" value=(csrf);
                 input type="password" name="token" placeholder="token" autofocus;
                 " "
                 button type="submit" { "Sign in" }
             }
         },
-    )
+    );
+    with_cookies(&[set], (status, body))
 }
 
 #[derive(Deserialize)]
 struct Login {
+    #[serde(default)]
     token: String,
+    #[serde(default)]
+    csrf: String,
 }
 
-async fn login(Form(form): Form<Login>) -> Response {
+async fn login(
+    State(api): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    form: Result<Form<Login>, FormRejection>,
+) -> Response {
+    if api.access.tokens.is_open() {
+        return Redirect::to("/ui").into_response();
+    }
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(e) => {
+            let problem = match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => format!(
+                    "The sign-in form is larger than any token ({LOGIN_BODY_BYTES} bytes at most): paste the token alone."
+                ),
+                _ => format!(
+                    "The sign-in form could not be read ({}): sign in with the form below.",
+                    e.body_text()
+                ),
+            };
+            return login_page(&api, e.status(), Some(&problem));
+        }
+    };
+    let expected = cookie_value(&headers, CSRF_COOKIE).unwrap_or_default();
+    let matches = !expected.is_empty()
+        && expected.len() == form.csrf.len()
+        && bool::from(expected.as_bytes().ct_eq(form.csrf.as_bytes()));
+    if !matches {
+        return login_page(
+            &api,
+            StatusCode::FORBIDDEN,
+            Some(
+                "This sign-in did not come from this host's sign-in form, or the form expired (or the browser keeps no cookies): sign in again with the form below.",
+            ),
+        );
+    }
     let token = form.token.trim();
     if !token68(token) {
-        // Anything else could end the cookie and add attributes of its own.
-        return (
+        return login_page(
+            &api,
             StatusCode::BAD_REQUEST,
-            login_page(Some(
+            Some(
                 "That is not a token: paste the value of WEFT_TOKEN (letters, digits and - . _ ~ + / only, = at the end).",
-            )),
-        )
-            .into_response();
+            ),
+        );
     }
-    // Whether the token is accepted is the token check's to say, on the next page.
-    let cookie = format!("{TOKEN_COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Strict");
-    let mut headers = HeaderMap::new();
-    if let Ok(value) = cookie.parse() {
-        headers.insert(header::SET_COOKIE, value);
+    let role = match api.access.tokens.role(token) {
+        None => {
+            return login_page(
+                &api,
+                StatusCode::UNAUTHORIZED,
+                Some("This host does not accept that token; check it against the server's tokens."),
+            );
+        }
+        Some(Role::Worker(_)) => {
+            return login_page(
+                &api,
+                StatusCode::FORBIDDEN,
+                Some(
+                    "That is a worker token, which may only take activity tasks; sign in with a client, user or admin token to read runs.",
+                ),
+            );
+        }
+        Some(role) => role,
+    };
+    let session = api.access.sessions.start(role, Instant::now());
+    let cookies = [
+        cookie(&api, SESSION_COOKIE, &session, "/ui", None),
+        cookie(&api, CSRF_COOKIE, "", "/ui/login", Some(0)),
+        cookie(&api, OLD_TOKEN_COOKIE, "", "/ui", Some(0)),
+    ];
+    with_cookies(&cookies, Redirect::to("/ui"))
+}
+
+/// Ends the browser's session and sends it to the sign-in page. Needs no
+/// CSRF value: the session cookie is `SameSite=Strict`, so another site's
+/// form cannot end it.
+async fn logout(State(api): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Some(id) = session_cookie(&headers) {
+        api.access.sessions.end(id);
     }
-    (headers, Redirect::to("/ui")).into_response()
+    let cleared = cookie(&api, SESSION_COOKIE, "", "/ui", Some(0));
+    with_cookies(&[cleared], Redirect::to("/ui/login"))
 }
 
 /// RFC 7235's token68, what a bearer token is made of: letters, digits and
@@ -610,16 +765,21 @@ fn token68(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
-/// The token in a request's `weft_token` cookie.
-pub(crate) fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+/// The value of the request's cookie `name`.
+fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == TOKEN_COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.trim())
+}
+
+/// The session id in a request's `weft_session` cookie.
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie_value(headers, SESSION_COOKIE).filter(|id| !id.is_empty())
 }
 
 #[cfg(test)]
@@ -637,8 +797,12 @@ mod tests {
             "<code>{&quot;a&quot;:&quot;&lt;b&gt;&quot;}</code>"
         );
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, "a=1; weft_token=t0k; b=2".parse().unwrap());
-        assert_eq!(cookie_token(&headers), Some("t0k"));
+        headers.insert(
+            header::COOKIE,
+            "a=1; weft_session=s3s; b=2".parse().unwrap(),
+        );
+        assert_eq!(session_cookie(&headers), Some("s3s"));
+        assert_eq!(cookie_value(&headers, "b"), Some("2"));
     }
 
     #[test]

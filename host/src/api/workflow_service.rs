@@ -2,20 +2,19 @@
 
 use super::mapping::{self, json, status};
 use super::proto::{self, workflow_service_server::WorkflowService};
-use crate::host::{Host, StartRequest};
+use crate::host::{Host, StartRequest, UpdateAnswer, UpdateCall};
 use crate::model::{RunId, Sha256Hex};
 use crate::store::RunStatus;
 use crate::versions::{Reapply, ResetRequest};
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
-/// How long `AwaitResult` waits when the caller names no limit.
-const DEFAULT_AWAIT: Duration = Duration::from_secs(60);
-/// The longest a start waits for its result (`wait_ms`).
-const MAX_AWAIT: Duration = Duration::from_secs(60);
-
 pub(crate) struct Workflows {
     pub(crate) host: Host,
+    /// The longest one call waits for a run ([`super::Limits::wait`]):
+    /// `AwaitResult` (also when the caller names no limit, or a longer
+    /// one), a start's `wait_ms`, an update's answer. The caller asks again.
+    pub(crate) wait: Duration,
 }
 
 impl Workflows {
@@ -146,7 +145,7 @@ impl WorkflowService for Workflows {
         let (run_id, run, closed) = match r.wait_ms {
             0 => (self.host.start(start).await.map_err(status)?, None, false),
             ms => {
-                let limit = Duration::from_millis(ms).min(MAX_AWAIT);
+                let limit = Duration::from_millis(ms).min(self.wait);
                 let (run_id, record) = self
                     .host
                     .start_and_wait(start, limit)
@@ -241,14 +240,23 @@ impl WorkflowService for Workflows {
         let r = request.into_inner();
         let run_id = self.resolve(r.run.as_ref()).await?;
         let input = json("input_json", &r.input_json)?;
-        let output = self
-            .host
-            .update(&run_id, &r.name, input)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(proto::UpdateResponse {
-            output_json: output.to_string(),
-        }))
+        let call = UpdateCall {
+            run_id: run_id.clone(),
+            update_id: Some(r.update_id).filter(|id| !id.is_empty()),
+            name: r.name,
+            input,
+            wait: Some(self.wait),
+        };
+        let name = call.name.clone();
+        match self.host.update_within(call).await.map_err(status)? {
+            UpdateAnswer::Answered(output) => Ok(Response::new(proto::UpdateResponse {
+                output_json: output.to_string(),
+            })),
+            UpdateAnswer::Pending { update_id } => Err(Status::deadline_exceeded(format!(
+                "run {run_id} has not answered update {name:?} (update id {update_id}) within {}, the longest this host waits in one call; the update is accepted and the run answers it when it next runs: ask again with update_id {update_id} (HTTP: ?update_id={update_id}) to wait for its answer",
+                humantime::format_duration(self.wait)
+            ))),
+        }
     }
 
     async fn cancel(
@@ -354,8 +362,8 @@ impl WorkflowService for Workflows {
         let r = request.into_inner();
         let run_id = self.resolve(r.run.as_ref()).await?;
         let limit = match r.timeout_ms {
-            0 => DEFAULT_AWAIT,
-            ms => Duration::from_millis(ms),
+            0 => self.wait,
+            ms => Duration::from_millis(ms).min(self.wait),
         };
         let (run, closed) = self.awaited(&run_id, limit).await?;
         Ok(Response::new(proto::AwaitResultResponse {

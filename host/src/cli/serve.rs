@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use weft::api::{ServerTls, Tokens};
+use weft::api::{Limits, ServeOptions, ServerTls, Tokens};
 use weft::audit::Signer;
 use weft::store::{PostgresOptions, PostgresStore, Store};
 use weft::{Activities, Host, HostConfig, RunLimits};
@@ -25,7 +25,9 @@ pub(crate) struct DevArgs {
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
-    limits: RunLimitArgs,
+    limits: LimitArgs,
+    #[command(flatten)]
+    run_limits: RunLimitArgs,
 }
 
 #[derive(clap::Args)]
@@ -51,7 +53,9 @@ pub(crate) struct ServerArgs {
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
-    limits: RunLimitArgs,
+    limits: LimitArgs,
+    #[command(flatten)]
+    run_limits: RunLimitArgs,
 }
 
 /// What one run may hold (`weft::limits`): the defaults are Temporal's.
@@ -120,6 +124,50 @@ impl RunLimitArgs {
         })
     }
 }
+
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// The largest request body (HTTP) or gRPC message the API takes, but a
+    /// module's; larger ones are refused unread (413, ResourceExhausted).
+    #[arg(
+        long,
+        env = "WEFT_MAX_REQUEST_BYTES",
+        value_name = "BYTES",
+        default_value_t = weft::api::Limits::default().request_bytes
+    )]
+    max_request_bytes: usize,
+    /// The largest module a deploy or a check may send (HTTP body or gRPC message).
+    #[arg(
+        long,
+        env = "WEFT_MAX_MODULE_BYTES",
+        value_name = "BYTES",
+        default_value_t = weft::api::Limits::default().module_bytes
+    )]
+    max_module_bytes: usize,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> anyhow::Result<Limits> {
+        for (flag, value) in [
+            ("--max-request-bytes", self.max_request_bytes),
+            ("--max-module-bytes", self.max_module_bytes),
+        ] {
+            if value < MIN_LIMIT_BYTES {
+                bail!(
+                    "{flag} {value} is too small to carry any request; give at least {MIN_LIMIT_BYTES} bytes"
+                );
+            }
+        }
+        Ok(Limits {
+            request_bytes: self.max_request_bytes,
+            module_bytes: self.max_module_bytes,
+            ..Limits::default()
+        })
+    }
+}
+
+/// The smallest body limit an operator may set: a start request's worth.
+const MIN_LIMIT_BYTES: usize = 1024;
 
 #[derive(clap::Args)]
 struct TlsArgs {
@@ -275,14 +323,18 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
         }
         tokens = Tokens::open();
     }
-    let tls = args.tls.server_tls("dev", args.listen)?;
+    let options = ServeOptions {
+        tokens,
+        limits: args.limits.limits()?,
+        tls: args.tls.server_tls("dev", args.listen)?,
+    };
     let mut config = HostConfig {
         host_id: "dev".into(),
         signer: args.signing.signer()?,
         ..HostConfig::default()
     };
-    config.engine.run_limits = args.limits.limits()?;
-    run(&args.database, args.listen, tls, tokens, config).await
+    config.engine.run_limits = args.run_limits.limits()?;
+    run(&args.database, args.listen, options, config).await
 }
 
 pub(crate) async fn server(args: ServerArgs) -> anyhow::Result<()> {
@@ -292,22 +344,25 @@ pub(crate) async fn server(args: ServerArgs) -> anyhow::Result<()> {
             "`weft server` denies every request without tokens; set WEFT_ADMIN_TOKENS and WEFT_TOKENS (or --admin-token-file/--user-token-file, WEFT_ADMIN_TOKENS_FILE/WEFT_TOKENS_FILE), or use `weft dev` on loopback"
         );
     }
-    let tls = args.tls.server_tls("server", args.listen)?;
+    let options = ServeOptions {
+        tokens,
+        limits: args.limits.limits()?,
+        tls: args.tls.server_tls("server", args.listen)?,
+    };
     let mut config = HostConfig::default();
     config.host_id = args
         .host_id
         .unwrap_or_else(|| format!("{}-{}", config.host_id, args.listen.port()));
     config.run_lease = Duration::from_secs(args.run_lease.max(1));
     config.signer = args.signing.signer()?;
-    config.engine.run_limits = args.limits.limits()?;
-    run(&args.database, args.listen, tls, tokens, config).await
+    config.engine.run_limits = args.run_limits.limits()?;
+    run(&args.database, args.listen, options, config).await
 }
 
 async fn run(
     database: &str,
     listen: SocketAddr,
-    tls: Option<ServerTls>,
-    tokens: Tokens,
+    options: ServeOptions,
     config: HostConfig,
 ) -> anyhow::Result<()> {
     let host_id = config.host_id.clone();
@@ -332,19 +387,20 @@ async fn run(
             )
         })?;
     let local = listener.local_addr()?;
-    let auth = if tokens.is_open() {
+    let auth = if options.tokens.is_open() {
         "open: no token needed on loopback"
     } else {
         "bearer tokens required"
     };
     let shown = weft::store::redact_url(database);
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     eprintln!("weft host {host_id} on {shown}: listening on {scheme}://{local} ({auth})");
     tracing::info!(%local, %host_id, "listening");
-    match &tls {
-        Some(tls) => weft::api::serve_tls(host, listener, tls, tokens, shutdown_signal()).await?,
-        None => weft::api::serve(host, listener, tokens, shutdown_signal()).await?,
-    }
+    weft::api::serve_with(host, listener, options, shutdown_signal()).await?;
     eprintln!("weft host {host_id}: stopping");
     tokio::time::timeout(Duration::from_secs(30), running.shutdown())
         .await

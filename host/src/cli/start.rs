@@ -73,6 +73,7 @@ pub(crate) async fn run(g: &Global, a: StartArgs) -> anyhow::Result<()> {
     };
     let client = g.client().await?;
     let timeout = Duration::from_secs(a.timeout);
+    let since = std::time::Instant::now();
     // Start and wait in one request (a host waits up to a minute at a time).
     let (started, waited) = match &a.signal {
         None if a.wait => {
@@ -107,11 +108,14 @@ pub(crate) async fn run(g: &Global, a: StartArgs) -> anyhow::Result<()> {
             output::short(&started.module_sha256)
         );
     }
+    // The host may have answered before the run closed (its wait limit):
+    // wait on until the run closes or --timeout passes.
+    let left = timeout.saturating_sub(since.elapsed());
     let run = match waited {
-        Some(run) if run.status != "running" || timeout <= Duration::from_secs(60) => run,
+        Some(run) if run.status != "running" || left.is_zero() => run,
         _ => {
             client
-                .await_result(&started.workflow_id, Some(&started.run_id), Some(timeout))
+                .await_result(&started.workflow_id, Some(&started.run_id), Some(left))
                 .await?
         }
     };

@@ -39,6 +39,22 @@ pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:7233";
 /// The largest message a client sends or accepts (module uploads).
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// How long [`Client::await_result`] waits when told no limit.
+const DEFAULT_AWAIT: Duration = Duration::from_secs(60);
+
+/// A fresh update id: 128 random bits.
+fn update_id() -> Result<String, ClientError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| ClientError {
+        code: tonic::Code::Internal,
+        message: format!("no randomness for an update id: {e}"),
+    })?;
+    Ok(format!(
+        "upd-{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
+}
+
 /// A failed call: the gRPC code (it says whether to retry) and the server's message.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -730,6 +746,9 @@ impl Client {
         Ok(parse_json(&r.into_inner().output_json))
     }
 
+    /// Sends an update and waits for the workflow's answer. A host waits
+    /// for the answer up to its wait limit per call; the update goes under
+    /// an id of this call's, so asking again waits for the same update.
     pub async fn update(
         &self,
         workflow_id: &str,
@@ -737,17 +756,19 @@ impl Client {
         name: &str,
         input: Value,
     ) -> Result<Value, ClientError> {
-        let r = self
-            .workflows
-            .clone()
-            .update(proto::UpdateRequest {
-                run: run_ref(workflow_id, run_id),
-                name: name.into(),
-                input_json: input.to_string(),
-                update_id: String::new(),
-            })
-            .await?;
-        Ok(parse_json(&r.into_inner().output_json))
+        let request = proto::UpdateRequest {
+            run: run_ref(workflow_id, run_id),
+            name: name.into(),
+            input_json: input.to_string(),
+            update_id: update_id()?,
+        };
+        loop {
+            match self.workflows.clone().update(request.clone()).await {
+                Ok(r) => return Ok(parse_json(&r.into_inner().output_json)),
+                Err(s) if s.code() == tonic::Code::DeadlineExceeded => {}
+                Err(s) => return Err(s.into()),
+            }
+        }
     }
 
     pub async fn cancel(
@@ -839,26 +860,36 @@ impl Client {
     }
 
     /// Waits for the run to close (following continue-as-new), at most
-    /// `timeout` (default 60 s); then returns it as it is.
+    /// `timeout` (default 60 s); then returns it as it is. A host answers
+    /// one call after its own wait limit at the latest: this asks again
+    /// until the run closes or `timeout` passes.
     pub async fn await_result(
         &self,
         workflow_id: &str,
         run_id: Option<&str>,
         timeout: Option<Duration>,
     ) -> Result<RunView, ClientError> {
-        let r = self
-            .workflows
-            .clone()
-            .await_result(proto::AwaitResultRequest {
-                run: run_ref(workflow_id, run_id),
-                timeout_ms: timeout.map(|d| d.as_millis() as u64).unwrap_or_default(),
-            })
-            .await?
-            .into_inner();
-        r.run.map(Into::into).ok_or_else(|| ClientError {
-            code: tonic::Code::Internal,
-            message: "the host answered without the run".into(),
-        })
+        let deadline = tokio::time::Instant::now() + timeout.unwrap_or(DEFAULT_AWAIT);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let r = self
+                .workflows
+                .clone()
+                .await_result(proto::AwaitResultRequest {
+                    run: run_ref(workflow_id, run_id),
+                    // 0 would ask for the host's default wait.
+                    timeout_ms: (left.as_millis() as u64).max(1),
+                })
+                .await?
+                .into_inner();
+            let run: RunView = r.run.map(Into::into).ok_or_else(|| ClientError {
+                code: tonic::Code::Internal,
+                message: "the host answered without the run".into(),
+            })?;
+            if r.closed || tokio::time::Instant::now() >= deadline {
+                return Ok(run);
+            }
+        }
     }
 
     pub async fn replay(
