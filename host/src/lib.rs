@@ -57,4 +57,4 @@ pub mod workflow;
 pub use activity::{Activities, ActivityContext, ActivityError};
 pub use host::{Host, HostConfig, HostError, Running, StartOptions, StartRequest, outcome};
 pub use scheduler::{Clock, ManualClock, SystemClock};
-pub use store::{IdConflictPolicy, IdReusePolicy, ListFilter, RunStatus};
+pub use store::{IdConflictPolicy, IdReusePolicy, ListCursor, ListFilter, RunPage, RunStatus};
