@@ -22,6 +22,7 @@ mod auth;
 mod http;
 mod mapping;
 mod module_service;
+mod page_token;
 pub(crate) mod proto;
 mod tls;
 mod ui;
