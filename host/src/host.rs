@@ -9,7 +9,7 @@ use crate::scheduler::{
 };
 use crate::store::{
     CreateRun, Created, IdConflictPolicy, IdReusePolicy, ListFilter, ModuleRecord, RunOptions,
-    RunRecord, RunStatus, Store, StoreError, WaitingOn,
+    RunPage, RunRecord, RunStatus, Store, StoreError, WaitingOn,
 };
 use crate::wasm::{EngineConfig, LoadError, RunRng, WasmEngine};
 use crate::workflow::{Driver, DriverConfig, ReplayError, ReplayVerdict, replay_history};
@@ -792,8 +792,15 @@ impl Host {
         Ok(())
     }
 
-    /// Runs that match `filter`, newest first.
+    /// Runs that match `filter`, newest first: one page, see [`Host::list_page`].
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<RunRecord>, HostError> {
+        Ok(self.list_page(filter).await?.runs)
+    }
+
+    /// A page of the runs that match `filter`, newest first: at most
+    /// `filter.limit` (0: 100; at most 1,000) after `filter.after`, and
+    /// where the next page starts (the `after` of the same filter).
+    pub async fn list_page(&self, filter: &ListFilter) -> Result<RunPage, HostError> {
         Ok(self.inner.store.list_runs(filter).await?)
     }
 

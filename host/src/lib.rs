@@ -63,4 +63,4 @@ pub use host::{
 };
 pub use limits::RunLimits;
 pub use scheduler::{Clock, ManualClock, SystemClock};
-pub use store::{IdConflictPolicy, IdReusePolicy, ListFilter, RunStatus};
+pub use store::{IdConflictPolicy, IdReusePolicy, ListCursor, ListFilter, RunPage, RunStatus};

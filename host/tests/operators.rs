@@ -173,10 +173,10 @@ fn deploy_check_upgrade_and_collect_through_the_cli() {
         ],
     )
     .json();
-    assert_eq!(on_v3.as_array().unwrap().len(), 3, "{on_v3}");
+    assert_eq!(on_v3["runs"].as_array().unwrap().len(), 3, "{on_v3}");
     let sha = by_version("1")["sha256"].as_str().unwrap().to_owned();
     let on_v1 = weft(addr, &["list", "--module", &sha, "--output", "json"]).json();
-    assert_eq!(on_v1.as_array().unwrap().len(), 0, "{on_v1}");
+    assert_eq!(on_v1["runs"].as_array().unwrap().len(), 0, "{on_v1}");
     let vague = weft(addr, &["list", "--module", "order"]);
     assert_ne!(vague.code, 0);
     assert!(vague.stderr.contains("needs --version"), "{vague:?}");
@@ -257,7 +257,7 @@ fn deploy_check_upgrade_and_collect_through_the_cli() {
         "{reset:?}"
     );
     let runs = weft(addr, &["list", "--output", "json"]).json();
-    let o2: Vec<&str> = runs
+    let o2: Vec<&str> = runs["runs"]
         .as_array()
         .unwrap()
         .iter()

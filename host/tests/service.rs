@@ -199,8 +199,13 @@ fn dev_host_through_the_cli_and_http() {
 
     // Listing, by status.
     let completed = weft(addr, &["list", "--status", "completed", "--output", "json"]).json();
-    assert_eq!(completed.as_array().unwrap().len(), 1);
-    assert_eq!(completed[0]["workflow_id"], "count-1");
+    assert_eq!(completed["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(completed["runs"][0]["workflow_id"], "count-1");
+    assert_eq!(
+        completed.get("next_page_token"),
+        None,
+        "one page holds them all"
+    );
     let table = weft(addr, &["list"]);
     assert!(
         table.ok().contains("count-2") && table.ok().contains("terminated"),
@@ -416,7 +421,7 @@ fn server_requires_tokens_and_admin_for_deploys() {
         &[("WEFT_TOKEN", "user-secret")],
     )
     .json();
-    assert_eq!(runs, json!([]));
+    assert_eq!(runs, json!({"runs": []}));
     // Checking bytes compiles them: an admin's power.
     let e = weft_env(
         addr,
@@ -888,7 +893,7 @@ fn tokens_come_from_files_kept_out_of_the_process_list() {
         &["list", "--output", "json"],
         &[("WEFT_TOKEN_FILE", client.as_str())],
     );
-    assert_eq!(listed.json(), json!([]));
+    assert_eq!(listed.json(), json!({"runs": []}));
     let e = weft_env(
         addr,
         &["deploy", &scenarios(), "--name", "scenarios"],
@@ -909,7 +914,7 @@ fn tokens_come_from_files_kept_out_of_the_process_list() {
         &["list", "--output", "json"],
         &[("WEFT_TOKEN", "client-only")],
     );
-    assert_eq!(listed.json(), json!([]));
+    assert_eq!(listed.json(), json!({"runs": []}));
     let e = weft_env(addr, &["list"], &[("WEFT_TOKEN", "worker-pay")]);
     assert!(e.failed().contains("a worker token may only poll"), "{e:?}");
 }

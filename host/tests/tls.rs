@@ -266,7 +266,7 @@ fn the_command_line_serves_and_speaks_tls_and_refuses_plaintext_beyond_loopback(
         &["list", "--output", "json"],
         &[("WEFT_CA_FILE", ca)],
     );
-    assert_eq!(listed.json(), json!([]));
+    assert_eq!(listed.json(), json!({"runs": []}));
     // The system's roots do not know the test CA.
     let untrusted = weft(&address, &["list"]);
     assert!(untrusted.failed().contains("--ca-file"), "{untrusted:?}");

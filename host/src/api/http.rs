@@ -5,7 +5,7 @@
 //! | method and path | does |
 //! |---|---|
 //! | `POST /v1/workflows` | start: `{"workflow_type", "workflow_id", "input", "module"?, "module_version"?, "options"?}` |
-//! | `GET /v1/workflows?status=&workflow_type=&limit=` | list |
+//! | `GET /v1/workflows?status=&workflow_type=&workflow_id=&limit=&page_token=` | list: a page, `{"runs", "next_page_token"?}` |
 //! | `GET /v1/workflows/{id}` | describe |
 //! | `GET /v1/workflows/{id}/history` | the history, with `chain_verified` |
 //! | `GET /v1/workflows/{id}/result?timeout_ms=` | wait for the run to close (at most the wait limit, 60 s: then `"closed": false`) |
@@ -27,7 +27,9 @@
 
 use super::ApiState;
 use super::proto::{self, workflow_service_server::WorkflowService};
-use crate::client::{DeployedView, HistoryView, ModuleView, ReplayView, RunView, Started};
+use crate::client::{
+    DeployedView, HistoryView, ModuleView, ReplayView, RunPageView, RunView, Started,
+};
 use axum::Json;
 use axum::body::Bytes;
 // axum's `Path` and `Query`, refusing in the API's JSON error shape.
@@ -293,6 +295,9 @@ struct ListQuery {
     module: String,
     #[serde(default)]
     version: String,
+    /// The `next_page_token` of the previous page.
+    #[serde(default)]
+    page_token: String,
 }
 
 async fn list(State(api): State<Arc<ApiState>>, Query(q): Query<ListQuery>) -> Answer<Value> {
@@ -309,11 +314,12 @@ async fn list(State(api): State<Arc<ApiState>>, Query(q): Query<ListQuery>) -> A
                 name: q.module,
                 version: q.version,
             }),
+            page_token: q.page_token,
         }))
         .await?
         .into_inner();
-    let runs: Vec<RunView> = r.runs.into_iter().map(Into::into).collect();
-    Ok(Json(json!({ "runs": runs })))
+    let page = RunPageView::from(r);
+    Ok(Json(json!(page)))
 }
 
 async fn describe(

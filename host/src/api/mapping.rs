@@ -318,6 +318,8 @@ pub(crate) fn list_filter(r: &proto::ListRequest) -> Result<ListFilter, Status> 
         module_sha256: None,
         search_attributes,
         limit: r.limit,
+        // Decoded by the service from the page token, against the whole filter.
+        after: None,
     })
 }
 

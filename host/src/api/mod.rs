@@ -26,6 +26,7 @@ mod http;
 mod limits;
 mod mapping;
 mod module_service;
+mod page_token;
 pub(crate) mod proto;
 mod sessions;
 mod task_token;

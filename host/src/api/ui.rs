@@ -6,7 +6,7 @@
 //!
 //! | path | shows |
 //! |---|---|
-//! | `GET /ui?status=&workflow_type=&workflow_id=&module_sha256=` | runs, newest first |
+//! | `GET /ui?status=&workflow_type=&workflow_id=&module_sha256=&limit=&page_token=` | runs, newest first, 200 a page unless `limit` says |
 //! | `GET /ui/workflows/{id}?run_id=` | a run: its state, result and history |
 //! | `GET /ui/modules` | deployed modules, defaults and the runs on each |
 //! | `GET, POST /ui/login` | a host with tokens: sign in with a token |
@@ -60,7 +60,7 @@ const CSRF_COOKIE: &str = "weft_login_csrf";
 /// How long a sign-in form stays good.
 const CSRF_MAX_AGE_SECONDS: u32 = 3600;
 
-/// How many runs the list shows.
+/// How many runs a page of the list shows, unless its `limit` says.
 const LIST_LIMIT: u32 = 200;
 
 /// How often an open run's page reloads itself.
@@ -293,6 +293,34 @@ struct RunsQuery {
     workflow_id: String,
     #[serde(default)]
     module_sha256: String,
+    /// Runs a page (at most 1000).
+    limit: Option<u32>,
+    /// The page after the one that gave this token.
+    #[serde(default)]
+    page_token: String,
+}
+
+impl RunsQuery {
+    /// The link to this list's page of `page_token`: the same filters.
+    fn page_link(&self, page_token: Option<&str>) -> String {
+        let mut link = String::from("/ui");
+        let limit = self.limit.map(|l| l.to_string()).unwrap_or_default();
+        let pairs = [
+            ("status", self.status.as_str()),
+            ("workflow_type", self.workflow_type.as_str()),
+            ("workflow_id", self.workflow_id.as_str()),
+            ("module_sha256", self.module_sha256.as_str()),
+            ("limit", limit.as_str()),
+            ("page_token", page_token.unwrap_or_default()),
+        ];
+        for (key, value) in pairs.into_iter().filter(|(_, v)| !v.is_empty()) {
+            link.push(if link.len() == 3 { '?' } else { '&' });
+            link.push_str(key);
+            link.push('=');
+            link.push_str(&encode(value));
+        }
+        link
+    }
 }
 
 async fn runs(
@@ -307,14 +335,17 @@ async fn runs(
             status: q.status.clone(),
             workflow_id: q.workflow_id.trim().to_owned(),
             search_attributes_json: String::new(),
-            limit: LIST_LIMIT,
+            limit: q.limit.unwrap_or(LIST_LIMIT),
             module: (!q.module_sha256.is_empty()).then(|| proto::ModuleRef {
                 sha256: q.module_sha256.clone(),
                 ..proto::ModuleRef::default()
             }),
+            page_token: q.page_token.clone(),
         }))
         .await?
         .into_inner();
+    let next_page = Some(listed.next_page_token).filter(|t| !t.is_empty());
+    let later_page = !q.page_token.is_empty();
     let runs: Vec<RunView> = listed.runs.into_iter().map(Into::into).collect();
     let names = module_names(&api).await?;
     let filtered = !(q.status.is_empty()
@@ -337,6 +368,7 @@ async fn runs(
                 }
                 label { "workflow type" input name="workflow_type" value=(q.workflow_type); }
                 label { "workflow id" input name="workflow_id" value=(q.workflow_id); }
+                @if let Some(limit) = q.limit { input type="hidden" name="limit" value=(limit); }
                 @if !q.module_sha256.is_empty() {
                     input type="hidden" name="module_sha256" value=(q.module_sha256);
                     span.muted { "on module " code { (module_label(&names, &q.module_sha256)) } }
@@ -345,7 +377,8 @@ async fn runs(
                 @if filtered { a href="/ui" { "clear" } }
             }
             @if runs.is_empty() {
-                p.muted { "No runs" @if filtered { " match these filters" } "." }
+                p.muted { "No " @if later_page { "more " } "runs" @if filtered { " match these filters" } "."
+                    @if later_page { " " a href=(q.page_link(None)) { "first page" } } }
             } @else {
                 table {
                     thead { tr {
@@ -368,8 +401,11 @@ async fn runs(
                     }
                 }
                 p.muted { (runs.len()) " run(s), newest first"
-                    @if runs.len() as u32 == LIST_LIMIT { " (the newest " (LIST_LIMIT) "; filter to see others)" }
-                    "." }
+                    @if later_page { ", after those of the earlier pages" }
+                    "."
+                    @if later_page { " " a href=(q.page_link(None)) { "first page" } }
+                    @if let Some(next) = &next_page { " " a rel="next" href=(q.page_link(Some(next))) { "next page" } }
+                }
             }
         },
     ))
@@ -803,6 +839,27 @@ mod tests {
         );
         assert_eq!(session_cookie(&headers), Some("s3s"));
         assert_eq!(cookie_value(&headers, "b"), Some("2"));
+    }
+
+    #[test]
+    fn a_page_link_keeps_the_filters() {
+        let q = RunsQuery {
+            status: "running".into(),
+            workflow_type: "a b&c".into(),
+            limit: Some(3),
+            page_token: "old".into(),
+            ..RunsQuery::default()
+        };
+        assert_eq!(
+            q.page_link(Some("eyJ2-_")),
+            "/ui?status=running&workflow_type=a%20b%26c&limit=3&page_token=eyJ2-_"
+        );
+        assert_eq!(
+            q.page_link(None),
+            "/ui?status=running&workflow_type=a%20b%26c&limit=3",
+            "the first page"
+        );
+        assert_eq!(RunsQuery::default().page_link(None), "/ui");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `weft.v1.WorkflowService`: starting runs, messages to them, reading them.
 
 use super::mapping::{self, json, status};
+use super::page_token;
 use super::proto::{self, workflow_service_server::WorkflowService};
 use crate::host::{Host, StartRequest, UpdateAnswer, UpdateCall};
 use crate::model::{RunId, Sha256Hex};
@@ -307,11 +308,19 @@ impl WorkflowService for Workflows {
         &self,
         request: Request<proto::ListRequest>,
     ) -> Result<Response<proto::ListResponse>, Status> {
-        let mut filter = mapping::list_filter(request.get_ref())?;
-        filter.module_sha256 = self.module_ref(request.get_ref().module.as_ref()).await?;
-        let runs = self.host.list(&filter).await.map_err(status)?;
+        let r = request.get_ref();
+        let mut filter = mapping::list_filter(r)?;
+        filter.module_sha256 = self.module_ref(r.module.as_ref()).await?;
+        if !r.page_token.is_empty() {
+            filter.after = Some(page_token::decode(&filter, &r.page_token)?);
+        }
+        let page = self.host.list_page(&filter).await.map_err(status)?;
         Ok(Response::new(proto::ListResponse {
-            runs: runs.iter().map(mapping::run_info).collect(),
+            runs: page.runs.iter().map(mapping::run_info).collect(),
+            next_page_token: page
+                .next
+                .map(|next| page_token::encode(&filter, &next))
+                .unwrap_or_default(),
         }))
     }
 

@@ -2,7 +2,7 @@
 
 use super::{Global, output};
 use std::time::Duration;
-use weft::client::ModuleSpec;
+use weft::client::{ListSpec, ModuleSpec};
 
 #[derive(clap::Args)]
 pub(crate) struct RunArgs {
@@ -28,9 +28,15 @@ pub(crate) struct ListArgs {
     /// The version of --module NAME.
     #[arg(long, requires = "module")]
     version: Option<String>,
-    /// At most this many, newest first.
+    /// At most this many, newest first (a page: the server gives at most 1000).
     #[arg(long, default_value = "100")]
     limit: u32,
+    /// Continue after the previous page: the token it ended with, and the same filters.
+    #[arg(long, value_name = "TOKEN")]
+    page_token: Option<String>,
+    /// Follow the pages to the end: every run that matches, --limit at a time.
+    #[arg(long)]
+    all: bool,
 }
 
 /// `--module` and `--version` as a module reference.
@@ -73,19 +79,26 @@ pub(crate) async fn describe(g: &Global, a: RunArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn list(g: &Global, a: ListArgs) -> anyhow::Result<()> {
-    let module = module_spec(a.module, a.version)?;
-    let runs = g
-        .client()
-        .await?
-        .list(
-            a.status.as_deref(),
-            a.workflow_type.as_deref(),
-            module.as_ref(),
-            a.limit,
-        )
-        .await?;
+    let mut spec = ListSpec {
+        status: a.status,
+        workflow_type: a.workflow_type,
+        module: module_spec(a.module, a.version)?,
+        limit: a.limit,
+        page_token: a.page_token,
+        ..ListSpec::default()
+    };
+    let client = g.client().await?;
+    let mut page = client.list_page(&spec).await?;
+    while a.all
+        && let Some(token) = page.next_page_token.take()
+    {
+        spec.page_token = Some(token);
+        let next = client.list_page(&spec).await?;
+        page.runs.extend(next.runs);
+        page.next_page_token = next.next_page_token;
+    }
     match g.output {
-        output::Format::Json => output::json(&runs),
+        output::Format::Json => output::json(&page),
         output::Format::Text => {
             say!(
                 "{:<28} {:<20} {:<16} {:<32} {:>6}  STATUS LINE",
@@ -95,7 +108,7 @@ pub(crate) async fn list(g: &Global, a: ListArgs) -> anyhow::Result<()> {
                 "RUN ID",
                 "EVENTS"
             );
-            for r in &runs {
+            for r in &page.runs {
                 say!(
                     "{:<28} {:<20} {:<16} {:<32} {:>6}  {}",
                     r.workflow_id,
@@ -104,6 +117,11 @@ pub(crate) async fn list(g: &Global, a: ListArgs) -> anyhow::Result<()> {
                     r.run_id,
                     r.events,
                     r.status_line.as_deref().unwrap_or("")
+                );
+            }
+            if let Some(token) = &page.next_page_token {
+                say!(
+                    "More runs match: for the next page, repeat with --page-token {token} (or --all for every page)."
                 );
             }
         }

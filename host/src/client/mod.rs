@@ -297,6 +297,41 @@ pub struct FailureView {
     pub message: String,
 }
 
+/// Which runs [`Client::list_page`] asks for, and from where.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListSpec {
+    /// running, stuck, completed, failed, cancelled, terminated, continued_as_new or timed_out.
+    pub status: Option<String>,
+    pub workflow_type: Option<String>,
+    pub workflow_id: Option<String>,
+    /// Only runs pinned to this module.
+    pub module: Option<ModuleSpec>,
+    /// A JSON object: every key must be present with an equal value.
+    pub search_attributes: Option<Value>,
+    /// At most this many (0: 100; more than 1,000: 1,000).
+    pub limit: u32,
+    /// The previous page's [`RunPageView::next_page_token`]; `None` for the first page.
+    pub page_token: Option<String>,
+}
+
+/// A page of runs; the JSON of `weft list --output json` and of `GET /v1/workflows`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunPageView {
+    pub runs: Vec<RunView>,
+    /// The `page_token` of the next page (with the same filter); absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+impl From<proto::ListResponse> for RunPageView {
+    fn from(r: proto::ListResponse) -> Self {
+        Self {
+            runs: r.runs.into_iter().map(Into::into).collect(),
+            next_page_token: Some(r.next_page_token).filter(|t| !t.is_empty()),
+        }
+    }
+}
+
 /// A run as `describe` shows it; the JSON of `weft describe --output json` and of the HTTP API.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RunView {
@@ -820,8 +855,8 @@ impl Client {
         Ok(r.into_inner().into())
     }
 
-    /// Runs, newest first, by status (e.g. `running`) and workflow type.
-    /// Runs, newest first: of a status, a workflow type, pinned to a module.
+    /// Runs, newest first: of a status (e.g. `running`), a workflow type,
+    /// pinned to a module. The first page only: [`Client::list_page`] pages.
     pub async fn list(
         &self,
         status: Option<&str>,
@@ -829,19 +864,37 @@ impl Client {
         module: Option<&ModuleSpec>,
         limit: u32,
     ) -> Result<Vec<RunView>, ClientError> {
+        let spec = ListSpec {
+            status: status.map(Into::into),
+            workflow_type: workflow_type.map(Into::into),
+            module: module.cloned(),
+            limit,
+            ..ListSpec::default()
+        };
+        Ok(self.list_page(&spec).await?.runs)
+    }
+
+    /// A page of the runs `spec` asks for, newest first, and the token of
+    /// the next page: pass it as [`ListSpec::page_token`] with the same filter.
+    pub async fn list_page(&self, spec: &ListSpec) -> Result<RunPageView, ClientError> {
         let r = self
             .workflows
             .clone()
             .list(proto::ListRequest {
-                workflow_type: workflow_type.unwrap_or_default().into(),
-                status: status.unwrap_or_default().into(),
-                workflow_id: String::new(),
-                search_attributes_json: String::new(),
-                limit,
-                module: module.map(ModuleSpec::to_proto),
+                workflow_type: spec.workflow_type.clone().unwrap_or_default(),
+                status: spec.status.clone().unwrap_or_default(),
+                workflow_id: spec.workflow_id.clone().unwrap_or_default(),
+                search_attributes_json: spec
+                    .search_attributes
+                    .as_ref()
+                    .map(Value::to_string)
+                    .unwrap_or_default(),
+                limit: spec.limit,
+                module: spec.module.as_ref().map(ModuleSpec::to_proto),
+                page_token: spec.page_token.clone().unwrap_or_default(),
             })
             .await?;
-        Ok(r.into_inner().runs.into_iter().map(Into::into).collect())
+        Ok(r.into_inner().into())
     }
 
     pub async fn history(

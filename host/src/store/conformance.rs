@@ -43,6 +43,7 @@ mod commits;
 mod history;
 mod lifecycle;
 mod modules;
+mod paging;
 mod requests;
 mod seals;
 mod secrets;
@@ -60,6 +61,7 @@ pub use commits::*;
 pub use history::*;
 pub use lifecycle::*;
 pub use modules::*;
+pub use paging::*;
 pub use requests::*;
 pub use seals::*;
 pub use secrets::*;
@@ -186,6 +188,10 @@ macro_rules! conformance_tests {
             status_line_search_attributes_and_memo_round_trip,
             list_runs_filters_newest_first,
             list_runs_defaults_to_a_hundred,
+            pages_return_each_run_once_in_order,
+            runs_created_between_pages_neither_repeat_nor_skip_older_ones,
+            filters_hold_across_pages,
+            a_page_holds_at_most_a_thousand_runs,
             concurrent_signal_with_starts_open_one_run,
             children_start_with_the_parent_commit_and_resolve_it,
             children_closing_unsuccessfully_resolve_with_their_failure,

@@ -774,8 +774,10 @@ pub trait RunStore: Send + Sync {
     /// under [`IdConflictPolicy::UseExisting`]. A closed one that the reuse
     /// policy forbids following: [`StoreError::WorkflowIdReused`].
     async fn create_run(&self, request: CreateRun) -> StoreResult<Created>;
-    /// Runs matching a filter, newest first.
-    async fn list_runs(&self, filter: &ListFilter) -> StoreResult<Vec<RunRecord>>;
+    /// One page of the runs matching a filter, newest first (by creation
+    /// time, then run id, both descending): at most [`ListFilter::limit`]
+    /// runs after [`ListFilter::after`], and where the next page starts.
+    async fn list_runs(&self, filter: &ListFilter) -> StoreResult<RunPage>;
     async fn run(&self, run_id: &RunId) -> StoreResult<RunRecord>;
     /// The open run of a workflow id, else the most recently created one.
     async fn run_by_workflow_id(&self, workflow_id: &str) -> StoreResult<RunRecord>;
@@ -943,6 +945,11 @@ pub trait ActivityStore: Send + Sync {
 /// Tasks [`ActivityStore::time_out_activities`] handles in one call.
 pub const TIMEOUT_BATCH: u64 = 100;
 
+/// The most runs one page of [`RunStore::list_runs`] holds: a larger limit gets this many.
+pub const MAX_LIST_PAGE: u32 = 1_000;
+/// The runs a page holds when the limit is 0.
+pub const DEFAULT_LIST_PAGE: u32 = 100;
+
 /// Which runs [`RunStore::list_runs`] returns.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ListFilter {
@@ -953,8 +960,39 @@ pub struct ListFilter {
     pub module_sha256: Option<Sha256Hex>,
     /// Every key must be present with an equal JSON value.
     pub search_attributes: Vec<(String, Value)>,
-    /// Newest first; at most this many (0 means 100).
+    /// Newest first; at most this many (0 means [`DEFAULT_LIST_PAGE`], more
+    /// than [`MAX_LIST_PAGE`] means that many).
     pub limit: u32,
+    /// Only runs after this one in the list's order: the previous page's
+    /// [`RunPage::next`]. Keyset paging, so runs created meanwhile never
+    /// make a page repeat or skip an older run.
+    pub after: Option<ListCursor>,
+}
+
+/// A place in the list of runs: its order's key, creation time then run id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListCursor {
+    pub created_at_ms: u64,
+    pub run_id: RunId,
+}
+
+impl ListCursor {
+    /// The place of `run` (the last of a page: the next page starts after it).
+    pub fn of(run: &RunRecord) -> Self {
+        Self {
+            created_at_ms: run.created_at_ms,
+            run_id: run.run_id.clone(),
+        }
+    }
+}
+
+/// A page of [`RunStore::list_runs`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunPage {
+    pub runs: Vec<RunRecord>,
+    /// Where the next page starts (its [`ListFilter::after`]); `None` when
+    /// no run matched after this page's last.
+    pub next: Option<ListCursor>,
 }
 
 /// Messages to a run from outside: signals, updates, cancel and termination requests.

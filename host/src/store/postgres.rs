@@ -51,8 +51,8 @@ use super::rows::{
 use super::{
     ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, Changes, ClaimActivity,
     CreateRun, Created, FinishedAttempt, Heartbeat, HistoryStore, IdConflictPolicy, ListFilter,
-    ModuleRecord, ModuleStore, PendingJobs, RunClaim, RunRecord, RunStore, SignalStore, StoreError,
-    StoreResult, TIMEOUT_BATCH, WaitingOn,
+    ModuleRecord, ModuleStore, PendingJobs, RunClaim, RunPage, RunRecord, RunStore, SignalStore,
+    StoreError, StoreResult, TIMEOUT_BATCH, WaitingOn,
 };
 use crate::model::{Failure, History, RecordedEvent, RunId, Sha256Hex};
 use async_trait::async_trait;
@@ -383,7 +383,7 @@ impl RunStore for PostgresStore {
         )))
     }
 
-    async fn list_runs(&self, filter: &ListFilter) -> StoreResult<Vec<RunRecord>> {
+    async fn list_runs(&self, filter: &ListFilter) -> StoreResult<RunPage> {
         lifecycle::list_runs(&self.pool, filter).await
     }
 

@@ -26,8 +26,8 @@ use super::rows::{
 use super::{
     ActivationCommit, ActivityStore, ActivityTask, AttemptOutcome, ClaimActivity, CreateRun,
     Created, FinishedAttempt, Heartbeat, HistoryStore, IdConflictPolicy, ListFilter, ModuleRecord,
-    ModuleStore, PendingJobs, RunClaim, RunRecord, RunStore, SignalStore, StoreError, StoreResult,
-    TIMEOUT_BATCH, WaitingOn,
+    ModuleStore, PendingJobs, RunClaim, RunPage, RunRecord, RunStore, SignalStore, StoreError,
+    StoreResult, TIMEOUT_BATCH, WaitingOn,
 };
 use crate::model::{Failure, History, RecordedEvent, RunId, Sha256Hex};
 use async_trait::async_trait;
@@ -545,7 +545,7 @@ impl RunStore for SqliteStore {
         Ok(created)
     }
 
-    async fn list_runs(&self, filter: &ListFilter) -> StoreResult<Vec<RunRecord>> {
+    async fn list_runs(&self, filter: &ListFilter) -> StoreResult<RunPage> {
         lifecycle::list_runs(&self.reader, filter).await
     }
 

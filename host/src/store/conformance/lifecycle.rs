@@ -501,7 +501,7 @@ pub async fn list_runs_filters_newest_first(store: &dyn Store) {
     }
     let (a, b, c, d) = (a_run.id, b_run.id, c_run.id, d_run.id);
     let list = |filter: ListFilter| async move {
-        ids(&store.list_runs(&filter).await.expect("list_runs"))
+        ids(&store.list_runs(&filter).await.expect("list_runs").runs)
     };
     let attribute = |key: &str, value: Value| ListFilter {
         search_attributes: vec![(key.into(), value)],
@@ -610,7 +610,8 @@ pub async fn list_runs_defaults_to_a_hundred(store: &dyn Store) {
     let all = store
         .list_runs(&ListFilter::default())
         .await
-        .expect("list_runs");
+        .expect("list_runs")
+        .runs;
     assert_eq!(all.len(), 100, "limit 0 means 100");
     assert_eq!(all[0].workflow_id, "wf-many-104");
     let three = store
@@ -619,7 +620,8 @@ pub async fn list_runs_defaults_to_a_hundred(store: &dyn Store) {
             ..ListFilter::default()
         })
         .await
-        .expect("list_runs");
+        .expect("list_runs")
+        .runs;
     assert_eq!(three.len(), 3);
 }
 
@@ -666,7 +668,8 @@ pub async fn concurrent_signal_with_starts_open_one_run(store: &dyn Store) {
             ..ListFilter::default()
         })
         .await
-        .expect("list_runs");
+        .expect("list_runs")
+        .runs;
     assert_eq!(ids(&runs), went_to.into_iter().collect::<Vec<_>>());
     let mut inputs: Vec<Value> = store
         .pending_jobs(&runs[0].run_id, T0)

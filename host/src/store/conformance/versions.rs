@@ -177,7 +177,7 @@ pub async fn change_module_appends_to_the_chain_and_moves_the_run(store: &dyn St
     };
     let listed = store.list_runs(&on(&v2.sha256)).await.expect("list_runs");
     assert_eq!(
-        listed.iter().map(|r| &r.run_id).collect::<Vec<_>>(),
+        listed.runs.iter().map(|r| &r.run_id).collect::<Vec<_>>(),
         vec![&run.id],
         "listed under its new module"
     );
@@ -186,6 +186,7 @@ pub async fn change_module_appends_to_the_chain_and_moves_the_run(store: &dyn St
             .list_runs(&on(&module_sha()))
             .await
             .expect("list_runs")
+            .runs
             .is_empty(),
         "and no longer under its old one"
     );

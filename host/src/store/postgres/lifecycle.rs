@@ -18,7 +18,7 @@ use crate::store::rows::{
     self, LifecycleColumns, NewRunColumns, PARENT_CANCELS, PARENT_CLOSED, Placed, RunRow,
     WORKFLOW_ID_SLOT, select_run,
 };
-use crate::store::{ListFilter, RunRecord, StoreError, StoreResult};
+use crate::store::{ListFilter, RunPage, StoreError, StoreResult};
 use serde_json::Value;
 use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
@@ -519,8 +519,17 @@ pub(super) async fn request_termination(
     Ok(())
 }
 
-pub(super) async fn list_runs(pool: &PgPool, filter: &ListFilter) -> StoreResult<Vec<RunRecord>> {
-    let mut q = QueryBuilder::<Postgres>::new(select_run!("WHERE true"));
+pub(super) async fn list_runs(pool: &PgPool, filter: &ListFilter) -> StoreResult<RunPage> {
+    let mut q = QueryBuilder::<Postgres>::new("");
+    let limit = push_list(&mut q, filter);
+    let rows: Vec<RunRow> = q.build_query_as().fetch_all(pool).await?;
+    rows::list_page(rows, limit)
+}
+
+/// Pushes the query of a page of `filter` onto `q`; returns the page's limit
+/// (the query reads one row more).
+fn push_list(q: &mut QueryBuilder<Postgres>, filter: &ListFilter) -> usize {
+    q.push(select_run!("WHERE true"));
     if let Some(workflow_type) = &filter.workflow_type {
         q.push(" AND workflow_type = ")
             .push_bind(workflow_type.as_str());
@@ -543,16 +552,28 @@ pub(super) async fn list_runs(pool: &PgPool, filter: &ListFilter) -> StoreResult
             .push_bind(value.to_string())
             .push("::jsonb");
     }
+    if let Some(after) = &filter.after {
+        // A row value, so that the index on (created_at_ms, run_id) bounds the scan.
+        q.push(" AND (created_at_ms, run_id) < (")
+            .push_bind(rows::int(after.created_at_ms))
+            .push(", ")
+            .push_bind(after.run_id.as_str())
+            .push(")");
+    }
+    let limit = rows::list_limit(filter);
+    // One more than the page: it tells whether a next page exists.
     q.push(" ORDER BY created_at_ms DESC, run_id DESC LIMIT ")
-        .push_bind(rows::list_limit(filter));
-    let rows: Vec<RunRow> = q.build_query_as().fetch_all(pool).await?;
-    rows.into_iter().map(RunRow::into_record).collect()
+        .push_bind(limit as i64 + 1);
+    limit
 }
 
 #[cfg(test)]
 mod tests {
-    use super::LOCK_FAMILY;
+    use super::{LOCK_FAMILY, push_list};
+    use crate::model::RunId;
     use crate::store::postgres::PostgresStore;
+    use crate::store::{ListCursor, ListFilter, RunStatus};
+    use sqlx::{Postgres, QueryBuilder};
 
     /// The plan of [`LOCK_FAMILY`] for one run.
     async fn plan(store: &PostgresStore) -> String {
@@ -600,6 +621,91 @@ mod tests {
             .expect("analyze");
         let known = plan(&store).await;
         assert!(!known.contains("Seq Scan on runs"), "{known}");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA \"{schema}\" CASCADE"
+        )))
+        .execute(&store.pool)
+        .await
+        .expect("drop the test schema");
+        store.close().await;
+    }
+
+    /// The plan of a page of `filter`'s list.
+    async fn list_plan(store: &PostgresStore, filter: &ListFilter) -> String {
+        let mut q = QueryBuilder::<Postgres>::new("EXPLAIN ");
+        push_list(&mut q, filter);
+        let lines: Vec<String> = q
+            .build_query_scalar()
+            .fetch_all(&store.pool)
+            .await
+            .expect("explain a page of the list");
+        lines.join("\n")
+    }
+
+    /// Every page of the list, the first and the ones after a cursor, reads
+    /// an index in the list's order and stops after its rows: never the whole
+    /// `runs` table, never a sort of it, however many runs there are.
+    #[tokio::test]
+    async fn a_page_of_the_list_reads_an_index_not_the_table() {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!(
+            "weft_test_list_plan_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .subsec_nanos()
+        );
+        let store = PostgresStore::connect_in_schema(&url, &schema)
+            .await
+            .expect("connect to Postgres (DATABASE_URL)");
+        sqlx::query(
+            "INSERT INTO runs (run_id, workflow_id, workflow_type, module_sha256, status,
+                               last_seq, last_hash, created_at_ms, closed_at_ms)
+             SELECT 'run-' || i, 'wf-' || i, CASE WHEN i % 2 = 0 THEN 'hello' ELSE 'bye' END,
+                    'sha', CASE WHEN i % 10 = 0 THEN 'running' ELSE 'completed' END, 3, 'h', i,
+                    CASE WHEN i % 10 = 0 THEN NULL ELSE i END
+               FROM generate_series(1, 20000) AS i",
+        )
+        .execute(&store.pool)
+        .await
+        .expect("insert runs");
+        sqlx::query("ANALYZE runs")
+            .execute(&store.pool)
+            .await
+            .expect("analyze");
+        let after = Some(ListCursor {
+            created_at_ms: 15_000,
+            run_id: RunId("run-15000".into()),
+        });
+        let filters = [
+            ListFilter::default(),
+            ListFilter {
+                after: after.clone(),
+                ..ListFilter::default()
+            },
+            ListFilter {
+                limit: 1000,
+                after: after.clone(),
+                ..ListFilter::default()
+            },
+            ListFilter {
+                workflow_type: Some("hello".into()),
+                after: after.clone(),
+                ..ListFilter::default()
+            },
+            ListFilter {
+                status: Some(RunStatus::Completed),
+                after,
+                ..ListFilter::default()
+            },
+        ];
+        for filter in &filters {
+            let plan = list_plan(&store, filter).await;
+            assert!(!plan.contains("Seq Scan"), "{filter:?}:\n{plan}");
+            assert!(!plan.contains("Sort"), "{filter:?}:\n{plan}");
+        }
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP SCHEMA \"{schema}\" CASCADE"
         )))

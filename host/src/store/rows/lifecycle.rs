@@ -5,8 +5,8 @@
 use super::{int, to_json};
 use crate::model::{Failure, RunId};
 use crate::store::{
-    ActivationCommit, CreateRun, IdReusePolicy, ListFilter, RunOutcome, RunStatus, StoreError,
-    StoreResult,
+    ActivationCommit, CreateRun, DEFAULT_LIST_PAGE, IdReusePolicy, ListCursor, ListFilter,
+    MAX_LIST_PAGE, RunOutcome, RunPage, RunRecord, RunStatus, StoreError, StoreResult,
 };
 use serde_json::Value;
 
@@ -407,12 +407,30 @@ pub(in crate::store) fn unknown_update(run_id: &RunId, update_id: &str) -> Store
     }
 }
 
-/// The `list_runs` limit: 0 means 100.
-pub(in crate::store) fn list_limit(filter: &ListFilter) -> i64 {
-    match filter.limit {
-        0 => 100,
-        n => i64::from(n),
-    }
+/// The runs a page of `list_runs` holds: 0 means the default, and no more than the maximum.
+pub(in crate::store) fn list_limit(filter: &ListFilter) -> usize {
+    let limit = match filter.limit {
+        0 => DEFAULT_LIST_PAGE,
+        n => n.min(MAX_LIST_PAGE),
+    };
+    limit as usize
+}
+
+/// A page of `list_runs` from rows read with one more than the page's
+/// limit: the extra row, when there is one, says that a next page exists.
+pub(in crate::store) fn list_page(rows: Vec<super::RunRow>, limit: usize) -> StoreResult<RunPage> {
+    let more = rows.len() > limit;
+    let runs = rows
+        .into_iter()
+        .take(limit)
+        .map(super::RunRow::into_record)
+        .collect::<StoreResult<Vec<RunRecord>>>()?;
+    let next = if more {
+        runs.last().map(ListCursor::of)
+    } else {
+        None
+    };
+    Ok(RunPage { runs, next })
 }
 
 /// A stored update's outcome, once completed.

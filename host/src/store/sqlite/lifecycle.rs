@@ -13,7 +13,7 @@ use crate::store::rows::{
     self, LifecycleColumns, NewRunColumns, PARENT_CANCELS, PARENT_CLOSED, Placed, RunRow,
     WORKFLOW_ID_SLOT, select_run,
 };
-use crate::store::{ListFilter, RunRecord, RunStatus, StoreError, StoreResult};
+use crate::store::{ListFilter, RunPage, RunStatus, StoreError, StoreResult};
 use serde_json::Value;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 
@@ -490,10 +490,7 @@ pub(super) async fn request_termination(
     Ok(())
 }
 
-pub(super) async fn list_runs(
-    pool: &SqlitePool,
-    filter: &ListFilter,
-) -> StoreResult<Vec<RunRecord>> {
+pub(super) async fn list_runs(pool: &SqlitePool, filter: &ListFilter) -> StoreResult<RunPage> {
     let mut q = QueryBuilder::<Sqlite>::new(select_run!("WHERE 1 = 1"));
     if let Some(workflow_type) = &filter.workflow_type {
         q.push(" AND workflow_type = ")
@@ -543,8 +540,18 @@ pub(super) async fn list_runs(
         }
         q.push(")");
     }
+    if let Some(after) = &filter.after {
+        // A row value, so that the index on (created_at_ms, run_id) bounds the scan.
+        q.push(" AND (created_at_ms, run_id) < (")
+            .push_bind(rows::int(after.created_at_ms))
+            .push(", ")
+            .push_bind(after.run_id.as_str())
+            .push(")");
+    }
+    let limit = rows::list_limit(filter);
+    // One more than the page: it tells whether a next page exists.
     q.push(" ORDER BY created_at_ms DESC, run_id DESC LIMIT ")
-        .push_bind(rows::list_limit(filter));
+        .push_bind(limit as i64 + 1);
     let rows: Vec<RunRow> = q.build_query_as().fetch_all(pool).await?;
-    rows.into_iter().map(RunRow::into_record).collect()
+    rows::list_page(rows, limit)
 }
