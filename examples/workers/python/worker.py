@@ -4,7 +4,13 @@ activity to a Weft host over gRPC, exactly as the Rust worker does.
 The gRPC stubs are generated at start-up from the repository's
 `proto/weft/v1/*.proto` with grpcio-tools (nothing generated is committed).
 
-    python worker.py --address 127.0.0.1:7233 [--token TOKEN]
+    python worker.py --address 127.0.0.1:7233 [--token TOKEN | --token-file FILE]
+    python worker.py --address https://weft.internal:7233 [--ca-file ca.pem] --token-file FILE
+
+An `https://` address speaks TLS, trusting the system's root certificates or
+the PEM certificates of `--ca-file` (`WEFT_CA_FILE`); `http://` or a bare
+address is plaintext. The token may come from a file (`--token-file`,
+`WEFT_TOKEN_FILE`, first line), which keeps it out of the process list.
 """
 
 import argparse
@@ -49,9 +55,9 @@ ACTIVITIES = {"greet": greet}
 
 
 class Worker:
-    def __init__(self, address, token, max_concurrent):
+    def __init__(self, address, token, max_concurrent, ca_file=None):
         self.pb, grpc_mod = load_stubs()
-        self.channel = grpc.insecure_channel(address)
+        self.channel = channel(address, ca_file)
         self.stub = grpc_mod.WorkerServiceStub(self.channel)
         self.metadata = [("authorization", f"Bearer {token}")] if token else []
         self.slots = threading.Semaphore(max_concurrent)
@@ -110,15 +116,47 @@ class Worker:
             self.slots.release()
 
 
+def channel(address, ca_file):
+    """A channel to `address`: TLS for `https://`, plaintext otherwise."""
+    if address.startswith("https://"):
+        roots = None  # the system's root certificates
+        if ca_file:
+            try:
+                with open(ca_file, "rb") as f:
+                    roots = f.read()
+            except OSError as e:
+                sys.exit(f"error: cannot read the CA file {ca_file}: {e.strerror}; "
+                         "give the PEM file of the CA that signed the host's certificate")
+        return grpc.secure_channel(address.removeprefix("https://"),
+                                   grpc.ssl_channel_credentials(root_certificates=roots))
+    if ca_file:
+        sys.exit(f"error: --ca-file is for TLS, but {address} is plaintext; "
+                 "use https://HOST:PORT to reach a host that serves TLS")
+    return grpc.insecure_channel(address.removeprefix("http://"))
+
+
+def read_token(args):
+    """The token from --token, or the first line of --token-file."""
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                return f.readline().strip() or None
+        except OSError as e:
+            sys.exit(f"error: cannot read the token file {args.token_file}: {e.strerror}")
+    return args.token
+
+
 def main():
     parser = argparse.ArgumentParser(description="Serves `greet` to a Weft host")
     default = os.environ.get("WEFT_ADDRESS", "http://127.0.0.1:7233")
     parser.add_argument("--address", default=default)
     parser.add_argument("--token", default=os.environ.get("WEFT_TOKEN"))
+    parser.add_argument("--token-file", default=os.environ.get("WEFT_TOKEN_FILE"))
+    parser.add_argument("--ca-file", default=os.environ.get("WEFT_CA_FILE"))
     parser.add_argument("--max-concurrent", type=int, default=8)
     args = parser.parse_args()
-    address = args.address.removeprefix("http://")
-    worker = Worker(address, args.token, args.max_concurrent)
+    address = args.address
+    worker = Worker(address, read_token(args), args.max_concurrent, args.ca_file)
 
     def stop(*_):
         worker.stopping.set()
