@@ -908,6 +908,66 @@ async fn held_to_limits(backend: Backend, warm_instances: usize) {
     t.stop().await;
 }
 
+/// A run whose activation keeps failing for a reason retrying cannot mend
+/// (here its stored history, altered in the database, no longer reads back)
+/// is parked as stuck with the reason after a few tries, not retried for
+/// ever, and the host keeps serving other runs.
+async fn a_run_that_cannot_activate_is_parked_not_retried_for_ever(backend: Backend) {
+    let config = weft::HostConfig {
+        // Every activation reads the history back, as after a restart.
+        warm_instances: 0,
+        ..common::test_config()
+    };
+    let calls = Calls::default();
+    let t = TestHost::with_config(backend, hello_activities(&calls), config).await;
+    let module = t.deploy("test-misbehave").await;
+    let run = t.start(&module, "long_history", "broken", json!(3)).await;
+    t.until_event(&run, "timer_started", 1).await;
+    let altered =
+        "UPDATE events SET payload = '{\"not\": \"an event\"}' WHERE run_id = $1 AND seq = 1";
+    match &t.db.schema {
+        None => {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", t.db.url))
+                .await
+                .unwrap();
+            sqlx::query(altered)
+                .bind(run.as_str())
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        Some(schema) => {
+            let pool = sqlx::PgPool::connect(&t.db.url).await.unwrap();
+            let altered = altered.replace("events", &format!("\"{schema}\".events"));
+            sqlx::query(sqlx::AssertSqlSafe(altered))
+                .bind(run.as_str())
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+    }
+    // The timer fires: the run must activate, and cannot.
+    t.clock.advance(Duration::from_secs(1));
+    let record = t
+        .until(&run, "parked", |r| r.status == RunStatus::Stuck)
+        .await;
+    let reason = record.stuck.unwrap();
+    assert_eq!(reason["kind"], "activation_failed", "{reason}");
+    assert_eq!(reason["attempts"], 5, "{reason}");
+    let message = reason["message"].as_str().unwrap();
+    assert!(message.contains("corrupt"), "{message}");
+    assert!(message.contains("weft resume"), "{message}");
+    // Others are served.
+    let good = t.deploy("hello-workflow").await;
+    let hello = t
+        .start(&good, "hello", "beside-the-broken", json!("Ada"))
+        .await;
+    assert!(completed(&t.finished(&hello).await));
+    t.stop().await;
+}
+
 both_backends!(
     start_and_wait_gives_the_outcome_or_the_open_run,
     a_full_instance_pool_evicts_idle_runs,
@@ -923,5 +983,6 @@ both_backends!(
     runaway_guests_are_stopped_and_parked,
     bad_guest_values_are_refused_at_the_boundary,
     a_run_is_held_to_its_limits,
+    a_run_that_cannot_activate_is_parked_not_retried_for_ever,
     bad_input_gets_clear_errors,
 );

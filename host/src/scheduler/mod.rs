@@ -25,7 +25,7 @@ use crate::metrics::{ActivationResult, AttemptPlace};
 use crate::model::RunId;
 use crate::store::{
     ActivityStore, ActivityTask, AttemptOutcome, Change, Changes, ClaimActivity, FinishedAttempt,
-    RunRecord, StoreError, TIMEOUT_BATCH,
+    RunClaim, RunRecord, StoreError, TIMEOUT_BATCH,
 };
 use crate::workflow::{ActivationReport, DriverError, LocalActivity};
 use std::time::{Duration, Instant};
@@ -34,8 +34,67 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
+/// Parks a run whose activation failed `attempts` times in a row, for a
+/// reason retrying cannot mend, as stuck with that reason.
+async fn park_failing(host: &HostInner, claim: &RunClaim, attempts: u32, e: &DriverError) {
+    tracing::error!(run_id = %claim.run_id, attempts, "activation failed {attempts} times in a row, the run is parked as stuck: {e}");
+    let reason = serde_json::json!({
+        "kind": "activation_failed",
+        "attempts": attempts,
+        "message": format!("its activation failed {attempts} times in a row, for a reason retrying cannot mend: {e}; fix the cause, then `weft resume` the run"),
+    });
+    if let Err(park) = host
+        .store
+        .park_run(&claim.run_id, claim.lease_token, reason)
+        .await
+    {
+        tracing::warn!(run_id = %claim.run_id, "the failing run could not be parked (its lease ends in time): {park}");
+    }
+}
+
 /// How long a run that found every instance slot in use waits before it is handed back.
 const BUSY_PAUSE: Duration = Duration::from_millis(20);
+
+/// Activations of one run that may fail in a row for a reason retrying
+/// cannot mend (stored data that cannot be read, a value the database
+/// refuses, a module that cannot load) before the run is parked as stuck
+/// with the reason: enough to ride out a fluke, few enough that one bad run
+/// does not keep a host busy. Between them the run waits [`FIRST_RETRY`],
+/// doubling.
+pub(crate) const MAX_FAILED_ACTIVATIONS: u32 = 5;
+
+/// Runs whose activations failed in a row on this host, and how often;
+/// bounded, since it is only a brake.
+#[derive(Default)]
+struct Failing(Mutex<HashMap<RunId, u32>>);
+
+impl Failing {
+    const MAX_RUNS: usize = 10_000;
+
+    /// Counts a failure of `run_id`'s activation; how many in a row.
+    fn failed(&self, run_id: &RunId) -> u32 {
+        let mut runs = self.0.lock().expect("failing runs poisoned");
+        if runs.len() >= Self::MAX_RUNS && !runs.contains_key(run_id) {
+            runs.clear();
+        }
+        let n = runs.entry(run_id.clone()).or_default();
+        *n += 1;
+        *n
+    }
+
+    fn forget(&self, run_id: &RunId) {
+        self.0.lock().expect("failing runs poisoned").remove(run_id);
+    }
+}
+
+/// Whether retrying the activation can never help.
+fn permanent(e: &DriverError) -> bool {
+    match e {
+        DriverError::Store(s) => !s.is_retryable() && !matches!(s, StoreError::Conflict { .. }),
+        DriverError::Module { .. } | DriverError::Replay { .. } => true,
+        DriverError::Busy { .. } => false,
+    }
+}
 
 /// The pause after a loop's first failed call to the store; it doubles up to [`LAST_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(100);
@@ -250,6 +309,7 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
         host.config.max_concurrent_activations.max(1),
     ));
     let in_flight: Arc<Mutex<HashSet<RunId>>> = Arc::default();
+    let failing: Arc<Failing> = Arc::default();
     let mut outage = Outage::new("claiming runs");
     while !*shutdown.borrow() {
         let woken = host.wakeups.activations.notified();
@@ -297,7 +357,8 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
                 .acquire_owned()
                 .await
                 .expect("semaphore never closes");
-            let (host, in_flight) = (host.clone(), in_flight.clone());
+            let (host, in_flight, failing) = (host.clone(), in_flight.clone(), failing.clone());
+            let mut permit = Some(permit);
             tokio::spawn(async move {
                 host.metrics.activation_began();
                 let began = Instant::now();
@@ -314,6 +375,7 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
                     .activation_ended(result, began.elapsed().as_secs_f64());
                 let release = match activated {
                     Ok(report) => {
+                        failing.forget(&claim.run_id);
                         activated_here(&host, &claim.run_id, &report).await;
                         false
                     }
@@ -326,6 +388,24 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
                         // Let the instance slots drain before the run is tried again.
                         tokio::time::sleep(BUSY_PAUSE).await;
                         true
+                    }
+                    Err(e) if permanent(&e) => {
+                        let attempts = failing.failed(&claim.run_id);
+                        if attempts >= MAX_FAILED_ACTIVATIONS {
+                            park_failing(&host, &claim, attempts, &e).await;
+                            failing.forget(&claim.run_id);
+                            false
+                        } else {
+                            tracing::warn!(run_id = %claim.run_id, attempts, "activation failed, it will be retried: {e}");
+                            // Not hot: the slot is free meanwhile, the lease
+                            // keeps the run from other claims.
+                            permit.take();
+                            tokio::time::sleep(
+                                (FIRST_RETRY * 2u32.pow(attempts - 1)).min(LAST_RETRY),
+                            )
+                            .await;
+                            true
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(run_id = %claim.run_id, "activation failed, it will be retried: {e}");
