@@ -161,3 +161,43 @@ async fn a_planted_artifact_is_compiled_again_not_loaded() {
         "the planted artifact was loaded, not compiled again"
     );
 }
+
+/// Compiled modules are kept least recently used first up to
+/// `max_loaded_modules`, and a module over `max_module_bytes` is refused
+/// before it is compiled, naming the limit.
+#[tokio::test]
+async fn compiled_modules_are_bounded_in_number_and_size() {
+    let hello = common::guest("hello-workflow");
+    let misbehave = common::guest("test-misbehave");
+    let engine = weft::wasm::WasmEngine::new(weft::wasm::EngineConfig {
+        max_loaded_modules: 1,
+        max_module_bytes: hello.len().max(misbehave.len()),
+        ..Default::default()
+    })
+    .unwrap();
+    let first = engine.load(&hello).unwrap();
+    assert!(engine.loaded(first.sha256()).is_some());
+    let second = engine.load(&misbehave).unwrap();
+    assert!(
+        engine.loaded(first.sha256()).is_none(),
+        "the least recently used module made room"
+    );
+    assert!(engine.loaded(second.sha256()).is_some());
+    // Still usable by whoever holds it, and loaded again on demand.
+    let mut instance = Instance::new(&engine, &first, options()).await.unwrap();
+    assert_eq!(
+        instance.start("hello", &json!("Bo")).await.unwrap().status,
+        GuestStatus::Pending
+    );
+    assert_eq!(engine.load(&hello).unwrap().sha256(), first.sha256());
+
+    let mut big = hello.clone();
+    big.resize(hello.len().max(misbehave.len()) + 1, 0);
+    match engine.load(&big) {
+        Err(e @ weft::wasm::LoadError::TooLarge { .. }) => {
+            assert!(e.to_string().contains("max_module_bytes"), "{e}")
+        }
+        Err(other) => panic!("expected TooLarge, got {other}"),
+        Ok(_) => panic!("expected TooLarge, got a module"),
+    }
+}

@@ -2,7 +2,6 @@ use super::bindings::WorkflowPre;
 use super::cache::DiskCache;
 use super::state::GuestState;
 use crate::model::Sha256Hex;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +30,14 @@ pub struct EngineConfig {
     /// What one run may hold: pending work, commands per activation,
     /// search attributes, history size.
     pub run_limits: crate::limits::RunLimits,
+    /// Largest module the engine compiles, in bytes.
+    pub max_module_bytes: usize,
+    /// Compiled modules kept in memory; the least recently used beyond
+    /// this are dropped (and compiled again, or read from `cache_dir`,
+    /// when next needed).
+    pub max_loaded_modules: usize,
+    /// Compilations the host runs at once (each takes a core for a while).
+    pub max_concurrent_compiles: usize,
 }
 
 impl Default for EngineConfig {
@@ -42,6 +49,9 @@ impl Default for EngineConfig {
             cache_dir: None,
             max_payload_bytes: 2 << 20,
             run_limits: crate::limits::RunLimits::default(),
+            max_module_bytes: 64 << 20,
+            max_loaded_modules: 128,
+            max_concurrent_compiles: 2,
         }
     }
 }
@@ -71,6 +81,14 @@ pub enum LoadError {
         "compiling module {sha256} stopped inside the compiler: {reason}; this is a bug in Weft or wasmtime, report it with the module"
     )]
     Compiler { sha256: Sha256Hex, reason: String },
+    #[error(
+        "module {sha256} is {size} bytes, over the limit of {limit} (EngineConfig::max_module_bytes): build it in release mode, strip its debug info, or raise the limit"
+    )]
+    TooLarge {
+        sha256: Sha256Hex,
+        size: usize,
+        limit: usize,
+    },
 }
 
 /// Interfaces a workflow guest may import. Everything here is either Weft's
@@ -110,7 +128,9 @@ pub struct WasmEngine {
     engine: Engine,
     linker: Linker<GuestState>,
     pub(crate) config: EngineConfig,
-    modules: Mutex<HashMap<Sha256Hex, Arc<LoadedModule>>>,
+    modules: Mutex<lru::LruCache<Sha256Hex, Arc<LoadedModule>>>,
+    /// Bounds the compilations running at once ([`EngineConfig::max_concurrent_compiles`]).
+    compiling: tokio::sync::Semaphore,
     /// The on-disk cache, when configured and usable.
     disk: Option<DiskCache>,
     ticker_stop: Arc<AtomicBool>,
@@ -134,6 +154,11 @@ impl WasmEngine {
                 .total_memories(n.saturating_mul(2))
                 .total_tables(n.saturating_mul(4))
                 .max_memory_size(config.memory_limit_bytes)
+                // One component may not take the pool's share of many: a
+                // guest is a few core instances, memories and tables.
+                .max_core_instances_per_component(32)
+                .max_memories_per_component(4)
+                .max_tables_per_component(32)
                 // A slot is made ready for its next instance by zeroing the
                 // pages the last one touched (found with PAGEMAP_SCAN where
                 // the kernel offers it), up to this much, instead of by
@@ -173,11 +198,16 @@ impl WasmEngine {
                     None
                 }
             });
+        let modules = lru::LruCache::new(
+            std::num::NonZeroUsize::new(config.max_loaded_modules.max(1)).expect("at least one"),
+        );
+        let compiling = tokio::sync::Semaphore::new(config.max_concurrent_compiles.max(1));
         Ok(Self {
             engine,
             linker,
             config,
-            modules: Mutex::new(HashMap::new()),
+            modules: Mutex::new(modules),
+            compiling,
             disk,
             ticker_stop,
         })
@@ -197,6 +227,15 @@ impl WasmEngine {
         if let Some(m) = self.loaded(&sha256) {
             return Ok(m);
         }
+        let _compiling = self
+            .compiling
+            .acquire()
+            .await
+            .expect("the compile semaphore never closes");
+        if let Some(m) = self.loaded(&sha256) {
+            // Compiled by the one this call waited for.
+            return Ok(m);
+        }
         let engine = Arc::clone(self);
         tokio::task::spawn_blocking(move || engine.load(&bytes))
             .await
@@ -212,13 +251,16 @@ impl WasmEngine {
     /// else validated and compiled (and then cached).
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedModule>, LoadError> {
         let sha256 = Sha256Hex::of(bytes);
-        if let Some(m) = self
-            .modules
-            .lock()
-            .expect("module map poisoned")
-            .get(&sha256)
-        {
-            return Ok(m.clone());
+        if let Some(m) = self.loaded(&sha256) {
+            return Ok(m);
+        }
+        let limit = self.config.max_module_bytes;
+        if bytes.len() > limit {
+            return Err(LoadError::TooLarge {
+                sha256,
+                size: bytes.len(),
+                limit,
+            });
         }
         let component = self.compile(&sha256, bytes)?;
         self.check_imports(&sha256, &component)?;
@@ -240,7 +282,7 @@ impl WasmEngine {
         self.modules
             .lock()
             .expect("module map poisoned")
-            .insert(sha256, module.clone());
+            .put(sha256, module.clone());
         Ok(module)
     }
 
