@@ -840,7 +840,8 @@ async fn held_to_limits(backend: Backend, warm_instances: usize) {
     ];
     let long = start("long_history", "long-history", json!(100)).await;
     let open = |r: &RunRecord| r.status == RunStatus::Running;
-    for _ in 0..300 {
+    // Bounded (about a minute at most); ends as soon as every run has closed.
+    for _ in 0..3_000 {
         let mut waiting = false;
         for (run, _, _) in fine
             .iter()
