@@ -575,6 +575,34 @@ mod tests {
     use crate::store::{ListCursor, ListFilter, RunStatus};
     use sqlx::{Postgres, QueryBuilder};
 
+    /// A store in a new schema of `DATABASE_URL`'s database, and the schema.
+    async fn scratch(label: &str) -> (PostgresStore, String) {
+        let url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!(
+            "weft_test_{label}_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .subsec_nanos()
+        );
+        let store = PostgresStore::connect_in_schema(&url, &schema)
+            .await
+            .expect("connect to Postgres (DATABASE_URL)");
+        (store, schema)
+    }
+
+    async fn drop_scratch(store: PostgresStore, schema: &str) {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA \"{schema}\" CASCADE"
+        )))
+        .execute(&store.pool)
+        .await
+        .expect("drop the test schema");
+        store.close().await;
+    }
+
     /// The plan of [`LOCK_FAMILY`] for one run.
     async fn plan(store: &PostgresStore) -> String {
         let lines: Vec<String> =
@@ -590,19 +618,7 @@ mod tests {
     /// table makes each close cost as much as the table is long.
     #[tokio::test]
     async fn closing_locks_its_runs_by_their_key_whatever_the_statistics_say() {
-        let url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let schema = format!(
-            "weft_test_lock_plan_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .subsec_nanos()
-        );
-        let store = PostgresStore::connect_in_schema(&url, &schema)
-            .await
-            .expect("connect to Postgres (DATABASE_URL)");
+        let (store, schema) = scratch("lock_plan").await;
         // A new table: the planner has no statistics and guesses it small.
         let fresh = plan(&store).await;
         assert!(!fresh.contains("Seq Scan on runs"), "{fresh}");
@@ -621,13 +637,7 @@ mod tests {
             .expect("analyze");
         let known = plan(&store).await;
         assert!(!known.contains("Seq Scan on runs"), "{known}");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA \"{schema}\" CASCADE"
-        )))
-        .execute(&store.pool)
-        .await
-        .expect("drop the test schema");
-        store.close().await;
+        drop_scratch(store, &schema).await;
     }
 
     /// The plan of a page of `filter`'s list.
@@ -647,19 +657,7 @@ mod tests {
     /// `runs` table, never a sort of it, however many runs there are.
     #[tokio::test]
     async fn a_page_of_the_list_reads_an_index_not_the_table() {
-        let url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let schema = format!(
-            "weft_test_list_plan_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .subsec_nanos()
-        );
-        let store = PostgresStore::connect_in_schema(&url, &schema)
-            .await
-            .expect("connect to Postgres (DATABASE_URL)");
+        let (store, schema) = scratch("list_plan").await;
         sqlx::query(
             "INSERT INTO runs (run_id, workflow_id, workflow_type, module_sha256, status,
                                last_seq, last_hash, created_at_ms, closed_at_ms)
@@ -706,12 +704,6 @@ mod tests {
             assert!(!plan.contains("Seq Scan"), "{filter:?}:\n{plan}");
             assert!(!plan.contains("Sort"), "{filter:?}:\n{plan}");
         }
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA \"{schema}\" CASCADE"
-        )))
-        .execute(&store.pool)
-        .await
-        .expect("drop the test schema");
-        store.close().await;
+        drop_scratch(store, &schema).await;
     }
 }
