@@ -40,6 +40,15 @@ pub struct RunLimits {
     pub max_history_events: u64,
     /// Bytes of a history at which the host terminates the run (`--max-history-bytes`).
     pub max_history_bytes: u64,
+    /// Bytes of log output (stdout, stderr and the `log` import together)
+    /// one activation may write (`--max-log-bytes-per-activation`); the rest
+    /// of that activation's output is dropped, with one warning saying how
+    /// much.
+    pub max_log_bytes_per_activation: u64,
+    /// Handles (WASI streams, pollables) one instance may hold at once
+    /// (`--max-guest-resources`): past it the guest call traps and the run
+    /// is parked with the reason.
+    pub max_guest_resources: usize,
 }
 
 impl Default for RunLimits {
@@ -56,6 +65,8 @@ impl Default for RunLimits {
             warn_history_bytes: 10 << 20,
             max_history_events: 51_200,
             max_history_bytes: 50 << 20,
+            max_log_bytes_per_activation: 1 << 20,
+            max_guest_resources: 10_000,
         }
     }
 }

@@ -783,6 +783,7 @@ async fn held_to_limits(backend: Backend, warm_instances: usize) {
             max_search_attribute_bytes: 1_000,
             warn_history_events: 20,
             max_history_events: 40,
+            max_log_bytes_per_activation: 10_000,
             ..weft::RunLimits::default()
         },
         ..weft::wasm::EngineConfig::default()
@@ -817,6 +818,8 @@ async fn held_to_limits(backend: Backend, warm_instances: usize) {
         .await,
         start("fan_out", "one-after-another", json!({"rounds": 8})).await,
         start("chatty", "twenty-lines", json!(20)).await,
+        // 5 MB of output in each of two activations, 10 kB of it logged.
+        start("noisy", "noisy", json!(5_000)).await,
         start("big_attributes", "small-attributes", json!(900)).await,
         start("long_history", "short-history", json!(8)).await,
     ];

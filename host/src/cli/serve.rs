@@ -94,6 +94,13 @@ struct RunLimitArgs {
     /// Bytes of a history at which the host terminates the run.
     #[arg(long, env = "WEFT_MAX_HISTORY_BYTES", default_value_t = RunLimits::default().max_history_bytes, value_name = "BYTES")]
     max_history_bytes: u64,
+    /// Bytes of log output (stdout, stderr, `log`) one activation may
+    /// write; the rest of that activation's output is dropped with a warning.
+    #[arg(long, env = "WEFT_MAX_LOG_BYTES_PER_ACTIVATION", default_value_t = RunLimits::default().max_log_bytes_per_activation, value_name = "BYTES")]
+    max_log_bytes_per_activation: u64,
+    /// Handles (WASI streams, pollables) one guest instance may hold at once.
+    #[arg(long, env = "WEFT_MAX_GUEST_RESOURCES", default_value_t = RunLimits::default().max_guest_resources, value_name = "N")]
+    max_guest_resources: usize,
 }
 
 impl RunLimitArgs {
@@ -121,6 +128,8 @@ impl RunLimitArgs {
             warn_history_bytes: self.warn_history_bytes,
             max_history_events: self.max_history_events,
             max_history_bytes: self.max_history_bytes,
+            max_log_bytes_per_activation: self.max_log_bytes_per_activation,
+            max_guest_resources: self.max_guest_resources,
         })
     }
 }

@@ -296,7 +296,7 @@ impl context::Host for GuestState {
     }
 
     fn log(&mut self, level: wit::LogLevel, message: String) -> wasmtime::Result<()> {
-        if self.clock.replaying() {
+        if self.clock.replaying() || !self.log_budget.admit(message.len()) {
             return Ok(());
         }
         let run_id = &self.run_id;

@@ -152,8 +152,26 @@ impl Instance {
         self.store.data_mut().commands.clear();
     }
 
+    /// Ends a guest call's log budget (warning of what it dropped).
+    fn settle_logs(&self) {
+        let state = self.store.data();
+        state.log_budget.settle(&state.run_id);
+    }
+
     fn classify(&mut self, err: wasmtime::Error) -> GuestError {
         self.poisoned = true;
+        self.settle_logs();
+        if matches!(
+            err.downcast_ref::<wasmtime::component::ResourceTableError>(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        ) {
+            return GuestError::Trap {
+                message: format!(
+                    "the guest holds {} handles (streams, pollables) at once, the limit (--max-guest-resources); it must drop the handles it no longer needs",
+                    self.store.data().run_limits.max_guest_resources
+                ),
+            };
+        }
         if let Some(d) = err.downcast_ref::<Diverging>() {
             return GuestError::Diverged {
                 index: d.index,
@@ -178,6 +196,7 @@ impl Instance {
     }
 
     fn finish(&mut self, status: bindings::wit::Status) -> Result<Activation, GuestError> {
+        self.settle_logs();
         let limit = self.store.data().max_payload_bytes;
         let status = bindings::status_from_wit(status, limit)
             .map_err(|message| GuestError::Contract { message })?;
@@ -250,6 +269,7 @@ impl Instance {
             Ok(answer) => answer,
             Err(e) => return Err(self.classify(e)),
         };
+        self.settle_logs();
         self.store.data_mut().open = open;
         let issued = std::mem::take(&mut self.store.data_mut().commands);
         if !issued.is_empty() {
@@ -277,6 +297,7 @@ impl Instance {
             Ok(answer) => answer,
             Err(e) => return Err(self.classify(e)),
         };
+        self.settle_logs();
         // A query must not issue commands; any it tried are dropped, and
         // so is their count.
         self.store.data_mut().open = open;

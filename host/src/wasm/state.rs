@@ -114,13 +114,66 @@ impl rand_core::TryRng for RunRng {
     }
 }
 
+/// The log output one guest call may still write: stdout, stderr and the
+/// `log` import draw on one budget
+/// ([`RunLimits::max_log_bytes_per_activation`](crate::RunLimits)), so a
+/// guest printing in a loop costs the host's log a bounded amount per
+/// activation, not whatever it prints.
+#[derive(Debug)]
+pub(crate) struct LogBudget {
+    limit: u64,
+    used: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl LogBudget {
+    pub(crate) fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether `bytes` more may be logged in this call; what may not is
+    /// counted as dropped.
+    pub(crate) fn admit(&self, bytes: usize) -> bool {
+        let bytes = bytes as u64;
+        let before = self.used.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) <= self.limit {
+            true
+        } else {
+            self.dropped.fetch_add(bytes, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Ends a guest call: the budget is whole again for the next, and a
+    /// warning says how much of this one's output was dropped, if any.
+    pub(crate) fn settle(&self, run_id: &RunId) {
+        self.used.store(0, Ordering::Relaxed);
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(target: "weft::guest", %run_id, dropped_bytes = dropped, "the guest wrote more log output in one activation than the limit of {} bytes (--max-log-bytes-per-activation); {dropped} bytes of it were dropped", self.limit);
+        }
+    }
+
+    /// Bytes dropped in the current call so far.
+    #[cfg(test)]
+    fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
 /// Guest stdout or stderr: complete lines become log records tagged with the
-/// run, except while replaying (they were logged the first time).
+/// run, except while replaying (they were logged the first time), within
+/// the call's [`LogBudget`].
 #[derive(Clone)]
 pub(crate) struct GuestOutput {
     run_id: RunId,
     stream: &'static str,
     clock: Arc<RunClock>,
+    budget: Arc<LogBudget>,
     pending: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -128,11 +181,17 @@ pub(crate) struct GuestOutput {
 const MAX_LINE: usize = 16 * 1024;
 
 impl GuestOutput {
-    fn new(run_id: RunId, stream: &'static str, clock: Arc<RunClock>) -> Self {
+    fn new(
+        run_id: RunId,
+        stream: &'static str,
+        clock: Arc<RunClock>,
+        budget: Arc<LogBudget>,
+    ) -> Self {
         Self {
             run_id,
             stream,
             clock,
+            budget,
             pending: Arc::default(),
         }
     }
@@ -146,7 +205,7 @@ impl GuestOutput {
             .or((pending.len() >= MAX_LINE).then_some(MAX_LINE - 1))
         {
             let line: Vec<u8> = pending.drain(..=end).collect();
-            if !self.clock.replaying() {
+            if !self.clock.replaying() && self.budget.admit(line.len()) {
                 let text = String::from_utf8_lossy(&line);
                 tracing::info!(target: "weft::guest", run_id = %self.run_id, stream = self.stream, "{}", text.trim_end());
             }
@@ -209,6 +268,8 @@ pub(crate) struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limits: StoreLimits,
+    /// What the current guest call may still log.
+    pub(crate) log_budget: Arc<LogBudget>,
     pub(crate) run_id: RunId,
     pub(crate) clock: Arc<RunClock>,
     pub(crate) rng: RunRng,
@@ -288,24 +349,32 @@ impl GuestState {
             let r = RunRng::new(seed ^ 0x5EED_5EED_5EED_5EED);
             (u128::from(r.next_u64()) << 64) | u128::from(r.next_u64())
         };
+        let log_budget = LogBudget::new(run_limits.max_log_bytes_per_activation);
+        let output =
+            |stream| GuestOutput::new(run_id.clone(), stream, clock.clone(), log_budget.clone());
         let wasi = WasiCtx::builder()
             .wall_clock(WorkflowWallClock(clock.clone()))
             .monotonic_clock(WorkflowMonotonicClock(clock.clone()))
             .secure_random(rng.clone())
             .insecure_random(rng.clone())
             .insecure_random_seed(insecure_seed)
-            .stdout(GuestOutput::new(run_id.clone(), "stdout", clock.clone()))
-            .stderr(GuestOutput::new(run_id.clone(), "stderr", clock.clone()))
+            .stdout(output("stdout"))
+            .stderr(output("stderr"))
             .build();
         let limits = StoreLimitsBuilder::new()
             .memory_size(memory_limit_bytes)
             .trap_on_grow_failure(true)
             .instances(64)
             .build();
+        // A guest that opens handles (streams, pollables) without closing
+        // them is stopped at this many, not when the host runs out of memory.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(run_limits.max_guest_resources);
         Self {
             wasi,
-            table: ResourceTable::new(),
+            table,
             limits,
+            log_budget,
             run_id,
             clock,
             rng,
@@ -384,4 +453,46 @@ pub(crate) struct Diverging {
 pub(crate) struct Expected {
     pub(crate) events: Vec<Event>,
     pub(crate) next: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Output within the budget is logged; past it, dropped and counted,
+    /// until the call settles and the next one has the whole budget.
+    #[test]
+    fn a_guest_call_logs_at_most_its_budget() {
+        let run = RunId("run-1".into());
+        let budget = LogBudget::new(100);
+        assert!(budget.admit(60));
+        assert!(budget.admit(40));
+        assert!(!budget.admit(1));
+        assert!(!budget.admit(500));
+        assert_eq!(budget.dropped(), 501);
+        budget.settle(&run);
+        assert_eq!(budget.dropped(), 0);
+        assert!(budget.admit(100));
+        assert!(!budget.admit(1));
+
+        // stdout and stderr draw on the same budget as the `log` import.
+        let state = GuestState::new(
+            run.clone(),
+            1,
+            1 << 20,
+            1 << 20,
+            crate::limits::RunLimits {
+                max_log_bytes_per_activation: 10,
+                max_guest_resources: 7,
+                ..Default::default()
+            },
+        );
+        let out = GuestOutput::new(run, "stdout", state.clock.clone(), state.log_budget.clone());
+        out.take(b"123456789\n");
+        out.take(b"over the budget\n");
+        assert_eq!(state.log_budget.dropped(), 16);
+        assert!(!state.log_budget.admit(1));
+        // And the instance may hold only so many handles.
+        assert_eq!(state.table.max_capacity(), 7);
+    }
 }

@@ -121,6 +121,20 @@ async fn chatty(ctx: Context, n: u32) -> Result<(), WorkflowError> {
     Ok(())
 }
 
+/// Prints `lines` lines of 1,000 bytes to stdout in one activation, and
+/// as many again after a timer.
+async fn noisy(ctx: Context, lines: u32) -> Result<u32, WorkflowError> {
+    let line = "x".repeat(999);
+    for _ in 0..lines {
+        println!("{line}");
+    }
+    ctx.sleep(Duration::from_millis(1)).await;
+    for _ in 0..lines {
+        eprintln!("{line}");
+    }
+    Ok(lines)
+}
+
 async fn big_attributes(ctx: Context, n: usize) -> Result<(), WorkflowError> {
     let value = "x".repeat(n);
     ctx.upsert_search_attributes([("blob", value.as_str().into())]);
@@ -138,6 +152,7 @@ async fn long_history(ctx: Context, n: u32) -> Result<u32, WorkflowError> {
 weft_sdk::export_workflows!(
     fan_out,
     chatty,
+    noisy,
     big_attributes,
     long_history,
     spin,
