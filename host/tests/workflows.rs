@@ -972,7 +972,70 @@ async fn a_run_that_cannot_activate_is_parked_not_retried_for_ever(backend: Back
     t.stop().await;
 }
 
+/// A claimed task whose stored row does not read back (here its options,
+/// altered in the database) parks its own run with the reason; the tasks
+/// claimed with it are handed out as usual.
+async fn an_unreadable_task_parks_its_run_not_the_claim(backend: Backend) {
+    // No activity is served here, so the tasks wait for the claim below.
+    let t = TestHost::with_config(backend, Activities::new(), common::test_config()).await;
+    let module = t.deploy("test-misbehave").await;
+    let one = json!({"activities": 1});
+    let broken = t
+        .start(&module, "fan_out", "broken-task", one.clone())
+        .await;
+    let fine = t.start(&module, "fan_out", "fine-task", one).await;
+    t.until_event(&broken, "activity_scheduled", 1).await;
+    t.until_event(&fine, "activity_scheduled", 1).await;
+    let altered = "UPDATE activity_tasks SET options = 'not options' WHERE run_id = $1";
+    match &t.db.schema {
+        None => {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", t.db.url))
+                .await
+                .unwrap();
+            sqlx::query(altered)
+                .bind(broken.as_str())
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        Some(schema) => {
+            let pool = sqlx::PgPool::connect(&t.db.url).await.unwrap();
+            let altered =
+                altered.replace("activity_tasks", &format!("\"{schema}\".activity_tasks"));
+            sqlx::query(sqlx::AssertSqlSafe(altered))
+                .bind(broken.as_str())
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+    }
+    let claimed = t
+        .host
+        .store()
+        .claim_activities("a-worker", &["greet".to_string()], 1 << 50, 60_000, 10)
+        .await
+        .expect("one unreadable row does not fail the claim");
+    let runs: Vec<_> = claimed.iter().map(|task| task.run_id.clone()).collect();
+    assert_eq!(runs, vec![fine.clone()]);
+    let record = t.host.describe(&broken).await.unwrap();
+    assert_eq!(record.status, RunStatus::Stuck, "{record:?}");
+    let reason = record.stuck.unwrap();
+    assert_eq!(reason["kind"], "unreadable_task", "{reason}");
+    assert_eq!(reason["seq"], 1, "{reason}");
+    let message = reason["message"].as_str().unwrap();
+    assert!(message.contains("options"), "{message}");
+    assert!(message.contains("weft resume"), "{message}");
+    assert_eq!(
+        t.host.describe(&fine).await.unwrap().status,
+        RunStatus::Running
+    );
+    t.stop().await;
+}
+
 both_backends!(
+    an_unreadable_task_parks_its_run_not_the_claim,
     start_and_wait_gives_the_outcome_or_the_open_run,
     a_full_instance_pool_evicts_idle_runs,
     a_hung_attempt_times_out_and_is_retried,

@@ -1456,7 +1456,19 @@ impl ActivityStore for PostgresStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(ClaimedTaskRow::into_task).collect()
+        let (tasks, unreadable) = rows::decode_claimed(rows);
+        for bad in unreadable {
+            tracing::error!(run_id = %bad.run_id, seq = bad.seq, "a claimed activity task cannot be read back; its run is parked and the rest of the claim goes on: {}", bad.error);
+            let parked = sqlx::query(rows::PARK_FOR_UNREADABLE_TASK)
+                .bind(bad.run_id.as_str())
+                .bind(bad.reason())
+                .execute(&self.pool)
+                .await;
+            if let Err(e) = parked {
+                tracing::warn!(run_id = %bad.run_id, "parking the run of an unreadable task failed (the next claim of the task tries again): {e}");
+            }
+        }
+        Ok(tasks)
     }
 
     async fn finish_attempt(

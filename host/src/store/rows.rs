@@ -239,6 +239,50 @@ impl ClaimedTaskRow {
     }
 }
 
+/// Decodes claimed task rows one at a time: the tasks that read back, and
+/// for each row that does not, its run, its seq and why.
+pub(super) fn decode_claimed(rows: Vec<ClaimedTaskRow>) -> (Vec<ActivityTask>, Vec<Unreadable>) {
+    let mut tasks = Vec::with_capacity(rows.len());
+    let mut unreadable = Vec::new();
+    for row in rows {
+        let (run_id, seq) = (row.run_id.clone(), row.seq);
+        match row.into_task() {
+            Ok(task) => tasks.push(task),
+            Err(error) => unreadable.push(Unreadable { run_id, seq, error }),
+        }
+    }
+    (tasks, unreadable)
+}
+
+/// A claimed task row that does not read back.
+pub(super) struct Unreadable {
+    pub(super) run_id: String,
+    pub(super) seq: i64,
+    pub(super) error: StoreError,
+}
+
+impl Unreadable {
+    /// Why its run is parked: the task is not run, and the others claimed
+    /// with it are not held back.
+    pub(super) fn reason(&self) -> String {
+        serde_json::json!({
+            "kind": "unreadable_task",
+            "seq": self.seq,
+            "message": format!(
+                "activity task {} of this run cannot be read back from the database ({}); it was not run. Repair or remove the row, then `weft resume` the run",
+                self.seq, self.error
+            ),
+        })
+        .to_string()
+    }
+}
+
+/// Parks the run of an unreadable task whatever host holds it: the
+/// statement that would commit its activation finds it no longer running.
+pub(super) const PARK_FOR_UNREADABLE_TASK: &str =
+    "UPDATE runs SET status = 'stuck', stuck = $2, lease_owner = NULL, lease_expires_at_ms = 0
+      WHERE run_id = $1 AND status = 'running'";
+
 /// One row of the pending-jobs union. By `source`:
 ///
 /// | source | job | `n` | `status` | `body` | `extra` | `at_ms` |
