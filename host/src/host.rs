@@ -37,6 +37,12 @@ pub struct HostConfig {
     pub default_start_to_close: Duration,
     pub max_concurrent_activations: usize,
     pub max_concurrent_activities: usize,
+    /// Queries, update validators, replays and compatibility checks run at
+    /// once, at most: each runs a guest instance, and a flood of them must
+    /// not starve activations of CPU or the instance pool. A query, a
+    /// validator or a replay that finds them all busy waits its turn up to
+    /// 10 s, then is refused as busy (retryable).
+    pub max_concurrent_queries: usize,
     /// How often idle loops look for work made ready by other hosts: a
     /// safety net, since a store with a change feed (Postgres `LISTEN/NOTIFY`)
     /// wakes them at once and SQLite's one host wakes its own. Those waiting
@@ -62,6 +68,7 @@ impl Default for HostConfig {
             default_start_to_close: Duration::from_secs(60),
             max_concurrent_activations: 32,
             max_concurrent_activities: 64,
+            max_concurrent_queries: 8,
             poll_interval: Duration::from_secs(5),
             warm_instances: 256,
             seed: None,
@@ -99,6 +106,13 @@ pub enum HostError {
         size: usize,
         limit: usize,
     },
+    /// Every slot for queries, validators, replays and checks stayed busy
+    /// for [`INSPECTION_WAIT`].
+    #[error(
+        "the host is running {limit} queries, update validations, replays and checks at once, its limit (--max-concurrent-queries), and none finished within {} s; ask again shortly",
+        INSPECTION_WAIT.as_secs()
+    )]
+    Busy { limit: usize },
     #[error("query {name:?} on run {run_id} was refused by the workflow: {message}")]
     QueryRefused {
         run_id: RunId,
@@ -223,7 +237,14 @@ pub(crate) struct HostInner {
     rng: RunRng,
     /// The database's task-token key, read once ([`HostInner::task_token_key`]).
     task_token_key: tokio::sync::OnceCell<[u8; 32]>,
+    /// Slots for queries, validators, replays and checks
+    /// ([`HostConfig::max_concurrent_queries`]).
+    inspections: tokio::sync::Semaphore,
 }
+
+/// How long a query, an update's validation or a replay waits for a slot
+/// ([`HostConfig::max_concurrent_queries`]) before it is refused as busy.
+pub(crate) const INSPECTION_WAIT: Duration = Duration::from_secs(10);
 
 impl HostInner {
     /// The key that MACs the task tokens of remote workers: the database's,
@@ -329,8 +350,10 @@ impl Host {
                 default_lease_ms: config.default_start_to_close.as_millis() as u64,
             },
         );
+        let inspections = tokio::sync::Semaphore::new(config.max_concurrent_queries.max(1));
         Self {
             inner: Arc::new(HostInner {
+                inspections,
                 config,
                 store,
                 clock,
@@ -761,12 +784,14 @@ impl Host {
                 run.status.as_str()
             )));
         }
-        match self
+        let slot = self.inspection_slot().await?;
+        let validated = self
             .inner
             .driver
             .validate_update(run_id, name, &input)
-            .await
-        {
+            .await;
+        drop(slot);
+        match validated {
             Ok(Ok(())) => {}
             Ok(Err(message)) => {
                 return Err(HostError::UpdateRejected {
@@ -821,6 +846,27 @@ impl Host {
         Ok(())
     }
 
+    /// A slot for a query, a validation or a replay: waits up to
+    /// [`INSPECTION_WAIT`] for one, then [`HostError::Busy`].
+    async fn inspection_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, HostError> {
+        match tokio::time::timeout(INSPECTION_WAIT, self.inner.inspections.acquire()).await {
+            Ok(permit) => Ok(permit.expect("the inspection semaphore is never closed")),
+            Err(_) => Err(HostError::Busy {
+                limit: self.inner.config.max_concurrent_queries.max(1),
+            }),
+        }
+    }
+
+    /// A slot for a compatibility check of one run: waits as long as it takes
+    /// (a check is an operator's batch, not a caller with a deadline).
+    pub(crate) async fn check_slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.inner
+            .inspections
+            .acquire()
+            .await
+            .expect("the inspection semaphore is never closed")
+    }
+
     /// Asks a query of a run, open or closed; the run's state is not changed.
     pub async fn query(
         &self,
@@ -828,6 +874,7 @@ impl Host {
         name: &str,
         input: Value,
     ) -> Result<Value, HostError> {
+        let _slot = self.inspection_slot().await?;
         match self.inner.driver.query(run_id, name, &input).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(message)) => Err(HostError::QueryRefused {
@@ -969,6 +1016,7 @@ impl Host {
 
     /// Replays a run's stored history against its module and gives the verdict.
     pub async fn replay(&self, run_id: &RunId) -> Result<ReplayVerdict, HostError> {
+        let _slot = self.inspection_slot().await?;
         let run = self.inner.store.run(run_id).await?;
         let history = self.inner.store.history(run_id).await?;
         let module = self
@@ -1050,5 +1098,43 @@ pub fn outcome(record: &RunRecord) -> Result<Value, Failure> {
                     .unwrap_or_default()
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With every slot busy, a query waits its turn and then is refused as
+    /// busy, naming the limit; with a slot free it goes on (here to the
+    /// store, which knows no such run).
+    #[tokio::test]
+    async fn queries_wait_for_a_slot_then_are_refused_as_busy() {
+        let env = crate::testing::TestEnv::new(Activities::new())
+            .await
+            .unwrap();
+        let host = env.host();
+        let all = host.inner.config.max_concurrent_queries as u32;
+        assert_eq!(all, 8);
+        let held = host.inner.inspections.acquire_many(all).await.unwrap();
+        let run = RunId("no-such-run".into());
+        tokio::time::pause();
+        let refused = host.query(&run, "status", Value::Null).await.unwrap_err();
+        tokio::time::resume();
+        assert!(matches!(refused, HostError::Busy { limit: 8 }), "{refused}");
+        assert!(
+            refused.to_string().contains("--max-concurrent-queries"),
+            "{refused}"
+        );
+        let replay = {
+            tokio::time::pause();
+            let r = host.replay(&run).await.unwrap_err();
+            tokio::time::resume();
+            r
+        };
+        assert!(matches!(replay, HostError::Busy { .. }), "{replay}");
+        drop(held);
+        let answered = host.query(&run, "status", Value::Null).await.unwrap_err();
+        assert!(!matches!(answered, HostError::Busy { .. }), "{answered}");
     }
 }

@@ -343,6 +343,7 @@ pub(crate) fn status(e: HostError) -> Status {
         HostError::Load(_) => Code::InvalidArgument,
         HostError::UnknownModule(_) => Code::NotFound,
         HostError::PayloadTooLarge { .. } => Code::InvalidArgument,
+        HostError::Busy { .. } => Code::ResourceExhausted,
         HostError::QueryRefused { .. }
         | HostError::UpdateRejected { .. }
         | HostError::UpdateFailed { .. }

@@ -153,6 +153,16 @@ struct LimitArgs {
         default_value_t = weft::api::Limits::default().module_bytes
     )]
     max_module_bytes: usize,
+    /// Queries, update validations, replays and compatibility checks run at
+    /// once; the rest wait their turn (a query, a validation or a replay up
+    /// to 10 s, then refused as busy: 429, ResourceExhausted).
+    #[arg(
+        long,
+        env = "WEFT_MAX_CONCURRENT_QUERIES",
+        value_name = "N",
+        default_value_t = HostConfig::default().max_concurrent_queries
+    )]
+    max_concurrent_queries: usize,
 }
 
 impl LimitArgs {
@@ -340,6 +350,7 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let mut config = HostConfig {
         host_id: "dev".into(),
         signer: args.signing.signer()?,
+        max_concurrent_queries: args.limits.max_concurrent_queries.max(1),
         ..HostConfig::default()
     };
     config.engine.run_limits = args.run_limits.limits()?;
@@ -364,6 +375,7 @@ pub(crate) async fn server(args: ServerArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("{}-{}", config.host_id, args.listen.port()));
     config.run_lease = Duration::from_secs(args.run_lease.max(1));
     config.signer = args.signing.signer()?;
+    config.max_concurrent_queries = args.limits.max_concurrent_queries.max(1);
     config.engine.run_limits = args.run_limits.limits()?;
     run(&args.database, args.listen, options, config).await
 }

@@ -286,6 +286,7 @@ impl Host {
     /// Replays one run's history against `module` (which need not be the
     /// run's own): the compatibility check of one run.
     pub async fn check_run(&self, module: &LoadedModule, run: &RunRecord) -> RunCheck {
+        let _slot = self.check_slot().await;
         let verdict = match self.store().history(&run.run_id).await {
             Err(e) => Verdict::Failed {
                 message: format!("its history cannot be read: {e}"),
