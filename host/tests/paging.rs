@@ -274,3 +274,69 @@ async fn runs_are_listed_a_page_at_a_time() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("start again without page_token"), "{body}");
 }
+
+/// Runs carry memos and outputs of up to 2 MiB: a page holds only as many
+/// as fit in 3 MiB encoded (under the 4 MiB message every gRPC client takes
+/// by default), and the next page starts after the last it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_large_runs_is_cut_to_fit_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("weft.db");
+    let host = HostProcess::start(&["dev", "--database", db.to_str().unwrap()], &[]);
+    let addr = host.address.as_str();
+    let socket = host.socket();
+    let scenarios = guest_path("test-scenarios");
+    weft(
+        addr,
+        &["deploy", scenarios.to_str().unwrap(), "--name", "scenarios"],
+    )
+    .ok();
+    let memo = "m".repeat(1_500_000);
+    for i in 0..3 {
+        let body = json!({
+            "workflow_type": "counter",
+            "workflow_id": format!("large-{i}"),
+            "input": {"signals": 1},
+            "module": "scenarios",
+            "options": {"memo": {"blob": memo}},
+        });
+        let (status, answer) = http(
+            &socket,
+            "POST",
+            "/v1/workflows",
+            None,
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(status, 200, "start large-{i}: {answer}");
+    }
+    // gRPC with the default 4 MiB a message a client takes (the Rust
+    // client takes more, so the size is checked here).
+    let client = Client::connect(addr, None).await.expect("connect");
+    let mut spec = ListSpec::default();
+    let mut listed = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = client.list_page(&spec).await.expect("list_page");
+        pages += 1;
+        assert!(!page.runs.is_empty(), "every page holds a run");
+        let bytes: usize = page
+            .runs
+            .iter()
+            .map(|r| r.memo.as_ref().map_or(0, |m| m.to_string().len()))
+            .sum();
+        assert!(bytes < 3 << 20, "{bytes} bytes of memos in one page");
+        listed.extend(page.runs.into_iter().map(|r| r.workflow_id));
+        match page.next_page_token {
+            Some(token) => spec.page_token = Some(token),
+            None => break,
+        }
+    }
+    assert!(pages >= 2, "three 1.5 MB runs need two pages at least");
+    listed.sort();
+    assert_eq!(listed, ["large-0", "large-1", "large-2"]);
+    // HTTP answers from the same pages.
+    let (status, first) = http(&socket, "GET", "/v1/workflows", None, b"");
+    assert_eq!(status, 200);
+    assert!(ids(&first).len() < 3, "cut short: {}", ids(&first).len());
+    assert!(first["next_page_token"].is_string());
+}

@@ -315,10 +315,10 @@ impl WorkflowService for Workflows {
             filter.after = Some(page_token::decode(&filter, &r.page_token)?);
         }
         let page = self.host.list_page(&filter).await.map_err(status)?;
+        let (runs, next) = within_page_bytes(&page.runs, page.next);
         Ok(Response::new(proto::ListResponse {
-            runs: page.runs.iter().map(mapping::run_info).collect(),
-            next_page_token: page
-                .next
+            runs,
+            next_page_token: next
                 .map(|next| page_token::encode(&filter, &next))
                 .unwrap_or_default(),
         }))
@@ -449,4 +449,34 @@ impl WorkflowService for Workflows {
             terminated_old: reset.terminated_old,
         }))
     }
+}
+
+/// The encoded size a page of runs stays within: under the 4 MiB message
+/// every gRPC client takes by default, with room for the rest of the
+/// answer. Runs carry outputs and memos of up to 2 MiB each, so a page of
+/// many can be far larger.
+const PAGE_BYTES: usize = 3 << 20;
+
+/// The runs of a page as the API answers them, at least one and as many
+/// as fit in [`PAGE_BYTES`]: a page cut short ends at its last run, and
+/// the next one starts after it.
+fn within_page_bytes(
+    runs: &[crate::store::RunRecord],
+    next: Option<crate::store::ListCursor>,
+) -> (Vec<proto::RunInfo>, Option<crate::store::ListCursor>) {
+    use prost::Message;
+    let mut out = Vec::with_capacity(runs.len());
+    let mut bytes = 0;
+    for run in runs {
+        let info = mapping::run_info(run);
+        // A field's tag and length prefix, at most 1 + 10 bytes.
+        let size = info.encoded_len() + 11;
+        if !out.is_empty() && bytes + size > PAGE_BYTES {
+            let last = out.len() - 1;
+            return (out, Some(crate::store::ListCursor::of(&runs[last])));
+        }
+        bytes += size;
+        out.push(info);
+    }
+    (out, next)
 }
