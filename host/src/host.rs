@@ -106,6 +106,9 @@ pub enum HostError {
         size: usize,
         limit: usize,
     },
+    /// A name or id a caller gave is too long or holds a NUL.
+    #[error("{0}")]
+    BadName(String),
     /// Every slot for queries, validators, replays and checks stayed busy
     /// for [`INSPECTION_WAIT`].
     #[error(
@@ -448,6 +451,12 @@ impl Host {
             .module)
     }
 
+    /// A name or id a caller gave, held to what a guest may pass: at most
+    /// 1,000 bytes, no NUL.
+    fn check_name(what: impl FnOnce() -> String, text: &str) -> Result<(), HostError> {
+        crate::wasm::check_name(&what(), text).map_err(HostError::BadName)
+    }
+
     fn check_payload(&self, what: impl FnOnce() -> String, value: &Value) -> Result<(), HostError> {
         let limit = self.inner.config.engine.max_payload_bytes;
         let size = value.to_string().len();
@@ -531,6 +540,14 @@ impl Host {
         request: StartRequest,
         signal: Option<(String, Value)>,
     ) -> Result<RunId, HostError> {
+        Self::check_name(|| "the workflow id".into(), &request.workflow_id)?;
+        Self::check_name(
+            || format!("the workflow type of workflow {:?}", request.workflow_id),
+            &request.workflow_type,
+        )?;
+        if let Some((name, _)) = &signal {
+            Self::check_name(|| "the signal name".into(), name)?;
+        }
         self.check_payload(
             || format!("the input of workflow {:?}", request.workflow_id),
             &request.input,
@@ -703,6 +720,10 @@ impl Host {
             wait,
         } = call;
         let run_id = &run_id;
+        Self::check_name(|| "the update name".into(), &name)?;
+        if let Some(id) = &update_id {
+            Self::check_name(|| "the update id".into(), id)?;
+        }
         self.check_payload(|| format!("update {name:?} to run {run_id}"), &input)?;
         let sent = match &update_id {
             Some(id) => match self.inner.store.update_outcome(run_id, id).await {
@@ -831,6 +852,7 @@ impl Host {
 
     /// Sends a signal to an open run. It is recorded when the run next activates.
     pub async fn signal(&self, run_id: &RunId, name: &str, input: Value) -> Result<(), HostError> {
+        Self::check_name(|| "the signal name".into(), name)?;
         self.check_payload(|| format!("signal {name:?} to run {run_id}"), &input)?;
         self.inner
             .store

@@ -344,6 +344,7 @@ pub(crate) fn status(e: HostError) -> Status {
         HostError::UnknownModule(_) => Code::NotFound,
         HostError::PayloadTooLarge { .. } => Code::InvalidArgument,
         HostError::Busy { .. } => Code::ResourceExhausted,
+        HostError::BadName(_) => Code::InvalidArgument,
         HostError::QueryRefused { .. }
         | HostError::UpdateRejected { .. }
         | HostError::UpdateFailed { .. }
