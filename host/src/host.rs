@@ -467,6 +467,7 @@ impl Host {
                 limit,
             });
         }
+        crate::wasm::warn_if_large(&what(), size);
         Ok(())
     }
 

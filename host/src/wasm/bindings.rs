@@ -106,6 +106,19 @@ pub(crate) fn job_to_wit(job: &Job) -> wit::Job {
     }
 }
 
+/// A payload this large or larger is accepted, with a warning in the
+/// host's log: each is stored in the history, and histories of such
+/// payloads grow toward their limits fast.
+pub(crate) const WARN_PAYLOAD_BYTES: usize = 256 << 10;
+
+/// Warns, once per call, of a payload of `size` bytes at or past
+/// [`WARN_PAYLOAD_BYTES`].
+pub(crate) fn warn_if_large(what: &str, size: usize) {
+    if size >= WARN_PAYLOAD_BYTES {
+        tracing::warn!("{what} is {size} bytes, past the warning size of {WARN_PAYLOAD_BYTES} (the limit is 2 MiB by default): each payload is stored in the run's history; pass a reference (an id, a URL) instead of the data");
+    }
+}
+
 /// Longest name or id a guest may pass (an activity name, a child's
 /// workflow type or id, an update id, a failure's error type), in bytes.
 pub(crate) const MAX_NAME_BYTES: usize = 1_000;

@@ -105,7 +105,12 @@ impl GuestState {
     /// Parses a payload the guest passed; a bad one traps the guest with a
     /// message naming what it was for, since it is a bug in the workflow.
     fn payload(&self, what: &str, text: &str) -> wasmtime::Result<Value> {
-        bindings::payload(what, text, self.max_payload_bytes).map_err(wasmtime::Error::msg)
+        let value =
+            bindings::payload(what, text, self.max_payload_bytes).map_err(wasmtime::Error::msg)?;
+        if !self.clock.replaying() {
+            bindings::warn_if_large(&format!("run {}: {what}", self.run_id), text.len());
+        }
+        Ok(value)
     }
 }
 

@@ -29,7 +29,7 @@ mod engine;
 mod instance;
 mod state;
 
-pub(crate) use bindings::name as check_name;
+pub(crate) use bindings::{name as check_name, warn_if_large};
 pub use engine::{EngineConfig, LoadError, LoadedModule, WasmEngine};
 pub use instance::{Activation, GuestError, Instance, InstanceOptions};
 pub use state::RunInfo;
