@@ -115,7 +115,9 @@ pub(crate) const WARN_PAYLOAD_BYTES: usize = 256 << 10;
 /// [`WARN_PAYLOAD_BYTES`].
 pub(crate) fn warn_if_large(what: &str, size: usize) {
     if size >= WARN_PAYLOAD_BYTES {
-        tracing::warn!("{what} is {size} bytes, past the warning size of {WARN_PAYLOAD_BYTES} (the limit is 2 MiB by default): each payload is stored in the run's history; pass a reference (an id, a URL) instead of the data");
+        tracing::warn!(
+            "{what} is {size} bytes, past the warning size of {WARN_PAYLOAD_BYTES} (the limit is 2 MiB by default): each payload is stored in the run's history; pass a reference (an id, a URL) instead of the data"
+        );
     }
 }
 
