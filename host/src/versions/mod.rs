@@ -420,8 +420,12 @@ impl Host {
             match self.store().change_module(change).await {
                 Ok(()) => {
                     tracing::info!(%run_id, module = %to, "resumed a stuck run");
+                    // Read as resumed, before the activation loop hears of
+                    // it: a run that traps again at once could be stuck
+                    // again by the time a later read looked.
+                    let resumed = self.store().run(run_id).await;
                     self.inner().wakeups.activations.notify_one();
-                    return Ok(self.store().run(run_id).await?);
+                    return Ok(resumed?);
                 }
                 Err(StoreError::Conflict { .. }) if attempt < CHANGE_ATTEMPTS => {
                     tokio::time::sleep(CHANGE_PAUSE).await;
