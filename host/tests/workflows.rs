@@ -912,6 +912,34 @@ async fn held_to_limits(backend: Backend, warm_instances: usize) {
     t.stop().await;
 }
 
+/// Runs `sql` (one `$1`: the run id) on the test's database behind the
+/// store's back, with `table` qualified by the test's Postgres schema.
+async fn alter(t: &TestHost, table: &str, sql: &str, run: &weft::model::RunId) {
+    match &t.db.schema {
+        None => {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", t.db.url))
+                .await
+                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                .bind(run.as_str())
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        Some(schema) => {
+            let pool = sqlx::PgPool::connect(&t.db.url).await.unwrap();
+            let sql = sql.replace(table, &format!("\"{schema}\".{table}"));
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(run.as_str())
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+    }
+}
+
 /// A run whose activation keeps failing for a reason retrying cannot mend
 /// (here its stored history, altered in the database, no longer reads back)
 /// is parked as stuck with the reason after a few tries, not retried for
@@ -927,31 +955,13 @@ async fn a_run_that_cannot_activate_is_parked_not_retried_for_ever(backend: Back
     let module = t.deploy("test-misbehave").await;
     let run = t.start(&module, "long_history", "broken", json!(3)).await;
     t.until_event(&run, "timer_started", 1).await;
-    let altered =
-        "UPDATE events SET payload = '{\"not\": \"an event\"}' WHERE run_id = $1 AND seq = 1";
-    match &t.db.schema {
-        None => {
-            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", t.db.url))
-                .await
-                .unwrap();
-            sqlx::query(altered)
-                .bind(run.as_str())
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-        }
-        Some(schema) => {
-            let pool = sqlx::PgPool::connect(&t.db.url).await.unwrap();
-            let altered = altered.replace("events", &format!("\"{schema}\".events"));
-            sqlx::query(sqlx::AssertSqlSafe(altered))
-                .bind(run.as_str())
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-        }
-    }
+    alter(
+        &t,
+        "events",
+        "UPDATE events SET payload = '{\"not\": \"an event\"}' WHERE run_id = $1 AND seq = 1",
+        &run,
+    )
+    .await;
     // The timer fires: the run must activate, and cannot.
     t.clock.advance(Duration::from_secs(1));
     let record = t
@@ -986,31 +996,13 @@ async fn an_unreadable_task_parks_its_run_not_the_claim(backend: Backend) {
     let fine = t.start(&module, "fan_out", "fine-task", one).await;
     t.until_event(&broken, "activity_scheduled", 1).await;
     t.until_event(&fine, "activity_scheduled", 1).await;
-    let altered = "UPDATE activity_tasks SET options = 'not options' WHERE run_id = $1";
-    match &t.db.schema {
-        None => {
-            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", t.db.url))
-                .await
-                .unwrap();
-            sqlx::query(altered)
-                .bind(broken.as_str())
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-        }
-        Some(schema) => {
-            let pool = sqlx::PgPool::connect(&t.db.url).await.unwrap();
-            let altered =
-                altered.replace("activity_tasks", &format!("\"{schema}\".activity_tasks"));
-            sqlx::query(sqlx::AssertSqlSafe(altered))
-                .bind(broken.as_str())
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-        }
-    }
+    alter(
+        &t,
+        "activity_tasks",
+        "UPDATE activity_tasks SET options = 'not options' WHERE run_id = $1",
+        &broken,
+    )
+    .await;
     let claimed = t
         .host
         .store()
