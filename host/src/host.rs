@@ -5,7 +5,8 @@
 use crate::activity::Activities;
 use crate::model::{Event, EventHash, Failure, History, RunId, Sha256Hex};
 use crate::scheduler::{
-    Clock, Closing, SystemClock, Wakeups, activation_loop, activity_loop, change_loop,
+    Clock, Closing, SystemClock, WAITER_POLL, Wakeups, activation_loop, activity_loop, change_loop,
+    waiter_loop,
 };
 use crate::store::{
     CreateRun, Created, IdConflictPolicy, IdReusePolicy, ListFilter, ModuleRecord, RunOptions,
@@ -16,6 +17,7 @@ use crate::workflow::{Driver, DriverConfig, ReplayError, ReplayVerdict, replay_h
 use serde_json::Value;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::futures::Notified;
 use tokio::sync::watch;
@@ -70,7 +72,7 @@ impl Default for HostConfig {
             max_concurrent_activities: 64,
             max_concurrent_queries: 8,
             poll_interval: Duration::from_secs(5),
-            warm_instances: 256,
+            warm_instances: 1024,
             seed: None,
             signer: None,
         }
@@ -153,10 +155,10 @@ impl HostError {
     }
 }
 
-/// How often a caller waiting on a run (its close, an update's answer) looks
-/// again, at most: the run may be driven by another host, whose commit wakes
-/// nobody here.
-const WAITER_POLL: Duration = Duration::from_millis(500);
+/// How often a caller waiting on a run looks again while this host's
+/// [`waiter_loop`](crate::scheduler::waiter_loop) looks for it: only in
+/// case a wake-up went astray.
+const WATCHED_WAITER_POLL: Duration = Duration::from_secs(30);
 
 /// An update to send ([`Host::update_within`]).
 #[derive(Clone, Debug)]
@@ -421,6 +423,7 @@ impl Host {
         let mut tasks = vec![
             tokio::spawn(activation_loop(self.inner.clone(), rx.clone())),
             tokio::spawn(activity_loop(self.inner.clone(), rx.clone())),
+            tokio::spawn(waiter_loop(self.inner.clone(), rx.clone())),
         ];
         if self.inner.config.signer.is_some() {
             tasks.push(tokio::spawn(crate::audit::seal_loop(
@@ -1008,7 +1011,13 @@ impl Host {
                     closed
                 }
             };
-            // Another host may close it: look again now and then.
+            // Another host may close it: the waiter loop looks for all the
+            // awaited runs at once; without it, each waiter looks itself.
+            let again = if self.inner.wakeups.waiters_watched.load(Ordering::SeqCst) {
+                WATCHED_WAITER_POLL
+            } else {
+                self.inner.config.poll_interval.min(WAITER_POLL)
+            };
             tokio::select! {
                 () = closed.as_mut() => {
                     // Closed here, by a commit that knew the run as it closed.
@@ -1016,7 +1025,7 @@ impl Host {
                         return Ok(record);
                     }
                 }
-                () = tokio::time::sleep(self.inner.config.poll_interval.min(WAITER_POLL)) => {}
+                () = tokio::time::sleep(again) => {}
             }
         }
     }

@@ -1026,7 +1026,31 @@ async fn an_unreadable_task_parks_its_run_not_the_claim(backend: Backend) {
     t.stop().await;
 }
 
+/// A timer written by a commit the activation loop did not make (a start's
+/// first activation, run inline) fires when it is due, not when the loop
+/// next looks on its own: here an hour later.
+async fn a_timer_started_inline_fires_when_due(backend: Backend) {
+    let config = weft::HostConfig {
+        poll_interval: Duration::from_secs(3_600),
+        ..common::test_config()
+    };
+    let t = TestHost::with_config(backend, Activities::new(), config).await;
+    let module = t.deploy("test-scenarios").await;
+    // Let the activation loop find no timer and go to sleep first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let run = t.start(&module, "sleep", "nap", json!(1_000)).await;
+    t.until_event(&run, "timer_started", 1).await;
+    t.clock.advance(Duration::from_secs(1));
+    let done = tokio::time::timeout(Duration::from_secs(30), t.host.wait(&run))
+        .await
+        .expect("the timer fires once the clock reaches it, not at the loop's hourly look")
+        .unwrap();
+    assert_eq!(done.status, RunStatus::Completed, "{done:?}");
+    t.stop().await;
+}
+
 both_backends!(
+    a_timer_started_inline_fires_when_due,
     an_unreadable_task_parks_its_run_not_the_claim,
     start_and_wait_gives_the_outcome_or_the_open_run,
     a_full_instance_pool_evicts_idle_runs,

@@ -31,6 +31,7 @@ use crate::workflow::{ActivationReport, DriverError, LocalActivity};
 use std::time::{Duration, Instant};
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
@@ -216,6 +217,13 @@ pub(crate) struct Wakeups {
     pub(crate) pollers: Notify,
     /// A run closed on this host: the seal loop has work.
     pub(crate) sealer: Notify,
+    /// When the activation loop means to wake next for a timer: 0 while it
+    /// reads that from the store (any new timer wakes it then), `u64::MAX`
+    /// when the store held none. See [`Wakeups::timer_started`].
+    timers_watched_until: AtomicU64,
+    /// Whether [`waiter_loop`] runs: callers waiting on a run need not
+    /// read it now and then themselves.
+    pub(crate) waiters_watched: AtomicBool,
     /// Per run with someone waiting for it to stop running: wakes only them.
     closed: Mutex<HashMap<RunId, Arc<Closing>>>,
     /// Per run with someone waiting for an update's answer: woken by every
@@ -224,6 +232,16 @@ pub(crate) struct Wakeups {
 }
 
 impl Wakeups {
+    /// A commit of this host started a timer due at `at_ms`: wakes the
+    /// activation loop if it would otherwise sleep past it. (A commit made
+    /// by the loop's own activations wakes it anyway; one made inline — a
+    /// start's first activation, an activity result's — does not.)
+    pub(crate) fn timer_started(&self, at_ms: u64) {
+        if at_ms < self.timers_watched_until.load(Ordering::SeqCst) {
+            self.activations.notify_one();
+        }
+    }
+
     /// Activity tasks may be claimable: wakes this host's claim loop and
     /// every remote worker's poll.
     pub(crate) fn activities_ready(&self) {
@@ -273,6 +291,24 @@ impl Wakeups {
         }
     }
 
+    /// The runs some caller on this host waits on to stop running.
+    pub(crate) fn awaited_runs(&self) -> Vec<RunId> {
+        self.closed
+            .lock()
+            .expect("wake-ups poisoned")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// `run` was found stopped, by a commit this host did not make: its
+    /// waiters read it.
+    fn stopped_elsewhere(&self, run: &RunId) {
+        if let Some(closing) = self.closed.lock().expect("wake-ups poisoned").get(run) {
+            closing.notify.notify_waiters();
+        }
+    }
+
     /// `run` stopped running on this host; `record`, the run as it closed,
     /// when the closing commit knew it exactly (see
     /// [`ActivationReport::closed_run`](ActivationReport)).
@@ -300,6 +336,49 @@ impl Closing {
     /// The run as it closed, if this host closed it and knew it exactly.
     pub(crate) fn record(&self) -> Option<RunRecord> {
         self.record.lock().expect("wake-ups poisoned").clone()
+    }
+}
+
+/// How often the runs callers wait on are looked up, at most, when nothing
+/// on this host told of their close: another host or a tool may close them.
+pub(crate) const WAITER_POLL: Duration = Duration::from_millis(500);
+
+/// Runs looked up in one statement by [`waiter_loop`].
+const AWAITED_PER_READ: usize = 1000;
+
+/// Wakes the callers waiting on this host for runs that stopped without
+/// this host closing them (another host did, or a tool): every
+/// [`WAITER_POLL`], one read of all the awaited runs, not one per caller.
+/// Those closed here are woken at once by the closing commit.
+pub(crate) async fn waiter_loop(host: Arc<HostInner>, mut shutdown: watch::Receiver<bool>) {
+    host.wakeups.waiters_watched.store(true, Ordering::SeqCst);
+    let every = host.config.poll_interval.min(WAITER_POLL);
+    while !*shutdown.borrow() {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => continue,
+        }
+        let awaited = host.wakeups.awaited_runs();
+        for some in awaited.chunks(AWAITED_PER_READ) {
+            match host.store.stopped_runs(some).await {
+                Ok(stopped) => {
+                    for run in &stopped {
+                        host.wakeups.stopped_elsewhere(run);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(
+                        "looking up the runs callers wait on failed: {e}; looking again shortly"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+    host.wakeups.waiters_watched.store(false, Ordering::SeqCst);
+    // Its waiters look for themselves from now on.
+    for run in host.wakeups.awaited_runs() {
+        host.wakeups.stopped_elsewhere(&run);
     }
 }
 
@@ -429,6 +508,9 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
             tokio::task::yield_now().await;
             continue;
         }
+        // A timer committed while the store is read may be missed by the
+        // read: its commit sees 0 here and wakes the loop.
+        host.wakeups.timers_watched_until.store(0, Ordering::SeqCst);
         let next_timer = match host.store.next_timer_at().await {
             Ok(at) => at,
             Err(e) => {
@@ -436,6 +518,9 @@ pub(crate) async fn activation_loop(host: Arc<HostInner>, mut shutdown: watch::R
                 continue;
             }
         };
+        host.wakeups
+            .timers_watched_until
+            .store(next_timer.unwrap_or(u64::MAX), Ordering::SeqCst);
         outage.recovered();
         wait(&host, woken, next_timer, &mut shutdown).await;
     }
@@ -460,6 +545,9 @@ pub(crate) async fn activated_here(
     }
     if report.new_deadlines {
         host.wakeups.timeouts.notify_one();
+    }
+    if let Some(at) = report.new_timer_at_ms {
+        host.wakeups.timer_started(at);
     }
     for local in &report.local_activities {
         run_local(host, run_id, local).await;

@@ -150,6 +150,7 @@ macro_rules! conformance_tests {
             commit_appends_events_and_creates_tasks_and_timers,
             commit_consumes_jobs,
             commit_completed_closes_the_run,
+            stopped_runs_are_the_closed_and_the_parked,
             commit_failed_records_the_failure,
             commit_with_a_stale_lease_writes_nothing,
             commit_with_a_wrong_event_number_writes_nothing,

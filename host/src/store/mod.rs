@@ -779,6 +779,10 @@ pub trait RunStore: Send + Sync {
     /// runs after [`ListFilter::after`], and where the next page starts.
     async fn list_runs(&self, filter: &ListFilter) -> StoreResult<RunPage>;
     async fn run(&self, run_id: &RunId) -> StoreResult<RunRecord>;
+    /// Those of `run_ids` that exist and are no longer `running` (closed,
+    /// or parked as stuck): what a host's callers waiting on runs look up
+    /// together, in one statement, instead of each reading its run.
+    async fn stopped_runs(&self, run_ids: &[RunId]) -> StoreResult<Vec<RunId>>;
     /// The open run of a workflow id, else the most recently created one.
     async fn run_by_workflow_id(&self, workflow_id: &str) -> StoreResult<RunRecord>;
     /// Claims up to `limit` runs that are `running` and need an activation

@@ -77,8 +77,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 /// Connections per store: Postgres commits best from a handful of connections at once.
 const POOL_SIZE: u32 = 8;
 
-/// Connections for the statements that write many runs: one per lane.
-const BATCH_POOL_SIZE: u32 = 3 * batch::LANES as u32;
+/// Connections for the statements that write many runs (one per lane) and
+/// for the claim of runs (one per host's activation loop, and one spare).
+const BATCH_POOL_SIZE: u32 = 3 * batch::LANES as u32 + 2;
 
 /// Candidates read per run to claim, so that concurrent claims find runs past each other's.
 const CLAIM_OVERFETCH: i64 = 4;
@@ -398,6 +399,17 @@ impl RunStore for PostgresStore {
         .into_record()
     }
 
+    async fn stopped_runs(&self, run_ids: &[RunId]) -> StoreResult<Vec<RunId>> {
+        let keys: Vec<&str> = run_ids.iter().map(RunId::as_str).collect();
+        let stopped: Vec<String> = sqlx::query_scalar(
+            "SELECT run_id FROM runs WHERE run_id = ANY ($1) AND status <> 'running'",
+        )
+        .bind(&keys)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(stopped.into_iter().map(RunId).collect())
+    }
+
     async fn run_by_workflow_id(&self, workflow_id: &str) -> StoreResult<RunRecord> {
         let row: Option<RunRow> = sqlx::query_as(select_run!(
             "WHERE workflow_id = $1
@@ -429,9 +441,17 @@ impl RunStore for PostgresStore {
         // a candidate. `c` re-checks each candidate under its
         // row lock and skips rows another claim is locking, so two hosts never
         // take the same run; fetching a few more candidates than `limit` lets a
-        // host step past the rows a concurrent claim just took. The candidates
-        // are looked up as an array of keys so that even a generic plan of this
-        // prepared statement reads them by primary key, never by a scan.
+        // host step past the rows a concurrent claim just took.
+        //
+        // Each statement is planned once per connection, often while the
+        // tables are new and their statistics say `running` runs are few:
+        // written as joins, its plan then drove the timer candidates and the
+        // re-check from every open run (~12 ms a claim at 1,000 sleeping
+        // runs). So a due timer's run is looked up by key in a scalar
+        // subquery, and each candidate is locked by key in a `LATERAL`
+        // subquery: neither can be turned into a scan of `runs`. The claimed
+        // rows are updated by key on a session that may not plan otherwise
+        // (see `batch::Pools`).
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
             "WITH candidates AS (
                  (SELECT run_id FROM runs
@@ -439,8 +459,10 @@ impl RunStore for PostgresStore {
                    ORDER BY woken_at_ms
                    LIMIT $5)
                  UNION
-                 (SELECT t.run_id FROM timers t JOIN runs r ON r.run_id = t.run_id
-                   WHERE t.fire_at_ms <= $2 AND r.status = 'running' AND r.lease_expires_at_ms <= $2
+                 (SELECT t.run_id FROM timers t
+                   WHERE t.fire_at_ms <= $2
+                     AND (SELECT r.status = 'running' AND r.lease_expires_at_ms <= $2
+                            FROM runs r WHERE r.run_id = t.run_id)
                    ORDER BY t.fire_at_ms
                    LIMIT $5)
                  UNION
@@ -450,18 +472,23 @@ impl RunStore for PostgresStore {
                    ORDER BY deadline_ms
                    LIMIT $5)
              ), c AS (
-                 SELECT run_id FROM runs
-                  WHERE run_id = ANY (ARRAY (SELECT run_id FROM candidates))
-                    AND status = 'running'
-                    AND lease_expires_at_ms <= $2
-                    AND (wakeups > handled_wakeups
-                         OR deadline_ms <= $2
-                         OR EXISTS (SELECT 1 FROM timers t WHERE t.run_id = runs.run_id AND t.fire_at_ms <= $2))
-                  ORDER BY CASE WHEN wakeups > handled_wakeups THEN woken_at_ms
-                                WHEN deadline_ms <= $2 THEN deadline_ms
-                                ELSE (SELECT min(t.fire_at_ms) FROM timers t WHERE t.run_id = runs.run_id) END
+                 SELECT r.run_id FROM candidates k, LATERAL (
+                     SELECT run_id,
+                            CASE WHEN wakeups > handled_wakeups THEN woken_at_ms
+                                 WHEN deadline_ms <= $2 THEN deadline_ms
+                                 ELSE (SELECT min(t.fire_at_ms) FROM timers t WHERE t.run_id = runs.run_id)
+                            END AS due
+                       FROM runs
+                      WHERE runs.run_id = k.run_id
+                        AND status = 'running'
+                        AND lease_expires_at_ms <= $2
+                        AND (wakeups > handled_wakeups
+                             OR deadline_ms <= $2
+                             OR EXISTS (SELECT 1 FROM timers t WHERE t.run_id = runs.run_id AND t.fire_at_ms <= $2))
+                        FOR UPDATE SKIP LOCKED
+                 ) r
+                  ORDER BY r.due
                   LIMIT $4
-                  FOR UPDATE SKIP LOCKED
              )
              UPDATE runs
                 SET lease_owner = $1, lease_expires_at_ms = $2::bigint + $3::bigint,
@@ -475,7 +502,7 @@ impl RunStore for PostgresStore {
         .bind(int(lease_ms))
         .bind(i64::from(limit))
         .bind(i64::from(limit).saturating_mul(CLAIM_OVERFETCH))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.batch_pool)
         .await?;
         Ok(rows
             .into_iter()

@@ -560,6 +560,18 @@ impl RunStore for SqliteStore {
         .into_record()
     }
 
+    async fn stopped_runs(&self, run_ids: &[RunId]) -> StoreResult<Vec<RunId>> {
+        let keys: Vec<&str> = run_ids.iter().map(RunId::as_str).collect();
+        let stopped: Vec<String> = sqlx::query_scalar(
+            "SELECT run_id FROM runs
+              WHERE run_id IN (SELECT value FROM json_each($1)) AND status <> 'running'",
+        )
+        .bind(json_list(&keys)?)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(stopped.into_iter().map(RunId).collect())
+    }
+
     async fn run_by_workflow_id(&self, workflow_id: &str) -> StoreResult<RunRecord> {
         let row: Option<RunRow> = sqlx::query_as(select_run!(
             "WHERE workflow_id = $1

@@ -45,7 +45,7 @@ impl Default for EngineConfig {
         Self {
             memory_limit_bytes: 64 << 20,
             activation_timeout: Duration::from_secs(2),
-            pooled_instances: 320,
+            pooled_instances: 1152,
             cache_dir: None,
             max_payload_bytes: 2 << 20,
             run_limits: crate::limits::RunLimits::default(),

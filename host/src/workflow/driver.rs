@@ -64,6 +64,9 @@ pub(crate) struct ActivationReport {
     pub(crate) new_activities: usize,
     /// Some new activity has a deadline for the timeout sweep to watch.
     pub(crate) new_deadlines: bool,
+    /// When the earliest timer it started fires, if it started any: the
+    /// activation loop must hear of it if it means to sleep past that.
+    pub(crate) new_timer_at_ms: Option<u64>,
     /// The local activities it scheduled, for this host to claim and run now.
     pub(crate) local_activities: Vec<LocalActivity>,
     /// The run stopped running, with this status: it closed, or was parked (stuck).
@@ -827,7 +830,11 @@ impl Driver {
             }
         }
         let closed = (status != GuestStatus::Pending).then(|| commit.outcome.status());
+        // A timer started and cancelled in the same activation never reaches the table.
+        let removed = commit.removed_timers.clone();
+        commit.new_timers.retain(|t| !removed.contains(&t.seq));
         let report = ActivationReport {
+            new_timer_at_ms: commit.new_timers.iter().map(|t| t.fire_at_ms).min(),
             new_activities: commit.new_activities.len(),
             new_deadlines: commit.new_activities.iter().any(|t| {
                 t.options.schedule_to_start_timeout_ms > 0
@@ -842,9 +849,6 @@ impl Driver {
             closed,
             closed_run: None,
         };
-        // A timer started and cancelled in the same activation never reaches the table.
-        let removed = commit.removed_timers.clone();
-        commit.new_timers.retain(|t| !removed.contains(&t.seq));
         let mut run_after = run.clone();
         run_after.last_seq = new_last_seq;
         if let Some(last) = commit.events.last() {

@@ -121,6 +121,46 @@ pub async fn commit_consumes_jobs(store: &dyn Store) {
     assert_eq!(store.history(&run.id).await.expect("history"), run.history);
 }
 
+/// The runs a host's waiters look up together: those closed or parked,
+/// not those running, nor ids that name no run.
+pub async fn stopped_runs_are_the_closed_and_the_parked(store: &dyn Store) {
+    let mut closed = Run::start(store, "wf-stopped-closed", T0).await;
+    let claim = claim_only(store, "host-a", T0, &closed).await;
+    let mut commit = closed.commit(&claim, Vec::new(), T0);
+    add_events(
+        &closed,
+        &mut commit,
+        vec![Event::WorkflowCompleted { output: json!(1) }],
+    );
+    commit.outcome = RunOutcome::Completed { output: json!(1) };
+    closed.apply(store, commit).await;
+    let parked = Run::start(store, "wf-stopped-parked", T0).await;
+    let claim = claim_only(store, "host-a", T0, &parked).await;
+    store
+        .park_run(&parked.id, claim.lease_token, json!({"kind": "test"}))
+        .await
+        .expect("park_run");
+    let running = Run::start(store, "wf-stopped-running", T0).await;
+    let unknown = RunId("no-such-run".into());
+    let mut stopped = store
+        .stopped_runs(&[
+            running.id.clone(),
+            closed.id.clone(),
+            unknown,
+            parked.id.clone(),
+        ])
+        .await
+        .expect("stopped_runs");
+    stopped.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected = vec![closed.id.clone(), parked.id.clone()];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(stopped, expected);
+    assert_eq!(
+        store.stopped_runs(&[]).await.expect("stopped_runs of none"),
+        Vec::<RunId>::new()
+    );
+}
+
 pub async fn commit_completed_closes_the_run(store: &dyn Store) {
     let mut run = Run::start(store, "wf-complete", T0).await;
     run.activate(store, T0, |run, c| {

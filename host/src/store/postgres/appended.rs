@@ -36,16 +36,11 @@ pub(in crate::store) fn lanes(pools: Pools) -> Lanes<Append, Appended> {
     )
 }
 
-/// Commits `appends` in one statement. Should it fail, nothing of it was
-/// written, and each is left to the ordinary way; so is a lone activation,
-/// for which the ordinary way's statements are planned once, not at each
-/// call (see [`Pools`]).
+/// Commits `appends` in one statement, a lone one too: one round trip,
+/// where the ordinary way takes four (begin, lock, append, commit). Should
+/// it fail, nothing of it was written, and each is left to the ordinary way.
 async fn append_all(pool: &PgPool, appends: Vec<Append>) -> Vec<StoreResult<Appended>> {
-    let applied = match appends.len() {
-        1 => Ok(HashSet::new()),
-        _ => append_many(pool, &appends).await,
-    };
-    let applied = match applied {
+    let applied = match append_many(pool, &appends).await {
         Ok(applied) => applied,
         Err(e) => {
             tracing::debug!(error = %e, activations = appends.len(), "committing a batch of activations failed; committing each the ordinary way");
