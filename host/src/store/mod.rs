@@ -396,6 +396,9 @@ pub struct RunClaim {
     pub lease_token: i64,
     /// `runs.wakeups` as read at claim time; pass it back in [`ActivationCommit::observed_wakeups`].
     pub observed_wakeups: i64,
+    /// `runs.last_seq` as read at claim time: with the lease token and the
+    /// wake-ups, whether the run is as this host's last commit left it.
+    pub last_seq: u64,
 }
 
 /// Things that became ready for a run and are not yet in its history.

@@ -452,7 +452,7 @@ impl RunStore for PostgresStore {
         // subquery: neither can be turned into a scan of `runs`. The claimed
         // rows are updated by key on a session that may not plan otherwise
         // (see `batch::Pools`).
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
             "WITH candidates AS (
                  (SELECT run_id FROM runs
                    WHERE status = 'running' AND woken AND lease_expires_at_ms <= $2
@@ -495,7 +495,7 @@ impl RunStore for PostgresStore {
                     lease_token = runs.lease_token + 1, lease_wakeups = runs.wakeups
                FROM c
               WHERE runs.run_id = c.run_id
-             RETURNING runs.run_id, runs.lease_token, runs.wakeups",
+             RETURNING runs.run_id, runs.lease_token, runs.wakeups, runs.last_seq",
         )
         .bind(host_id)
         .bind(int(now_ms))
@@ -506,11 +506,14 @@ impl RunStore for PostgresStore {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(run_id, lease_token, observed_wakeups)| RunClaim {
-                run_id: RunId(run_id),
-                lease_token,
-                observed_wakeups,
-            })
+            .map(
+                |(run_id, lease_token, observed_wakeups, last_seq)| RunClaim {
+                    run_id: RunId(run_id),
+                    lease_token,
+                    observed_wakeups,
+                    last_seq: last_seq as u64,
+                },
+            )
             .collect())
     }
 

@@ -594,7 +594,7 @@ impl RunStore for SqliteStore {
         lease_ms: u64,
         limit: u32,
     ) -> StoreResult<Vec<RunClaim>> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
             "UPDATE runs
                 SET lease_owner = $1, lease_expires_at_ms = $2 + $3,
                     lease_token = lease_token + 1, lease_wakeups = wakeups
@@ -615,7 +615,7 @@ impl RunStore for SqliteStore {
                            AND lease_expires_at_ms <= $2
                          ORDER BY deadline_ms LIMIT $4)
                     LIMIT $4)
-             RETURNING run_id, lease_token, wakeups",
+             RETURNING run_id, lease_token, wakeups, last_seq",
         )
         .bind(host_id)
         .bind(int(now_ms))
@@ -625,11 +625,14 @@ impl RunStore for SqliteStore {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(run_id, lease_token, observed_wakeups)| RunClaim {
-                run_id: RunId(run_id),
-                lease_token,
-                observed_wakeups,
-            })
+            .map(
+                |(run_id, lease_token, observed_wakeups, last_seq)| RunClaim {
+                    run_id: RunId(run_id),
+                    lease_token,
+                    observed_wakeups,
+                    last_seq: last_seq as u64,
+                },
+            )
             .collect())
     }
 

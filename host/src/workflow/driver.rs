@@ -8,9 +8,9 @@ use crate::model::{
 };
 use crate::scheduler::Clock;
 use crate::store::{
-    ActivationCommit, ActivityTask, AttemptOutcome, CreateRun, FinishedAttempt, InlineClaim,
-    NewActivityTask, NewChild, NewTimer, PendingJobs, ResolvedActivity, RunClaim, RunOptions,
-    RunOutcome, RunRecord, RunStatus, Store, StoreError,
+    ActivationCommit, ActivityTask, AttemptOutcome, CreateRun, DueTimer, FinishedAttempt,
+    InlineClaim, NewActivityTask, NewChild, NewTimer, PendingJobs, ResolvedActivity, RunClaim,
+    RunOptions, RunOutcome, RunRecord, RunStatus, Store, StoreError,
 };
 use crate::wasm::{GuestError, Instance, LoadedModule, RunRng, WasmEngine};
 use lru::LruCache;
@@ -44,6 +44,9 @@ struct Warm {
     /// What this host last committed for the run, when this instance made
     /// that commit (not when it was rebuilt by replay for a query).
     committed: Option<Committed>,
+    /// The run's open timers, when this instance has made every commit of
+    /// the run since its start (`None` once it was rebuilt by replay).
+    open_timers: Option<Vec<DueTimer>>,
 }
 
 /// A run as this host's last commit left it: enough to run its next
@@ -382,6 +385,7 @@ impl Driver {
                     last_time_ms,
                     history_bytes,
                     committed: None,
+                    open_timers: None,
                 }),
                 Err(e) => Err(e),
             },
@@ -390,6 +394,9 @@ impl Driver {
 
     /// Runs one activation of a claimed run and commits it.
     pub(crate) async fn activate(&self, claim: &RunClaim) -> Result<ActivationReport, DriverError> {
+        if let Some(report) = self.activate_as_left(claim).await? {
+            return Ok(report);
+        }
         let run = self.store.run(&claim.run_id).await?;
         if run.status != RunStatus::Running {
             self.store
@@ -448,6 +455,68 @@ impl Driver {
             })
             .await?;
         Ok(report.expect("a commit that did not fail applied"))
+    }
+
+    /// Runs the activation of a claimed run that is as this host's last
+    /// commit left it, woken only by its own timers, without reading it:
+    /// the claim is the next one after that commit's (nobody else claimed
+    /// the run since), its history ends where that commit left it, and no
+    /// wake-up came since (no result, signal, update, child or request), so
+    /// what is pending is the timers this instance knows of that are due.
+    /// `None` (the instance put back) when any of that does not hold, or a
+    /// deadline is due: the caller reads the run and takes the ordinary way.
+    /// The commit is fenced as any claimed activation's is.
+    async fn activate_as_left(
+        &self,
+        claim: &RunClaim,
+    ) -> Result<Option<ActivationReport>, DriverError> {
+        let Some(warm) = self.take_committed(&claim.run_id) else {
+            return Ok(None);
+        };
+        let now = self.clock.now_ms();
+        let committed = warm.committed.clone().expect("take_committed checks it");
+        let due: Vec<DueTimer> = warm
+            .open_timers
+            .iter()
+            .flatten()
+            .filter(|t| t.fire_at_ms <= now)
+            .cloned()
+            .collect();
+        let as_left = claim.lease_token == committed.lease_token + 1
+            && claim.last_seq == committed.run.last_seq
+            && claim.observed_wakeups == committed.handled_wakeups
+            && warm.last_seq == committed.run.last_seq;
+        if !as_left
+            || due.is_empty()
+            || host_verdict(&committed.run, now).is_some()
+            || self
+                .engine
+                .config
+                .run_limits
+                .history_over(committed.run.last_seq, warm.history_bytes)
+                .is_some()
+        {
+            self.put_warm(claim.run_id.clone(), warm);
+            return Ok(None);
+        }
+        let pending = PendingJobs {
+            due_timers: due,
+            ..PendingJobs::default()
+        };
+        let prepared = match self
+            .prepare(claim, &committed.run, &pending, warm, false, now)
+            .await
+        {
+            Ok(p) => p,
+            // The ordinary way replays the run and parks it with the reason.
+            Err(_) => return Ok(None),
+        };
+        let report = self
+            .commit_prepared(claim, prepared, |commit| async move {
+                self.store.commit_activation(commit).await.map(|()| true)
+            })
+            .await?;
+        Ok(Some(report.expect("a commit that did not fail applied")))
     }
 
     /// Writes a prepared activation with `write` (`true`: it applied): hands
@@ -515,6 +584,7 @@ impl Driver {
             last_time_ms: 0,
             history_bytes: create.first_event.event.payload_json().len() as u64,
             committed: None,
+            open_timers: Some(Vec::new()),
         };
         // Nobody else can see the run before the transaction commits: the
         // run's first lease token, and the wake-up it is created with.
@@ -522,6 +592,7 @@ impl Driver {
             run_id: run.run_id.clone(),
             lease_token: 0,
             observed_wakeups: 1,
+            last_seq: 0,
         };
         let Ok(prepared) = self
             .prepare(
@@ -593,6 +664,7 @@ impl Driver {
             run_id: finished.run_id.clone(),
             lease_token: committed.lease_token,
             observed_wakeups: committed.handled_wakeups + 1,
+            last_seq: committed.run.last_seq,
         };
         let prepared = match self
             .prepare(
@@ -859,6 +931,13 @@ impl Driver {
         }
         if commit.status_line.is_some() {
             run_after.status_line = commit.status_line.clone();
+        }
+        if let Some(open) = &mut warm.open_timers {
+            open.retain(|t| !commit.removed_timers.contains(&t.seq));
+            open.extend(commit.new_timers.iter().map(|t| DueTimer {
+                seq: t.seq,
+                fire_at_ms: t.fire_at_ms,
+            }));
         }
         Ok(Prepared {
             commit,

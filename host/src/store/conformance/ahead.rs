@@ -13,6 +13,7 @@ fn first_claim(run: &Run) -> RunClaim {
         run_id: run.id.clone(),
         lease_token: 0,
         observed_wakeups: 1,
+        last_seq: 0,
     }
 }
 
@@ -106,6 +107,7 @@ pub(super) fn closing_activation(run: &Run, last: &RunClaim, now_ms: u64) -> Act
         run_id: run.id.clone(),
         lease_token: last.lease_token,
         observed_wakeups: last.observed_wakeups + 1,
+        last_seq: last.last_seq,
     };
     let mut commit = run.commit(
         &claim,
@@ -135,6 +137,7 @@ fn stepping_activation(run: &Run, last: &RunClaim, now_ms: u64) -> ActivationCom
         run_id: run.id.clone(),
         lease_token: last.lease_token,
         observed_wakeups: last.observed_wakeups + 1,
+        last_seq: last.last_seq,
     };
     let mut commit = run.commit(
         &claim,
