@@ -10,6 +10,7 @@ pub async fn claim_takes_a_new_run_once(store: &dyn Store) {
         claim.observed_wakeups, 1,
         "creation is the run's first wake-up"
     );
+    assert_eq!(claim.last_seq, 1, "a new run's history is its start");
     assert!(
         claimed_ids(store, "host-b", T0 + 1).await.is_empty(),
         "host-a holds the lease"
@@ -30,6 +31,11 @@ pub async fn claim_skips_idle_runs_and_future_timers(store: &dyn Store) {
             .is_empty()
     );
     let claim = claim_only(store, "host-a", T0 + 5_000, &run).await;
+    assert_eq!(
+        claim.last_seq,
+        run.history.len() as u64,
+        "the claim tells where the history ends"
+    );
     let jobs = store
         .pending_jobs(&run.id, T0 + 5_000)
         .await
