@@ -4,7 +4,7 @@
 
 mod process;
 
-use process::{HostProcess, guest_path, http, weft};
+use process::{dev_with_scenarios, http};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -68,17 +68,9 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_are_refused_and_the_server_stays_small() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("weft.db");
-    let host = HostProcess::start(&["dev", "--database", db.to_str().unwrap()], &[]);
+    let (_dir, host) = dev_with_scenarios();
     let addr = host.address.clone();
     let socket = host.socket();
-    let scenarios = guest_path("test-scenarios");
-    weft(
-        &addr,
-        &["deploy", scenarios.to_str().unwrap(), "--name", "scenarios"],
-    )
-    .ok();
 
     // Large bodies without a length, all at once.
     let uploads: Vec<_> = (0..UPLOADS)

@@ -3,7 +3,7 @@
 
 mod process;
 
-use process::{HostProcess, guest_path, http, http_raw, weft};
+use process::{dev_with_scenarios, http, http_raw, weft};
 use serde_json::{Value, json};
 use weft::client::{Client, ListSpec};
 
@@ -37,17 +37,9 @@ fn start(socket: &str, workflow_type: &str, workflow_id: &str, input: Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_are_listed_a_page_at_a_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("weft.db");
-    let host = HostProcess::start(&["dev", "--database", db.to_str().unwrap()], &[]);
+    let (_dir, host) = dev_with_scenarios();
     let addr = host.address.as_str();
     let socket = host.socket();
-    let scenarios = guest_path("test-scenarios");
-    weft(
-        addr,
-        &["deploy", scenarios.to_str().unwrap(), "--name", "scenarios"],
-    )
-    .ok();
     // Seven counters waiting for a signal, and two sleepers: another type.
     for i in 0..7 {
         start(
@@ -280,17 +272,9 @@ async fn runs_are_listed_a_page_at_a_time() {
 /// by default), and the next page starts after the last it holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_of_large_runs_is_cut_to_fit_one_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("weft.db");
-    let host = HostProcess::start(&["dev", "--database", db.to_str().unwrap()], &[]);
+    let (_dir, host) = dev_with_scenarios();
     let addr = host.address.as_str();
     let socket = host.socket();
-    let scenarios = guest_path("test-scenarios");
-    weft(
-        addr,
-        &["deploy", scenarios.to_str().unwrap(), "--name", "scenarios"],
-    )
-    .ok();
     let memo = "m".repeat(1_500_000);
     for i in 0..3 {
         let body = json!({

@@ -452,7 +452,7 @@ impl RunStore for PostgresStore {
         // subquery: neither can be turned into a scan of `runs`. The claimed
         // rows are updated by key on a session that may not plan otherwise
         // (see `batch::Pools`).
-        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        let rows: Vec<rows::ClaimRow> = sqlx::query_as(
             "WITH candidates AS (
                  (SELECT run_id FROM runs
                    WHERE status = 'running' AND woken AND lease_expires_at_ms <= $2
@@ -504,17 +504,7 @@ impl RunStore for PostgresStore {
         .bind(i64::from(limit).saturating_mul(CLAIM_OVERFETCH))
         .fetch_all(&self.batch_pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(run_id, lease_token, observed_wakeups, last_seq)| RunClaim {
-                    run_id: RunId(run_id),
-                    lease_token,
-                    observed_wakeups,
-                    last_seq: last_seq as u64,
-                },
-            )
-            .collect())
+        rows::run_claims(rows)
     }
 
     async fn waiting_on(&self, run_id: &RunId) -> StoreResult<WaitingOn> {

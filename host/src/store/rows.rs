@@ -6,7 +6,8 @@
 use super::{
     ActivationCommit, ActivityTask, AttemptOutcome, CancelRequest, DueTimer, InboxSignal,
     InboxUpdate, ModuleRecord, PendingActivity, PendingChild, PendingJobs, PendingTimer,
-    ResolvedActivity, ResolvedChild, RunRecord, RunStatus, StoreError, StoreResult, WaitingOn,
+    ResolvedActivity, ResolvedChild, RunClaim, RunRecord, RunStatus, StoreError, StoreResult,
+    WaitingOn,
 };
 use crate::model::{
     ActivityOptions, Event, EventHash, Failure, ParentLink, RecordedEvent, RunId, Sha256Hex,
@@ -39,6 +40,24 @@ pub(super) fn uint(v: i64, what: impl Display) -> StoreResult<u64> {
 /// A stored sequence number that must fit the model's `u32`.
 pub(super) fn seq32(v: i64, what: impl Display) -> StoreResult<u32> {
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} is out of range ({v})")))
+}
+
+/// A claimed run as both backends' claims return it: run id, lease token,
+/// wake-ups, last event number.
+pub(super) type ClaimRow = (String, i64, i64, i64);
+
+pub(super) fn run_claims(rows: Vec<ClaimRow>) -> StoreResult<Vec<RunClaim>> {
+    rows.into_iter()
+        .map(|(run_id, lease_token, observed_wakeups, last_seq)| {
+            let last_seq = uint(last_seq, format!("run {run_id}'s last_seq"))?;
+            Ok(RunClaim {
+                run_id: RunId(run_id),
+                lease_token,
+                observed_wakeups,
+                last_seq,
+            })
+        })
+        .collect()
 }
 
 pub(super) fn to_json<T: Serialize>(value: &T, what: impl Display) -> StoreResult<String> {

@@ -594,7 +594,7 @@ impl RunStore for SqliteStore {
         lease_ms: u64,
         limit: u32,
     ) -> StoreResult<Vec<RunClaim>> {
-        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        let rows: Vec<rows::ClaimRow> = sqlx::query_as(
             "UPDATE runs
                 SET lease_owner = $1, lease_expires_at_ms = $2 + $3,
                     lease_token = lease_token + 1, lease_wakeups = wakeups
@@ -623,17 +623,7 @@ impl RunStore for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.writer)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(run_id, lease_token, observed_wakeups, last_seq)| RunClaim {
-                    run_id: RunId(run_id),
-                    lease_token,
-                    observed_wakeups,
-                    last_seq: last_seq as u64,
-                },
-            )
-            .collect())
+        rows::run_claims(rows)
     }
 
     async fn waiting_on(&self, run_id: &RunId) -> StoreResult<WaitingOn> {

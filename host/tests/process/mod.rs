@@ -119,6 +119,22 @@ impl Ran {
 }
 
 /// Runs `weft ARGS` against `address`, killed after 90 s.
+/// A `weft dev` on a fresh SQLite database in a directory of its own, with
+/// the scenarios test guest deployed as `scenarios`. Bind it as
+/// `let (_dir, host) = …` so that the host stops before its directory goes.
+pub fn dev_with_scenarios() -> (tempfile::TempDir, HostProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("weft.db");
+    let host = HostProcess::start(&["dev", "--database", db.to_str().unwrap()], &[]);
+    let scenarios = guest_path("test-scenarios");
+    weft(
+        &host.address,
+        &["deploy", scenarios.to_str().unwrap(), "--name", "scenarios"],
+    )
+    .ok();
+    (dir, host)
+}
+
 pub fn weft(address: &str, args: &[&str]) -> Ran {
     weft_env(address, args, &[])
 }
